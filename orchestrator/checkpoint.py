@@ -1,0 +1,171 @@
+"""The checkpoint format: a directory of safetensors and JSON, sealed by a sha256 manifest.
+
+    model.safetensors      weights (and the normalization buffers); never pickle
+    optimizer.safetensors  optimizer tensors (training checkpoints, for resume)
+    state.json             epoch, step, metric history, optimizer hyperparameters
+    config.yaml            the resolved experiment config
+    model.json             input shape, label names, normalization, data fingerprint
+    metrics.json           metrics at this checkpoint
+    manifest.json          sha256 and size of every file above; written last
+
+A directory without a manifest was never finished; one whose files do not match it was
+tampered with or corrupted. Both are refused on read, locally and on s3://.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from orchestrator import storage
+from orchestrator.config import ExperimentConfig, config_from_dict, save_config
+from orchestrator.errors import CheckpointError, ConfigError, StorageError
+from orchestrator.models import build_model
+
+FORMAT = "orchestrator-checkpoint/1"
+MANIFEST = "manifest.json"
+REQUIRED = ("model.safetensors", "config.yaml", "model.json", "metrics.json")
+
+
+def write_checkpoint(
+    directory: str,
+    *,
+    model: torch.nn.Module,
+    config: ExperimentConfig,
+    model_info: dict,
+    metrics: dict,
+    optimizer: torch.optim.Optimizer | None = None,
+    train_state: dict | None = None,
+) -> None:
+    """Write a checkpoint into a local directory; the manifest goes last."""
+    files: dict[str, bytes] = {
+        "model.safetensors": save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()}),
+        "config.yaml": save_config(config).encode(),
+        "model.json": _json(model_info),
+        "metrics.json": _json(metrics),
+    }
+    if optimizer is not None:
+        tensors, optim_meta = _flatten_optimizer(optimizer.state_dict())
+        files["optimizer.safetensors"] = save_safetensors(tensors)
+        files["state.json"] = _json({**(train_state or {}), "optimizer": optim_meta})
+    os.makedirs(directory, exist_ok=True)
+    for name, data in files.items():
+        Path(directory, name).write_bytes(data)
+    manifest = {
+        "format": FORMAT,
+        "files": {name: {"sha256": hashlib.sha256(d).hexdigest(), "bytes": len(d)} for name, d in files.items()},
+    }
+    Path(directory, MANIFEST).write_bytes(_json(manifest))
+
+
+@dataclass
+class Checkpoint:
+    """A verified checkpoint read into memory."""
+
+    uri: str
+    config: ExperimentConfig
+    model_info: dict
+    metrics: dict
+    files: dict[str, bytes]
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return load_safetensors(self.files["model.safetensors"])
+
+    def model(self) -> torch.nn.Module:
+        info = self.model_info
+        model = build_model(self.config.model, info["input_shape"], len(info["label_names"]))
+        model.load_state_dict(self.model_state(), strict=True)
+        return model.eval()
+
+    def train_state(self) -> dict | None:
+        return json.loads(self.files["state.json"]) if "state.json" in self.files else None
+
+    def optimizer_state(self) -> dict:
+        meta = self.train_state()["optimizer"]
+        return _unflatten_optimizer(load_safetensors(self.files["optimizer.safetensors"]), meta)
+
+
+def read_checkpoint(uri: str, endpoint_url: str | None = None) -> Checkpoint:
+    """Read and verify every file against the manifest; CheckpointError if anything is off."""
+    try:
+        fs, root = storage.filesystem(uri, endpoint_url)
+    except StorageError as e:
+        raise CheckpointError(str(e)) from None
+    read = lambda name: _read(fs, posixpath.join(root, name), uri)  # noqa: E731
+    try:
+        manifest = json.loads(read(MANIFEST))
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"{uri} has no {MANIFEST}: not an orchestrator checkpoint, or its writing was interrupted"
+        ) from None
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{uri}/{MANIFEST} is not valid JSON: the checkpoint is corrupted") from None
+    if manifest.get("format") != FORMAT:
+        raise CheckpointError(f"{uri}: unsupported checkpoint format {manifest.get('format')!r} (expected {FORMAT})")
+    listed = manifest.get("files", {})
+    missing = [name for name in REQUIRED if name not in listed]
+    if missing:
+        raise CheckpointError(f"{uri}: manifest lacks required files {missing}")
+    files = {}
+    for name, entry in listed.items():
+        if "/" in name or name.startswith("."):
+            raise CheckpointError(f"{uri}: manifest names an unsafe path {name!r}")
+        try:
+            data = read(name)
+        except FileNotFoundError:
+            raise CheckpointError(f"{uri}: {name} is listed in the manifest but missing") from None
+        if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+            raise CheckpointError(f"{uri}: {name} does not match its sha256 in the manifest (tampered or corrupted)")
+        files[name] = data
+    try:
+        config = config_from_dict(yaml.safe_load(files["config.yaml"]), source=f"{uri}/config.yaml")
+    except ConfigError as e:
+        raise CheckpointError(f"checkpoint config is invalid: {e}") from None
+    return Checkpoint(uri, config, json.loads(files["model.json"]), json.loads(files["metrics.json"]), files)
+
+
+def _read(fs, path: str, uri: str) -> bytes:
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        if "not found" in str(e).lower() or "no such file" in str(e).lower():
+            raise FileNotFoundError(path) from None
+        raise CheckpointError(f"cannot read checkpoint {uri}: {str(e).splitlines()[0]}") from None
+
+
+def _json(obj) -> bytes:
+    return json.dumps(obj, indent=2, sort_keys=True).encode()
+
+
+def _flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer state as flat tensors for safetensors plus JSON-able metadata."""
+    tensors, scalars = {}, {}
+    for pid, state in state_dict["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for name, tensor in tensors.items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = tensor
+    for pid, values in meta["scalars"].items():
+        state.setdefault(int(pid), {}).update(values)
+    return {"state": state, "param_groups": meta["param_groups"]}

@@ -1,0 +1,308 @@
+"""The typed experiment config: parsed strictly from YAML at the edge, then trusted.
+
+    cfg = load_config("jobs/digits-cnn.yaml", ["train.num_workers=4", "optim.lr=0.01"])
+
+Unknown keys and wrong types raise ConfigError naming the field (and the nearest valid key).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from orchestrator.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys and silent type coercion are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# ---- data -------------------------------------------------------------------------------
+
+
+class AugmentConfig(Section):
+    enabled: bool = Field(False, description="Apply random shift and noise to training images.")
+    max_shift_px: int = Field(1, ge=0, description="Largest random shift of an image, pixels.")
+    noise_std: float = Field(0.05, ge=0, description="Gaussian noise, in units of the feature std.")
+
+
+class SplitFields(Section):
+    val_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of rows held out for validation.")
+    test_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of rows held out for the test.")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Training-time augmentation.")
+
+
+class DigitsData(SplitFields):
+    name: Literal["digits"] = Field(description="scikit-learn's bundled 8x8 handwritten digits (1,797 images).")
+
+
+class SyntheticData(SplitFields):
+    name: Literal["synthetic"] = Field(description="Generated Gaussian-cluster classification data.")
+    num_samples: int = Field(10_000, ge=10, description="Rows to generate, all splits together.")
+    feature_shape: list[int] = Field([32], min_length=1, description="Shape of one sample's features.")
+    num_classes: int = Field(10, ge=2, description="Number of classes.")
+    class_separation: float = Field(1.5, gt=0, description="Distance between class centres, in noise std.")
+
+
+class FilesData(SplitFields):
+    name: Literal["files"] = Field(description="User data in Parquet, CSV or NPZ from a local path or s3:// URI.")
+    path: str = Field(description="A file or a directory of files: local path or s3://bucket/prefix.")
+    format: Literal["parquet", "csv", "npz"] | None = Field(
+        None, description="File format; inferred from the file suffix when empty."
+    )
+    label_column: str = Field("label", description="Column (or NPZ array) holding the class label.")
+    feature_columns: list[str] | None = Field(
+        None, description="Feature columns (or one tensor column / NPZ array); all but the label when empty."
+    )
+    feature_shape: list[int] | None = Field(
+        None, description="Reshape each sample's features to this shape, e.g. [1, 28, 28] for images."
+    )
+
+
+DataConfig = Annotated[Union[DigitsData, SyntheticData, FilesData], Field(discriminator="name")]
+
+
+# ---- model ------------------------------------------------------------------------------
+
+
+class ModelFields(Section):
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout probability in hidden layers.")
+
+
+class MLPConfig(ModelFields):
+    name: Literal["mlp"] = Field(description="Multi-layer perceptron over the flattened features.")
+    hidden_sizes: list[int] = Field([256, 128], min_length=1, description="Width of each hidden layer.")
+    activation: Literal["relu", "gelu", "tanh"] = Field("relu", description="Hidden-layer activation.")
+
+
+class CNNConfig(ModelFields):
+    name: Literal["cnn"] = Field(description="Conv-BN-ReLU-pool blocks and a fully connected head.")
+    channels: list[int] = Field([32, 64], min_length=1, description="Output channels of each conv block.")
+    kernel_size: int = Field(3, ge=1, description="Convolution kernel size, pixels (odd keeps the size).")
+    hidden_size: int = Field(128, ge=1, description="Width of the fully connected head.")
+
+
+class RNNConfig(ModelFields):
+    name: Literal["rnn"] = Field(description="LSTM/GRU over a sequence (an image's rows, or a [T, F] sample).")
+    cell: Literal["lstm", "gru"] = Field("lstm", description="Recurrent cell type.")
+    hidden_size: int = Field(128, ge=1, description="Hidden state size per direction.")
+    num_layers: int = Field(1, ge=1, description="Stacked recurrent layers.")
+    bidirectional: bool = Field(False, description="Read the sequence both ways.")
+
+
+class TransformerConfig(ModelFields):
+    name: Literal["transformer"] = Field(description="Small pre-norm encoder classifier over patches/tokens.")
+    patch_size: int = Field(2, ge=1, description="Side of a square image patch, pixels (image inputs).")
+    d_model: int = Field(64, ge=8, description="Token embedding width.")
+    num_heads: int = Field(4, ge=1, description="Attention heads; must divide d_model.")
+    num_layers: int = Field(2, ge=1, description="Encoder layers.")
+    ff_size: int = Field(128, ge=1, description="Feed-forward hidden width.")
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.d_model % self.num_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must divide d_model ({self.d_model})")
+        return self
+
+
+ModelConfig = Annotated[Union[MLPConfig, CNNConfig, RNNConfig, TransformerConfig], Field(discriminator="name")]
+
+
+# ---- optimization -----------------------------------------------------------------------
+
+
+class OptimConfig(Section):
+    name: Literal["sgd", "adam", "adamw", "rmsprop"] = Field("adamw", description="Optimizer.")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate, after warmup.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="Momentum (sgd, rmsprop).")
+    nesterov: bool = Field(False, description="Nesterov momentum (sgd only).")
+    betas: list[float] = Field([0.9, 0.999], min_length=2, max_length=2, description="Adam betas.")
+    weight_decay: float = Field(0.0, ge=0, description="L2 penalty (decoupled for adamw) on weight matrices.")
+    l1: float = Field(0.0, ge=0, description="L1 penalty coefficient on weight matrices, added to the loss.")
+    schedule: Literal["constant", "step", "cosine"] = Field("cosine", description="LR schedule after warmup.")
+    warmup_epochs: float = Field(0.0, ge=0, description="Linear warmup from 0 to lr, epochs.")
+    step_size_epochs: int = Field(10, ge=1, description="Epochs between LR drops (step schedule).")
+    gamma: float = Field(0.1, gt=0, le=1, description="LR multiplier at each drop (step schedule).")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Final LR as a fraction of lr (cosine).")
+    grad_clip_norm: float | None = Field(None, gt=0, description="Clip the global gradient norm to this.")
+    grad_accum_steps: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
+
+    @model_validator(mode="after")
+    def _nesterov_needs_sgd(self):
+        if self.nesterov and (self.name != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov needs name: sgd and momentum > 0")
+        return self
+
+
+# ---- training ---------------------------------------------------------------------------
+
+
+class TrainConfig(Section):
+    epochs: int = Field(20, ge=1, description="Passes over the training split.")
+    batch_size_per_worker: int = Field(64, ge=1, description="Samples per micro-batch on each worker.")
+    eval_batch_size: int = Field(1024, ge=1, description="Samples per batch in evaluation.")
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP processes).")
+    use_gpu: bool = Field(False, description="One GPU per worker (CUDA + NCCL).")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker; also torch's thread count.")
+    gpus_per_worker: float | None = Field(None, gt=0, description="GPUs per worker when use_gpu (fractions ok).")
+    resources_per_worker: dict[str, float] = Field({}, description="Extra custom resources per worker.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Autocast dtype on GPU.")
+    streaming: bool = Field(
+        False, description="Stream each epoch from Ray Data instead of caching the shard in worker memory."
+    )
+    num_to_keep: int = Field(2, ge=1, description="Checkpoints kept, best by checkpoint_metric.")
+    checkpoint_metric: str = Field("val_accuracy", description="Metric that ranks checkpoints.")
+    checkpoint_mode: Literal["max", "min"] = Field("max", description="Whether a larger metric is better.")
+    max_failures: int = Field(1, ge=-1, description="Worker-group restarts from the last checkpoint (-1: no limit).")
+    run_name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name; the same name resumes the run."
+    )
+
+    @model_validator(mode="after")
+    def _gpu_options(self):
+        if not self.use_gpu and self.gpus_per_worker:
+            raise ValueError("gpus_per_worker needs use_gpu: true")
+        return self
+
+
+class StorageConfig(Section):
+    path: str = Field("runs", description="Root for runs and checkpoints: local directory or s3://bucket/prefix.")
+    endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, moto); default: AWS_ENDPOINT_URL or AWS."
+    )
+    region: str | None = Field(None, description="S3 region; default from the AWS environment.")
+
+
+class ExperimentConfig(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Experiment name; prefix of run names.")
+    seed: int = Field(0, description="Seed for data splits, initialization and shuffling.")
+    data: DataConfig = Field(description="Where the data comes from and how it is split.")
+    model: ModelConfig = Field(description="Model family and size.")
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizer, regularization, schedule.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Distributed training and checkpoints.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Where runs are stored.")
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+    def hash(self) -> str:
+        """sha256 of the resolved config, stable across key order."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+# ---- loading ----------------------------------------------------------------------------
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> ExperimentConfig:
+    """Read a YAML experiment file, apply `a.b=value` overrides, validate."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections (data, model, optim, train, ...)")
+    raw.setdefault("name", path.stem)
+    return config_from_dict(apply_overrides(raw, overrides), source=str(path))
+
+
+def config_from_dict(raw: dict, source: str = "config") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"{source}: " + "; ".join(_explain(err) for err in e.errors())) from None
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Set dotted keys, e.g. `train.num_workers=4`; values are parsed as YAML (`[64, 32]`, `true`)."""
+    raw = json.loads(json.dumps(raw))  # deep copy; the YAML holds only JSON types
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like section.field=value")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[leaf] = parsed
+    return raw
+
+
+def _explain(err: dict) -> str:
+    loc = [str(p) for p in err["loc"]]
+    where = ".".join(_drop_tags(loc))
+    if err["type"] == "extra_forbidden":
+        valid = _fields_at(loc[:-1])
+        hint = difflib.get_close_matches(loc[-1], valid, n=1)
+        suggestion = f"; did you mean {hint[0]!r}?" if hint else f"; valid keys: {', '.join(valid)}"
+        return f"unknown key {where!r}{suggestion}"
+    if err["type"] == "missing":
+        return f"{where}: required field is missing"
+    if err["type"] == "union_tag_invalid":
+        return f"{where}: {err['input']!r} is not one of {err['ctx']['expected_tags']}"
+    got = err.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{where or 'config'}: {msg}{shown}"
+
+
+def _tagged_union_members(annotation) -> dict[str, type[BaseModel]] | None:
+    """For a discriminated union annotation, {tag: section class}."""
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) is Union:
+        members = typing.get_args(annotation)
+        if all(isinstance(m, type) and issubclass(m, BaseModel) for m in members):
+            return {typing.get_args(m.model_fields["name"].annotation)[0]: m for m in members}
+    return None
+
+
+def _walk(loc: list[str]) -> tuple[Any, list[str]]:
+    """Follow a pydantic error location: (the section class it ends in, its parts minus union tags)."""
+    cls: Any = ExperimentConfig
+    shown = []
+    for part in loc:
+        is_section = isinstance(cls, type) and issubclass(cls, BaseModel)
+        tags = None if is_section else _tagged_union_members(cls)
+        if tags is not None:  # a union tag (e.g. 'cnn' in model.cnn.channels) is not a key the user wrote
+            cls = tags.get(part)
+            continue
+        shown.append(part)
+        fields = cls.model_fields if is_section else {}
+        cls = fields[part].annotation if part in fields else None
+    return cls, shown
+
+
+def _drop_tags(loc: list[str]) -> list[str]:
+    return _walk(loc)[1]
+
+
+def _fields_at(loc: list[str]) -> list[str]:
+    cls = _walk(loc)[0]
+    return list(cls.model_fields) if isinstance(cls, type) and issubclass(cls, BaseModel) else []
+
+
+def save_config(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML text (what every run and checkpoint stores)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

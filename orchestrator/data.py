@@ -1,0 +1,245 @@
+"""Datasets: digits (real), synthetic, and user files; split, normalized, handed to Ray Data.
+
+Every source becomes (features float32 [N, *shape], labels int64 [N], label names), split
+train/val/test with the experiment seed (stratified), and normalization statistics are
+computed on the training split only. The splits go to the workers as Ray Datasets, which
+Ray Train shards across them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from dataclasses import dataclass
+
+import numpy as np
+
+from orchestrator import storage
+from orchestrator.config import DataConfig, DigitsData, FilesData, SyntheticData
+from orchestrator.errors import DataError
+
+
+@dataclass
+class Arrays:
+    x: np.ndarray  # float32 [N, *input_shape]
+    y: np.ndarray  # int64 [N], indices into label_names
+    label_names: list[str]
+
+
+@dataclass
+class Splits:
+    """What training, evaluation and serving need to know about the data."""
+
+    train: object  # ray.data.Dataset with columns x, y
+    val: object
+    test: object
+    input_shape: list[int]
+    label_names: list[str]
+    mean: np.ndarray  # broadcasts against one sample
+    std: np.ndarray
+    fingerprint: str  # sha256 of the features and labels before splitting
+    num_rows: dict[str, int]
+
+    def normalization(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+
+def load_arrays(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> Arrays:
+    if isinstance(cfg, DigitsData):
+        return _digits()
+    if isinstance(cfg, SyntheticData):
+        return _synthetic(cfg, seed)
+    return _files(cfg, endpoint_url)
+
+
+def split_indices(y: np.ndarray, val_fraction: float, test_fraction: float, seed: int):
+    """Seeded train/val/test index arrays, stratified by label where every class allows it."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    _, counts = np.unique(y, return_counts=True)
+    stratify = counts.min() >= 3  # each class must reach all three splits
+    rest, test = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=y if stratify else None)
+    val_share = val_fraction / (1 - test_fraction)
+    train, val = train_test_split(
+        rest, test_size=val_share, random_state=seed, stratify=y[rest] if stratify else None
+    )
+    return np.sort(train), np.sort(val), np.sort(test)
+
+
+def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean/std per channel: axis 0 of a [C, H, W] sample, else the last axis (features)."""
+    sample_ndim = x.ndim - 1
+    keep = 1 if sample_ndim == 3 else x.ndim - 1
+    axes = tuple(a for a in range(x.ndim) if a != keep)
+    mean = x.mean(axis=axes, keepdims=True, dtype=np.float64)[0]
+    std = x.std(axis=axes, keepdims=True, dtype=np.float64)[0]
+    std = np.where(std < 1e-8, 1.0, std)  # a constant feature passes through unscaled
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def fingerprint(arrays: Arrays) -> str:
+    h = hashlib.sha256()
+    for a in (arrays.x, arrays.y):
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update("\n".join(arrays.label_names).encode())
+    return h.hexdigest()
+
+
+def to_ray_dataset(x: np.ndarray, y: np.ndarray):
+    import pyarrow as pa
+    import ray.data
+    from ray.data.extensions import ArrowTensorArray
+
+    return ray.data.from_arrow(pa.table({"x": ArrowTensorArray.from_numpy(x), "y": y}))
+
+
+def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> Splits:
+    """The experiment's data as Ray Datasets. Needs a running Ray (local or cluster)."""
+    arrays = load_arrays(cfg, seed, endpoint_url)
+    tr, va, te = split_indices(arrays.y, cfg.val_fraction, cfg.test_fraction, seed)
+    mean, std = channel_stats(arrays.x[tr])
+    return Splits(
+        train=to_ray_dataset(arrays.x[tr], arrays.y[tr]),
+        val=to_ray_dataset(arrays.x[va], arrays.y[va]),
+        test=to_ray_dataset(arrays.x[te], arrays.y[te]),
+        input_shape=list(arrays.x.shape[1:]),
+        label_names=arrays.label_names,
+        mean=mean,
+        std=std,
+        fingerprint=fingerprint(arrays),
+        num_rows={"train": len(tr), "val": len(va), "test": len(te)},
+    )
+
+
+# ---- sources ----------------------------------------------------------------------------
+
+
+def _digits() -> Arrays:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()  # ships with scikit-learn: no download
+    x = d.images.astype(np.float32)[:, None, :, :]  # [N, 1, 8, 8], pixel values 0..16
+    return Arrays(x, d.target.astype(np.int64), [str(c) for c in d.target_names])
+
+
+def _synthetic(cfg: SyntheticData, seed: int) -> Arrays:
+    rng = np.random.default_rng(seed)
+    num_features = int(np.prod(cfg.feature_shape))
+    centres = rng.normal(size=(cfg.num_classes, num_features))
+    centres *= cfg.class_separation / np.sqrt(2 * num_features)  # expected centre distance = separation
+    y = rng.integers(0, cfg.num_classes, size=cfg.num_samples)
+    x = centres[y] + rng.normal(size=(cfg.num_samples, num_features))
+    x = x.astype(np.float32).reshape(cfg.num_samples, *cfg.feature_shape)
+    return Arrays(x, y.astype(np.int64), [str(c) for c in range(cfg.num_classes)])
+
+
+def _files(cfg: FilesData, endpoint_url: str | None) -> Arrays:
+    fs, path = storage.filesystem(cfg.path, endpoint_url)
+    try:
+        info = fs.get_file_info(path)
+    except OSError as e:
+        raise DataError(f"cannot reach data at {cfg.path!r}: {e}") from None
+    if info.type.name == "NotFound":
+        raise DataError(f"data path {cfg.path!r} does not exist: set data.path to a file or directory")
+    if info.type.name == "Directory":
+        from pyarrow.fs import FileSelector
+
+        files = sorted(f.path for f in fs.get_file_info(FileSelector(path, recursive=True)) if f.is_file)
+        files = [f for f in files if not posixpath.basename(f).startswith((".", "_"))]
+    else:
+        files = [path]
+    if not files:
+        raise DataError(f"data directory {cfg.path!r} holds no files")
+    fmt = cfg.format or _infer_format(files[0])
+    columns = _read_npz(fs, files) if fmt == "npz" else _read_table(fs, files, fmt)
+    return _columns_to_arrays(columns, cfg)
+
+
+def _infer_format(path: str) -> str:
+    suffix = posixpath.splitext(path)[1].lower().lstrip(".")
+    fmt = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "npz": "npz"}.get(suffix)
+    if fmt is None:
+        raise DataError(f"cannot tell the format of {path!r}: set data.format to parquet, csv or npz")
+    return fmt
+
+
+def _read_npz(fs, files: list[str]) -> dict[str, np.ndarray]:
+    import io
+
+    parts: dict[str, list[np.ndarray]] = {}
+    for f in files:
+        with fs.open_input_file(f) as fh:
+            try:
+                npz = np.load(io.BytesIO(fh.read()), allow_pickle=False)  # never unpickle user files
+            except ValueError as e:
+                raise DataError(f"{f}: not a plain-array NPZ file ({e})") from None
+            for key in npz.files:
+                parts.setdefault(key, []).append(npz[key])
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _read_table(fs, files: list[str], fmt: str) -> dict[str, np.ndarray]:
+    import ray.data
+
+    reader = ray.data.read_parquet if fmt == "parquet" else ray.data.read_csv
+    try:
+        ds = reader(files, filesystem=fs)
+        batches = list(ds.iter_batches(batch_size=None, batch_format="numpy"))
+    except Exception as e:  # Ray Data wraps reader errors in its own types
+        raise DataError(f"cannot read {fmt} data: {str(e).strip().splitlines()[-1]}") from None
+    if not batches:
+        raise DataError("the data files hold no rows")
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData) -> Arrays:
+    available = sorted(columns)
+    if cfg.label_column not in columns:
+        raise DataError(f"label column {cfg.label_column!r} not in the data; columns: {available}")
+    feature_cols = cfg.feature_columns or [c for c in available if c != cfg.label_column]
+    missing = [c for c in feature_cols if c not in columns]
+    if missing or not feature_cols:
+        raise DataError(f"feature columns {missing or feature_cols} not in the data; columns: {available}")
+    try:
+        if len(feature_cols) == 1:  # one tensor/list column, or a single scalar feature
+            col = columns[feature_cols[0]]
+            x = np.stack(col) if col.dtype == object else col
+            x = x.reshape(len(x), -1) if x.ndim == 1 else x
+        else:
+            x = np.stack([columns[c] for c in feature_cols], axis=1)
+        x = x.astype(np.float32)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"features {feature_cols} are not numeric arrays of one shape: {e}") from None
+    if cfg.feature_shape:
+        if int(np.prod(cfg.feature_shape)) != int(np.prod(x.shape[1:])):
+            raise DataError(f"data.feature_shape {cfg.feature_shape} does not fit samples of shape {list(x.shape[1:])}")
+        x = x.reshape(len(x), *cfg.feature_shape)
+    if not np.isfinite(x).all():
+        raise DataError("features contain NaN or infinite values; clean or impute them first")
+    raw_labels = columns[cfg.label_column]
+    names, y = np.unique(raw_labels, return_inverse=True)
+    return Arrays(x, y.astype(np.int64), [str(n) for n in names])
+
+
+# ---- worker-side helpers (plain torch) --------------------------------------------------
+
+
+def augment(x, max_shift_px: int, noise_std: float, std, generator):
+    """Random shift (zero padded) of [B, C, H, W] images and Gaussian noise scaled by the feature std."""
+    import torch
+
+    if max_shift_px and x.ndim == 4:
+        b, _, h, w = x.shape
+        p = max_shift_px
+        padded = torch.nn.functional.pad(x, (p, p, p, p))
+        dy = torch.randint(0, 2 * p + 1, (b,), generator=generator)
+        dx = torch.randint(0, 2 * p + 1, (b,), generator=generator)
+        rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None].expand(b, x.shape[1], h, w + 2 * p)
+        x = padded.gather(2, rows)
+        cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :].expand(b, x.shape[1], h, w)
+        x = x.gather(3, cols)
+    if noise_std:
+        x = x + noise_std * torch.as_tensor(std) * torch.randn(x.shape, generator=generator)
+    return x

@@ -1,0 +1,195 @@
+"""Model zoo by name: mlp, cnn, rnn, transformer. Plain PyTorch.
+
+Every model takes raw features [B, *input_shape] and returns logits [B, num_classes]. The
+training-split normalization is a buffer of the model, so it is saved in the same
+safetensors file and serving can never apply different statistics than training did.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from orchestrator.config import CNNConfig, MLPConfig, ModelConfig, RNNConfig, TransformerConfig
+from orchestrator.errors import ConfigError
+
+
+class Normalize(nn.Module):
+    def __init__(self, mean: np.ndarray, std: np.ndarray):
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(np.asarray(mean, dtype=np.float32)))
+        self.register_buffer("std", torch.as_tensor(np.asarray(std, dtype=np.float32)))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+class Classifier(nn.Module):
+    def __init__(self, normalize: Normalize, body: nn.Module):
+        super().__init__()
+        self.normalize = normalize
+        self.body = body
+
+    def forward(self, x):
+        return self.body(self.normalize(x))
+
+
+def build_model(cfg: ModelConfig, input_shape, num_classes: int, mean=None, std=None) -> Classifier:
+    """The model for this input shape; mean/std default to identity (they are loaded from checkpoints)."""
+    input_shape = tuple(int(s) for s in input_shape)
+    builders = {"mlp": _mlp, "cnn": _cnn, "rnn": _rnn, "transformer": _transformer}
+    body = builders[cfg.name](cfg, input_shape, num_classes)
+    stat_shape = _stat_shape(input_shape)
+    mean = np.zeros(stat_shape, np.float32) if mean is None else mean
+    std = np.ones(stat_shape, np.float32) if std is None else std
+    return Classifier(Normalize(mean, std), body)
+
+
+def _stat_shape(input_shape) -> tuple[int, ...]:
+    """Shape of per-channel statistics (see data.channel_stats)."""
+    if len(input_shape) == 3:
+        return (input_shape[0], 1, 1)
+    return (1,) * (len(input_shape) - 1) + (input_shape[-1],)
+
+
+def num_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---- families ---------------------------------------------------------------------------
+
+
+def _mlp(cfg: MLPConfig, input_shape, num_classes):
+    act = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}[cfg.activation]
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = math.prod(input_shape)
+    for hidden in cfg.hidden_sizes:
+        layers += [nn.Linear(width, hidden), act(), nn.Dropout(cfg.dropout)]
+        width = hidden
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+def _image_shape(input_shape, family: str):
+    if len(input_shape) == 2:
+        return (1, *input_shape)
+    if len(input_shape) != 3:
+        raise ConfigError(
+            f"model {family!r} needs image-shaped features [C, H, W], got {list(input_shape)}: "
+            "set data.feature_shape, or use model.name: mlp"
+        )
+    return input_shape
+
+
+class _AddChannel(nn.Module):
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], *self.shape)
+
+
+def _cnn(cfg: CNNConfig, input_shape, num_classes):
+    c, h, w = _image_shape(input_shape, "cnn")
+    layers: list[nn.Module] = [_AddChannel((c, h, w))]
+    for out in cfg.channels:
+        layers += [nn.Conv2d(c, out, cfg.kernel_size, padding=cfg.kernel_size // 2), nn.BatchNorm2d(out), nn.ReLU()]
+        if min(h, w) >= 2:  # pool while there is something to pool
+            layers.append(nn.MaxPool2d(2))
+            h, w = h // 2, w // 2
+        c = out
+    features = nn.Sequential(*layers)
+    with torch.no_grad():
+        flat = features(torch.zeros(1, *input_shape)).numel()
+    head = [nn.Flatten(), nn.Dropout(cfg.dropout), nn.Linear(flat, cfg.hidden_size), nn.ReLU()]
+    head += [nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden_size, num_classes)]
+    return nn.Sequential(features, *head)
+
+
+def _sequence_shape(input_shape):
+    """[T, F] view of a sample: an image's rows, a [T, F] sample as is, a vector as F steps of 1."""
+    if len(input_shape) == 3:
+        c, h, w = input_shape
+        return h, c * w
+    if len(input_shape) == 2:
+        return input_shape
+    return input_shape[0], 1
+
+
+class _AsSequence(nn.Module):
+    def __init__(self, input_shape):
+        super().__init__()
+        self.channels_first = len(input_shape) == 3
+        self.seq_shape = _sequence_shape(input_shape)
+
+    def forward(self, x):
+        if self.channels_first:  # [B, C, H, W] -> [B, H, C*W]: each row is one step
+            x = x.permute(0, 2, 1, 3)
+        return x.reshape(x.shape[0], *self.seq_shape)
+
+
+class _RNNBody(nn.Module):
+    def __init__(self, cfg: RNNConfig, input_shape, num_classes):
+        super().__init__()
+        steps, feats = _sequence_shape(input_shape)
+        self.as_sequence = _AsSequence(input_shape)
+        rnn = nn.LSTM if cfg.cell == "lstm" else nn.GRU
+        self.rnn = rnn(
+            feats,
+            cfg.hidden_size,
+            num_layers=cfg.num_layers,
+            batch_first=True,
+            bidirectional=cfg.bidirectional,
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+        )
+        out = cfg.hidden_size * (2 if cfg.bidirectional else 1)
+        self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(out, num_classes))
+
+    def forward(self, x):
+        seq, _ = self.rnn(self.as_sequence(x))
+        return self.head(seq.mean(dim=1))  # mean over steps: uses every row, not only the last
+
+
+def _rnn(cfg: RNNConfig, input_shape, num_classes):
+    return _RNNBody(cfg, input_shape, num_classes)
+
+
+class _TransformerBody(nn.Module):
+    def __init__(self, cfg: TransformerConfig, input_shape, num_classes):
+        super().__init__()
+        self.patch = None
+        if len(input_shape) == 3:
+            c, h, w = input_shape
+            p = cfg.patch_size
+            if h % p or w % p:
+                raise ConfigError(f"model.patch_size {p} must divide the image size {h}x{w}")
+            self.patch = nn.Conv2d(c, cfg.d_model, kernel_size=p, stride=p)  # patch embedding
+            num_tokens = (h // p) * (w // p)
+        else:
+            num_tokens, feats = _sequence_shape(input_shape)
+            self.as_sequence = _AsSequence(input_shape)
+            self.embed = nn.Linear(feats, cfg.d_model)
+        self.cls = nn.Parameter(torch.zeros(1, 1, cfg.d_model))
+        self.pos = nn.Parameter(torch.randn(1, num_tokens + 1, cfg.d_model) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            cfg.d_model, cfg.num_heads, cfg.ff_size, cfg.dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, num_classes)
+
+    def forward(self, x):
+        if self.patch is not None:
+            tokens = self.patch(x).flatten(2).transpose(1, 2)  # [B, num_patches, d_model]
+        else:
+            tokens = self.embed(self.as_sequence(x))
+        tokens = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], dim=1) + self.pos
+        return self.head(self.norm(self.encoder(tokens))[:, 0])
+
+
+def _transformer(cfg: TransformerConfig, input_shape, num_classes):
+    return _TransformerBody(cfg, input_shape, num_classes)

@@ -1,0 +1,44 @@
+"""Joining a Ray cluster, or starting an embedded one on this machine."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None):
+    """Use the Ray already initialized in this process, join `address`, or start a local Ray.
+
+    The embedded cluster binds 127.0.0.1 only and, on Ray 2.60, has token auth on. Joining a
+    cluster with token auth needs RAY_AUTH_MODE=token and the token (RAY_AUTH_TOKEN,
+    RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token).
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield ray
+        return
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    quiet = dict(logging_level=logging.WARNING, log_to_driver=True, configure_logging=True)
+    if address:
+        ray.init(address=address, **quiet)
+    else:
+        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", **quiet)
+        _quiet_ray_data()
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _quiet_ray_data():
+    """Ray Data prints a progress bar per tiny dataset; keep the terminal for our own progress."""
+    from ray.data import DataContext
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = sys.stderr.isatty()
+    ctx.print_on_execution_start = False

@@ -1,0 +1,88 @@
+"""Local paths and s3:// URIs behind one pyarrow filesystem interface.
+
+Credentials come from the AWS environment (variables, profile, instance role), never from
+the config. An S3-compatible store is reached with `storage.endpoint_url` or AWS_ENDPOINT_URL.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+from orchestrator.errors import StorageError
+
+
+def is_remote(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def filesystem(uri: str, endpoint_url: str | None = None, region: str | None = None):
+    """(pyarrow filesystem, path inside it) for a local path or an s3:// URI."""
+    if not is_remote(uri):
+        if "://" in uri:
+            raise StorageError(f"unsupported storage URI {uri!r}: use a local path or s3://bucket/prefix")
+        return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
+    parsed = urlparse(uri)
+    if not parsed.netloc:
+        raise StorageError(f"{uri!r} has no bucket: use s3://bucket/prefix")
+    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    kwargs = dict(connect_timeout=5, request_timeout=30, retry_strategy=pafs.AwsStandardS3RetryStrategy(3))
+    if endpoint:
+        ep = urlparse(endpoint)
+        kwargs.update(endpoint_override=ep.netloc or ep.path, scheme=ep.scheme or "https")
+        kwargs.setdefault("region", region or os.environ.get("AWS_REGION", "us-east-1"))
+    if region:
+        kwargs["region"] = region
+    return pafs.S3FileSystem(**kwargs), parsed.netloc + parsed.path.rstrip("/")
+
+
+def join(uri: str, *parts: str) -> str:
+    if is_remote(uri):
+        return posixpath.join(uri.rstrip("/"), *parts)
+    return str(Path(uri).expanduser().resolve().joinpath(*parts))
+
+
+def check_writable(uri: str, endpoint_url: str | None = None, region: str | None = None) -> None:
+    """Fail fast (StorageError) when the storage root cannot be written, before any work starts."""
+    fs, path = filesystem(uri, endpoint_url, region)
+    probe = posixpath.join(path, ".orchestrator-write-check")
+    try:
+        fs.create_dir(path, recursive=True)
+        with fs.open_output_stream(probe) as f:
+            f.write(b"ok")
+        fs.delete_file(probe)
+    except (OSError, ValueError) as e:
+        raise StorageError(f"cannot write to storage {uri!r}: {_first_line(e)}") from None
+
+
+def read_bytes(uri: str, endpoint_url: str | None = None, region: str | None = None) -> bytes:
+    fs, path = filesystem(uri, endpoint_url, region)
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def write_bytes(uri: str, data: bytes, endpoint_url: str | None = None, region: str | None = None) -> None:
+    fs, path = filesystem(uri, endpoint_url, region)
+    fs.create_dir(posixpath.dirname(path), recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(data)
+
+
+def download_dir(uri: str, local_dir: str, endpoint_url: str | None = None) -> str:
+    """Copy a remote directory into local_dir; a local path is returned as is."""
+    if not is_remote(uri):
+        return str(Path(uri).expanduser().resolve())
+    fs, path = filesystem(uri, endpoint_url)
+    try:
+        pafs.copy_files(path, local_dir, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    except (OSError, ValueError) as e:
+        raise StorageError(f"cannot read {uri!r}: {_first_line(e)}") from None
+    return local_dir
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
