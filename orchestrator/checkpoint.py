@@ -78,12 +78,15 @@ class Checkpoint:
     files: dict[str, bytes]
 
     def model_state(self) -> dict[str, torch.Tensor]:
-        return load_safetensors(self.files["model.safetensors"])
+        return self._tensors("model.safetensors")
 
     def model(self) -> torch.nn.Module:
         info = self.model_info
         model = build_model(self.config.model, info["input_shape"], len(info["label_names"]))
-        model.load_state_dict(self.model_state(), strict=True)
+        try:
+            model.load_state_dict(self.model_state(), strict=True)
+        except RuntimeError as e:
+            raise CheckpointError(f"{self.uri}: weights do not fit the model in its config ({e})") from None
         return model.eval()
 
     def train_state(self) -> dict | None:
@@ -91,7 +94,13 @@ class Checkpoint:
 
     def optimizer_state(self) -> dict:
         meta = self.train_state()["optimizer"]
-        return _unflatten_optimizer(load_safetensors(self.files["optimizer.safetensors"]), meta)
+        return _unflatten_optimizer(self._tensors("optimizer.safetensors"), meta)
+
+    def _tensors(self, name: str) -> dict[str, torch.Tensor]:
+        try:
+            return load_safetensors(self.files[name])  # parses a header and raw buffers: no code runs
+        except Exception as e:  # safetensors raises its own error type for malformed input
+            raise CheckpointError(f"{self.uri}: {name} is not a valid safetensors file ({e})") from None
 
 
 def read_checkpoint(uri: str, endpoint_url: str | None = None) -> Checkpoint:

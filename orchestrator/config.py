@@ -260,7 +260,7 @@ def _explain(err: dict) -> str:
     if err["type"] == "missing":
         return f"{where}: required field is missing"
     if err["type"] == "union_tag_invalid":
-        return f"{where}: {err['input']!r} is not one of {err['ctx']['expected_tags']}"
+        return f"{where}.name: {err['ctx']['tag']!r} is not one of {err['ctx']['expected_tags']}"
     got = err.get("input")
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
     msg = err["msg"].removeprefix("Value error, ")

@@ -173,10 +173,10 @@ def _read_npz(fs, files: list[str]) -> dict[str, np.ndarray]:
         with fs.open_input_file(f) as fh:
             try:
                 npz = np.load(io.BytesIO(fh.read()), allow_pickle=False)  # never unpickle user files
-            except ValueError as e:
+                for key in npz.files:
+                    parts.setdefault(key, []).append(npz[key])
+            except (ValueError, OSError) as e:
                 raise DataError(f"{f}: not a plain-array NPZ file ({e})") from None
-            for key in npz.files:
-                parts.setdefault(key, []).append(npz[key])
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 

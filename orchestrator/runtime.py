@@ -26,7 +26,8 @@ def ray_session(address: str | None = None):
     if address:
         ray.init(address=address, **quiet)
     else:
-        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", **quiet)
+        # address="local": always a new cluster, never one that happens to run on this machine
+        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", **quiet)
         _quiet_ray_data()
     try:
         yield ray

@@ -1,0 +1,111 @@
+import json
+import pickle
+
+import pytest
+import torch
+
+from orchestrator import engine
+from orchestrator.checkpoint import read_checkpoint, write_checkpoint
+from orchestrator.config import config_from_dict
+from orchestrator.errors import CheckpointError
+from orchestrator.models import build_model
+
+CFG = config_from_dict({"name": "t", "data": {"name": "digits"}, "model": {"name": "mlp", "hidden_sizes": [16]},
+                        "optim": {"name": "adam", "schedule": "constant"}})
+INFO = {"input_shape": [8], "label_names": ["a", "b", "c"], "normalization": {}, "data_fingerprint": "x"}
+
+
+def _trained(steps=3):
+    torch.manual_seed(0)
+    model = build_model(CFG.model, [8], 3)
+    opt = engine.make_optimizer(model, CFG.optim)
+    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    engine.train_epoch(model, engine.batches_from_tensors(x, y, 16), opt, CFG.optim, 0, 2, 4, torch.device("cpu"))
+    return model, opt, (x, y)
+
+
+def _write(path, model, opt):
+    write_checkpoint(str(path), model=model, config=CFG, model_info=INFO, metrics={"val_accuracy": 0.5},
+                     optimizer=opt, train_state={"epoch": 1, "history": []})
+
+
+def test_round_trip_predicts_identically_and_resumes_exactly(tmp_path):
+    model, opt, (x, y) = _trained()
+    _write(tmp_path, model, opt)
+    ckpt = read_checkpoint(str(tmp_path))
+    assert ckpt.metrics == {"val_accuracy": 0.5} and ckpt.train_state()["epoch"] == 1 and ckpt.config == CFG
+    restored = ckpt.model()
+    model.eval()
+    assert torch.equal(restored(x), model(x))
+
+    # resuming from the checkpoint continues exactly like never stopping
+    restored.train()
+    opt2 = engine.make_optimizer(restored, CFG.optim)
+    opt2.load_state_dict(ckpt.optimizer_state())
+    for m, o in ((model, opt), (restored, opt2)):
+        torch.manual_seed(1)  # same dropout masks
+        engine.train_epoch(m, engine.batches_from_tensors(x, y, 16), o, CFG.optim, 1, 2, 4, torch.device("cpu"))
+    for p, q in zip(model.parameters(), restored.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_only_safetensors_and_json_are_written(tmp_path):
+    model, opt, _ = _trained()
+    _write(tmp_path, model, opt)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["config.yaml", "manifest.json", "metrics.json", "model.json", "model.safetensors",
+                     "optimizer.safetensors", "state.json"]
+
+
+@pytest.fixture
+def ckpt_dir(tmp_path):
+    model, opt, _ = _trained()
+    _write(tmp_path, model, opt)
+    return tmp_path
+
+
+def test_tampered_file_is_refused(ckpt_dir):
+    data = bytearray((ckpt_dir / "model.safetensors").read_bytes())
+    data[-1] ^= 1
+    (ckpt_dir / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="model.safetensors does not match its sha256"):
+        read_checkpoint(str(ckpt_dir))
+
+
+def test_unfinished_checkpoint_is_refused(ckpt_dir):
+    (ckpt_dir / "manifest.json").unlink()
+    with pytest.raises(CheckpointError, match="no manifest.json"):
+        read_checkpoint(str(ckpt_dir))
+
+
+def test_missing_listed_file_is_refused(ckpt_dir):
+    (ckpt_dir / "metrics.json").unlink()
+    with pytest.raises(CheckpointError, match="metrics.json is listed in the manifest but missing"):
+        read_checkpoint(str(ckpt_dir))
+
+
+class Boom:
+    def __reduce__(self):
+        return (exec, ("open('/tmp/orchestrator-pwned', 'w').write('x')",))
+
+
+def test_pickle_payload_with_a_forged_manifest_never_runs(ckpt_dir, tmp_path_factory):
+    import hashlib
+    import os
+
+    payload = pickle.dumps(Boom())
+    (ckpt_dir / "model.safetensors").write_bytes(payload)
+    manifest = json.loads((ckpt_dir / "manifest.json").read_text())
+    manifest["files"]["model.safetensors"]["sha256"] = hashlib.sha256(payload).hexdigest()
+    (ckpt_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="model.safetensors is not a valid safetensors file"):
+        read_checkpoint(str(ckpt_dir)).model()
+    assert not os.path.exists("/tmp/orchestrator-pwned")
+
+
+def test_unsafe_manifest_paths_are_refused(ckpt_dir):
+    manifest = json.loads((ckpt_dir / "manifest.json").read_text())
+    manifest["files"]["../../etc/passwd"] = {"sha256": "0"}
+    (ckpt_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="unsafe path"):
+        read_checkpoint(str(ckpt_dir))

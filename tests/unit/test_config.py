@@ -1,0 +1,106 @@
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from orchestrator import config as C
+from orchestrator.config import ConfigError, apply_overrides, config_from_dict, load_config
+
+JOBS = sorted(Path(__file__).parents[2].joinpath("jobs").glob("*.yaml"))
+BASE = {"name": "t", "data": {"name": "digits"}, "model": {"name": "mlp"}}
+
+
+@pytest.mark.parametrize("path", JOBS, ids=lambda p: p.name)
+def test_every_job_config_is_valid(path):
+    cfg = load_config(path)
+    assert cfg.name
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config(JOBS[0], ["train.num_workers=4", "optim.lr=0.01", "model.dropout=0.3", "train.use_gpu=true"])
+    assert cfg.train.num_workers == 4 and cfg.optim.lr == 0.01 and cfg.model.dropout == 0.3 and cfg.train.use_gpu
+    assert apply_overrides({"a": {"b": 1}}, ["a.c=[1, 2]"]) == {"a": {"b": 1, "c": [1, 2]}}
+
+
+def _error(raw) -> str:
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(raw)
+    return str(e.value)
+
+
+def test_typo_suggests_nearest_key():
+    msg = _error({**BASE, "optim": {"lrr": 0.1}})
+    assert "optim.lrr" in msg and "did you mean 'lr'" in msg
+
+
+def test_typo_inside_a_model_family_names_the_user_path():
+    msg = _error({**BASE, "model": {"name": "cnn", "chanels": [8]}})
+    assert "'model.chanels'" in msg and "did you mean 'channels'" in msg
+
+
+def test_wrong_type_names_the_field():
+    msg = _error({**BASE, "train": {"epochs": "ten"}})
+    assert "train.epochs" in msg and "'ten'" in msg
+
+
+def test_unknown_model_and_dataset_list_the_choices():
+    assert "'resnet' is not one of" in _error({**BASE, "model": {"name": "resnet"}})
+    msg = _error({**BASE, "data": {"name": "mnist"}})
+    assert "data.name" in msg and "digits" in msg
+
+
+def test_missing_required_field():
+    assert "model: required field is missing" in _error({"name": "t", "data": {"name": "digits"}})
+
+
+def test_cross_field_rules():
+    assert "num_heads" in _error({**BASE, "model": {"name": "transformer", "d_model": 30, "num_heads": 4}})
+    assert "nesterov" in _error({**BASE, "optim": {"name": "adam", "nesterov": True}})
+    assert "gpus_per_worker" in _error({**BASE, "train": {"gpus_per_worker": 0.5}})
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="section.field=value"):
+        load_config(JOBS[0], ["train.epochs"])
+
+
+def test_name_defaults_to_file_stem(tmp_path):
+    p = tmp_path / "my-exp.yaml"
+    p.write_text("data: {name: digits}\nmodel: {name: mlp}\n")
+    assert load_config(p).name == "my-exp"
+
+
+def _sections():
+    seen, todo = set(), [C.ExperimentConfig]
+    while todo:
+        cls = todo.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        for field in cls.model_fields.values():
+            for t in C.typing.get_args(field.annotation) + (field.annotation,):
+                members = C._tagged_union_members(t) or {}
+                todo += [m for m in members.values()]
+                if isinstance(t, type) and issubclass(t, BaseModel):
+                    todo.append(t)
+    return seen
+
+
+def test_every_field_is_described():
+    undocumented = [f"{cls.__name__}.{n}" for cls in _sections() for n, f in cls.model_fields.items() if not f.description]
+    assert len(_sections()) >= 12 and undocumented == []
+
+
+def test_hash_is_stable_and_sensitive():
+    a = config_from_dict(BASE)
+    assert a.hash() == config_from_dict(dict(reversed(list(BASE.items())))).hash()
+    assert a.hash() != config_from_dict({**BASE, "seed": 1}).hash()

@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import torch
+
+from orchestrator import data
+from orchestrator.config import FilesData, SyntheticData
+from orchestrator.errors import DataError
+
+
+def test_digits_split_is_stratified_disjoint_and_seeded():
+    arrays = data.load_arrays(data.DigitsData(name="digits"), seed=0)
+    assert arrays.x.shape == (1797, 1, 8, 8) and arrays.x.dtype == np.float32 and len(arrays.label_names) == 10
+    tr, va, te = data.split_indices(arrays.y, 0.15, 0.15, seed=0)
+    assert len(set(tr) | set(va) | set(te)) == 1797 and not (set(tr) & set(va) or set(tr) & set(te) or set(va) & set(te))
+    assert abs(len(te) - 0.15 * 1797) <= 1 and abs(len(va) - 0.15 * 1797) <= 1
+    overall = np.bincount(arrays.y) / len(arrays.y)
+    for split in (tr, va, te):
+        assert np.abs(np.bincount(arrays.y[split], minlength=10) / len(split) - overall).max() < 0.01
+    again = data.split_indices(arrays.y, 0.15, 0.15, seed=0)
+    other = data.split_indices(arrays.y, 0.15, 0.15, seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip((tr, va, te), again))
+    assert not np.array_equal(te, other[2])
+
+
+def test_channel_stats_per_channel_for_images_and_per_feature_for_vectors():
+    rng = np.random.default_rng(0)
+    images = rng.normal(3.0, 2.0, size=(500, 2, 4, 4)).astype(np.float32)
+    images[:, 1] += 10
+    mean, std = data.channel_stats(images)
+    assert mean.shape == (2, 1, 1) and np.allclose(mean.ravel(), [3, 13], atol=0.2) and np.allclose(std, 2, atol=0.2)
+    vectors = np.stack([np.zeros(100), np.arange(100.0)], axis=1).astype(np.float32)
+    mean, std = data.channel_stats(vectors)
+    assert mean.shape == (2,) and std[0] == 1.0 and np.isclose(std[1], np.arange(100.0).std())
+
+
+def test_synthetic_is_learnable_shape_and_seeded():
+    cfg = SyntheticData(name="synthetic", num_samples=400, feature_shape=[4, 8], num_classes=3)
+    a, b = data.load_arrays(cfg, seed=3), data.load_arrays(cfg, seed=3)
+    assert a.x.shape == (400, 4, 8) and set(np.unique(a.y)) == {0, 1, 2} and np.array_equal(a.x, b.x)
+    assert data.fingerprint(a) == data.fingerprint(b) != data.fingerprint(data.load_arrays(cfg, seed=4))
+
+
+def test_npz_files_with_reshape_and_string_labels(tmp_path):
+    x = np.random.default_rng(0).random((60, 16)).astype(np.float32)
+    labels = np.array(["cat", "dog", "eel"] * 20)
+    np.savez(tmp_path / "a.npz", pixels=x[:30], kind=labels[:30])
+    np.savez(tmp_path / "b.npz", pixels=x[30:], kind=labels[30:])
+    cfg = FilesData(name="files", path=str(tmp_path), label_column="kind", feature_shape=[1, 4, 4])
+    arrays = data.load_arrays(cfg, seed=0)
+    assert arrays.x.shape == (60, 1, 4, 4) and arrays.label_names == ["cat", "dog", "eel"]
+    assert np.allclose(arrays.x.reshape(60, 16), x) and list(arrays.y[:3]) == [0, 1, 2]
+
+
+def test_npz_with_pickled_objects_is_refused(tmp_path):
+    np.savez(tmp_path / "evil.npz", x=np.array([{"a": 1}], dtype=object), label=np.array([1]))
+    with pytest.raises(DataError, match="plain-array"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "evil.npz")), seed=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"path": "/nonexistent/data.npz"}, "does not exist"),
+        ({"label_column": "nope"}, "label column 'nope' not in the data"),
+        ({"feature_columns": ["nope"]}, "feature columns ['nope'] not in the data"),
+        ({"feature_shape": [3, 3]}, "does not fit samples"),
+    ],
+)
+def test_file_data_errors_say_what_to_change(tmp_path, kwargs, message):
+    np.savez(tmp_path / "d.npz", x=np.ones((10, 4), np.float32), label=np.arange(10) % 2)
+    cfg = FilesData(name="files", **{"path": str(tmp_path / "d.npz"), **kwargs})
+    with pytest.raises(DataError) as e:
+        data.load_arrays(cfg, seed=0)
+    assert message in str(e.value)
+
+
+def test_non_finite_features_are_refused(tmp_path):
+    x = np.ones((10, 4), np.float32)
+    x[3, 1] = np.nan
+    np.savez(tmp_path / "d.npz", x=x, label=np.arange(10) % 2)
+    with pytest.raises(DataError, match="NaN"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "d.npz")), seed=0)
+
+
+def test_augment_shifts_within_bounds_and_keeps_shape():
+    x = torch.zeros(64, 1, 8, 8)
+    x[:, :, 4, 4] = 1.0
+    out = data.augment(x, max_shift_px=1, noise_std=0.0, std=torch.ones(1, 1, 1), generator=torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and torch.allclose(out.sum(dim=(1, 2, 3)), torch.ones(64))
+    rows, cols = out[:, 0].nonzero()[:, 1], out[:, 0].nonzero()[:, 2]
+    assert set(rows.tolist()) == {3, 4, 5} and set(cols.tolist()) == {3, 4, 5}
+    noisy = data.augment(x, 0, 0.1, torch.full((1, 1, 1), 2.0), torch.Generator().manual_seed(0))
+    assert 0.15 < (noisy - x).std() < 0.25

@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from orchestrator.config import CNNConfig, MLPConfig, RNNConfig, TransformerConfig
+from orchestrator.errors import ConfigError
+from orchestrator.models import build_model
+
+FAMILIES = {
+    "mlp": MLPConfig(name="mlp", hidden_sizes=[16]),
+    "cnn": CNNConfig(name="cnn", channels=[4, 8], hidden_size=16),
+    "rnn": RNNConfig(name="rnn", hidden_size=8, num_layers=2, bidirectional=True),
+    "gru": RNNConfig(name="rnn", cell="gru", hidden_size=8),
+    "transformer": TransformerConfig(name="transformer", d_model=16, num_heads=2, ff_size=32),
+}
+SHAPES = {"image": (1, 8, 8), "image2d": (8, 8), "sequence": (5, 6), "vector": (12,)}
+
+
+CASES = [(f, s) for f in FAMILIES for s in SHAPES if not (f == "cnn" and s in ("sequence", "vector"))]  # cnn: images only
+
+
+@pytest.mark.parametrize("family, shape", CASES)
+def test_every_family_maps_inputs_to_logits_and_learns(family, shape):
+    input_shape = SHAPES[shape]
+    torch.manual_seed(0)
+    model = build_model(FAMILIES[family], input_shape, num_classes=3)
+    x, y = torch.randn(6, *input_shape), torch.tensor([0, 1, 2, 0, 1, 2])
+    logits = model(x)
+    assert logits.shape == (6, 3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(100):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]  # can fit six samples: gradients reach every layer
+
+
+def test_normalization_is_part_of_the_model_state():
+    mean, std = torch.full((1, 1, 1), 5.0), torch.full((1, 1, 1), 2.0)
+    model = build_model(FAMILIES["mlp"], (1, 8, 8), 3, mean.numpy(), std.numpy())
+    assert torch.equal(model.state_dict()["normalize.mean"], mean)
+    x = torch.full((1, 1, 8, 8), 7.0)
+    assert torch.allclose(model.normalize(x), torch.ones_like(x))
+
+
+def test_shape_mismatches_are_config_errors():
+    with pytest.raises(ConfigError, match="image-shaped"):
+        build_model(FAMILIES["cnn"], (12,), 3)
+    with pytest.raises(ConfigError, match="patch_size 3 must divide"):
+        build_model(TransformerConfig(name="transformer", patch_size=3, d_model=16, num_heads=2), (1, 8, 8), 3)
+
+
+def test_dropout_is_active_only_in_training():
+    model = build_model(MLPConfig(name="mlp", hidden_sizes=[64], dropout=0.5), (10,), 2)
+    x = torch.randn(4, 10)
+    model.train()
+    assert not torch.equal(model(x), model(x))
+    model.eval()
+    assert torch.equal(model(x), model(x))
