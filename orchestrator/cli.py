@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--address", help="Ray cluster to join (e.g. auto, 10.0.0.5:6379); default: embedded local Ray")
     common.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
 
-    parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="orchestrator", description="Train, tune and serve PyTorch models on Ray.")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", parents=[common], help="train a model with Ray Train")
@@ -58,9 +58,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _train(args) -> dict:
     from orchestrator.config import load_config
+
+    cfg = load_config(args.config, args.overrides)  # fails fast, before torch and Ray are imported
     from orchestrator.train import train
 
-    cfg = load_config(args.config, args.overrides)
     result = train(cfg, address=args.address).to_dict()
     m = result["metrics"]
     print(f"\nrun {result['run']} done in {result['duration_s']}s: test_accuracy {m['test_accuracy']:.4f}  "

@@ -10,11 +10,14 @@ Rerunning with the same train.run_name continues from the run's latest checkpoin
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
+import uuid
 from dataclasses import asdict, dataclass
 
 import torch
+from pyarrow.fs import LocalFileSystem
 
 from orchestrator import data, engine, storage
 from orchestrator.checkpoint import read_checkpoint, write_checkpoint
@@ -53,14 +56,14 @@ def train(cfg: ExperimentConfig, address: str | None = None) -> TrainResult:
     name = run_name(cfg)
     run_uri = storage.join(st.path, name)
     _check_resumable(cfg, run_uri)
-    start_epoch = _completed_epochs(cfg, run_uri)
     with ray_session(address):
         splits = data.load_splits(cfg.data, cfg.seed, st.endpoint_url)
         model_info = _model_info(cfg, splits)  # also proves the model fits the data, before any worker starts
         storage.write_bytes(storage.join(run_uri, "config.yaml"), save_config(cfg).encode(), st.endpoint_url, st.region)
         print(f"run {name}: {model_info['num_parameters']:,} parameters, rows {splits.num_rows}, "
               f"{cfg.train.num_workers} worker(s); storage {run_uri}", flush=True)
-        result = _trainer(cfg, name, splits, model_info).fit()
+        invocation = uuid.uuid4().hex  # stamped into the checkpoints this call writes
+        result = _trainer(cfg, name, splits, model_info, invocation).fit()
         best_uri, best_metrics = _best_checkpoint(cfg, result)
         ckpt = read_checkpoint(best_uri, st.endpoint_url)
         test = evaluate_model(ckpt.model(), splits.test, len(splits.label_names), cfg.train.eval_batch_size)
@@ -69,7 +72,7 @@ def train(cfg: ExperimentConfig, address: str | None = None) -> TrainResult:
         run_uri=run_uri,
         checkpoint=best_uri,
         metrics={**best_metrics, **{f"test_{k}": v for k, v in test.items()}},
-        start_epoch=start_epoch,
+        start_epoch=_start_epoch(result, invocation, st.endpoint_url),
         duration_s=round(time.time() - started, 1),
     )
     storage.write_bytes(storage.join(run_uri, "result.json"), json.dumps(out.to_dict(), indent=2).encode(),
@@ -107,7 +110,7 @@ def _check_resumable(cfg: ExperimentConfig, run_uri: str) -> None:
             )
 
 
-def _trainer(cfg: ExperimentConfig, name: str, splits: data.Splits, model_info: dict):
+def _trainer(cfg: ExperimentConfig, name: str, splits: data.Splits, model_info: dict, invocation: str):
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -118,7 +121,8 @@ def _trainer(cfg: ExperimentConfig, name: str, splits: data.Splits, model_info: 
     fs, root = storage.filesystem(cfg.storage.path, cfg.storage.endpoint_url, cfg.storage.region)
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.to_dict(), "model_info": model_info, "num_train_rows": splits.num_rows["train"]},
+        train_loop_config={"config": cfg.to_dict(), "model_info": model_info, "invocation": invocation,
+                           "num_train_rows": splits.num_rows["train"]},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=name,
@@ -136,17 +140,12 @@ def _trainer(cfg: ExperimentConfig, name: str, splits: data.Splits, model_info: 
     )
 
 
-def _completed_epochs(cfg: ExperimentConfig, run_uri: str) -> int:
-    """Epochs a run already has checkpoints for (0 for a new run): where a rerun resumes."""
-    from pyarrow.fs import FileSelector
-
-    fs, path = storage.filesystem(run_uri, cfg.storage.endpoint_url, cfg.storage.region)
-    try:
-        entries = fs.get_file_info(FileSelector(path, allow_not_found=True))
-    except OSError:
-        return 0
-    epochs = [int(e.base_name.split("-")[1]) for e in entries if e.base_name.startswith("epoch-")]
-    return max(epochs, default=0)
+def _start_epoch(result, invocation: str, endpoint_url: str | None) -> int:
+    """Epochs done before this call: from the latest checkpoint, or all of them if this call trained none."""
+    latest = result.checkpoint
+    uri = latest.path if isinstance(latest.filesystem, LocalFileSystem) else f"s3://{latest.path}"
+    state = read_checkpoint(uri, endpoint_url).train_state()
+    return state["start_epoch"] if state.get("invocation") == invocation else state["epoch"]
 
 
 def _best_checkpoint(cfg: ExperimentConfig, result) -> tuple[str, dict]:
@@ -155,7 +154,7 @@ def _best_checkpoint(cfg: ExperimentConfig, result) -> tuple[str, dict]:
         raise RuntimeError(f"run finished without a checkpoint; see the logs under {result.path}")
     sign = 1 if cfg.train.checkpoint_mode == "max" else -1
     ckpt, metrics = max(ranked, key=lambda cm: (sign * cm[1][cfg.train.checkpoint_metric], cm[1]["epoch"]))
-    uri = ckpt.path if not storage.is_remote(cfg.storage.path) else f"s3://{ckpt.path}"
+    uri = ckpt.path if isinstance(ckpt.filesystem, LocalFileSystem) else f"s3://{ckpt.path}"
     return uri, {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
@@ -187,7 +186,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             state, optim_state = ckpt.train_state(), ckpt.optimizer_state()
         start_epoch, history = state["epoch"], state["history"]
         if rank == 0:
-            print(f"resuming {ctx.get_experiment_name()} after epoch {start_epoch}", flush=True)
+            _say(f"resuming {ctx.get_experiment_name()} after epoch {start_epoch}")
 
     # (2) DDP and device placement
     model = ray.train.torch.prepare_model(model)
@@ -233,16 +232,23 @@ def train_loop_per_worker(loop_config: dict) -> None:
         }
         history.append(metrics)
         if rank == 0:
-            print(_progress_line(metrics, t.epochs), flush=True)
+            _say(_progress_line(metrics, t.epochs))
         # (4) report metrics every epoch; rank 0 attaches the checkpoint (DDP replicas are identical)
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:
                 write_checkpoint(tmp, model=plain_model, config=cfg, model_info=info, metrics=metrics,
                                  optimizer=optimizer,
-                                 train_state={"epoch": epoch + 1, "start_epoch": start_epoch, "history": history})
+                                 train_state={"epoch": epoch + 1, "start_epoch": start_epoch, "history": history,
+                                              "invocation": loop_config["invocation"]})
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch-{epoch + 1:04d}")
+
+
+def _say(line: str) -> None:
+    """One progress line to the driver's console (Ray Train's patched print would emit it twice)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def _read_shard(shard) -> tuple[torch.Tensor, torch.Tensor]:

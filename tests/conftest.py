@@ -1,0 +1,82 @@
+"""Shared fixtures: an S3-protocol server on loopback and one local Ray cluster per test session."""
+
+import os
+import signal
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+MARKER = f"pytest-{uuid.uuid4().hex[:10]}"  # in the environment of every process this session starts
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server on 127.0.0.1; the AWS variables are set before Ray starts so workers inherit them."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1",
+                      AWS_ENDPOINT_URL=endpoint, AWS_EC2_METADATA_DISABLED="true")
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint):
+    import boto3
+
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_endpoint):
+    """One local Ray (2 CPUs, loopback, token auth as Ray 2.60 sets it) shared by the session's Ray tests."""
+    import ray
+
+    from orchestrator.runtime import ray_session
+
+    os.environ["ORCHESTRATOR_TEST_MARKER"] = MARKER  # Ray's processes inherit it: teardown can find them
+    with ray_session():
+        yield ray
+    kill_marked(MARKER)  # whatever outlived ray.shutdown(), and only what this session started
+
+
+def marked_pids(marker: str) -> list[int]:
+    """PIDs of processes whose environment carries ORCHESTRATOR_TEST_MARKER=marker."""
+    needle = f"ORCHESTRATOR_TEST_MARKER={marker}".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            try:
+                if needle in (proc / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(proc.name))
+            except OSError:
+                pass
+    return pids
+
+
+def kill_marked(marker: str, timeout_s: float = 10) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in marked_pids(marker):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + timeout_s
+        while marked_pids(marker) and time.time() < deadline:
+            time.sleep(0.2)

@@ -1,0 +1,95 @@
+"""Ray Train on the shared local cluster: DDP, checkpoints, resume, S3 storage, user files."""
+
+import json
+
+import boto3
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from orchestrator import data
+from orchestrator.checkpoint import read_checkpoint
+from orchestrator.config import FilesData, load_config
+from orchestrator.errors import ConfigError
+from orchestrator.evaluate import evaluate_checkpoint
+from orchestrator.train import train
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.ray
+MLP = ROOT / "jobs" / "digits-mlp.yaml"
+
+
+def test_mlp_job_reaches_its_accuracy_target(ray_cluster, tmp_path):
+    result = train(load_config(MLP, [f"storage.path={tmp_path}"]))
+    print("digits-mlp:", json.dumps(result.metrics))
+    assert result.metrics["test_accuracy"] >= 0.95
+    assert evaluate_checkpoint(result.checkpoint)["metrics"]["test_accuracy"] == result.metrics["test_accuracy"]
+
+
+def test_ddp_two_workers_checkpoints_and_resumes_at_the_next_epoch(ray_cluster, tmp_path):
+    overrides = [f"storage.path={tmp_path}", "train.run_name=resume-me", "train.num_workers=2", "train.num_to_keep=2"]
+    first = train(load_config(MLP, overrides + ["train.epochs=2"]))
+    assert first.start_epoch == 0
+    assert sorted(p.name for p in (tmp_path / "resume-me").glob("epoch-*")) == ["epoch-0001", "epoch-0002"]
+
+    # the same run name continues after epoch 2, with the schedule of the longer run
+    second = train(load_config(MLP, overrides + ["train.epochs=4"]))
+    assert second.start_epoch == 2
+    latest = read_checkpoint(str(tmp_path / "resume-me" / "epoch-0004"))
+    state = latest.train_state()
+    assert state["start_epoch"] == 2 and [h["epoch"] for h in state["history"]] == [1, 2, 3, 4]
+    assert len(list((tmp_path / "resume-me").glob("epoch-*"))) == 2  # num_to_keep
+    assert second.metrics["test_accuracy"] > 0.85
+    saved = json.loads((tmp_path / "resume-me" / "result.json").read_text())
+    assert saved["checkpoint"] == second.checkpoint and (tmp_path / "resume-me" / "config.yaml").exists()
+
+
+def test_resuming_with_another_model_is_refused(ray_cluster, tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.yaml").write_text(
+        (ROOT / "jobs" / "digits-mlp.yaml").read_text().replace("hidden_sizes: [256, 128]", "hidden_sizes: [8]")
+    )
+    with pytest.raises(ConfigError, match="different 'model'"):
+        train(load_config(MLP, [f"storage.path={tmp_path}", "train.run_name=r"]))
+
+
+def test_s3_storage_writes_checkpoints_and_reads_them_back(ray_cluster, s3_bucket):
+    cfg = load_config(MLP, [f"storage.path=s3://{s3_bucket}/runs", "train.run_name=s3run", "train.epochs=2"])
+    result = train(cfg)
+    assert result.checkpoint.startswith(f"s3://{s3_bucket}/runs/s3run/epoch-")
+    keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    assert {"runs/s3run/config.yaml", "runs/s3run/result.json"} <= keys
+    assert any(k.endswith("/manifest.json") and "/epoch-" in k for k in keys)
+    ckpt = read_checkpoint(result.checkpoint)
+    assert ckpt.config.storage.path == f"s3://{s3_bucket}/runs"
+    again = evaluate_checkpoint(result.checkpoint)
+    assert again["metrics"]["test_accuracy"] == result.metrics["test_accuracy"]
+
+
+def test_user_files_parquet_on_s3_and_csv_locally(ray_cluster, s3_bucket, tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.random((90, 1, 4, 4)).astype(np.float32)
+    labels = np.array(["a", "b", "c"] * 30)
+    table = pa.table({"pixels": pa.array(list(images.reshape(90, 16))), "label": labels})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    boto3.client("s3").put_object(Bucket=s3_bucket, Key="data/part-0.parquet", Body=sink.getvalue().to_pybytes())
+    cfg = FilesData(name="files", path=f"s3://{s3_bucket}/data", feature_columns=["pixels"], feature_shape=[1, 4, 4])
+    splits = data.load_splits(cfg, seed=0)
+    assert splits.input_shape == [1, 4, 4] and splits.label_names == ["a", "b", "c"]
+    assert sum(splits.num_rows.values()) == 90 and splits.train.count() == splits.num_rows["train"]
+
+    csv = tmp_path / "table.csv"
+    csv.write_text("f1,f2,target\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(40)))
+    splits = data.load_splits(FilesData(name="files", path=str(csv), label_column="target"), seed=0)
+    assert splits.input_shape == [2] and splits.label_names == ["0", "1"]
+    batch = next(iter(splits.test.iter_torch_batches(batch_size=100)))
+    assert batch["x"].shape[1:] == (2,) and batch["x"].dtype.is_floating_point
+
+
+def test_missing_user_data_is_a_clear_error(ray_cluster, tmp_path):
+    from orchestrator.errors import DataError
+
+    with pytest.raises(DataError, match="does not exist"):
+        data.load_splits(FilesData(name="files", path=str(tmp_path / "none.parquet")), seed=0)

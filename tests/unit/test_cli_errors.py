@@ -1,0 +1,59 @@
+"""Every bad input exits 2 with one message naming the problem, before any Ray work starts."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+CNN = str(ROOT / "jobs" / "digits-cnn.yaml")
+
+
+def run_cli(*args, env=None, cwd=None):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
+                          timeout=120, env=full_env, cwd=cwd)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write(tmp_path, text):
+    p = tmp_path / "exp.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+CASES = {
+    "missing file": (lambda t: ["train", str(t / "nope.yaml")], "cannot read config"),
+    "bad yaml": (lambda t: ["train", write(t, "model: [unclosed\n")], "not valid YAML"),
+    "unknown key": (lambda t: ["train", CNN, "optim.lrr=0.1"], "did you mean 'lr'"),
+    "bad value": (lambda t: ["train", CNN, "train.num_workers=0"], "train.num_workers: Input should be greater than or equal to 1"),
+    "wrong type": (lambda t: ["train", CNN, "train.epochs=ten"], "train.epochs"),
+    "unknown model": (lambda t: ["train", CNN, "model.name=resnet"], "model.name: 'resnet' is not one of"),
+    "unknown dataset": (lambda t: ["train", CNN, "data.name=mnist"], "data.name: 'mnist' is not one of"),
+    "bad override": (lambda t: ["train", CNN, "train.epochs"], "must look like section.field=value"),
+    "unwritable storage": (lambda t: ["train", CNN, "storage.path=/proc/orchestrator-runs"], "cannot write to storage"),
+    "bad storage uri": (lambda t: ["train", CNN, "storage.path=gs://bucket/x"], "unsupported storage URI"),
+    "unreachable s3": (lambda t: ["train", CNN, "storage.path=s3://bucket/runs",
+                                  f"storage.endpoint_url=http://127.0.0.1:{closed_port()}"], "cannot write to storage 's3://bucket/runs'"),
+    "missing checkpoint": (lambda t: ["evaluate", str(t / "no-such-checkpoint")], "no manifest.json"),
+    "bad split": (lambda t: ["evaluate", str(t), "--split", "dev"], "invalid choice: 'dev'"),
+    "unknown command": (lambda t: ["fly"], "invalid choice: 'fly'"),
+}
+S3_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_exits_2_with_a_clear_message(case, tmp_path):
+    make_args, message = CASES[case]
+    proc = run_cli(*make_args(tmp_path), env=S3_ENV)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
