@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 
 
 @contextlib.contextmanager
@@ -36,10 +35,8 @@ def ray_session(address: str | None = None):
 
 
 def _quiet_ray_data():
-    """Ray Data prints a progress bar per tiny dataset; keep the terminal for our own progress."""
+    """Ray Data announces every execution of every small dataset; keep the terminal for training progress."""
     from ray.data import DataContext
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)
-    ctx = DataContext.get_current()
-    ctx.enable_progress_bars = sys.stderr.isatty()
-    ctx.print_on_execution_start = False
+    DataContext.get_current().print_on_execution_start = False

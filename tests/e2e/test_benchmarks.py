@@ -1,0 +1,27 @@
+"""Benchmarks run in CI in a quick mode, so their code cannot rot (their figures are not asserted)."""
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from tests.conftest import ROOT, kill_marked
+
+pytestmark = pytest.mark.e2e
+
+
+def test_train_overhead_quick_mode_prints_a_ratio():
+    marker = f"bench-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "ORCHESTRATOR_TEST_MARKER": marker}
+    try:
+        proc = subprocess.run([sys.executable, "benchmarks/train_overhead.py", "--epochs", "3", "--num-samples", "3000",
+                               "--repeats", "1"], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    finally:
+        kill_marked(marker)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.splitlines()[-1])
+    print(out)
+    assert out["ratio"] > 0 and len(out["plain_runs_samples_per_s"]) == 2 and out["ray_fit_startup_s"] > 0
