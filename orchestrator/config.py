@@ -161,7 +161,9 @@ class TrainConfig(Section):
         False, description="Stream each epoch from Ray Data instead of caching the shard in worker memory."
     )
     num_to_keep: int = Field(2, ge=1, description="Checkpoints kept, best by checkpoint_metric.")
-    checkpoint_metric: str = Field("val_accuracy", description="Metric that ranks checkpoints.")
+    checkpoint_metric: Literal["val_accuracy", "val_f1", "val_precision", "val_recall", "val_loss", "train_loss"] = Field(
+        "val_accuracy", description="Metric that ranks checkpoints (and picks the one evaluated on test)."
+    )
     checkpoint_mode: Literal["max", "min"] = Field("max", description="Whether a larger metric is better.")
     max_failures: int = Field(1, ge=-1, description="Worker-group restarts from the last checkpoint (-1: no limit).")
     run_name: str | None = Field(

@@ -53,6 +53,11 @@ def test_missing_required_field():
     assert "model: required field is missing" in _error({"name": "t", "data": {"name": "digits"}})
 
 
+def test_checkpoint_metric_must_be_a_reported_metric():
+    msg = _error({**BASE, "train": {"checkpoint_metric": "val_acc"}})
+    assert "train.checkpoint_metric" in msg and "val_accuracy" in msg
+
+
 def test_cross_field_rules():
     assert "num_heads" in _error({**BASE, "model": {"name": "transformer", "d_model": 30, "num_heads": 4}})
     assert "nesterov" in _error({**BASE, "optim": {"name": "adam", "nesterov": True}})
