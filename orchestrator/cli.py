@@ -1,6 +1,7 @@
 """The command line: a thin layer over the Python API.
 
     orchestrator train jobs/digits-cnn.yaml [section.field=value ...] [--address ADDR] [--json]
+    orchestrator tune jobs/digits-tune.yaml [section.field=value ...] [--resume] [--address ADDR] [--json]
     orchestrator evaluate CHECKPOINT_URI [--split test] [--json]
 
 Exit codes: 0 done, 1 the work failed, 2 bad input (the message says what to change).
@@ -49,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="section.field=value, e.g. train.num_workers=4 optim.lr=0.01")
     p.set_defaults(func=_train)
 
+    p = sub.add_parser("tune", parents=[common], help="search hyperparameters with Ray Tune")
+    p.add_argument("config", help="experiment YAML with a tune section, e.g. jobs/digits-tune.yaml")
+    p.add_argument("overrides", nargs="*", help="section.field=value, e.g. tune.num_samples=20")
+    p.add_argument("--resume", action="store_true", help="continue the latest interrupted search of this config")
+    p.set_defaults(func=_tune)
+
     p = sub.add_parser("evaluate", parents=[common], help="evaluate a checkpoint on a data split")
     p.add_argument("checkpoint", help="checkpoint directory or s3:// URI")
     p.add_argument("--split", choices=["train", "val", "test"], default="test")
@@ -67,6 +74,22 @@ def _train(args) -> dict:
     print(f"\nrun {result['run']} done in {result['duration_s']}s: test_accuracy {m['test_accuracy']:.4f}  "
           f"test_f1 {m['test_f1']:.4f}\ncheckpoint {result['checkpoint']}\n"
           f"next: orchestrator evaluate {result['checkpoint']}", flush=True)
+    return result
+
+
+def _tune(args) -> dict:
+    from orchestrator.config import load_config
+
+    cfg = load_config(args.config, args.overrides)  # a bad search space fails here, before Ray starts
+    from orchestrator.tune import tune
+
+    result = tune(cfg, address=args.address, resume=args.resume).to_dict()
+    m = result["best_metrics"]
+    print(f"\nsearch {result['experiment']} done in {result['duration_s']}s: {result['num_trials']} trials, "
+          f"{result['num_stopped_early']} stopped early\nbest {result['best_config']}\n"
+          f"best test_accuracy {m['test_accuracy']:.4f}  test_f1 {m['test_f1']:.4f}\n"
+          f"checkpoint {result['best_checkpoint']}\ntrials {result['results_path']}  plots {' '.join(result['plots'])}\n"
+          f"next: orchestrator evaluate {result['best_checkpoint']}", flush=True)
     return result
 
 

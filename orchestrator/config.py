@@ -185,6 +185,70 @@ class StorageConfig(Section):
     region: str | None = Field(None, description="S3 region; default from the AWS environment.")
 
 
+# ---- hyperparameter search --------------------------------------------------------------
+
+DIMENSION_KINDS = ("uniform", "loguniform", "randint", "choice", "grid")
+METRICS = Literal["val_accuracy", "val_f1", "val_precision", "val_recall", "val_loss", "train_loss"]
+
+
+class SchedulerConfig(Section):
+    name: Literal["asha", "hyperband", "pbt", "fifo"] = Field("asha", description="Trial scheduler.")
+    grace_period: int = Field(2, ge=1, description="Epochs every trial runs before it may be stopped (ASHA).")
+    reduction_factor: float = Field(3, gt=1, description="Keep 1/reduction_factor of trials at each rung.")
+    max_epochs: int | None = Field(None, ge=1, description="Epochs of a full trial; default train.epochs.")
+    perturbation_interval: int = Field(2, ge=1, description="Epochs between exploit/explore steps (PBT).")
+
+
+class SearchConfig(Section):
+    name: Literal["random", "grid", "optuna"] = Field("random", description="How configurations are proposed.")
+    seed: int | None = Field(None, description="Seed of the search; default the experiment seed.")
+
+
+class TuneConfig(Section):
+    space: dict[str, dict[str, Any]] = Field(
+        min_length=1,
+        description="Dotted config field -> one of {uniform: [lo, hi]}, {loguniform: [lo, hi]}, "
+        "{randint: [lo, hi]}, {choice: [...]}, {grid: [...]}.",
+    )
+    metric: METRICS = Field("val_accuracy", description="Metric the search optimizes.")
+    mode: Literal["max", "min"] = Field("max", description="Whether a larger metric is better.")
+    num_samples: int = Field(12, ge=1, description="Trials to sample (each grid point counts once per sample).")
+    max_concurrent_trials: int | None = Field(None, ge=1, description="Trials at once; default: as many as fit.")
+    cpus_per_trial: float = Field(1, gt=0, description="CPUs per trial (per worker when train.num_workers > 1).")
+    gpus_per_trial: float = Field(0, ge=0, description="GPUs per trial (per worker when train.num_workers > 1).")
+    time_budget_s: float | None = Field(None, gt=0, description="Stop starting and running trials after this, seconds.")
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="Early stopping.")
+    search: SearchConfig = Field(default_factory=SearchConfig, description="Search algorithm.")
+
+    @model_validator(mode="after")
+    def _dimensions(self):
+        for key, dim in self.space.items():
+            if len(dim) != 1 or next(iter(dim)) not in DIMENSION_KINDS:
+                raise ValueError(f"space[{key!r}] must be one of {{kind: values}} with kind in {DIMENSION_KINDS}, got {dim}")
+            kind, values = next(iter(dim.items()))
+            if kind in ("choice", "grid"):
+                if not isinstance(values, list) or not values:
+                    raise ValueError(f"space[{key!r}].{kind} must be a non-empty list")
+                continue
+            if not (isinstance(values, list) and len(values) == 2 and all(isinstance(v, (int, float)) for v in values)):
+                raise ValueError(f"space[{key!r}].{kind} must be [low, high]")
+            low, high = values
+            if low >= high:
+                raise ValueError(f"space[{key!r}].{kind}: low ({low}) must be below high ({high})")
+            if kind == "loguniform" and low <= 0:
+                raise ValueError(f"space[{key!r}].loguniform needs low > 0 (got {low})")
+            if kind == "randint" and not all(isinstance(v, int) for v in values):
+                raise ValueError(f"space[{key!r}].randint needs integer bounds")
+        if self.search.name == "grid" and any(next(iter(d)) != "grid" for d in self.space.values()):
+            raise ValueError("search.name: grid needs every space entry to be {grid: [...]}")
+        return self
+
+    def candidate_values(self, key: str) -> list:
+        """Values that stand for a dimension when checking that the config accepts them."""
+        kind, values = next(iter(self.space[key].items()))
+        return list(values)
+
+
 class ExperimentConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Experiment name; prefix of run names.")
     seed: int = Field(0, description="Seed for data splits, initialization and shuffling.")
@@ -193,6 +257,23 @@ class ExperimentConfig(Section):
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizer, regularization, schedule.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Distributed training and checkpoints.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Where runs are stored.")
+    tune: TuneConfig | None = Field(None, description="Hyperparameter search (orchestrator tune).")
+
+    @model_validator(mode="after")
+    def _space_fits_the_config(self):
+        """Every searched field exists and accepts the values the search can give it."""
+        if self.tune is None:
+            return self
+        base = {k: v for k, v in self.to_dict().items() if k != "tune"}
+        for key in self.tune.space:
+            if key.split(".")[0] in ("tune", "storage", "name") or key == "train.run_name":
+                raise ValueError(f"tune.space[{key!r}]: names, storage and the search itself cannot be searched")
+            for value in self.tune.candidate_values(key):
+                try:
+                    config_from_dict(with_value(base, key, value), source=f"tune.space[{key!r}]")
+                except ConfigError as e:
+                    raise ValueError(str(e)) from None
+        return self
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
@@ -222,16 +303,30 @@ def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> Experimen
     return config_from_dict(apply_overrides(raw, overrides), source=str(path))
 
 
-def config_from_dict(raw: dict, source: str = "config") -> ExperimentConfig:
+def config_from_dict(raw: dict, source: str | None = None) -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(f"{source}: " + "; ".join(_explain(err) for err in e.errors())) from None
+        reasons = "; ".join(_explain(err) for err in e.errors())
+        raise ConfigError(f"{source}: {reasons}" if source else reasons) from None
+
+
+def with_value(raw: dict, key: str, value) -> dict:
+    """A deep copy of raw with the dotted key set to value (intermediate sections created)."""
+    raw = json.loads(json.dumps(raw))  # deep copy; the config holds only JSON types
+    node = raw
+    *parents, leaf = key.split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{key!r}: {part!r} is a value, not a section")
+        node = child
+    node[leaf] = value
+    return raw
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Set dotted keys, e.g. `train.num_workers=4`; values are parsed as YAML (`[64, 32]`, `true`)."""
-    raw = json.loads(json.dumps(raw))  # deep copy; the YAML holds only JSON types
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -240,14 +335,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError:
             parsed = value
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
-            node = child
-        node[leaf] = parsed
+        raw = with_value(raw, key, parsed)
     return raw
 
 
@@ -266,7 +354,7 @@ def _explain(err: dict) -> str:
     got = err.get("input")
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
     msg = err["msg"].removeprefix("Value error, ")
-    return f"{where or 'config'}: {msg}{shown}"
+    return f"{where}: {msg}{shown}" if where else f"{msg}{shown}"
 
 
 def _tagged_union_members(annotation) -> dict[str, type[BaseModel]] | None:

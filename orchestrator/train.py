@@ -3,15 +3,14 @@
     orchestrator train jobs/digits-cnn.yaml            # embedded local Ray
     orchestrator train jobs/digits-cnn.yaml --address auto
 
-The per-worker loop is plain PyTorch (engine.py) plus the Ray calls marked (1)-(4).
-Rerunning with the same train.run_name continues from the run's latest checkpoint.
+The per-worker loop (loop.py) is plain PyTorch; RayTrainSession gives it DDP, the worker's
+dataset shards and ray.train.report. Rerunning with the same train.run_name continues from the run's latest checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import sys
-import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -19,8 +18,8 @@ from dataclasses import asdict, dataclass
 import torch
 from pyarrow.fs import LocalFileSystem
 
-from orchestrator import data, engine, storage
-from orchestrator.checkpoint import read_checkpoint, write_checkpoint
+from orchestrator import data, engine, loop, storage
+from orchestrator.checkpoint import read_checkpoint
 from orchestrator.config import ExperimentConfig, config_from_dict, save_config
 from orchestrator.errors import ConfigError
 from orchestrator.models import build_model, num_parameters
@@ -162,88 +161,54 @@ def _best_checkpoint(cfg: ExperimentConfig, result) -> tuple[str, dict]:
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
-    import ray.train
-    import ray.train.torch
-
     _quiet_train_reports()
     cfg = config_from_dict(loop_config["config"])
-    info = loop_config["model_info"]
-    t = cfg.train
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(max(1, int(t.cpus_per_worker)))
-    torch.manual_seed(cfg.seed)
-    device = ray.train.torch.get_device()
-    num_classes = len(info["label_names"])
-    norm = info["normalization"]
-    model = build_model(cfg.model, info["input_shape"], num_classes, norm["mean"], norm["std"])
+    session = RayTrainSession(cfg.train.streaming, loop_config["num_train_rows"])
+    loop.run(cfg, loop_config["model_info"], session, loop_config["invocation"])
 
-    # (1) resume from the run's latest checkpoint, if any
-    start_epoch, history, optim_state = 0, [], None
-    if (resume := ray.train.get_checkpoint()) is not None:
-        with resume.as_directory() as d:
-            ckpt = read_checkpoint(d)
-            model.load_state_dict(ckpt.model_state())
-            state, optim_state = ckpt.train_state(), ckpt.optimizer_state()
-        start_epoch, history = state["epoch"], state["history"]
-        if rank == 0:
-            _say(f"resuming {ctx.get_experiment_name()} after epoch {start_epoch}")
 
-    # (2) DDP and device placement
-    model = ray.train.torch.prepare_model(model)
-    plain_model = getattr(model, "module", model)
-    optimizer = engine.make_optimizer(model, cfg.optim)
-    if optim_state is not None:
-        optimizer.load_state_dict(optim_state)
-    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and t.precision == "fp16" else None
+class RayTrainSession:
+    """loop.Session on a Ray Train worker: DDP, this worker's dataset shards, ray.train.report."""
 
-    # (3) this worker's shard of the data
-    train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
-    cached = None if t.streaming else (_read_shard(train_shard), _read_shard(val_shard))
-    rows_per_worker = -(-loop_config["num_train_rows"] // world)
-    batches_per_epoch = -(-rows_per_worker // t.batch_size_per_worker)
-    aug = cfg.data.augment
-    std = torch.tensor(norm["std"])
+    def __init__(self, streaming: bool, num_train_rows: int):
+        import ray.train
+        import ray.train.torch
 
-    def transform(x):
-        return data.augment(x, aug.max_shift_px, aug.noise_std, std, gen) if aug.enabled else x
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.name = ctx.get_experiment_name()
+        self.device = ray.train.torch.get_device()
+        self.streaming = streaming
+        self._shards = {split: ray.train.get_dataset_shard(split) for split in ("train", "val")}
+        # read once, then every epoch runs from memory (no Ray Data cost per epoch)
+        self._cached = {} if streaming else {split: _read_shard(shard) for split, shard in self._shards.items()}
+        self._train_rows = -(-num_train_rows // self.world)  # equal split across workers
 
-    for epoch in range(start_epoch, t.epochs):
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch * 1_009 + rank)
-        if cached:
-            train_batches = engine.batches_from_tensors(*cached[0], t.batch_size_per_worker, gen, transform)
-            val_batches = engine.batches_from_tensors(*cached[1], t.eval_batch_size)
-        else:
-            train_batches = _stream(train_shard, t.batch_size_per_worker, transform, seed=cfg.seed + epoch)
-            val_batches = _stream(val_shard, t.eval_batch_size)
-        tick = time.perf_counter()
-        stats = engine.train_epoch(model, train_batches, optimizer, cfg.optim, epoch, t.epochs, batches_per_epoch,
-                                   device, t.precision, scaler)
-        train_s = time.perf_counter() - tick
-        val = engine.evaluate(plain_model, val_batches, num_classes, device, t.precision)
-        totals = _all_reduce(world, device, loss=torch.tensor(stats["loss"] * stats["num_samples"], dtype=torch.float64),
-                             n=torch.tensor(stats["num_samples"], dtype=torch.float64), train_s=torch.tensor(train_s, dtype=torch.float64),
-                             **val)
-        metrics = {
-            "epoch": epoch + 1,
-            "train_loss": (totals["loss"] / totals["n"]).item(),
-            "train_samples_per_s": totals["n"].item() / (totals["train_s"].item() / world),
-            "lr": optimizer.param_groups[0]["lr"],
-            **engine.metrics_from_stats({"confusion": totals["confusion"], "loss_sum": totals["loss_sum"]}, "val_"),
-        }
-        history.append({**metrics, "finished_at": time.time()})  # wall clock: start-up and pacing, for benchmarks
-        if rank == 0:
-            _say(_progress_line(metrics, t.epochs))
-        # (4) report metrics every epoch; rank 0 attaches the checkpoint (DDP replicas are identical)
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
-            if rank == 0:
-                write_checkpoint(tmp, model=plain_model, config=cfg, model_info=info, metrics=metrics,
-                                 optimizer=optimizer,
-                                 train_state={"epoch": epoch + 1, "start_epoch": start_epoch, "history": history,
-                                              "invocation": loop_config["invocation"]})
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch-{epoch + 1:04d}")
+    def resume_dir(self):
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        return checkpoint.as_directory() if checkpoint is not None else contextlib.nullcontext()
+
+    def prepare_model(self, model):
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model)
+
+    def num_rows(self, split: str) -> int:
+        return len(self._cached[split][1]) if self._cached else self._train_rows
+
+    def batches(self, split, batch_size, generator, transform):
+        if self._cached:
+            return engine.batches_from_tensors(*self._cached[split], batch_size, generator, transform)
+        seed = None if generator is None else generator.initial_seed()
+        return _stream(self._shards[split], batch_size, transform, seed)
+
+    def report(self, metrics, checkpoint_dir, dir_name):
+        import ray.train
+
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=dir_name)
 
 
 def _quiet_train_reports() -> None:
@@ -256,14 +221,7 @@ def _quiet_train_reports() -> None:
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
-def _say(line: str) -> None:
-    """One progress line to the driver's console (Ray Train's patched print would emit it twice)."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
 def _read_shard(shard) -> tuple[torch.Tensor, torch.Tensor]:
-    """The worker's whole shard as tensors, read once: later epochs cost no Ray Data overhead."""
     xs, ys = [], []
     for batch in shard.iter_torch_batches(batch_size=SHARD_READ_BATCH):
         xs.append(batch["x"])
@@ -275,24 +233,3 @@ def _stream(shard, batch_size: int, transform=None, seed: int | None = None):
     shuffle = {"local_shuffle_buffer_size": 4 * batch_size, "local_shuffle_seed": seed} if seed is not None else {}
     for batch in shard.iter_torch_batches(batch_size=batch_size, **shuffle):
         yield (transform(batch["x"]) if transform else batch["x"]), batch["y"]
-
-
-def _all_reduce(world: int, device, **tensors: torch.Tensor) -> dict[str, torch.Tensor]:
-    if world == 1:
-        return tensors
-    import torch.distributed as dist
-
-    out = {}
-    for key, value in tensors.items():
-        value = value.to(device)
-        dist.all_reduce(value)
-        out[key] = value.cpu()
-    return out
-
-
-def _progress_line(m: dict, epochs: int) -> str:
-    return (
-        f"epoch {m['epoch']:>3}/{epochs}  train_loss {m['train_loss']:.4f}  val_loss {m['val_loss']:.4f}  "
-        f"val_accuracy {m['val_accuracy']:.4f}  val_f1 {m['val_f1']:.4f}  lr {m['lr']:.2e}  "
-        f"{m['train_samples_per_s']:,.0f} samples/s"
-    )
