@@ -15,12 +15,14 @@ def ray_session(address: str | None = None):
     cluster with token auth needs RAY_AUTH_MODE=token and the token (RAY_AUTH_TOKEN,
     RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token).
     """
+    # read when ray is imported, so set first
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # dedup ignores numbers: it would merge the epoch lines of trials
     import ray
 
     if ray.is_initialized():
         yield ray
         return
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     quiet = dict(logging_level=logging.WARNING, log_to_driver=True, configure_logging=True)
     if address:
         ray.init(address=address, **quiet)

@@ -30,6 +30,8 @@ def write(tmp_path, text):
     return str(p)
 
 
+TUNE_TYPO = "data: {name: digits}\nmodel: {name: mlp}\ntune:\n  space:\n    optim.lrr: {loguniform: [0.001, 0.1]}\n"
+
 CASES = {
     "missing file": (lambda t: ["train", str(t / "nope.yaml")], "cannot read config"),
     "bad yaml": (lambda t: ["train", write(t, "model: [unclosed\n")], "not valid YAML"),
@@ -43,6 +45,10 @@ CASES = {
     "bad storage uri": (lambda t: ["train", CNN, "storage.path=gs://bucket/x"], "unsupported storage URI"),
     "unreachable s3": (lambda t: ["train", CNN, "storage.path=s3://bucket/runs",
                                   f"storage.endpoint_url=http://127.0.0.1:{closed_port()}"], "cannot write to storage 's3://bucket/runs'"),
+    "tune without a space": (lambda t: ["tune", CNN], "the config has no tune section"),
+    "tune bad range": (lambda t: ["tune", write(t, TUNE_TYPO.replace("optim.lrr: {loguniform: [0.001, 0.1]}",
+                                                                      "optim.lr: {uniform: [1, 0]}"))], "must be below high"),
+    "tune unknown field": (lambda t: ["tune", write(t, TUNE_TYPO)], "tune.space['optim.lrr']: unknown key"),
     "missing checkpoint": (lambda t: ["evaluate", str(t / "no-such-checkpoint")], "no manifest.json"),
     "bad split": (lambda t: ["evaluate", str(t), "--split", "dev"], "invalid choice: 'dev'"),
     "unknown command": (lambda t: ["fly"], "invalid choice: 'fly'"),

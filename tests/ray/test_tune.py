@@ -1,0 +1,42 @@
+"""Ray Tune on the shared local cluster: a small real search, its outputs, the best checkpoint."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator.checkpoint import read_checkpoint
+from orchestrator.config import config_from_dict
+from orchestrator.evaluate import evaluate_checkpoint
+from orchestrator.tune import tune
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.ray
+
+
+def test_small_asha_search_exports_the_best_trial(ray_cluster, tmp_path):
+    raw = yaml.safe_load((ROOT / "jobs" / "digits-tune.yaml").read_text())
+    raw["model"] = {"name": "mlp", "hidden_sizes": [64]}
+    raw["train"]["epochs"] = 4
+    raw["storage"]["path"] = str(tmp_path)
+    raw["tune"].update(num_samples=4, space={"optim.lr": {"loguniform": [1e-4, 3e-2]},
+                                             "model.hidden_sizes": {"choice": [[32], [64, 32]]}})
+    raw["tune"]["scheduler"].update(grace_period=1, reduction_factor=2)
+    cfg = config_from_dict(raw)
+    result = tune(cfg)
+    print(json.dumps(result.to_dict(), default=str))
+    assert result.num_trials == 4 and 1 <= result.num_stopped_early <= 3  # ASHA halves at epochs 1 and 2
+    rows = list(csv.DictReader(open(result.results_path)))
+    assert len(rows) == 4 and {"optim.lr", "model.hidden_sizes", "best_val_accuracy", "epochs", "stopped_early"} <= set(rows[0])
+    assert sum(r["stopped_early"] == "True" for r in rows) == result.num_stopped_early
+    for png in result.plots:
+        assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ckpt = read_checkpoint(result.best_checkpoint)
+    assert ckpt.config.model.hidden_sizes == result.best_config["model.hidden_sizes"]
+    assert ckpt.config.optim.lr == result.best_config["optim.lr"] and ckpt.config.tune is None
+    best_in_table = max(float(r["best_val_accuracy"]) for r in rows)
+    assert result.best_metrics["val_accuracy"] == pytest.approx(best_in_table)
+    again = evaluate_checkpoint(result.best_checkpoint)
+    assert again["metrics"]["test_accuracy"] == result.best_metrics["test_accuracy"]

@@ -1,0 +1,53 @@
+import pytest
+
+from orchestrator.config import ConfigError, config_from_dict
+from orchestrator.tune import decode, param_space, trial_config
+
+BASE = {"name": "t", "data": {"name": "digits"}, "model": {"name": "cnn"}, "train": {"epochs": 7}}
+
+
+def cfg_with(space, **tune):
+    return config_from_dict({**BASE, "tune": {"space": space, **tune}})
+
+
+def test_domains_and_list_choices_by_index():
+    cfg = cfg_with({"optim.lr": {"loguniform": [1e-4, 1e-1]}, "model.channels": {"choice": [[8], [8, 16]]},
+                    "optim.name": {"choice": ["sgd", "adam"]}, "model.hidden_size": {"randint": [16, 64]}})
+    space = param_space(cfg)
+    assert space["model.channels"].categories == [0, 1]  # lists go to the searcher as indices
+    assert space["optim.name"].categories == ["sgd", "adam"]
+    assert (space["model.hidden_size"].lower, space["model.hidden_size"].upper) == (16, 65)  # inclusive high
+    params = {"optim.lr": 0.01, "model.channels": 1, "optim.name": "adam", "model.hidden_size": 40}
+    assert decode(cfg.to_dict(), params)["model.channels"] == [8, 16]
+    trial = trial_config(cfg.to_dict(), params)
+    assert trial.model.channels == [8, 16] and trial.optim.lr == 0.01 and trial.tune is None
+    assert trial.train.epochs == 7  # a full trial is train.epochs unless scheduler.max_epochs says otherwise
+
+
+def test_scheduler_max_epochs_sets_the_trial_length():
+    cfg = cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}}, scheduler={"max_epochs": 3})
+    assert trial_config(cfg.to_dict(), {"optim.lr": 0.15}).train.epochs == 3
+
+
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ({"optim.lrr": {"uniform": [0.1, 0.2]}}, "tune.space['optim.lrr']: unknown key 'optim.lrr'; did you mean 'lr'?"),
+        ({"optim.lr": {"uniform": [0.2, 0.1]}}, "low (0.2) must be below high (0.1)"),
+        ({"optim.lr": {"loguniform": [0, 0.1]}}, "loguniform needs low > 0"),
+        ({"optim.name": {"choice": []}}, "choice must be a non-empty list"),
+        ({"optim.name": {"choice": ["sgd", "lion"]}}, "optim.name: Input should be"),
+        ({"model.dropout": {"normal": [0, 1]}}, "must be one of {kind: values}"),
+        ({"model.hidden_size": {"randint": [1.5, 4]}}, "randint needs integer bounds"),
+        ({"storage.path": {"choice": ["a"]}}, "cannot be searched"),
+    ],
+)
+def test_bad_spaces_name_the_field(space, message):
+    with pytest.raises(ConfigError) as e:
+        cfg_with(space)
+    assert message in str(e.value)
+
+
+def test_grid_search_needs_grid_dimensions():
+    with pytest.raises(ConfigError, match="grid needs every space entry"):
+        cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}}, search={"name": "grid"})
