@@ -58,9 +58,7 @@ def tune(cfg: ExperimentConfig, address: str | None = None, resume: bool = False
     experiment_uri = storage.join(st.path, name)
     with ray_session(address):
         splits = data.load_splits(cfg.data, cfg.seed, st.endpoint_url)
-        info = _data_info(splits)
-        tuner = _tuner(cfg, name, splits, info, resume, experiment_uri)
-        grid = tuner.fit()
+        grid = search(cfg, name, splits, resume)
         best = _best(cfg, grid)
         exported = _export(best["checkpoint"], storage.join(experiment_uri, "best"), st)
         ckpt = read_checkpoint(exported, st.endpoint_url)
@@ -94,6 +92,11 @@ def _experiment_name(cfg: ExperimentConfig, resume: bool) -> str:
     if not found:
         raise ConfigError(f"--resume: no search named {prefix}* under {cfg.storage.path}; run without --resume")
     return found[-1]
+
+
+def search(cfg: ExperimentConfig, name: str, splits: data.Splits, resume: bool = False):
+    """Run (or resume) the search on the connected Ray; the Tune ResultGrid."""
+    return _tuner(cfg, name, splits, _data_info(splits), resume).fit()
 
 
 def _data_info(splits: data.Splits) -> dict:
@@ -178,7 +181,7 @@ def _search(cfg: ExperimentConfig):
     return BasicVariantGenerator(random_state=seed)
 
 
-def _tuner(cfg: ExperimentConfig, name: str, splits: data.Splits, info: dict, resume: bool, experiment_uri: str):
+def _tuner(cfg: ExperimentConfig, name: str, splits: data.Splits, info: dict, resume: bool):
     from ray import tune
 
     t = cfg.tune
@@ -195,7 +198,7 @@ def _tuner(cfg: ExperimentConfig, name: str, splits: data.Splits, info: dict, re
         trainable = tune.with_parameters(multi_worker_trial, cfg_dict=cfg.to_dict(), info=info,
                                          datasets={"train": splits.train, "val": splits.val},
                                          num_train_rows=splits.num_rows["train"])
-        trainable = tune.with_resources(trainable, {"cpu": 0})  # the trial only waits; its workers hold the CPUs
+        trainable = tune.with_resources(trainable, {"cpu": 0.01})  # the trial only waits; its workers hold the CPUs
     if resume:
         return tune.Tuner.restore(_path(fs, root, name), trainable, resume_unfinished=True, resume_errored=True,
                                   storage_filesystem=fs)
@@ -260,7 +263,7 @@ def multi_worker_trial(params: dict, cfg_dict: dict, info: dict, datasets: dict,
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=tc["gpus_per_trial"] > 0,
                                      resources_per_worker=resources),
         run_config=RunConfig(
-            name=f"{ctx.get_experiment_name()}-{ctx.get_trial_id()}", storage_path=root, storage_filesystem=fs,
+            name=ctx.get_trial_id(), storage_path=f"{root}/{ctx.get_experiment_name()}", storage_filesystem=fs,
             checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=tc["metric"],
                                                checkpoint_score_order=tc["mode"]),
             failure_config=FailureConfig(max_failures=t.max_failures),
@@ -320,28 +323,43 @@ def _best(cfg: ExperimentConfig, grid) -> dict:
     for result in grid:
         if result.error is not None:
             continue
-        for ckpt, metrics in result.best_checkpoints or []:
+        for fs, path, metrics in _checkpoints(cfg, result):
             if t.metric in metrics and not math.isnan(metrics[t.metric]):
-                candidates.append((sign * metrics[t.metric], metrics.get("epoch", 0), result, ckpt, metrics))
+                candidates.append((sign * metrics[t.metric], -metrics.get("epoch", 0), result, fs, path, metrics))
     if not candidates:
         raise RuntimeError("no trial produced a checkpoint; see the trial errors above")
-    _, _, result, ckpt, metrics = max(candidates, key=lambda c: (c[0], -c[1]))
+    _, _, result, fs, path, metrics = max(candidates, key=lambda c: c[:2])
     params = {k: v for k, v in (result.config or {}).items() if k in t.space}
     return {
         "trial_id": result.metrics.get("trial_id", ""),
         "params": decode(cfg.to_dict(), params),
         "metrics": {k: v for k, v in metrics.items() if k in loop.REPORTED},
-        "checkpoint": ckpt,
+        "checkpoint": (fs, path),
     }
 
 
-def _export(checkpoint, destination_uri: str, st) -> str:
+def _checkpoints(cfg: ExperimentConfig, result):
+    """(filesystem, path, metrics) of a trial's kept checkpoints: Tune's own (single-worker trials), or
+    the checkpoint_path that Ray Train's TuneReportCallback reports (multi-worker trials)."""
+    for ckpt, metrics in result.best_checkpoints or []:
+        yield ckpt.filesystem, ckpt.path, metrics
+    df = result.metrics_dataframe
+    if not result.best_checkpoints and df is not None and "checkpoint_path" in df:
+        fs, _ = storage.filesystem(cfg.storage.path, cfg.storage.endpoint_url, cfg.storage.region)
+        for row in df.to_dict("records"):
+            path = row.get("checkpoint_path")
+            if isinstance(path, str) and fs.get_file_info(path).type.name == "Directory":  # num_to_keep pruned others
+                yield fs, path, row
+
+
+def _export(checkpoint: tuple, destination_uri: str, st) -> str:
     """Copy the winning trial checkpoint to <experiment>/best and verify it there."""
     import pyarrow.fs as pafs
 
+    source_fs, source_path = checkpoint
     fs, dest = storage.filesystem(destination_uri, st.endpoint_url, st.region)
     fs.create_dir(dest, recursive=True)
-    pafs.copy_files(checkpoint.path, dest, source_filesystem=checkpoint.filesystem, destination_filesystem=fs)
+    pafs.copy_files(source_path, dest, source_filesystem=source_fs, destination_filesystem=fs)
     read_checkpoint(destination_uri, st.endpoint_url)
     return destination_uri
 
