@@ -161,17 +161,6 @@ def metrics_from_stats(stats: dict[str, torch.Tensor], prefix: str = "") -> dict
     return {prefix + k: v for k, v in out.items()}
 
 
-def per_class_metrics(confusion: torch.Tensor, label_names: list[str]) -> list[dict]:
-    cm = confusion.double().cpu()
-    rows = []
-    for i, name in enumerate(label_names):
-        tp, pred, true = cm[i, i].item(), cm[:, i].sum().item(), cm[i].sum().item()
-        p = tp / pred if pred else 0.0
-        r = tp / true if true else 0.0
-        rows.append({"label": name, "precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0, "support": int(true)})
-    return rows
-
-
 def batches_from_tensors(
     x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator | None = None, transform: Callable | None = None
 ):

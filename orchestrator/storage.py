@@ -72,17 +72,5 @@ def write_bytes(uri: str, data: bytes, endpoint_url: str | None = None, region: 
         f.write(data)
 
 
-def download_dir(uri: str, local_dir: str, endpoint_url: str | None = None) -> str:
-    """Copy a remote directory into local_dir; a local path is returned as is."""
-    if not is_remote(uri):
-        return str(Path(uri).expanduser().resolve())
-    fs, path = filesystem(uri, endpoint_url)
-    try:
-        pafs.copy_files(path, local_dir, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
-    except (OSError, ValueError) as e:
-        raise StorageError(f"cannot read {uri!r}: {_first_line(e)}") from None
-    return local_dir
-
-
 def _first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

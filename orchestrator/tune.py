@@ -151,7 +151,6 @@ def trial_config(cfg_dict: dict, params: dict) -> ExperimentConfig:
 
 
 def _scheduler(cfg: ExperimentConfig):
-    from ray import tune
     from ray.tune import schedulers
 
     s = cfg.tune.scheduler

@@ -13,30 +13,27 @@ from tests.conftest import ROOT, kill_marked
 pytestmark = pytest.mark.e2e
 
 
-def test_train_overhead_quick_mode_prints_a_ratio():
+def run_benchmark(script: str, *args: str) -> dict:
+    """Run a benchmark as users do; its last line of stdout, parsed."""
     marker = f"bench-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "ORCHESTRATOR_TEST_MARKER": marker}
     try:
-        proc = subprocess.run([sys.executable, "benchmarks/train_overhead.py", "--epochs", "3", "--num-samples", "3000",
-                               "--repeats", "1"], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
-    finally:
-        kill_marked(marker)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.splitlines()[-1])
-    print(out)
-    assert out["ratio"] > 0 and len(out["plain_runs_samples_per_s"]) == 2 and out["ray_fit_startup_s"] > 0
-
-
-def test_tune_efficiency_quick_mode_prints_its_ratios():
-    marker = f"bench-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "ORCHESTRATOR_TEST_MARKER": marker}
-    try:
-        proc = subprocess.run([sys.executable, "benchmarks/tune_efficiency.py", "--seeds", "1", "--num-samples", "3",
-                               "--max-epochs", "2"], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+        proc = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=300, env=env,
+                              cwd=ROOT)
     finally:
         kill_marked(marker)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.splitlines()[-1])
     print({k: v for k, v in out.items() if k != "runs"})
+    return out
+
+
+def test_train_overhead_quick_mode_prints_a_ratio():
+    out = run_benchmark("benchmarks/train_overhead.py", "--epochs", "3", "--num-samples", "3000", "--repeats", "1")
+    assert out["ratio"] > 0 and len(out["plain_runs_samples_per_s"]) == 2 and out["ray_fit_startup_s"] > 0
+
+
+def test_tune_efficiency_quick_mode_prints_its_ratios():
+    out = run_benchmark("benchmarks/tune_efficiency.py", "--seeds", "1", "--num-samples", "3", "--max-epochs", "2")
     assert {"time_to_target_ratio", "trial_epochs_ratio", "tune_overhead"} <= set(out) and out["tune_overhead"] > 0
     assert len(out["runs"]["asha"]) == len(out["runs"]["fifo"]) == 1
