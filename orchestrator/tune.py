@@ -177,7 +177,8 @@ def _search(cfg: ExperimentConfig):
         from optuna.samplers import TPESampler
 
         return OptunaSearch(sampler=TPESampler(seed=seed))
-    return BasicVariantGenerator(random_state=seed)
+    # the generator enforces the limit itself: Tune ignores TuneConfig.max_concurrent_trials for it
+    return BasicVariantGenerator(random_state=seed, max_concurrent=cfg.tune.max_concurrent_trials or 0)
 
 
 def _tuner(cfg: ExperimentConfig, name: str, splits: data.Splits, info: dict, resume: bool):
@@ -205,8 +206,10 @@ def _tuner(cfg: ExperimentConfig, name: str, splits: data.Splits, info: dict, re
         trainable,
         param_space=param_space(cfg),
         tune_config=tune.TuneConfig(
-            metric=t.metric, mode=t.mode, num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent_trials,
+            metric=t.metric, mode=t.mode, num_samples=t.num_samples,
+            max_concurrent_trials=t.max_concurrent_trials if t.search.name == "optuna" else None,
             time_budget_s=t.time_budget_s, scheduler=_scheduler(cfg), search_alg=_search(cfg),
+            reuse_actors=True,  # a later trial may reuse a finished trial's process (no second torch import)
         ),
         run_config=tune.RunConfig(
             name=name, storage_path=root, storage_filesystem=fs,

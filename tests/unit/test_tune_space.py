@@ -51,3 +51,11 @@ def test_bad_spaces_name_the_field(space, message):
 def test_grid_search_needs_grid_dimensions():
     with pytest.raises(ConfigError, match="grid needs every space entry"):
         cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}}, search={"name": "grid"})
+
+
+def test_concurrency_limit_reaches_the_search():
+    from orchestrator.tune import _search
+
+    # Tune ignores TuneConfig.max_concurrent_trials for the random/grid generator: it must carry the limit
+    assert _search(cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}}, max_concurrent_trials=1)).max_concurrent == 1
+    assert _search(cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}})).max_concurrent == 0  # unlimited: as many as fit
