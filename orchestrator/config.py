@@ -245,8 +245,7 @@ class TuneConfig(Section):
 
     def candidate_values(self, key: str) -> list:
         """Values that stand for a dimension when checking that the config accepts them."""
-        kind, values = next(iter(self.space[key].items()))
-        return list(values)
+        return list(next(iter(self.space[key].values())))
 
 
 class ExperimentConfig(Section):

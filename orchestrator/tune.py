@@ -124,9 +124,11 @@ def param_space(cfg: ExperimentConfig) -> dict:
             options = values if all(isinstance(v, PRIMITIVE) for v in values) else list(range(len(values)))
             space[key] = tune.choice(options) if kind == "choice" else tune.grid_search(options)
         else:
-            space[key] = {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}[kind](*values)
+            low, high = values
             if kind == "randint":
-                space[key] = tune.randint(values[0], values[1] + 1)  # inclusive high, as written
+                space[key] = tune.randint(low, high + 1)  # inclusive high, as written
+            else:
+                space[key] = (tune.uniform if kind == "uniform" else tune.loguniform)(low, high)
     return space
 
 
