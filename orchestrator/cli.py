@@ -3,6 +3,9 @@
     orchestrator train jobs/digits-cnn.yaml [section.field=value ...] [--address ADDR] [--json]
     orchestrator tune jobs/digits-tune.yaml [section.field=value ...] [--resume] [--address ADDR] [--json]
     orchestrator evaluate CHECKPOINT_URI [--split test] [--json]
+    orchestrator serve CHECKPOINT_URI [field=value ...] [--host H --port P] [--address ADDR] [--json]
+    orchestrator serve status|rollback|shutdown --address ADDR
+    orchestrator predict URL|CHECKPOINT_URI --input FILE|- [--json]
 
 Exit codes: 0 done, 1 the work failed, 2 bad input (the message says what to change).
 """
@@ -11,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 
-from orchestrator.errors import UserError
+from orchestrator.errors import ConfigError, UserError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # the work itself failed: say so in one line, keep the details in Ray's logs
-        if type(e).__name__ in ("TrainingFailedError", "RayTaskError", "RaySystemError"):
+        if type(e).__name__ in ("TrainingFailedError", "RayTaskError", "RaySystemError", "RuntimeError"):
             print(f"error: {type(e).__name__}: {str(e).strip().splitlines()[0]}", file=sys.stderr)
             return 1
         raise
@@ -60,6 +65,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="checkpoint directory or s3:// URI")
     p.add_argument("--split", choices=["train", "val", "test"], default="test")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("serve", parents=[common], help="serve a checkpoint as an HTTP endpoint with Ray Serve",
+                       description="Deploy a checkpoint (locally: until Ctrl-C; with --address: to the cluster, "
+                       "as a rolling update if the app runs), or manage the running app.")
+    p.add_argument("target", metavar="CHECKPOINT_URI|status|rollback|shutdown")
+    p.add_argument("overrides", nargs="*", help="serve setting=value (deploy/serve.yaml's args), e.g. max_batch_size=64")
+    p.add_argument("--host", default="127.0.0.1", help="address the endpoint binds (non-loopback needs API keys)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--request-timeout-s", type=float, default=30, help="answer 408 after this many seconds")
+    p.add_argument("--name", default="orchestrator", help="Serve application name")
+    p.add_argument("--route-prefix", default="/")
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("predict", parents=[common], help="predictions from an endpoint URL or a checkpoint")
+    p.add_argument("target", metavar="URL|CHECKPOINT_URI")
+    p.add_argument("--input", required=True, help='JSON file ({"instances": [...]} or a list of inputs), - for stdin')
+    p.add_argument("--api-key-env", default="ORCHESTRATOR_API_KEY", help="environment variable holding the API key")
+    p.set_defaults(func=_predict)
     return parser
 
 
@@ -98,6 +121,106 @@ def _evaluate(args) -> dict:
 
     result = evaluate_checkpoint(args.checkpoint, args.split, args.address)
     print("  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items()), flush=True)
+    return result
+
+
+def _serve(args) -> dict:
+    from orchestrator.config import ServeArgs, apply_overrides, parse
+
+    ops = ("status", "rollback", "shutdown")
+    if args.target in ops:
+        if args.overrides:
+            raise ConfigError(f"serve {args.target} takes no settings")
+        return _serve_op(args)
+    serve_args = parse(ServeArgs, apply_overrides({"checkpoint": args.target}, args.overrides), source="serve settings")
+    from orchestrator import serve
+    from orchestrator.runtime import ray_session
+
+    serve.check_deployable(serve_args, args.host)  # exit 2 on a bad checkpoint before Ray starts
+    with ray_session(args.address):
+        result = serve.deploy(serve_args, name=args.name, route_prefix=args.route_prefix, host=args.host,
+                              port=args.port, request_timeout_s=args.request_timeout_s)
+        print(f"serving {result['checkpoint']} (version {result['version']}) at {result['url']}\n"
+              f"try: orchestrator predict {result['url']} --input FILE   docs: {result['url']}/docs", flush=True)
+        if args.address:
+            return result
+        if args.json:
+            print(json.dumps(result, sort_keys=True), flush=True)
+        print("Ctrl-C stops the endpoint", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            from ray import serve as ray_serve
+
+            ray_serve.shutdown()
+            print("endpoint stopped", flush=True)
+            args.json = False  # printed above
+            return result
+
+
+def _serve_op(args) -> dict:
+    from orchestrator import serve
+    from orchestrator.runtime import ray_session
+
+    if not args.address:
+        raise ConfigError(f"serve {args.target} needs --address of the Ray cluster the app runs on (e.g. auto)")
+    with ray_session(args.address):
+        if args.target == "status":
+            result = serve.status()
+        elif args.target == "shutdown":
+            result = serve.shutdown(args.name)
+        else:
+            result = serve.rollback(args.name, host=args.host, port=args.port, request_timeout_s=args.request_timeout_s)
+    print(json.dumps(result, indent=2, sort_keys=True), flush=True)
+    return result
+
+
+def _predict(args) -> dict:
+    import urllib.error
+    import urllib.request
+
+    try:
+        text = sys.stdin.read() if args.input == "-" else open(args.input).read()
+        payload = json.loads(text)
+    except OSError as e:
+        raise ConfigError(f"cannot read --input {args.input}: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--input {args.input} is not JSON: {e}") from None
+    if isinstance(payload, list):
+        payload = {"instances": payload}
+    if not args.target.startswith(("http://", "https://")):
+        from orchestrator.predictor import Predictor, RequestError
+
+        predictor = Predictor.load(args.target)
+        try:
+            result = predictor.encode(predictor.predict(predictor.validate(payload.get("instances"))))
+        except RequestError as e:
+            raise ConfigError(f"--input: {e.message}") from None
+    else:
+        url = args.target.rstrip("/")
+        url = url if url.endswith("/v1/predict") else f"{url}/v1/predict"
+        headers = {"Content-Type": "application/json"}
+        if os.environ.get(args.api_key_env):
+            headers["Authorization"] = f"Bearer {os.environ[args.api_key_env]}"
+        request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as r:
+                result = json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            body = e.read().decode(errors="replace")
+            try:
+                body = json.loads(body)["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                pass
+            if 400 <= e.code < 500:
+                raise ConfigError(f"{url} answered {e.code}: {body}") from None
+            raise RuntimeError(f"{url} answered {e.code}: {body}") from None
+        except urllib.error.URLError as e:
+            raise ConfigError(f"cannot reach {url}: {e.reason}") from None
+    if not args.json:
+        for p in result["predictions"]:
+            print(f"{p['label']}\t{max(p['probabilities']):.4f}", flush=True)
     return result
 
 

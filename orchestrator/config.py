@@ -282,6 +282,59 @@ class ExperimentConfig(Section):
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
 
+# ---- serving ----------------------------------------------------------------------------
+
+
+class AutoscalingArgs(Section):
+    min_replicas: int = Field(1, ge=0, description="Replicas kept running with no traffic (0 scales to zero).")
+    max_replicas: int = Field(2, ge=1, description="Most replicas under load.")
+    target_ongoing_requests: float = Field(
+        4, gt=0, description="Requests in flight per replica the autoscaler aims for; more -> add replicas."
+    )
+    upscale_delay_s: float = Field(10, ge=0, description="Load must stay above target this long before scaling up.")
+    downscale_delay_s: float = Field(60, ge=0, description="Load must stay below target this long before scaling down.")
+    metrics_interval_s: float = Field(2, gt=0, description="How often replicas report their load.")
+    look_back_period_s: float = Field(10, gt=0, description="Window the load is averaged over.")
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})")
+        return self
+
+
+class ServeArgs(Section):
+    """Arguments of the Serve app builder (orchestrator.serve:build_app), as in deploy/serve.yaml."""
+
+    checkpoint: str = Field(description="Checkpoint to serve: local directory or s3:// URI.")
+    storage_endpoint_url: str | None = Field(None, description="S3-compatible endpoint for an s3:// checkpoint.")
+    max_instances: int = Field(256, ge=1, description="Most inputs in one request (422 over it).")
+    max_body_bytes: int = Field(4 * 2**20, ge=1024, description="Largest request body in bytes (413 over it).")
+    max_batch_size: int = Field(32, ge=1, description="Requests merged into one forward pass; 1 turns batching off.")
+    batch_wait_timeout_s: float = Field(0.005, ge=0, description="How long a batch waits to fill, seconds.")
+    max_ongoing_requests: int = Field(64, ge=1, description="Requests a replica works on at once.")
+    max_queued_requests: int = Field(
+        256, ge=1, description="Requests waiting for a replica; beyond it -> 503 with Retry-After."
+    )
+    retry_after_s: float = Field(1, ge=0, description="Retry-After sent with a 503 when the queue is full.")
+    autoscaling: AutoscalingArgs = Field(default_factory=AutoscalingArgs, description="Replica autoscaling.")
+    num_cpus: float = Field(1, gt=0, description="CPUs per replica.")
+    num_gpus: float = Field(0, ge=0, description="GPUs per replica; fractions share a GPU (e.g. 0.25).")
+    auth: Literal["auto", "required", "none"] = Field(
+        "auto",
+        description="auto: API keys required when any are set, and always for clients beyond loopback; "
+        "required: refuse to start without keys; none: no auth (only behind your own gateway).",
+    )
+    api_keys_env: str = Field(
+        "ORCHESTRATOR_API_KEYS", description="Environment variable on the Ray nodes holding comma-separated API keys."
+    )
+    api_keys_file: str | None = Field(None, description="File on the Ray nodes with one API key per line.")
+    health_check_period_s: float = Field(10, gt=0, description="How often Serve runs the replica health check.")
+    previous_checkpoints: list[str] = Field(
+        [], description="Checkpoints served before, newest first: what `orchestrator serve rollback` returns to."
+    )
+
+
 # ---- loading ----------------------------------------------------------------------------
 
 
@@ -303,10 +356,15 @@ def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> Experimen
 
 
 def config_from_dict(raw: dict, source: str | None = None) -> ExperimentConfig:
+    return parse(ExperimentConfig, raw, source)
+
+
+def parse(cls: type[Section], raw: dict, source: str | None = None):
+    """Validate raw into cls; ConfigError that names each bad field (and the nearest valid key)."""
     try:
-        return ExperimentConfig.model_validate(raw)
+        return cls.model_validate(raw)
     except ValidationError as e:
-        reasons = "; ".join(_explain(err) for err in e.errors())
+        reasons = "; ".join(_explain(err, cls) for err in e.errors())
         raise ConfigError(f"{source}: {reasons}" if source else reasons) from None
 
 
@@ -338,11 +396,12 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def _explain(err: dict) -> str:
+def _explain(err: dict, root: type[BaseModel]) -> str:
     loc = [str(p) for p in err["loc"]]
-    where = ".".join(_drop_tags(loc))
+    where = ".".join(_walk(loc, root)[1])
     if err["type"] == "extra_forbidden":
-        valid = _fields_at(loc[:-1])
+        cls = _walk(loc[:-1], root)[0]
+        valid = list(cls.model_fields) if isinstance(cls, type) and issubclass(cls, BaseModel) else []
         hint = difflib.get_close_matches(loc[-1], valid, n=1)
         suggestion = f"; did you mean {hint[0]!r}?" if hint else f"; valid keys: {', '.join(valid)}"
         return f"unknown key {where!r}{suggestion}"
@@ -367,9 +426,9 @@ def _tagged_union_members(annotation) -> dict[str, type[BaseModel]] | None:
     return None
 
 
-def _walk(loc: list[str]) -> tuple[Any, list[str]]:
+def _walk(loc: list[str], root: type[BaseModel]) -> tuple[Any, list[str]]:
     """Follow a pydantic error location: (the section class it ends in, its parts minus union tags)."""
-    cls: Any = ExperimentConfig
+    cls: Any = root
     shown = []
     for part in loc:
         is_section = isinstance(cls, type) and issubclass(cls, BaseModel)
@@ -381,15 +440,6 @@ def _walk(loc: list[str]) -> tuple[Any, list[str]]:
         fields = cls.model_fields if is_section else {}
         cls = fields[part].annotation if part in fields else None
     return cls, shown
-
-
-def _drop_tags(loc: list[str]) -> list[str]:
-    return _walk(loc)[1]
-
-
-def _fields_at(loc: list[str]) -> list[str]:
-    cls = _walk(loc)[0]
-    return list(cls.model_fields) if isinstance(cls, type) and issubclass(cls, BaseModel) else []
 
 
 def save_config(cfg: ExperimentConfig) -> str:

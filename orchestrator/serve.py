@@ -1,0 +1,345 @@
+"""Ray Serve adapter: a checkpoint as an autoscaled HTTP endpoint, and its operations.
+
+    orchestrator serve runs/digits-cnn-.../epoch-0025          # local; prints the URL, Ctrl-C stops
+    orchestrator serve s3://bucket/m/best --address auto       # deploy to a cluster (rolling update if running)
+    orchestrator serve rollback --address auto                 # back to the previous checkpoint
+    serve run deploy/serve.yaml                                # Ray's own CLI, the same app
+
+One deployment, `Model`, is both the FastAPI ingress and the model. Each request already
+passes Serve's HTTP proxy; a separate ingress deployment would add a second actor call per
+request for no gain in a one-model endpoint. Every setting travels in the deployment's
+user_config, so deploying a new checkpoint or limit reconfigures the running replicas in
+place (no restart, no failed request); only resources restart replicas, one at a time.
+
+API: POST /v1/predict {"instances": [...]}, GET /v1/model, GET /healthz, GET /readyz, /docs.
+"""
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.config import BackpressureConfig
+
+from orchestrator.config import ServeArgs, parse
+from orchestrator.errors import ConfigError
+from orchestrator.predictor import Predictor, RequestError
+
+APP_NAME = "orchestrator"
+DEPLOYMENT = "Model"
+HISTORY = 10  # previous checkpoints kept for rollback
+
+api = FastAPI(
+    title="orchestrator model endpoint",
+    description="Predictions from an orchestrator checkpoint. Send `Authorization: Bearer <API key>`.",
+    version="1",
+)
+
+
+# ---- auth ---------------------------------------------------------------------------------
+
+
+class ApiKeys:
+    """Bearer API keys, kept as sha256 digests and compared in constant time; never logged."""
+
+    def __init__(self, args: ServeArgs):
+        self.mode = args.auth
+        self.source = args.api_keys_file or f"${args.api_keys_env}"
+        self.digests = [hashlib.sha256(k.encode()).digest() for k in read_api_keys(args)]
+        if self.mode == "required" and not self.digests:
+            raise ConfigError(f"auth is required but {self.source} holds no API keys")
+
+    def check(self, request: Request) -> None:
+        if self.mode == "none":
+            return
+        if not self.digests:
+            if _is_loopback(request.client.host if request.client else ""):
+                return
+            raise RequestError(401, "api_key_required",
+                               f"this endpoint has no API keys, so it answers loopback clients only; "
+                               f"set {self.source} on the Ray nodes")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise RequestError(401, "missing_api_key", "send the header Authorization: Bearer <API key>")
+        digest = hashlib.sha256(token.strip().encode()).digest()
+        valid = False
+        for known in self.digests:  # no early exit: the time taken does not say which key matched
+            valid |= hmac.compare_digest(known, digest)
+        if not valid:
+            raise RequestError(403, "invalid_api_key", "the API key is not valid")
+
+
+def read_api_keys(args: ServeArgs) -> list[str]:
+    if args.api_keys_file:
+        try:
+            text = Path(args.api_keys_file).read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read api_keys_file {args.api_keys_file}: {e.strerror}") from None
+        return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return [k.strip() for k in os.environ.get(args.api_keys_env, "").split(",") if k.strip()]
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+# ---- the deployment -----------------------------------------------------------------------
+
+
+def _error(e: RequestError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+    return JSONResponse(e.body(), status_code=e.status, headers=headers)
+
+
+@serve.deployment(name=DEPLOYMENT)
+@serve.ingress(api)
+class ModelServer:
+    def __init__(self):
+        self.args: ServeArgs | None = None
+        self.predictor: Predictor | None = None
+        self.keys: ApiKeys | None = None
+
+    async def reconfigure(self, config: dict) -> None:
+        """Apply settings; load the checkpoint if it changed. Requests keep being answered by the
+        current model until the new one has loaded and passed its canary."""
+        args = ServeArgs.model_validate(config["args"])
+        predictor = self.predictor
+        if predictor is None or args.checkpoint != self.args.checkpoint or args.max_instances != self.args.max_instances:
+            predictor = await asyncio.to_thread(
+                Predictor.load, args.checkpoint, args.storage_endpoint_url, args.max_instances
+            )
+            if not predictor.canary():
+                raise RuntimeError(f"{args.checkpoint}: canary prediction is not a probability distribution")
+        self._predict_batch.set_max_batch_size(args.max_batch_size)
+        self._predict_batch.set_batch_wait_timeout_s(args.batch_wait_timeout_s)
+        self.keys = ApiKeys(args)
+        self.args, self.predictor = args, predictor
+
+    def check_health(self) -> None:
+        if self.predictor is None or not self.predictor.canary():
+            raise RuntimeError("model canary failed")
+
+    @api.post("/v1/predict")
+    async def predict(self, request: Request):
+        """Body: {"instances": [input, ...]}, each input of the model's input shape (GET /v1/model)."""
+        try:
+            self.keys.check(request)
+            body = await self._body(request)
+            predictor = self.predictor
+            x = predictor.decode(body)
+        except RequestError as e:
+            return _error(e)
+        if self.args.max_batch_size > 1:
+            predictor, probs = await self._predict_batch(x)
+        else:
+            probs = await asyncio.to_thread(predictor.predict, x)
+        return predictor.encode(probs)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _predict_batch(self, xs: list[np.ndarray]) -> list[tuple[Predictor, np.ndarray]]:
+        """Requests that arrive together share one forward pass (settings from reconfigure)."""
+        predictor = self.predictor
+        probs = await asyncio.to_thread(predictor.predict, np.concatenate(xs))
+        return [(predictor, p) for p in np.split(probs, np.cumsum([len(x) for x in xs])[:-1])]
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.args.max_body_bytes
+        content_type = request.headers.get("content-type", "")
+        if content_type.split(";")[0].strip().lower() != "application/json":
+            raise RequestError(415, "unsupported_media_type",
+                               f"send Content-Type: application/json (got {content_type or 'none'!r})")
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise RequestError(413, "body_too_large", f"the body is {declared} bytes; at most {limit}")
+        body = bytearray()
+        async for chunk in request.stream():  # also bounds bodies sent without Content-Length
+            body += chunk
+            if len(body) > limit:
+                raise RequestError(413, "body_too_large", f"the body exceeds {limit} bytes")
+        return bytes(body)
+
+    @api.get("/v1/model")
+    async def model(self, request: Request):
+        try:
+            self.keys.check(request)
+        except RequestError as e:
+            return _error(e)
+        limits = self.args.model_dump(include={"max_instances", "max_body_bytes", "max_batch_size",
+                                               "batch_wait_timeout_s", "max_ongoing_requests",
+                                               "max_queued_requests"})
+        return {**self.predictor.info, "previous_checkpoints": self.args.previous_checkpoints, "limits": limits}
+
+    @api.get("/healthz")
+    async def healthz(self):
+        return {"status": "ok"}
+
+    @api.get("/readyz")
+    async def readyz(self):
+        ready = self.predictor is not None and await asyncio.to_thread(self.predictor.canary)
+        body = {"ready": ready, "version": self.predictor.version if self.predictor else None}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+
+def build_app(args: ServeArgs):
+    """The Serve app for a checkpoint: the import_path target of deploy/serve.yaml."""
+    if isinstance(args, dict):
+        args = parse(ServeArgs, args, source="serve args")
+    return ModelServer.options(**deployment_options(args)).bind()
+
+
+def deployment_options(args: ServeArgs) -> dict:
+    return {
+        "user_config": {"args": args.model_dump(mode="json")},
+        "autoscaling_config": args.autoscaling.model_dump(),
+        "max_ongoing_requests": args.max_ongoing_requests,
+        "max_queued_requests": args.max_queued_requests,
+        "backpressure_config": BackpressureConfig(status_code=503, retry_after_s=args.retry_after_s),
+        "ray_actor_options": {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
+        "health_check_period_s": args.health_check_period_s,
+    }
+
+
+# ---- operations (driver side) ---------------------------------------------------------------
+
+
+def check_deployable(args: ServeArgs, host: str) -> tuple[ServeArgs, Predictor]:
+    """Fail before touching a running app: the checkpoint verifies and loads, keys exist if needed."""
+    if "://" not in args.checkpoint:  # replicas do not share the caller's working directory
+        args = args.model_copy(update={"checkpoint": str(Path(args.checkpoint).resolve())})
+    predictor = Predictor.load(args.checkpoint, args.storage_endpoint_url, args.max_instances)
+    if args.auth != "none" and not _is_loopback(host) and not read_api_keys(args):
+        raise ConfigError(f"--host {host} exposes the endpoint beyond this machine: set API keys in "
+                          f"${args.api_keys_env} (comma-separated) or api_keys_file first")
+    ApiKeys(args)  # auth: required without keys fails here
+    return args, predictor
+
+
+def deploy(args: ServeArgs, *, name: str = APP_NAME, route_prefix: str = "/", host: str = "127.0.0.1",
+           port: int = 8000, request_timeout_s: float | None = 30, timeout_s: float = 180,
+           keep_history: bool = True) -> dict:
+    """Deploy the app on the connected Ray, or update it in place if it runs; wait until it serves
+    the new checkpoint. The checkpoint it replaces becomes the rollback target."""
+    from ray.serve.schema import ServeDeploySchema
+
+    args, predictor = check_deployable(args, host)
+    serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
+    client = _client()
+    details = client.get_serve_details()
+    apps = {n: a["deployed_app_config"] for n, a in details.get("applications", {}).items()
+            if a.get("deployed_app_config")}
+    current = _args_of(apps.get(name))
+    if current is None:
+        apps[name] = {"name": name, "route_prefix": route_prefix, "import_path": f"{__name__}:build_app",
+                      "args": args.model_dump(mode="json")}
+    elif keep_history and current.checkpoint != args.checkpoint:
+        history = [current.checkpoint, *current.previous_checkpoints][:HISTORY]
+        args = args.model_copy(update={"previous_checkpoints": history})
+    # The app's args are part of Serve's code version: changing them would restart every replica.
+    # Deployment options (user_config above all) are not: replicas reconfigure in place. So the
+    # app keeps its first args, and every deploy, the first included, sets the options.
+    apps[name] = {**apps[name], "deployments": [{"name": DEPLOYMENT, **_json_options(args)}]}
+    client.deploy_apps(ServeDeploySchema.model_validate({"applications": list(apps.values())}))
+    http = details.get("http_options") or {"host": host, "port": port}
+    prefix = apps[name]["route_prefix"] or "/"
+    url = f"http://{_url_host(http['host'])}:{http['port']}{prefix.rstrip('/')}"
+    _wait_serving(client, name, url, predictor.version, timeout_s)
+    return {"app": name, "url": url, "checkpoint": args.checkpoint, "version": predictor.version,
+            "previous_checkpoints": args.previous_checkpoints}
+
+
+def rollback(name: str = APP_NAME, **http) -> dict:
+    """Serve the previous checkpoint again (with the current settings)."""
+    current = running_args(name)
+    if not current.previous_checkpoints:
+        raise ConfigError(f"app {name!r} has no previous checkpoint to roll back to")
+    back = current.model_copy(update={"checkpoint": current.previous_checkpoints[0],
+                                      "previous_checkpoints": current.previous_checkpoints[1:]})
+    return deploy(back, name=name, keep_history=False, **http)
+
+
+def running_args(name: str = APP_NAME) -> ServeArgs:
+    app = _client().get_serve_details().get("applications", {}).get(name)
+    if not app or not app.get("deployed_app_config"):
+        raise ConfigError(f"no orchestrator app named {name!r} runs on this Ray cluster")
+    return _args_of(app["deployed_app_config"])
+
+
+def status() -> dict:
+    """Each app: status, checkpoint, replicas by state."""
+    details = _client().get_serve_details()
+    out = {}
+    for app_name, app in details.get("applications", {}).items():
+        deployments = app.get("deployments", {})
+        replicas: dict[str, int] = {}
+        for d in deployments.values():
+            for r in d.get("replicas", []):
+                replicas[r["state"]] = replicas.get(r["state"], 0) + 1
+        args = _args_of(app.get("deployed_app_config"))
+        out[app_name] = {"status": app["status"], "route_prefix": app.get("route_prefix"),
+                         "checkpoint": args.checkpoint if args else None, "replicas": replicas,
+                         "message": app.get("message") or None}
+    return {"applications": out, "http_options": details.get("http_options")}
+
+
+def shutdown(name: str = APP_NAME) -> dict:
+    running_args(name)  # a clear error if it is not there
+    serve.delete(name)
+    return {"app": name, "deleted": True}
+
+
+def _client():
+    from ray.serve.context import _get_global_client  # what Ray's own `serve run CONFIG` deploys through
+
+    return _get_global_client()
+
+
+def _args_of(app_config: dict | None) -> ServeArgs | None:
+    """The settings an app runs with: its deployment override (set by updates), else its args."""
+    if not app_config or app_config.get("import_path") != f"{__name__}:build_app":
+        return None
+    for d in app_config.get("deployments") or []:
+        if d.get("name") == DEPLOYMENT and isinstance(d.get("user_config"), dict) and "args" in d["user_config"]:
+            return ServeArgs.model_validate(d["user_config"]["args"])
+    return ServeArgs.model_validate(app_config.get("args") or {})
+
+
+def _json_options(args: ServeArgs) -> dict:
+    options = deployment_options(args)
+    return {**options, "backpressure_config": options["backpressure_config"].model_dump()}
+
+
+def _url_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+def _wait_serving(client, name: str, url: str, version: str, timeout_s: float) -> None:
+    import json
+    import urllib.request
+
+    deadline = time.time() + timeout_s
+    seen = 0
+    while time.time() < deadline:
+        app = client.get_serve_details().get("applications", {}).get(name, {})
+        if app.get("status") == "DEPLOY_FAILED":
+            raise RuntimeError(f"deploying {name} failed: {app.get('message')}")
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=5) as r:
+                ready = json.loads(r.read())
+        except OSError:
+            ready = {}
+        # several consecutive answers with the new version: the proxy spreads them over replicas
+        seen = seen + 1 if ready.get("version") == version and app.get("status") == "RUNNING" else 0
+        if seen >= 3:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"{name} did not serve version {version} within {timeout_s:.0f}s; see `orchestrator serve status`")
