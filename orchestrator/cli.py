@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from orchestrator.errors import ConfigError, UserError
 
@@ -181,7 +182,7 @@ def _predict(args) -> dict:
     import urllib.request
 
     try:
-        text = sys.stdin.read() if args.input == "-" else open(args.input).read()
+        text = sys.stdin.read() if args.input == "-" else Path(args.input).read_text()
         payload = json.loads(text)
     except OSError as e:
         raise ConfigError(f"cannot read --input {args.input}: {e.strerror}") from None

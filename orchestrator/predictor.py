@@ -83,14 +83,15 @@ class Predictor:
         try:
             x = np.asarray(instances)
         except ValueError:  # ragged nesting
-            x = None
-        if x is None or x.dtype == object:
-            raise RequestError(422, "wrong_shape", f"each instance must be a nested list of numbers of shape {shape}")
+            raise RequestError(422, "wrong_shape", f"each instance must be a nested list of shape {shape}") from None
+        if x.dtype == object:  # null, objects, integers beyond 64 bits
+            raise RequestError(422, "wrong_type", f"instances must hold only numbers, in nested lists of shape {shape}")
         if x.dtype.kind not in "iuf":  # strings, booleans
             raise RequestError(422, "wrong_type", f"instances must hold numbers, got {_kind(x.dtype)}")
         if list(x.shape[1:]) != shape:
             raise RequestError(422, "wrong_shape", f"each instance must have shape {shape}, got {list(x.shape[1:])}")
-        x = x.astype(np.float32)
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused below
+            x = x.astype(np.float32)
         if not np.isfinite(x).all():  # NaN, Infinity, or beyond float32's range
             bad = int(np.argwhere(~np.isfinite(x).reshape(len(x), -1).all(axis=1))[0][0])
             raise RequestError(422, "not_finite", f"instance {bad} holds NaN, Infinity or a number beyond float32")

@@ -101,9 +101,19 @@ def _error(e: RequestError) -> JSONResponse:
     return JSONResponse(e.body(), status_code=e.status, headers=headers)
 
 
-@serve.deployment(name=DEPLOYMENT)
-@serve.ingress(api)
-class ModelServer:
+PREDICT_DOCS = {  # the body is parsed by hand (for its error messages), so describe it for /docs here
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["instances"],
+        "properties": {"instances": {"type": "array", "items": {},
+                                     "description": "inputs, each a nested list of numbers of the model's input "
+                                                    "shape (GET /v1/model: input.shape)"}},
+    }}}},
+}
+
+
+class Endpoint:
+    """The replica: the FastAPI routes and the model. Plain Python; ModelServer below is its deployment."""
+
     def __init__(self):
         self.args: ServeArgs | None = None
         self.predictor: Predictor | None = None
@@ -129,7 +139,7 @@ class ModelServer:
         if self.predictor is None or not self.predictor.canary():
             raise RuntimeError("model canary failed")
 
-    @api.post("/v1/predict")
+    @api.post("/v1/predict", openapi_extra=PREDICT_DOCS)
     async def predict(self, request: Request):
         """Body: {"instances": [input, ...]}, each input of the model's input shape (GET /v1/model)."""
         try:
@@ -188,6 +198,9 @@ class ModelServer:
         ready = self.predictor is not None and await asyncio.to_thread(self.predictor.canary)
         body = {"ready": ready, "version": self.predictor.version if self.predictor else None}
         return JSONResponse(body, status_code=200 if ready else 503)
+
+
+ModelServer = serve.deployment(name=DEPLOYMENT)(serve.ingress(api)(Endpoint))
 
 
 def build_app(args: ServeArgs):
@@ -298,7 +311,9 @@ def shutdown(name: str = APP_NAME) -> dict:
 
 
 def _client():
-    from ray.serve.context import _get_global_client  # what Ray's own `serve run CONFIG` deploys through
+    from ray.serve.context import (
+        _get_global_client,  # what Ray's own `serve run CONFIG` deploys through
+    )
 
     return _get_global_client()
 

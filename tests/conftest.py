@@ -80,3 +80,26 @@ def kill_marked(marker: str, timeout_s: float = 10) -> None:
         deadline = time.time() + timeout_s
         while marked_pids(marker) and time.time() < deadline:
             time.sleep(0.2)
+
+
+def http(method: str, url: str, body=None, headers: dict | None = None, timeout: float = 30):
+    """One HTTP request on loopback: (status, headers, parsed JSON or text). `body` may be an
+    iterable of bytes chunks, sent with chunked transfer encoding (no Content-Length)."""
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        chunked = body is not None and not isinstance(body, (bytes, str))
+        conn.request(method, parts.path or "/", body=body, headers=headers or {}, encode_chunked=chunked)
+        resp = conn.getresponse()
+        raw = resp.read()
+    finally:
+        conn.close()
+    try:
+        content = json.loads(raw)
+    except ValueError:
+        content = raw.decode(errors="replace")
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, content

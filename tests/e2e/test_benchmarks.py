@@ -37,3 +37,10 @@ def test_tune_efficiency_quick_mode_prints_its_ratios():
     out = run_benchmark("benchmarks/tune_efficiency.py", "--seeds", "1", "--num-samples", "3", "--max-epochs", "2")
     assert {"time_to_target_ratio", "trial_epochs_ratio", "tune_overhead"} <= set(out) and out["tune_overhead"] > 0
     assert len(out["runs"]["asha"]) == len(out["runs"]["fifo"]) == 1
+
+
+def test_serve_throughput_quick_mode_prints_its_ratios():
+    out = run_benchmark("benchmarks/serve_throughput.py", "--duration", "1", "--warmup", "0.5")
+    assert out["serve_vs_uvicorn"] > 0 and out["batching_gain"] > 0
+    assert set(out["latency_ms"]) == {"1", "8", "64"} and all(v["p99"] >= v["p50"] for v in out["latency_ms"].values())
+    assert set(out["uvicorn"]["statuses"]) == {"200"}  # JSON keys

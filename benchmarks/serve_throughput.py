@@ -1,0 +1,203 @@
+"""The Serve endpoint against a plain uvicorn + FastAPI server, batching against none, latency.
+
+    python benchmarks/serve_throughput.py                  # about 2 minutes on 2 CPU cores
+    python benchmarks/serve_throughput.py --duration 1     # quick
+
+Everything runs on this machine over loopback, the load generator included (it shares the
+cores with the servers, as it would on any one-box measurement). One model, one checkpoint:
+a CNN on 8x8 inputs (--channels), served by
+  (a) a plain uvicorn + FastAPI process running the same Predictor (decode, predict, encode)
+      with one torch thread, against Serve with one replica of one CPU, both unbatched, at the
+      same concurrency: serve_vs_uvicorn = Serve requests/s / uvicorn requests/s (goal >= 0.85);
+  (b) Serve with @serve.batch against Serve unbatched at saturation (concurrency 64):
+      batching_gain (goal >= 1.5);
+  (c) latency p50/p99 of the batched endpoint at concurrency 1, 8 and 64.
+Each measurement is a closed loop: `concurrency` clients, each sending its next request when
+the previous one is answered, for --duration seconds after a warm-up. Prints one JSON line last.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).parents[1]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_checkpoint(path: str, channels: list[int]) -> str:
+    """An untrained CNN checkpoint: serving cost does not depend on what the weights learned."""
+    import torch
+
+    from orchestrator.checkpoint import write_checkpoint
+    from orchestrator.config import config_from_dict
+    from orchestrator.models import build_model
+
+    cfg = config_from_dict({"name": "bench", "data": {"name": "digits"},
+                            "model": {"name": "cnn", "channels": channels, "hidden_size": 128}})
+    torch.manual_seed(0)
+    info = {"input_shape": [1, 8, 8], "label_names": [str(i) for i in range(10)], "normalization": {},
+            "data_fingerprint": "none"}
+    write_checkpoint(path, model=build_model(cfg.model, info["input_shape"], 10), config=cfg, model_info=info,
+                     metrics={})
+    return path
+
+
+async def load(url: str, body: bytes, concurrency: int, duration: float, warmup: float) -> dict:
+    """Closed-loop load: requests/s, latency percentiles (ms), and every status seen."""
+    import aiohttp
+
+    latencies, statuses = [], {}
+    start = time.perf_counter()
+    measure_from, end = start + warmup, start + warmup + duration
+
+    async def client(session):
+        while (now := time.perf_counter()) < end:
+            async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+                await r.read()
+                done = time.perf_counter()
+                if now >= measure_from:
+                    latencies.append(done - now)
+                    statuses[r.status] = statuses.get(r.status, 0) + 1
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.gather(*(client(session) for _ in range(concurrency)))
+    ms = sorted(1000 * t for t in latencies)
+    return {
+        "concurrency": concurrency,
+        "requests_per_s": round(statuses.get(200, 0) / duration, 1),
+        "p50_ms": round(ms[len(ms) // 2], 2) if ms else None,
+        "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 2) if ms else None,
+        "statuses": statuses,
+    }
+
+
+def measure(url, body, concurrency, args) -> dict:
+    return asyncio.run(load(url, body, concurrency, args.duration, args.warmup))
+
+
+def uvicorn_server(checkpoint: str, port: int) -> None:
+    """The baseline: the same Predictor behind FastAPI in one uvicorn process, one torch thread."""
+    import torch
+    import uvicorn
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    from orchestrator.predictor import Predictor, RequestError
+
+    torch.set_num_threads(1)
+    predictor = Predictor.load(checkpoint)
+    app = FastAPI()
+
+    @app.post("/v1/predict")
+    async def predict(request: Request):
+        try:
+            x = predictor.decode(await request.body())
+        except RequestError as e:
+            return JSONResponse(e.body(), status_code=e.status)
+        return predictor.encode(await asyncio.to_thread(predictor.predict, x))
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+def wait_up(url: str, timeout_s: float = 60) -> None:
+    import urllib.request
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError as e:
+            if getattr(e, "code", None):  # an HTTP answer, even 404/405: the server is up
+                return
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up in {timeout_s}s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=8, help="seconds measured per point")
+    parser.add_argument("--warmup", type=float, default=2, help="seconds before each measurement")
+    parser.add_argument("--concurrency", type=int, default=8, help="clients for the uvicorn comparison")
+    parser.add_argument("--instances", type=int, default=8, help="inputs per request in the uvicorn comparison")
+    parser.add_argument("--channels", type=int, nargs=2, default=[64, 128], help="the CNN's channels")
+    parser.add_argument("--uvicorn-server", nargs=2, metavar=("CHECKPOINT", "PORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.uvicorn_server:
+        return uvicorn_server(args.uvicorn_server[0], int(args.uvicorn_server[1]))
+
+    from ray import serve as ray_serve
+
+    from orchestrator import serve
+    from orchestrator.config import ServeArgs
+    from orchestrator.runtime import ray_session
+
+    rng = np.random.default_rng(0)
+    request = lambda n: json.dumps({"instances": rng.normal(size=(n, 1, 8, 8)).round(3).tolist()}).encode()
+    several, one = request(args.instances), request(1)
+    out = {"benchmark": "serve_throughput", "channels": args.channels, "instances_per_request": args.instances,
+           "duration_s": args.duration}
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = make_checkpoint(f"{tmp}/ckpt", args.channels)
+
+        # (a) plain uvicorn first, alone on the machine
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, __file__, "--uvicorn-server", ckpt, str(port)], cwd=ROOT,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        try:
+            wait_up(f"http://127.0.0.1:{port}/v1/predict")
+            plain = measure(f"http://127.0.0.1:{port}/v1/predict", several, args.concurrency, args)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        print("uvicorn:", plain, flush=True)
+
+        with ray_session():
+            http = {"host": "127.0.0.1", "port": free_port(), "request_timeout_s": 60}
+            fixed = {"autoscaling": {"min_replicas": 1, "max_replicas": 1}, "num_cpus": 1, "max_ongoing_requests": 128,
+                     "max_queued_requests": 1024}
+            unbatched = serve.deploy(ServeArgs.model_validate({"checkpoint": ckpt, **fixed, "max_batch_size": 1}),
+                                     name="unbatched", route_prefix="/unbatched", **http)["url"] + "/v1/predict"
+            served = measure(unbatched, several, args.concurrency, args)
+            print("serve, unbatched:", served, flush=True)
+            unbatched_64 = measure(unbatched, one, 64, args)
+            print("serve, unbatched, 1 input x 64 clients:", unbatched_64, flush=True)
+            ray_serve.delete("unbatched")
+
+            batched = serve.deploy(ServeArgs.model_validate({"checkpoint": ckpt, **fixed, "max_batch_size": 32,
+                                                             "batch_wait_timeout_s": 0.002}),
+                                   name="batched", route_prefix="/batched", **http)["url"] + "/v1/predict"
+            latency = {c: measure(batched, one, c, args) for c in (1, 8, 64)}
+            print("serve, batched:", latency, flush=True)
+            ray_serve.shutdown()
+
+    ratio = lambda a, b: round(a["requests_per_s"] / b["requests_per_s"], 4) if b["requests_per_s"] else None
+    out.update({
+        "serve_vs_uvicorn": ratio(served, plain),
+        "batching_gain": ratio(latency[64], unbatched_64),
+        "latency_ms": {str(c): {"p50": r["p50_ms"], "p99": r["p99_ms"], "requests_per_s": r["requests_per_s"]}
+                       for c, r in latency.items()},
+        "uvicorn": plain, "serve_unbatched": served, "serve_unbatched_c64": unbatched_64,
+        "serve_batched": {str(c): r for c, r in latency.items()},
+    })
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+"""The Serve endpoint over real HTTP on loopback, on the shared local Ray: one Serve instance,
+one app per behaviour under test, each on its own route prefix."""
+
+import json
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from orchestrator import data
+from orchestrator.config import ServeArgs, load_config
+from orchestrator.errors import ConfigError
+from orchestrator.evaluate import evaluate_checkpoint
+from orchestrator.predictor import Predictor
+from orchestrator.train import train
+from tests.conftest import ROOT, free_port, http
+
+pytestmark = pytest.mark.ray
+JSON = {"Content-Type": "application/json"}
+SMALL = {"num_cpus": 0.25, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}  # 2 CPUs hold every app
+
+
+@pytest.fixture(scope="module")
+def checkpoints(ray_cluster, tmp_path_factory):
+    """Three epochs of the digits MLP: three checkpoints that give different answers."""
+    tmp = tmp_path_factory.mktemp("serve-runs")
+    result = train(load_config(ROOT / "jobs" / "digits-mlp.yaml",
+                               [f"storage.path={tmp}", "train.run_name=m", "train.epochs=3", "train.num_to_keep=3"]))
+    return [str(tmp / "m" / f"epoch-000{i}") for i in (1, 2, 3)], result
+
+
+@pytest.fixture(scope="module")
+def serve_http(ray_cluster):
+    from ray import serve
+
+    port = free_port()
+    # 3 s: the timeout test's batch waits 6 s; every other request here answers well within it
+    serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 3})
+    yield {"host": "127.0.0.1", "port": port, "request_timeout_s": 3}
+    serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def test_inputs(checkpoints):
+    ckpt = Predictor.load(checkpoints[0][-1])
+    cfg = load_config(ROOT / "jobs" / "digits-mlp.yaml")
+    splits = data.load_splits(cfg.data, cfg.seed)
+    xs, ys = [], []
+    for batch in splits.test.iter_batches(batch_format="numpy", batch_size=1000):
+        xs.append(batch["x"])
+        ys.append(batch["y"])
+    x = np.concatenate(xs).astype(np.float32)
+    assert tuple(x.shape[1:]) == ckpt.input_shape
+    return x, np.concatenate(ys)
+
+
+def zeros(n: int) -> list:
+    return np.zeros((n, 1, 8, 8)).tolist()  # n inputs of the digits models' shape
+
+
+def one_input_with(value) -> bytes:
+    x = zeros(1)
+    x[0][0][0][0] = value
+    return json.dumps({"instances": x}).encode()  # NaN and Infinity as JSON's common extensions
+
+
+def deploy(name, checkpoint, serve_http, **settings):
+    from orchestrator import serve
+
+    args = ServeArgs.model_validate({"checkpoint": checkpoint, **SMALL, **settings})
+    return serve.deploy(args, name=name, route_prefix=f"/{name}", **serve_http)
+
+
+def predict(url, instances, headers=JSON):
+    return http("POST", f"{url}/v1/predict", json.dumps({"instances": instances}).encode(), headers)
+
+
+def replicas(name) -> list[tuple[str, int]]:
+    from ray.serve.context import _get_global_client
+
+    app = _get_global_client().get_serve_details()["applications"][name]
+    return sorted((r["replica_id"], r["pid"]) for d in app["deployments"].values() for r in d["replicas"]
+                  if r["state"] == "RUNNING")
+
+
+def test_predictions_equal_offline_prediction_and_evaluate(checkpoints, serve_http, test_inputs):
+    paths, trained = checkpoints
+    x, y = test_inputs
+    url = deploy("main", paths[-1], serve_http)["url"]
+    labels, probs = [], []
+    for chunk in np.array_split(x, 4):
+        status, _, body = predict(url, chunk.tolist())
+        assert status == 200, body
+        labels += [p["class_index"] for p in body["predictions"]]
+        probs += [p["probabilities"] for p in body["predictions"]]
+    offline = Predictor.load(paths[-1])
+    local = offline.predict(x)
+    assert labels == local.argmax(axis=1).tolist()
+    np.testing.assert_allclose(probs, local, atol=1e-6)
+    accuracy = float(np.mean(np.array(labels) == y))
+    assert accuracy == pytest.approx(evaluate_checkpoint(paths[-1])["metrics"]["test_accuracy"], abs=1e-12)
+    assert accuracy == pytest.approx(trained.metrics["test_accuracy"], abs=1e-12)
+
+    status, _, info = http("GET", f"{url}/v1/model")
+    assert status == 200 and info["checkpoint"] == paths[-1] and info["version"] == offline.version
+    assert info["input"]["shape"] == list(offline.input_shape) and info["metrics"]["epoch"] == 3
+    assert http("GET", f"{url}/healthz")[0] == 200 and http("GET", f"{url}/readyz")[2]["ready"] is True
+    assert http("GET", f"{url}/docs")[0] == 200 and "/v1/predict" in http("GET", f"{url}/openapi.json")[2]["paths"]
+
+
+def test_batched_equals_unbatched(checkpoints, serve_http, test_inputs):
+    x = test_inputs[0][:48]
+    batched = deploy("batched", checkpoints[0][-1], serve_http, max_batch_size=16, batch_wait_timeout_s=0.05)["url"]
+    single = deploy("single", checkpoints[0][-1], serve_http, max_batch_size=1)["url"]
+    with ThreadPoolExecutor(16) as pool:  # concurrent one-input requests: merged into batches
+        together = list(pool.map(lambda row: predict(batched, [row.tolist()]), x))
+    alone = [predict(single, [row.tolist()]) for row in x]
+    assert all(r[0] == 200 for r in together + alone)
+    a = np.array([r[2]["predictions"][0]["probabilities"] for r in together])
+    b = np.array([r[2]["predictions"][0]["probabilities"] for r in alone])
+    assert (a.argmax(1) == b.argmax(1)).all()
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_every_bad_request_gets_its_4xx_and_the_replica_survives(checkpoints, serve_http):
+    url = deploy("strict", checkpoints[0][-1], serve_http, max_instances=4, max_body_bytes=4096)["url"]
+    before = replicas("strict")
+    good = zeros(1)
+    row = [0.0] * 8
+    cases = {
+        "not JSON": (b"{instances: oops", JSON, 400, "invalid_json"),
+        "wrong content type": (json.dumps({"instances": good}).encode(), {"Content-Type": "text/plain"}, 415,
+                               "unsupported_media_type"),
+        "no content type": (json.dumps({"instances": good}).encode(), {}, 415, "unsupported_media_type"),
+        "no instances key": (b'{"inputs": []}', JSON, 400, "missing_instances"),
+        "instances not a list": (b'{"instances": 3}', JSON, 422, "invalid_instances"),
+        "wrong shape": (json.dumps({"instances": [[1.0] * 64]}).encode(), JSON, 422, "wrong_shape"),
+        "ragged": (json.dumps({"instances": [[[row] * 8], [[row] * 7]]}).encode(), JSON, 422, "wrong_shape"),
+        "strings": (json.dumps({"instances": [[[["a"] * 8] * 8]]}).encode(), JSON, 422, "wrong_type"),
+        "booleans": (json.dumps({"instances": [[[[True] * 8] * 8]]}).encode(), JSON, 422, "wrong_type"),
+        "null": (one_input_with(None), JSON, 422, "wrong_type"),
+        "NaN": (one_input_with(float("nan")), JSON, 422, "not_finite"),
+        "Infinity": (one_input_with(float("-inf")), JSON, 422, "not_finite"),
+        "beyond float32": (one_input_with(1e39), JSON, 422, "not_finite"),
+        "empty": (b'{"instances": []}', JSON, 422, "no_instances"),
+        "too many instances": (json.dumps({"instances": good * 5}).encode(), JSON, 422, "too_many_instances"),
+        "oversized body": (b" " * 5000, JSON, 413, "body_too_large"),
+        "oversized, chunked": ((b" " * 1000 for _ in range(6)), JSON, 413, "body_too_large"),
+    }
+    for case, (body, headers, status, code) in cases.items():
+        got, _, answer = http("POST", f"{url}/v1/predict", body, headers)
+        assert (got, answer["error"]["code"]) == (status, code), f"{case}: {got} {answer}"
+        assert answer["error"]["message"], case
+    assert predict(url, good)[0] == 200
+    assert replicas("strict") == before  # same replica, same process: nothing restarted
+
+
+def test_api_keys_401_403_and_probes_stay_open(checkpoints, serve_http, tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text("# one per line\nfirst-key-0123456789\nsecond-key-abcdef\n")
+    url = deploy("locked", checkpoints[0][-1], serve_http, auth="required", api_keys_file=str(keys))["url"]
+    x = zeros(1)
+    status, headers, body = predict(url, x)
+    assert status == 401 and headers["www-authenticate"] == "Bearer" and body["error"]["code"] == "missing_api_key"
+    assert predict(url, x, {**JSON, "Authorization": "Bearer wrong"})[0] == 403
+    assert predict(url, x, {**JSON, "Authorization": "Basic second-key-abcdef"})[0] == 401
+    assert predict(url, x, {**JSON, "Authorization": "Bearer second-key-abcdef"})[0] == 200
+    assert http("GET", f"{url}/v1/model")[0] == 401
+    assert http("GET", f"{url}/v1/model", headers={"Authorization": "Bearer first-key-0123456789"})[0] == 200
+    assert http("GET", f"{url}/healthz")[0] == 200 and http("GET", f"{url}/readyz")[0] == 200
+
+    with pytest.raises(ConfigError, match="no API keys"):
+        deploy("nokeys", checkpoints[0][-1], serve_http, auth="required", api_keys_file=str(tmp_path / "empty"))
+
+
+def test_overload_sheds_with_503_and_retry_after_never_500(checkpoints, serve_http):
+    # one request at a time, two waiting; each holds its slot for a 0.5 s batch wait
+    url = deploy("tight", checkpoints[0][-1], serve_http, max_ongoing_requests=1, max_queued_requests=2,
+                 max_batch_size=2, batch_wait_timeout_s=0.5, retry_after_s=2)["url"]
+    x = zeros(1)
+    with ThreadPoolExecutor(24) as pool:
+        answers = list(pool.map(lambda _: predict(url, x), range(48)))
+    statuses = Counter(a[0] for a in answers)
+    print("overload:", dict(statuses))
+    assert set(statuses) <= {200, 503} and statuses[200] >= 1 and statuses[503] >= 1
+    assert all(a[1].get("retry-after") == "2" for a in answers if a[0] == 503)
+
+
+def test_a_request_past_the_timeout_gets_408(checkpoints, serve_http):
+    url = deploy("slow", checkpoints[0][-1], serve_http, max_batch_size=8, batch_wait_timeout_s=6)["url"]
+    started = time.time()
+    status, _, _ = predict(url, zeros(1))
+    assert status == 408 and time.time() - started < 6
+
+
+def test_autoscaling_adds_replicas_under_load_and_removes_them_after(checkpoints, serve_http):
+    autoscaling = {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 1, "upscale_delay_s": 1,
+                   "downscale_delay_s": 2, "metrics_interval_s": 0.5, "look_back_period_s": 2}
+    url = deploy("elastic", checkpoints[0][-1], serve_http, num_cpus=0.1, autoscaling=autoscaling,
+                 max_batch_size=4, batch_wait_timeout_s=0.1)["url"]
+    assert len(replicas("elastic")) == 1
+    stop, statuses = threading.Event(), Counter()
+
+    def client():
+        while not stop.is_set():
+            statuses[predict(url, zeros(1))[0]] += 1
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    peak, deadline = 1, time.time() + 60
+    while peak < 2 and time.time() < deadline:
+        time.sleep(0.5)
+        peak = max(peak, len(replicas("elastic")))
+    stop.set()
+    for t in threads:
+        t.join()
+    assert peak >= 2, "no replica was added under sustained load"
+    assert set(statuses) == {200}, statuses
+    deadline = time.time() + 60
+    while len(replicas("elastic")) > 1 and time.time() < deadline:
+        time.sleep(0.5)
+    assert len(replicas("elastic")) == 1, "the added replicas were not removed once the load stopped"
+
+
+def test_rolling_update_and_rollback_under_steady_load_fail_no_request(checkpoints, serve_http):
+    from orchestrator import serve
+
+    paths, _ = checkpoints
+    url = deploy("rolling", paths[0], serve_http)["url"]
+    versions = {p: Predictor.load(p).version for p in paths}
+    assert len(set(versions.values())) == 3
+    stop, seen, failures = threading.Event(), Counter(), []
+
+    def client():
+        while not stop.is_set():
+            status, _, body = predict(url, zeros(2))
+            if status == 200:
+                seen[body["model"]["version"]] += 1
+            else:
+                failures.append((status, body))
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1)
+        updated = deploy("rolling", paths[1], serve_http)
+        assert updated["previous_checkpoints"] == [paths[0]]
+        time.sleep(1)
+        deploy("rolling", paths[2], serve_http)
+        time.sleep(1)
+        back = serve.rollback("rolling", **serve_http)
+        time.sleep(1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert failures == []
+    assert back["checkpoint"] == paths[1] and back["previous_checkpoints"] == [paths[0]]
+    assert {versions[p] for p in paths} <= set(seen), seen  # every version answered, none failed
+    assert http("GET", f"{url}/v1/model")[2]["version"] == versions[paths[1]]
+    status = serve.status()["applications"]["rolling"]
+    assert status["checkpoint"] == paths[1] and status["status"] == "RUNNING"

@@ -1,0 +1,122 @@
+"""Decode/validate, predict, encode without Ray; the endpoint's auth rule and its canary."""
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+import torch
+from starlette.requests import Request
+
+from orchestrator.checkpoint import write_checkpoint
+from orchestrator.config import ServeArgs, config_from_dict, parse
+from orchestrator.errors import ConfigError
+from orchestrator.models import build_model
+from orchestrator.predictor import Predictor, RequestError
+from orchestrator.serve import ApiKeys, Endpoint
+
+CFG = config_from_dict({"name": "t", "data": {"name": "digits"}, "model": {"name": "mlp", "hidden_sizes": [16]}})
+INFO = {"input_shape": [2, 3], "label_names": ["a", "b", "c"], "normalization": {}, "data_fingerprint": "x"}
+
+
+def write(path, broken=False) -> str:
+    torch.manual_seed(0)
+    model = build_model(CFG.model, INFO["input_shape"], 3)
+    if broken:
+        with torch.no_grad():
+            next(model.parameters()).fill_(float("nan"))
+    write_checkpoint(str(path), model=model, config=CFG, model_info=INFO, metrics={"val_accuracy": 0.5})
+    return str(path)
+
+
+@pytest.fixture
+def predictor(tmp_path):
+    return Predictor.load(write(tmp_path / "ckpt"), max_instances=3)
+
+
+def test_round_trip_matches_the_model(predictor):
+    x = np.random.default_rng(0).normal(size=(3, 2, 3)).tolist()
+    out = predictor.encode(predictor.predict(predictor.decode(json.dumps({"instances": x}).encode())))
+    logits = predictor.model(torch.tensor(x, dtype=torch.float32))
+    assert [p["class_index"] for p in out["predictions"]] == logits.argmax(1).tolist()
+    assert [p["label"] for p in out["predictions"]] == [["a", "b", "c"][i] for i in logits.argmax(1).tolist()]
+    assert all(abs(sum(p["probabilities"]) - 1) < 1e-5 for p in out["predictions"])
+    assert out["model"] == {"name": "t", "version": predictor.version} and len(predictor.version) == 12
+    assert predictor.decode(b'{"instances": [[[1, 2, 3], [4, 5, 6]]]}').dtype == np.float32  # ints are numbers
+
+
+@pytest.mark.parametrize("body, status, code", [
+    (b"\xff\xfe", 400, "invalid_json"),
+    (b"[1, 2]", 400, "missing_instances"),
+    (b'{"instances": {"a": 1}}', 422, "invalid_instances"),
+    (b'{"instances": []}', 422, "no_instances"),
+    (b'{"instances": [[[0,0,0],[0,0,0]], [[0,0,0],[0,0,0]], [[0,0,0],[0,0,0]], [[0,0,0],[0,0,0]]]}', 422,
+     "too_many_instances"),
+    (b'{"instances": [[0, 0, 0, 0, 0, 0]]}', 422, "wrong_shape"),
+    (b'{"instances": [[[0,0,0],[0,0]]]}', 422, "wrong_shape"),
+    (b'{"instances": [[["0","0","0"],["0","0","0"]]]}', 422, "wrong_type"),
+    (b'{"instances": [[[0,0,0],[0,0,{}]]]}', 422, "wrong_type"),
+    (b'{"instances": [[[0,0,0],[0,0,123456789012345678901234567890]]]}', 422, "wrong_type"),
+    (b'{"instances": [[[0,0,0],[0,0,NaN]]]}', 422, "not_finite"),
+    (b'{"instances": [[[0,0,0],[0,0,1e300]]]}', 422, "not_finite"),
+])
+def test_bad_requests_are_refused_with_a_reason(predictor, body, status, code):
+    with pytest.raises(RequestError) as e:
+        predictor.decode(body)
+    assert (e.value.status, e.value.code) == (status, code) and e.value.message
+
+
+def request(client_host: str, authorization: str | None = None) -> Request:
+    headers = [(b"authorization", authorization.encode())] if authorization else []
+    return Request({"type": "http", "method": "POST", "path": "/v1/predict", "headers": headers,
+                    "client": (client_host, 5000)})
+
+
+def test_without_keys_only_loopback_clients_are_answered(monkeypatch):
+    monkeypatch.delenv("ORCHESTRATOR_API_KEYS", raising=False)
+    keys = ApiKeys(ServeArgs(checkpoint="x"))
+    keys.check(request("127.0.0.1"))
+    keys.check(request("::1"))
+    with pytest.raises(RequestError) as e:
+        keys.check(request("10.1.2.3"))
+    assert e.value.status == 401 and "ORCHESTRATOR_API_KEYS" in e.value.message
+    ApiKeys(ServeArgs(checkpoint="x", auth="none")).check(request("10.1.2.3"))
+    with pytest.raises(ConfigError, match="no API keys"):
+        ApiKeys(ServeArgs(checkpoint="x", auth="required"))
+
+
+def test_with_keys_every_client_needs_one(monkeypatch):
+    monkeypatch.setenv("ORCHESTRATOR_API_KEYS", "k1-secret, k2-secret")
+    keys = ApiKeys(ServeArgs(checkpoint="x"))
+    assert b"k1-secret" not in repr(vars(keys)).encode()  # digests only
+    for host in ("127.0.0.1", "10.1.2.3"):
+        keys.check(request(host, "Bearer k2-secret"))
+        with pytest.raises(RequestError, match="Authorization") as e:
+            keys.check(request(host))
+        assert e.value.status == 401
+        with pytest.raises(RequestError) as e:
+            keys.check(request(host, "Bearer k1-secreT"))
+        assert e.value.status == 403
+
+
+def test_serve_settings_are_validated_with_named_fields():
+    with pytest.raises(ConfigError, match="did you mean 'max_replicas'"):
+        parse(ServeArgs, {"checkpoint": "x", "autoscaling": {"max_replica": 3}})
+    with pytest.raises(ConfigError, match="min_replicas .* exceeds max_replicas"):
+        parse(ServeArgs, {"checkpoint": "x", "autoscaling": {"min_replicas": 3, "max_replicas": 2}})
+    with pytest.raises(ConfigError, match="max_batch_size"):
+        parse(ServeArgs, {"checkpoint": "x", "max_batch_size": 0})
+
+
+def test_a_broken_model_never_serves_and_fails_its_health_check(tmp_path):
+    server = Endpoint()  # the replica's class, without Serve
+    config = {"args": ServeArgs(checkpoint=write(tmp_path / "ok")).model_dump(mode="json")}
+    asyncio.run(server.reconfigure(config))
+    server.check_health()
+    with pytest.raises(RuntimeError, match="canary"):
+        asyncio.run(server.reconfigure({"args": {**config["args"], "checkpoint": write(tmp_path / "nan", broken=True)}}))
+    assert server.predictor.version == Predictor.load(str(tmp_path / "ok")).version  # still the good model
+    with torch.no_grad():
+        next(server.predictor.model.parameters()).fill_(float("nan"))  # weights corrupted in memory
+    with pytest.raises(RuntimeError, match="canary"):
+        server.check_health()
