@@ -52,6 +52,15 @@ CASES = {
     "missing checkpoint": (lambda t: ["evaluate", str(t / "no-such-checkpoint")], "no manifest.json"),
     "bad split": (lambda t: ["evaluate", str(t), "--split", "dev"], "invalid choice: 'dev'"),
     "unknown command": (lambda t: ["fly"], "invalid choice: 'fly'"),
+    "serve a missing checkpoint": (lambda t: ["serve", str(t / "nope")], "no manifest.json"),
+    "serve setting typo": (lambda t: ["serve", str(t), "max_batch=4"], "did you mean 'max_batch_size'"),
+    "serve bad setting": (lambda t: ["serve", str(t), "autoscaling.min_replicas=-1"], "autoscaling.min_replicas"),
+    "serve status without a cluster": (lambda t: ["serve", "status"], "needs --address"),
+    "predict unreadable input": (lambda t: ["predict", "http://127.0.0.1:9", "--input", str(t / "in.json")],
+                                 "cannot read --input"),
+    "predict input not JSON": (lambda t: ["predict", str(t), "--input", write(t, "{oops")], "is not JSON"),
+    "predict unreachable endpoint": (lambda t: ["predict", f"http://127.0.0.1:{closed_port()}", "--input",
+                                                write(t, '{"instances": [[1]]}')], "cannot reach"),
 }
 S3_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
 

@@ -120,3 +120,17 @@ def test_a_broken_model_never_serves_and_fails_its_health_check(tmp_path):
         next(server.predictor.model.parameters()).fill_(float("nan"))  # weights corrupted in memory
     with pytest.raises(RuntimeError, match="canary"):
         server.check_health()
+
+
+def test_binding_beyond_loopback_without_keys_is_refused(tmp_path, monkeypatch):
+    from orchestrator.serve import check_deployable
+
+    monkeypatch.delenv("ORCHESTRATOR_API_KEYS", raising=False)
+    args = ServeArgs(checkpoint=write(tmp_path / "ckpt"))
+    check_deployable(args, "127.0.0.1")
+    with pytest.raises(ConfigError, match="--host 0.0.0.0 exposes the endpoint"):
+        check_deployable(args, "0.0.0.0")
+    monkeypatch.setenv("ORCHESTRATOR_API_KEYS", "k")
+    monkeypatch.chdir(tmp_path)
+    resolved, _ = check_deployable(args.model_copy(update={"checkpoint": "ckpt"}), "0.0.0.0")
+    assert resolved.checkpoint == str((tmp_path / "ckpt").resolve())  # replicas do not share our cwd
