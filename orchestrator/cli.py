@@ -6,6 +6,7 @@
     orchestrator serve CHECKPOINT_URI [field=value ...] [--host H --port P] [--address ADDR] [--json]
     orchestrator serve status|rollback|shutdown --address ADDR
     orchestrator predict URL|CHECKPOINT_URI --input FILE|- [--json]
+    orchestrator cluster validate|up|down|dashboard|attach cluster/aws-gpu.yaml
 
 Exit codes: 0 done, 1 the work failed, 2 bad input (the message says what to change).
 """
@@ -84,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help='JSON file ({"instances": [...]} or a list of inputs), - for stdin')
     p.add_argument("--api-key-env", default="ORCHESTRATOR_API_KEY", help="environment variable holding the API key")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("cluster", parents=[common], help="validate a cluster YAML, or launch it with Ray's launcher")
+    p.add_argument("action", choices=["validate", "up", "down", "dashboard", "attach"])
+    p.add_argument("file", help="cluster YAML, e.g. cluster/aws-gpu.yaml")
+    p.set_defaults(func=_cluster)
     return parser
 
 
@@ -222,6 +228,23 @@ def _predict(args) -> dict:
     if not args.json:
         for p in result["predictions"]:
             print(f"{p['label']}\t{max(p['probabilities']):.4f}", flush=True)
+    return result
+
+
+def _cluster(args) -> dict:
+    from orchestrator import cluster
+
+    if args.action != "validate":
+        code = cluster.launcher(args.action, args.file)
+        if code:
+            raise RuntimeError(f"ray {args.action} exited {code}")
+        return {"file": args.file, "action": args.action}
+    result = cluster.report(args.file, cluster.validate(args.file))
+    if not result["ok"]:
+        if args.json:
+            print(json.dumps(result, sort_keys=True), flush=True)
+        raise ConfigError(f"{args.file} fails validation (errors above)")
+    print(f"next: orchestrator cluster up {args.file}", flush=True)
     return result
 
 

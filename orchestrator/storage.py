@@ -1,7 +1,8 @@
-"""Local paths and s3:// URIs behind one pyarrow filesystem interface.
+"""Local paths, s3:// and gs:// URIs behind one pyarrow filesystem interface.
 
-Credentials come from the AWS environment (variables, profile, instance role), never from
-the config. An S3-compatible store is reached with `storage.endpoint_url` or AWS_ENDPOINT_URL.
+Credentials come from the environment, never from the config: for S3 the AWS variables,
+profile or instance role; for GCS the VM's service account or GOOGLE_APPLICATION_CREDENTIALS.
+An S3-compatible store is reached with `storage.endpoint_url` or AWS_ENDPOINT_URL.
 """
 
 from __future__ import annotations
@@ -17,18 +18,20 @@ from orchestrator.errors import StorageError
 
 
 def is_remote(uri: str) -> bool:
-    return uri.startswith("s3://")
+    return uri.startswith(("s3://", "gs://"))
 
 
 def filesystem(uri: str, endpoint_url: str | None = None, region: str | None = None):
-    """(pyarrow filesystem, path inside it) for a local path or an s3:// URI."""
+    """(pyarrow filesystem, path inside it) for a local path, an s3:// or a gs:// URI."""
     if not is_remote(uri):
         if "://" in uri:
-            raise StorageError(f"unsupported storage URI {uri!r}: use a local path or s3://bucket/prefix")
+            raise StorageError(f"unsupported storage URI {uri!r}: use a local path, s3://bucket/prefix or gs://bucket/prefix")
         return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
     parsed = urlparse(uri)
     if not parsed.netloc:
-        raise StorageError(f"{uri!r} has no bucket: use s3://bucket/prefix")
+        raise StorageError(f"{uri!r} has no bucket: use {parsed.scheme}://bucket/prefix")
+    if parsed.scheme == "gs":
+        return pafs.GcsFileSystem(), parsed.netloc + parsed.path.rstrip("/")
     endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     kwargs = dict(connect_timeout=5, request_timeout=30, retry_strategy=pafs.AwsStandardS3RetryStrategy(3))
     if endpoint:

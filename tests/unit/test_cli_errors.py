@@ -42,7 +42,7 @@ CASES = {
     "unknown dataset": (lambda t: ["train", CNN, "data.name=mnist"], "data.name: 'mnist' is not one of"),
     "bad override": (lambda t: ["train", CNN, "train.epochs"], "must look like section.field=value"),
     "unwritable storage": (lambda t: ["train", CNN, "storage.path=/proc/orchestrator-runs"], "cannot write to storage"),
-    "bad storage uri": (lambda t: ["train", CNN, "storage.path=gs://bucket/x"], "unsupported storage URI"),
+    "bad storage uri": (lambda t: ["train", CNN, "storage.path=hdfs://bucket/x"], "unsupported storage URI"),
     "unreachable s3": (lambda t: ["train", CNN, "storage.path=s3://bucket/runs",
                                   f"storage.endpoint_url=http://127.0.0.1:{closed_port()}"], "cannot write to storage 's3://bucket/runs'"),
     "tune without a space": (lambda t: ["tune", CNN], "the config has no tune section"),

@@ -1,0 +1,116 @@
+"""Cluster YAMLs: Ray's own validator, the security lint, and the AWS bootstrap under moto."""
+
+import copy
+
+import pytest
+import yaml
+
+from orchestrator import cluster
+from tests.conftest import ROOT
+from tests.unit.test_cli_errors import run_cli
+
+AWS = ROOT / "cluster" / "aws-gpu.yaml"
+GCP = ROOT / "cluster" / "gcp-gpu.yaml"
+
+
+def variant(tmp_path, source, change) -> str:
+    config = yaml.safe_load(source.read_text())
+    change(config)
+    path = tmp_path / source.name
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+@pytest.mark.parametrize("path", [AWS, GCP], ids=["aws", "gcp"])
+def test_cloud_files_pass_rays_validator_and_the_lint(path):
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config, _ = cluster.load(path)
+    validate_config(prepare_config(copy.deepcopy(config)))  # raises on any schema or consistency error
+    assert [f for f in cluster.validate(path) if f.level == "error"] == []
+    proc = run_cli("cluster", "validate", str(path))
+    assert proc.returncode == 0 and "ok (0 errors" in proc.stdout
+
+
+def open_dashboard(c):
+    c["provider"]["security_group"]["IpPermissions"].append(
+        {"IpProtocol": "tcp", "FromPort": 8265, "ToPort": 8265, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]})
+
+
+def no_worker_token(c):
+    c["worker_start_ray_commands"] = [cmd.replace("RAY_AUTH_MODE=token ", "") for cmd in c["worker_start_ray_commands"]]
+
+
+BROKEN = {
+    "typo key": (AWS, lambda c: c.update(max_worker=3), "ray", "max_worker"),
+    "bad head type": (AWS, lambda c: c.update(head_node_type="nope"), "ray", "`head_node_type` must be one of"),
+    "world-open dashboard port": (AWS, open_dashboard, "network", "8265-8265/tcp are open to 0.0.0.0/0"),
+    "world-open over IPv6": (AWS, lambda c: c["provider"]["security_group"]["IpPermissions"].append(
+        {"IpProtocol": "-1", "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}), "network", "open to ::/0"),
+    "no token on workers": (AWS, no_worker_token, "auth", "without token auth"),
+    "token not mounted": (GCP, lambda c: c["file_mounts"].pop("~/.ray/auth_token"), "auth", "file_mounts"),
+    "dashboard on 0.0.0.0": (GCP, lambda c: c.update(head_start_ray_commands=[
+        c["head_start_ray_commands"][1].replace("127.0.0.1", "0.0.0.0")]), "dashboard", "--dashboard-host=127.0.0.1"),
+    "default start commands": (AWS, lambda c: c.pop("head_start_ray_commands"), "dashboard", "Ray's default"),
+    "a key in plain text": (AWS, lambda c: c["setup_commands"].append("export AWS_ACCESS_KEY_ID=AKIAABCDEFGHIJKLMNOP"),
+                            "secrets", "AWS access key id"),
+    "node type without resources": (GCP, lambda c: c["available_node_types"]["gpu_t4_spot"].pop("resources"),
+                                    "resources", "gpu_t4_spot"),
+    "gcp default network": (GCP, lambda c: c["available_node_types"]["head"]["node_config"].pop("networkInterfaces"),
+                            "network", "default network"),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN)
+def test_broken_variants_are_refused_with_the_reason(case, tmp_path):
+    source, change, check, reason = BROKEN[case]
+    path = variant(tmp_path, source, change)
+    errors = [f for f in cluster.validate(path) if f.level == "error"]
+    assert any(f.check == check and reason in f.message for f in errors), errors
+    proc = run_cli("cluster", "validate", path)
+    assert proc.returncode == 2 and reason in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_ssh_open_to_the_world_is_a_warning_not_silence(tmp_path):
+    def world_ssh(c):
+        c["provider"]["security_group"]["IpPermissions"][0]["IpRanges"] = [{"CidrIp": "0.0.0.0/0"}]
+
+    findings = cluster.validate(variant(tmp_path, AWS, world_ssh))
+    assert [f.level for f in findings] == ["warning"] and "operator CIDR" in findings[0].message
+
+
+def test_aws_bootstrap_opens_only_ssh_to_the_world(tmp_path, monkeypatch):
+    """`ray up`'s own bootstrap path, against moto's emulated AWS, minus launching instances."""
+    import boto3
+    from moto import mock_aws
+    from ray.autoscaler._private import commands
+    from ray.autoscaler._private.aws import config as aws_config
+    from ray.autoscaler._private.aws import utils as aws_utils
+
+    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):  # the S3 test server is not EC2
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("HOME", str(tmp_path))  # the key pair is written to ~/.ssh
+    monkeypatch.setattr(aws_config.time, "sleep", lambda s: None)  # two 15 s IAM waits
+    aws_utils.resource_cache.cache_clear()
+    aws_utils.client_cache.cache_clear()
+    config, _ = cluster.load(AWS)
+    with mock_aws(config={"iam": {"load_aws_managed_policies": True}}):
+        bootstrapped = commands._bootstrap_config(config, no_config_cache=True)
+        ec2 = boto3.client("ec2", region_name=config["provider"]["region"])
+        groups = [g for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] != "default"]
+    aws_utils.resource_cache.cache_clear()
+    aws_utils.client_cache.cache_clear()
+    assert groups, "the bootstrap created no security group"
+    assert {n["node_config"]["SecurityGroupIds"][0] for n in bootstrapped["available_node_types"].values()} <= \
+        {g["GroupId"] for g in groups}
+    world = []
+    for group in groups:
+        for rule in group["IpPermissions"]:
+            cidrs = [r["CidrIp"] for r in rule.get("IpRanges", [])] + [r["CidrIpv6"] for r in rule.get("Ipv6Ranges", [])]
+            if any(c in ("0.0.0.0/0", "::/0") for c in cidrs):
+                world.append((rule.get("IpProtocol"), rule.get("FromPort"), rule.get("ToPort")))
+    assert all(rule == ("tcp", 22, 22) for rule in world), world
+    ssh = [r for g in groups for r in g["IpPermissions"] if r.get("FromPort") == 22]
+    assert ssh and all([c["CidrIp"] for c in r["IpRanges"]] == ["203.0.113.0/24"] for r in ssh)  # as written
