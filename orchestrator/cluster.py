@@ -105,28 +105,27 @@ def security_lint(config: dict, text: str) -> list[Finding]:
             out.append(Finding("error", "resources", f"node type {name!r} declares no resources: the autoscaler "
                                                      "cannot plan it (or scale it from 0); add e.g. {CPU: 8, GPU: 1}"))
     if provider.get("type") == "aws":
-        out += _aws_network(provider)
+        out += _aws_network(config)
     elif provider.get("type") == "gcp":
         out += _gcp_network(config)
     return out
 
 
-def _aws_network(provider: dict) -> list[Finding]:
-    rules = ((provider.get("security_group") or {}).get("IpPermissions")) or []
-    if not rules:
-        return [Finding("warning", "network", "no provider.security_group.IpPermissions: Ray's default group opens "
-                                              "SSH to 0.0.0.0/0; restrict it to your operator CIDR")]
+def _aws_network(config: dict) -> list[Finding]:
+    provider = config["provider"]
     out = []
-    for rule in rules:
+    own_groups = all(((n or {}).get("node_config") or {}).get("SecurityGroupIds")
+                     for n in (config.get("available_node_types") or {}).values())
+    if not own_groups:
+        out.append(Finding("warning", "network", "Ray creates the security group and always opens SSH to 0.0.0.0/0 "
+                                                 "in it; to limit SSH to your operator CIDR, create the group "
+                                                 "yourself and set node_config.SecurityGroupIds"))
+    for rule in (provider.get("security_group") or {}).get("IpPermissions") or []:
         ports = f"{rule.get('FromPort', 'all')}-{rule.get('ToPort', 'all')}"
         ssh_only = rule.get("IpProtocol") == "tcp" and rule.get("FromPort") == 22 and rule.get("ToPort") == 22
         ranges = [r.get("CidrIp") for r in rule.get("IpRanges", [])] + [r.get("CidrIpv6") for r in rule.get("Ipv6Ranges", [])]
         for cidr in filter(None, ranges):
-            if not _is_world(cidr):
-                continue
-            if ssh_only:
-                out.append(Finding("warning", "network", f"SSH is open to {cidr}: restrict it to your operator CIDR"))
-            else:
+            if _is_world(cidr) and not ssh_only:
                 out.append(Finding("error", "network", f"ports {ports}/{rule.get('IpProtocol')} are open to {cidr}: "
                                                        "only SSH may face the internet (use `cluster dashboard`)"))
     return out
