@@ -7,6 +7,8 @@
     orchestrator serve status|rollback|shutdown --address ADDR
     orchestrator predict URL|CHECKPOINT_URI --input FILE|- [--json]
     orchestrator cluster validate|up|down|dashboard|attach cluster/aws-gpu.yaml
+    orchestrator submit jobs/digits-cnn.yaml [field=value ...] --address URL [--command tune] [--wait]
+    orchestrator status|logs|stop JOB_ID --address URL;  orchestrator list --address URL
 
 Exit codes: 0 done, 1 the work failed, 2 bad input (the message says what to change).
 """
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # the work itself failed: say so in one line, keep the details in Ray's logs
-        if type(e).__name__ in ("TrainingFailedError", "RayTaskError", "RaySystemError", "RuntimeError"):
+        if type(e).__name__ in ("TrainingFailedError", "RayTaskError", "RaySystemError", "RuntimeError", "JobFailed"):
             print(f"error: {type(e).__name__}: {str(e).strip().splitlines()[0]}", file=sys.stderr)
             return 1
         raise
@@ -90,6 +92,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["validate", "up", "down", "dashboard", "attach"])
     p.add_argument("file", help="cluster YAML, e.g. cluster/aws-gpu.yaml")
     p.set_defaults(func=_cluster)
+
+    jobs_address = argparse.ArgumentParser(add_help=False)
+    jobs_address.add_argument("--address", required=True, help="the Jobs API (dashboard) URL, e.g. http://127.0.0.1:8265")
+    jobs_address.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+    p = sub.add_parser("submit", parents=[jobs_address], help="run train/tune on a cluster as a Ray job")
+    p.add_argument("config", help="experiment YAML, relative to this directory (which is shipped)")
+    p.add_argument("overrides", nargs="*", help="section.field=value")
+    p.add_argument("--command", choices=["train", "tune"], default="train")
+    p.add_argument("--wait", action="store_true", help="follow the logs; exit 1 if the job fails")
+    p.add_argument("--gpus", type=float, default=0, help="GPUs for the job's driver (entrypoint)")
+    p.add_argument("--cpus", type=float, default=None, help="CPUs for the job's driver (entrypoint)")
+    p.set_defaults(func=_submit)
+    for name, helptext in (("status", "a job's status"), ("logs", "a job's logs"), ("stop", "stop a job")):
+        p = sub.add_parser(name, parents=[jobs_address], help=helptext)
+        p.add_argument("job_id")
+        if name == "logs":
+            p.add_argument("--follow", action="store_true", help="keep printing until the job ends")
+        p.set_defaults(func=_job, action=name)
+    p = sub.add_parser("list", parents=[jobs_address], help="jobs on the cluster")
+    p.set_defaults(func=_list_jobs)
     return parser
 
 
@@ -246,6 +268,53 @@ def _cluster(args) -> dict:
         raise ConfigError(f"{args.file} fails validation (errors above)")
     print(f"next: orchestrator cluster up {args.file}", flush=True)
     return result
+
+
+def _submit(args) -> dict:
+    from orchestrator import jobs
+
+    result = jobs.submit(args.config, args.overrides, args.address, args.command, args.gpus, args.cpus)
+    if args.wait:
+        result["status"] = jobs.follow(result["job_id"], args.address)
+        print(f"job {result['job_id']}: {result['status']}", flush=True)
+        if result["status"] != "SUCCEEDED":
+            if args.json:
+                print(json.dumps(result, sort_keys=True), flush=True)
+            raise JobFailed(f"job {result['job_id']} ended {result['status']}; "
+                            f"see: orchestrator logs {result['job_id']} --address {args.address}")
+    return result
+
+
+class JobFailed(RuntimeError):
+    pass
+
+
+def _job(args) -> dict:
+    from orchestrator import jobs
+
+    address, job_id = args.address, args.job_id
+    if args.action == "logs" and args.follow:
+        return {"job_id": job_id, "status": jobs.follow(job_id, address)}
+    if args.action == "logs":
+        print(jobs.call(address, "get_job_logs", job_id), end="", flush=True)
+        return {"job_id": job_id}
+    if args.action == "stop":
+        stopped = jobs.call(address, "stop_job", job_id)
+        print(f"stop requested for {job_id}\nnext: orchestrator status {job_id} --address {address}", flush=True)
+        return {"job_id": job_id, "stopped": bool(stopped)}
+    status = str(jobs.call(address, "get_job_status", job_id).value)
+    print(f"{job_id}: {status}\nnext: orchestrator logs {job_id} --address {address}", flush=True)
+    return {"job_id": job_id, "status": status}
+
+
+def _list_jobs(args) -> dict:
+    from orchestrator import jobs
+
+    listed = jobs.call(args.address, "list_jobs")
+    rows = [{"job_id": j.submission_id, "status": str(j.status.value), "entrypoint": j.entrypoint} for j in listed]
+    for r in rows:
+        print(f"{r['job_id']}  {r['status']:9}  {r['entrypoint']}", flush=True)
+    return {"jobs": rows}
 
 
 if __name__ == "__main__":

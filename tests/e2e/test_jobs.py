@@ -1,0 +1,112 @@
+"""Job submission over HTTP to a real `ray start --head` on loopback, token auth on, own ports."""
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, free_port, kill_marked
+
+pytestmark = pytest.mark.e2e
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """A head with its own ports, a short temp dir, the project's venv on PATH and a fresh token."""
+    marker = f"head-{uuid.uuid4().hex[:8]}"
+    temp = tempfile.mkdtemp(prefix="o-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    token = Path(temp) / "token"
+    token.write_text(secrets.token_hex(32))
+    dashboard = free_port()
+    env = {**os.environ, "ORCHESTRATOR_TEST_MARKER": marker, "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN_PATH": str(token), "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
+    for var in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):
+        env.pop(var, None)
+    cmd = [f"{VENV_BIN}/ray", "start", "--head", f"--port={free_port()}", "--num-cpus=2",
+           "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+           f"--temp-dir={temp}", "--disable-usage-stats", f"--ray-client-server-port={free_port()}",
+           f"--dashboard-agent-listen-port={free_port()}", f"--node-manager-port={free_port()}",
+           f"--object-manager-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+           f"--metrics-export-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}"]
+    try:
+        subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, timeout=120)
+        yield {"address": f"http://127.0.0.1:{dashboard}", "token": str(token)}
+    finally:
+        kill_marked(marker)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def orchestrator(*args, token_env: dict, timeout=600):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(token_env, HOME=tempfile.mkdtemp())  # no ~/.ray/auth_token to fall back on
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=timeout)
+
+
+def test_submit_wait_runs_the_job_and_brings_back_logs_and_a_checkpoint(ray_head, tmp_path):
+    token = {"RAY_AUTH_TOKEN_PATH": ray_head["token"]}
+    proc = orchestrator("submit", "jobs/digits-cnn.yaml", f"storage.path={tmp_path}", "train.epochs=2",
+                        "--address", ray_head["address"], "--wait", token_env=token)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "shipping" in proc.stdout and "epoch   2/2" in proc.stdout and "SUCCEEDED" in proc.stdout
+    # the job's own last line: `orchestrator train --json`'s result, as it came back in the logs
+    result = next(json.loads(line) for line in reversed(proc.stdout.splitlines())
+                  if line.startswith("{") and '"checkpoint"' in line)
+    assert (Path(result["checkpoint"]) / "manifest.json").exists()
+
+    listed = orchestrator("list", "--address", ray_head["address"], "--json", token_env=token)
+    assert listed.returncode == 0 and "SUCCEEDED" in listed.stdout
+
+
+def test_stop_ends_a_running_job(ray_head, tmp_path):
+    token = {"RAY_AUTH_TOKEN_PATH": ray_head["token"]}
+    proc = orchestrator("submit", "jobs/digits-cnn.yaml", f"storage.path={tmp_path}", "--address",
+                        ray_head["address"], "--json", token_env=token)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    job_id = json.loads(proc.stdout.splitlines()[-1])["job_id"]
+    deadline = time.time() + 120
+    while time.time() < deadline:  # running, with its first progress out
+        if "epoch" in orchestrator("logs", job_id, "--address", ray_head["address"], token_env=token).stdout:
+            break
+        time.sleep(2)
+    assert orchestrator("stop", job_id, "--address", ray_head["address"], token_env=token).returncode == 0
+    status, deadline = "", time.time() + 60
+    while status != "STOPPED" and time.time() < deadline:
+        time.sleep(1)
+        out = orchestrator("status", job_id, "--address", ray_head["address"], "--json", token_env=token)
+        status = json.loads(out.stdout.splitlines()[-1])["status"]
+    assert status == "STOPPED"
+
+
+@pytest.mark.parametrize("token_env, message", [
+    ({}, "requires a Ray auth token"),
+    ({"RAY_AUTH_TOKEN": "not-the-token"}, "refused the Ray auth token"),
+])
+def test_a_missing_or_wrong_token_is_a_clear_auth_error(ray_head, token_env, message):
+    proc = orchestrator("list", "--address", ray_head["address"], token_env=token_env, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_an_oversized_working_directory_is_refused_before_upload(tmp_path, monkeypatch):
+    from orchestrator import jobs
+    from orchestrator.errors import ConfigError
+
+    (tmp_path / "jobs").mkdir()
+    shutil.copy(ROOT / "jobs" / "digits-mlp.yaml", tmp_path / "jobs" / "m.yaml")
+    (tmp_path / "blobs").mkdir()
+    (tmp_path / "blobs" / "big.bin").write_bytes(b"0" * 3 * 2**20)
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "pack").write_bytes(b"0" * 5 * 2**20)  # excluded: does not count
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"over the 2 MiB upload limit.*blobs \(3\.0 MiB\)"):
+        jobs.submit("jobs/m.yaml", [], "http://127.0.0.1:9", root=tmp_path, limit=2 * 2**20)
+    assert jobs.package(tmp_path)[0] < 3.1 * 2**20
