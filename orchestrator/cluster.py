@@ -19,8 +19,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import yaml
-
+from orchestrator.config import read_yaml
 from orchestrator.errors import ConfigError
 
 TOKEN_PATH = Path("~/.ray/auth_token").expanduser()
@@ -42,17 +41,7 @@ class Finding:
 
 
 def load(path: str | os.PathLike) -> tuple[dict, str]:
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read cluster file {path}: {e.strerror}") from None
-    try:
-        config = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
-    if not isinstance(config, dict):
-        raise ConfigError(f"{path} must hold a Ray cluster config (a mapping)")
-    return config, text
+    return read_yaml(path, "cluster file", "a Ray cluster config (a mapping)")
 
 
 def validate(path: str | os.PathLike) -> list[Finding]:

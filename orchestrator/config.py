@@ -338,19 +338,25 @@ class ServeArgs(Section):
 # ---- loading ----------------------------------------------------------------------------
 
 
-def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> ExperimentConfig:
-    """Read a YAML experiment file, apply `a.b=value` overrides, validate."""
-    path = Path(path)
+def read_yaml(path: str | os.PathLike, what: str, expected: str) -> tuple[dict, str]:
+    """A YAML file that must hold a mapping: (the mapping, the text); ConfigError that says why not."""
     try:
-        text = path.read_text()
+        text = Path(path).read_text()
     except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {e}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must hold a mapping of sections (data, model, optim, train, ...)")
+        raise ConfigError(f"{path} must hold {expected}")
+    return raw, text
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> ExperimentConfig:
+    """Read a YAML experiment file, apply `a.b=value` overrides, validate."""
+    path = Path(path)
+    raw, _ = read_yaml(path, "config", "a mapping of sections (data, model, optim, train, ...)")
     raw.setdefault("name", path.stem)
     return config_from_dict(apply_overrides(raw, overrides), source=str(path))
 
