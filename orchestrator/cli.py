@@ -165,16 +165,17 @@ def _serve(args) -> dict:
     from orchestrator import serve
     from orchestrator.runtime import ray_session
 
-    serve.check_deployable(serve_args, args.host)  # exit 2 on a bad checkpoint before Ray starts
+    serve_args, predictor = serve.check_deployable(serve_args, args.host)  # exit 2 before Ray starts
     with ray_session(args.address):
         result = serve.deploy(serve_args, name=args.name, route_prefix=args.route_prefix, host=args.host,
-                              port=args.port, request_timeout_s=args.request_timeout_s)
+                              port=args.port, request_timeout_s=args.request_timeout_s, checked=predictor)
         print(f"serving {result['checkpoint']} (version {result['version']}) at {result['url']}\n"
               f"try: orchestrator predict {result['url']} --input FILE   docs: {result['url']}/docs", flush=True)
         if args.address:
             return result
-        if args.json:
+        if args.json:  # now, not at exit: the endpoint runs until Ctrl-C
             print(json.dumps(result, sort_keys=True), flush=True)
+            args.json = False
         print("Ctrl-C stops the endpoint", flush=True)
         try:
             while True:
@@ -184,7 +185,6 @@ def _serve(args) -> dict:
 
             ray_serve.shutdown()
             print("endpoint stopped", flush=True)
-            args.json = False  # printed above
             return result
 
 
@@ -218,10 +218,12 @@ def _predict(args) -> dict:
         raise ConfigError(f"--input {args.input} is not JSON: {e}") from None
     if isinstance(payload, list):
         payload = {"instances": payload}
+    if not isinstance(payload, dict):
+        raise ConfigError(f'--input {args.input} must hold {{"instances": [...]}} or a list of inputs')
     if not args.target.startswith(("http://", "https://")):
         from orchestrator.predictor import Predictor, RequestError
 
-        predictor = Predictor.load(args.target)
+        predictor = Predictor.load(args.target, max_instances=sys.maxsize)  # offline: no per-request limit
         try:
             result = predictor.encode(predictor.predict(predictor.validate(payload.get("instances"))))
         except RequestError as e:

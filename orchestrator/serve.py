@@ -239,12 +239,13 @@ def check_deployable(args: ServeArgs, host: str) -> tuple[ServeArgs, Predictor]:
 
 def deploy(args: ServeArgs, *, name: str = APP_NAME, route_prefix: str = "/", host: str = "127.0.0.1",
            port: int = 8000, request_timeout_s: float | None = 30, timeout_s: float = 180,
-           keep_history: bool = True) -> dict:
+           keep_history: bool = True, checked: Predictor | None = None) -> dict:
     """Deploy the app on the connected Ray, or update it in place if it runs; wait until it serves
-    the new checkpoint. The checkpoint it replaces becomes the rollback target."""
+    the new checkpoint. The checkpoint it replaces becomes the rollback target. `checked`: the
+    predictor check_deployable already loaded for these args (not loaded twice)."""
     from ray.serve.schema import ServeDeploySchema
 
-    args, predictor = check_deployable(args, host)
+    args, predictor = (args, checked) if checked else check_deployable(args, host)
     serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
     client = _client()
     details = client.get_serve_details()
@@ -282,9 +283,10 @@ def rollback(name: str = APP_NAME, **http) -> dict:
 
 def running_args(name: str = APP_NAME) -> ServeArgs:
     app = _client().get_serve_details().get("applications", {}).get(name)
-    if not app or not app.get("deployed_app_config"):
+    args = _args_of(app.get("deployed_app_config")) if app else None
+    if args is None:
         raise ConfigError(f"no orchestrator app named {name!r} runs on this Ray cluster")
-    return _args_of(app["deployed_app_config"])
+    return args
 
 
 def status() -> dict:
@@ -296,9 +298,10 @@ def status() -> dict:
         replicas: dict[str, int] = {}
         for d in deployments.values():
             for r in d.get("replicas", []):
-                replicas[r["state"]] = replicas.get(r["state"], 0) + 1
+                state = _plain(r["state"])
+                replicas[state] = replicas.get(state, 0) + 1
         args = _args_of(app.get("deployed_app_config"))
-        out[app_name] = {"status": app["status"], "route_prefix": app.get("route_prefix"),
+        out[app_name] = {"status": _plain(app["status"]), "route_prefix": app.get("route_prefix"),
                          "checkpoint": args.checkpoint if args else None, "replicas": replicas,
                          "message": app.get("message") or None}
     return {"applications": out, "http_options": details.get("http_options")}
@@ -308,6 +311,10 @@ def shutdown(name: str = APP_NAME) -> dict:
     running_args(name)  # a clear error if it is not there
     serve.delete(name)
     return {"app": name, "deleted": True}
+
+
+def _plain(value) -> str:
+    return str(getattr(value, "value", value))  # Serve's status enums, as JSON-able text
 
 
 def _client():

@@ -59,6 +59,7 @@ CASES = {
     "predict unreadable input": (lambda t: ["predict", "http://127.0.0.1:9", "--input", str(t / "in.json")],
                                  "cannot read --input"),
     "predict input not JSON": (lambda t: ["predict", str(t), "--input", write(t, "{oops")], "is not JSON"),
+    "predict input a number": (lambda t: ["predict", str(t), "--input", write(t, "3")], 'must hold {"instances"'),
     "predict unreachable endpoint": (lambda t: ["predict", f"http://127.0.0.1:{closed_port()}", "--input",
                                                 write(t, '{"instances": [[1]]}')], "cannot reach"),
 }
