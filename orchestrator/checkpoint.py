@@ -6,6 +6,7 @@
     config.yaml            the resolved experiment config
     model.json             input shape, label names, normalization, data fingerprint
     metrics.json           metrics at this checkpoint
+    lineage.json           config hash, data URI and fingerprint, code and library versions (lineage.py)
     manifest.json          sha256 and size of every file above; written last
 
 A directory without a manifest was never finished; one whose files do not match it was
@@ -45,6 +46,7 @@ def write_checkpoint(
     metrics: dict,
     optimizer: torch.optim.Optimizer | None = None,
     train_state: dict | None = None,
+    lineage: dict | None = None,
 ) -> None:
     """Write a checkpoint into a local directory; the manifest goes last."""
     files: dict[str, bytes] = {
@@ -57,6 +59,8 @@ def write_checkpoint(
         tensors, optim_meta = _flatten_optimizer(optimizer.state_dict())
         files["optimizer.safetensors"] = save_safetensors(tensors)
         files["state.json"] = _json({**(train_state or {}), "optimizer": optim_meta})
+    if lineage is not None:
+        files["lineage.json"] = _json(lineage)
     os.makedirs(directory, exist_ok=True)
     for name, data in files.items():
         Path(directory, name).write_bytes(data)
@@ -88,6 +92,9 @@ class Checkpoint:
         except RuntimeError as e:
             raise CheckpointError(f"{self.uri}: weights do not fit the model in its config ({e})") from None
         return model.eval()
+
+    def lineage(self) -> dict | None:
+        return json.loads(self.files["lineage.json"]) if "lineage.json" in self.files else None
 
     def train_state(self) -> dict | None:
         return json.loads(self.files["state.json"]) if "state.json" in self.files else None

@@ -1,13 +1,15 @@
 """The command line: a thin layer over the Python API.
 
+    orchestrator run jobs/digits.yaml [section.field=value ...] [--exit-after-smoke] [--address ADDR] [--json]
     orchestrator train jobs/digits-cnn.yaml [section.field=value ...] [--address ADDR] [--json]
     orchestrator tune jobs/digits-tune.yaml [section.field=value ...] [--resume] [--address ADDR] [--json]
     orchestrator evaluate CHECKPOINT_URI [--split test] [--json]
     orchestrator serve CHECKPOINT_URI [field=value ...] [--host H --port P] [--address ADDR] [--json]
     orchestrator serve status|rollback|shutdown --address ADDR
     orchestrator predict URL|CHECKPOINT_URI --input FILE|- [--json]
+    orchestrator models list|show|promote|rollback [VERSION|ALIAS] [--registry URI] [--model NAME] [--address ADDR]
     orchestrator cluster validate|up|down|dashboard|attach cluster/aws-gpu.yaml
-    orchestrator submit jobs/digits-cnn.yaml [field=value ...] --address URL [--command tune] [--wait]
+    orchestrator submit jobs/digits-cnn.yaml [field=value ...] --address URL [train|tune|run] [--wait]
     orchestrator status|logs|stop JOB_ID --address URL;  orchestrator list --address URL
 
 Exit codes: 0 done, 1 the work failed, 2 bad input (the message says what to change).
@@ -22,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from orchestrator.config import REGISTRY_DEFAULT
 from orchestrator.errors import ConfigError, UserError
 
 
@@ -65,6 +68,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the latest interrupted search of this config")
     p.set_defaults(func=_tune)
 
+    p = sub.add_parser("run", parents=[common], help="the whole pipeline: tune, train, register, serve, smoke test",
+                       description="Search (if the config has a tune section), train with the best values, test, "
+                       "register and promote the model, serve it and send a smoke request; then serve until Ctrl-C "
+                       "(embedded Ray) or leave it running on the cluster (--address).")
+    p.add_argument("config", help="experiment YAML, e.g. jobs/digits.yaml")
+    p.add_argument("overrides", nargs="*", help="section.field=value, e.g. tune.num_samples=20")
+    p.add_argument("--exit-after-smoke", action="store_true", help="stop after the smoke request (scripts, CI)")
+    p.add_argument("--host", default="127.0.0.1", help="address the endpoint binds (non-loopback needs API keys)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--name", default="orchestrator", help="Serve application name")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("models", parents=[common], help="the model registry: list, show, promote, rollback",
+                       description="Versions of registered models and their aliases. promote and rollback move an "
+                       "alias; with --address, endpoints serving models:/NAME@ALIAS follow (rolling update).")
+    p.add_argument("action", choices=["list", "show", "promote", "rollback"])
+    p.add_argument("ref", nargs="?", help="version (3 or v3) or alias (production); show defaults to production")
+    p.add_argument("--registry", default=REGISTRY_DEFAULT, help="registry root: directory or s3:// URI")
+    p.add_argument("--model", help="model name; default the only model in the registry")
+    p.add_argument("--alias", default="production", help="alias that promote/rollback move")
+    p.add_argument("--force", action="store_true", help="promote even if the gates refuse (recorded in the log)")
+    p.set_defaults(func=_models)
+
     p = sub.add_parser("evaluate", parents=[common], help="evaluate a checkpoint on a data split")
     p.add_argument("checkpoint", help="checkpoint directory or s3:// URI")
     p.add_argument("--split", choices=["train", "val", "test"], default="test")
@@ -99,7 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("submit", parents=[jobs_address], help="run train/tune on a cluster as a Ray job")
     p.add_argument("config", help="experiment YAML, relative to this directory (which is shipped)")
     p.add_argument("overrides", nargs="*", help="section.field=value")
-    p.add_argument("--command", choices=["train", "tune"], default="train")
+    p.add_argument("--command", choices=["train", "tune", "run"], default="train",
+                   help="what the job runs (also accepted as a bare word after the config: ... run)")
     p.add_argument("--wait", action="store_true", help="follow the logs; exit 1 if the job fails")
     p.add_argument("--gpus", type=float, default=0, help="GPUs for the job's driver (entrypoint)")
     p.add_argument("--cpus", type=float, default=None, help="CPUs for the job's driver (entrypoint)")
@@ -145,6 +172,102 @@ def _tune(args) -> dict:
     return result
 
 
+def _run(args) -> dict:
+    from orchestrator.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    from orchestrator import pipeline
+    from orchestrator.runtime import ray_session
+
+    serve_args = pipeline.check(cfg, args.host)  # exit 2 before Ray starts
+    with ray_session(args.address):
+        result = pipeline.run(cfg, address=args.address, host=args.host, port=args.port, app=args.name,
+                              args=serve_args)
+        pipeline.print_summary(result)
+        if args.address or args.exit_after_smoke:
+            return result
+        if args.json:  # now, not at exit: the endpoint runs until Ctrl-C
+            print(json.dumps(result, sort_keys=True), flush=True)
+            args.json = False
+        _serve_until_interrupted()
+        return result
+
+
+def _serve_until_interrupted() -> None:
+    print("serving; Ctrl-C stops the endpoint", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        from ray import serve as ray_serve
+
+        ray_serve.shutdown()
+        print("endpoint stopped", flush=True)
+
+
+def _models(args) -> dict:
+    from orchestrator.registry import PRODUCTION, Registry
+
+    registry = Registry(args.registry)
+    if args.action == "list":
+        models = [args.model] if args.model else registry.models()
+        result = {"registry": registry.root, "models": {}}
+        for name in models:
+            aliases = registry.aliases(name)["aliases"]
+            rows = []
+            for r in registry.versions(name):
+                tags = [a for a, v in aliases.items() if v == r["version"]]
+                rows.append({"version": r["version"], "aliases": tags, "registered_at": r["registered_at"],
+                             "metrics": r["metrics"], "code_version": r["lineage"].get("code_version")})
+                acc = r["metrics"].get("test_accuracy")
+                print(f"{name:16} v{r['version']:<4} {','.join(tags):22} test_accuracy "
+                      f"{'-' if acc is None else f'{acc:.4f}'}  {r['registered_at']}  "
+                      f"{r['lineage'].get('code_version', '')}", flush=True)
+            result["models"][name] = rows
+        if not models:
+            print(f"no models in {registry.root}", flush=True)
+        return result
+    model = registry.model_name(args.model)
+    if args.action == "show":
+        record = registry.resolve(model, args.ref or PRODUCTION)
+        print(json.dumps(record, indent=2, sort_keys=True), flush=True)
+        return record
+    if args.action == "promote":
+        if not args.ref:
+            raise ConfigError("models promote needs the version to promote, e.g. orchestrator models promote 3")
+        result = registry.promote(model, args.ref, args.alias, force=args.force)
+        if not result["promoted"]:
+            raise ConfigError(f"{model} v{result['version']} not promoted to {args.alias}: "
+                              + "; ".join(result["reasons"]) + " (--force promotes anyway)")
+        print(f"{model} {args.alias}: v{result['previous']} -> v{result['version']}"
+              + (" (forced past: " + "; ".join(result["reasons"]) + ")" if result.get("forced") else ""), flush=True)
+    else:
+        if args.ref:
+            raise ConfigError("models rollback takes no version: it moves the alias back to its previous version")
+        result = registry.rollback(model, args.alias)
+        print(f"{model} {args.alias}: v{result['previous']} -> v{result['version']} (rolled back)", flush=True)
+    result["endpoints"] = _follow(model, args, registry.root)
+    return result
+
+
+def _follow(model: str, args, root: str) -> list[dict]:
+    """With --address, move the endpoints that serve the alias; without, say how."""
+    ref = f"models:/{model}@{args.alias}"
+    if not args.address:
+        print(f"endpoints serving {ref} move when this runs with --address of their Ray cluster", flush=True)
+        return []
+    from orchestrator import serve
+    from orchestrator.runtime import ray_session
+
+    with ray_session(args.address):
+        moved = serve.follow_alias(model, args.alias, root)
+    for m in moved:
+        print(f"endpoint {m['app']} at {m['url']} now serves {m['checkpoint']} (weights {m['version']})", flush=True)
+    if not moved:
+        print(f"no endpoint on {args.address} serves {ref}", flush=True)
+    return moved
+
+
 def _evaluate(args) -> dict:
     from orchestrator.evaluate import evaluate_checkpoint
 
@@ -176,16 +299,8 @@ def _serve(args) -> dict:
         if args.json:  # now, not at exit: the endpoint runs until Ctrl-C
             print(json.dumps(result, sort_keys=True), flush=True)
             args.json = False
-        print("Ctrl-C stops the endpoint", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            from ray import serve as ray_serve
-
-            ray_serve.shutdown()
-            print("endpoint stopped", flush=True)
-            return result
+        _serve_until_interrupted()
+        return result
 
 
 def _serve_op(args) -> dict:
@@ -275,7 +390,12 @@ def _cluster(args) -> dict:
 def _submit(args) -> dict:
     from orchestrator import jobs
 
-    result = jobs.submit(args.config, args.overrides, args.address, args.command, args.gpus, args.cpus)
+    words = [o for o in args.overrides if o in jobs.COMMANDS]
+    if len(words) > 1 or (words and args.command != "train" and words[0] != args.command):
+        raise ConfigError(f"submit runs one command; got {words + [args.command]}")
+    command = words[0] if words else args.command
+    overrides = [o for o in args.overrides if o not in jobs.COMMANDS]
+    result = jobs.submit(args.config, overrides, args.address, command, args.gpus, args.cpus)
     if args.wait:
         result["status"] = jobs.follow(result["job_id"], args.address)
         print(f"job {result['job_id']}: {result['status']}", flush=True)

@@ -248,6 +248,41 @@ class TuneConfig(Section):
         return list(next(iter(self.space[key].values())))
 
 
+# ---- registry and tracking --------------------------------------------------------------
+
+TEST_METRICS = Literal["test_accuracy", "test_f1", "test_precision", "test_recall", "test_loss"]
+LOWER_IS_BETTER = ("test_loss",)
+
+
+class RegistryConfig(Section):
+    """Where `orchestrator run` registers its model, and the gates a version must pass to be promoted."""
+
+    path: str | None = Field(None, description="Registry root: local directory or s3://; default <storage.path>/registry.")
+    model_name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Registered model name; default the experiment name."
+    )
+    min_metrics: dict[TEST_METRICS, float] = Field(
+        {}, description="Promotion needs each of these test metrics at least this high, e.g. {test_accuracy: 0.95}."
+    )
+    max_metrics: dict[TEST_METRICS, float] = Field(
+        {}, description="Promotion needs each of these test metrics at most this high, e.g. {test_loss: 0.3}."
+    )
+    compare_metric: TEST_METRICS = Field(
+        "test_accuracy", description="Metric compared with the current production version (test_loss: lower is better)."
+    )
+    not_worse_than_production: bool = Field(
+        True, description="Refuse a version whose compare_metric is worse than production's (by more than tolerance)."
+    )
+    tolerance: float = Field(0.0, ge=0, description="How much worse than production still passes.")
+    promote: bool = Field(True, description="`orchestrator run` promotes the new version to production if it passes.")
+
+
+class TrackingConfig(Section):
+    mlflow: bool = Field(False, description="Log each run's params, metrics, lineage and report to MLflow (pip install mlflow).")
+    mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking URI; default MLFLOW_TRACKING_URI or ./mlruns.")
+    mlflow_experiment: str | None = Field(None, description="MLflow experiment; default the experiment name.")
+
+
 class ExperimentConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Experiment name; prefix of run names.")
     seed: int = Field(0, description="Seed for data splits, initialization and shuffling.")
@@ -257,6 +292,21 @@ class ExperimentConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Distributed training and checkpoints.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Where runs are stored.")
     tune: TuneConfig | None = Field(None, description="Hyperparameter search (orchestrator tune).")
+    registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Model registry and promotion gates.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking.")
+    serve: dict[str, Any] = Field(
+        {}, description="Endpoint settings for `orchestrator run` (deploy/serve.yaml's args, e.g. max_batch_size: 64)."
+    )
+
+    @model_validator(mode="after")
+    def _serve_settings(self):
+        if "checkpoint" in self.serve:
+            raise ValueError("serve.checkpoint: `orchestrator run` serves the model it registers; leave it out")
+        try:
+            parse(ServeArgs, {"checkpoint": "-", **self.serve}, source="serve")
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        return self
 
     @model_validator(mode="after")
     def _space_fits_the_config(self):
@@ -265,7 +315,7 @@ class ExperimentConfig(Section):
             return self
         base = {k: v for k, v in self.to_dict().items() if k != "tune"}
         for key in self.tune.space:
-            if key.split(".")[0] in ("tune", "storage", "name") or key == "train.run_name":
+            if key.split(".")[0] in ("tune", "storage", "name", "registry", "tracking", "serve") or key == "train.run_name":
                 raise ValueError(f"tune.space[{key!r}]: names, storage and the search itself cannot be searched")
             for value in self.tune.candidate_values(key):
                 try:
@@ -283,6 +333,9 @@ class ExperimentConfig(Section):
 
 
 # ---- serving ----------------------------------------------------------------------------
+
+
+REGISTRY_DEFAULT = "runs/registry"  # the default storage.path's registry
 
 
 class AutoscalingArgs(Section):
@@ -306,7 +359,17 @@ class AutoscalingArgs(Section):
 class ServeArgs(Section):
     """Arguments of the Serve app builder (orchestrator.serve:build_app), as in deploy/serve.yaml."""
 
-    checkpoint: str = Field(description="Checkpoint to serve: local directory or s3:// URI.")
+    checkpoint: str = Field(
+        description="What to serve: a checkpoint (local directory or s3:// URI) or a registry version, "
+        "models:/NAME@ALIAS or models:/NAME/VERSION."
+    )
+    registry: str | None = Field(None, description=f"Registry that models:/ references name; default {REGISTRY_DEFAULT}.")
+    model_ref: str | None = Field(
+        None, description="Set when deployed from models:/...: the reference, followed when its alias moves."
+    )
+    registered: dict[str, Any] | None = Field(
+        None, description="Set when deployed from models:/...: the registry version served (GET /v1/model)."
+    )
     storage_endpoint_url: str | None = Field(None, description="S3-compatible endpoint for an s3:// checkpoint.")
     max_instances: int = Field(256, ge=1, description="Most inputs in one request (422 over it).")
     max_body_bytes: int = Field(4 * 2**20, ge=1024, description="Largest request body in bytes (413 over it).")

@@ -145,11 +145,8 @@ def evaluate(
 def metrics_from_stats(stats: dict[str, torch.Tensor], prefix: str = "") -> dict[str, float]:
     """Loss, accuracy and macro precision/recall/F1 from a confusion matrix (rows: truth, cols: prediction)."""
     cm = stats["confusion"].double().cpu()
-    n = cm.sum()
-    tp = cm.diag()
-    precision = torch.where(cm.sum(0) > 0, tp / cm.sum(0).clamp(min=1), torch.zeros_like(tp))
-    recall = torch.where(cm.sum(1) > 0, tp / cm.sum(1).clamp(min=1), torch.zeros_like(tp))
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), 0.0)
+    n, tp = cm.sum(), cm.diag()
+    precision, recall, f1 = per_class(cm)
     present = cm.sum(1) > 0  # macro average over classes that occur in this split
     out = {
         "loss": (stats["loss_sum"].cpu() / n.clamp(min=1)).item(),
@@ -159,6 +156,16 @@ def metrics_from_stats(stats: dict[str, torch.Tensor], prefix: str = "") -> dict
         "f1": f1[present].mean().item(),
     }
     return {prefix + k: v for k, v in out.items()}
+
+
+def per_class(confusion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Precision, recall and F1 of each class from a confusion matrix (rows: truth, cols: prediction)."""
+    cm = confusion.double().cpu()
+    tp = cm.diag()
+    precision = torch.where(cm.sum(0) > 0, tp / cm.sum(0).clamp(min=1), torch.zeros_like(tp))
+    recall = torch.where(cm.sum(1) > 0, tp / cm.sum(1).clamp(min=1), torch.zeros_like(tp))
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), 0.0)
+    return precision, recall, f1
 
 
 def batches_from_tensors(

@@ -2,6 +2,7 @@
 
     orchestrator cluster dashboard cluster/aws-gpu.yaml            # tunnel: 127.0.0.1:8265
     orchestrator submit jobs/digits-cnn.yaml --address http://127.0.0.1:8265 --wait
+    orchestrator submit jobs/digits.yaml --address http://127.0.0.1:8265 run   # the whole pipeline
     orchestrator logs JOB_ID --follow | status JOB_ID | stop JOB_ID | list
 
 The Jobs API runs code on the cluster, so it sits behind Ray's token auth: the token comes from
@@ -12,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import json
 import os
 import shlex
 from pathlib import Path
 
 from orchestrator.errors import ConfigError, UserError
+from orchestrator.lineage import CODE_VERSION_ENV, code_version
 
 # Shipped code only: version control, environments, outputs and data stay home.
 EXCLUDES = [".git", ".venv", "venv", "env", "runs", "data", "__pycache__", "*.pyc", "*.egg-info", ".pytest_cache",
@@ -24,7 +27,7 @@ EXCLUDES = [".git", ".venv", "venv", "env", "runs", "data", "__pycache__", "*.py
 # Ray documents 500 MiB for a runtime-env package; uploads fail well below that in practice
 # (ray-project/ray issue 55877), so refuse early and say what to exclude.
 UPLOAD_LIMIT = 100 * 2**20
-COMMANDS = ("train", "tune")
+COMMANDS = ("train", "tune", "run")
 
 
 class AuthError(UserError):
@@ -111,7 +114,9 @@ def submit(config: str, overrides: list[str], address: str, command: str = "trai
     try:
         job_id = jobs.submit_job(
             entrypoint=entrypoint,
-            runtime_env={"working_dir": str(root), "excludes": EXCLUDES},
+            # the shipped copy has no .git: the lineage's code version is measured here
+            runtime_env={"working_dir": str(root), "excludes": EXCLUDES,
+                         "env_vars": {CODE_VERSION_ENV: json.dumps(code_version())}},
             entrypoint_num_gpus=gpus or None,
             entrypoint_num_cpus=cpus,
             metadata={"submitted_by": "orchestrator", "config": config_arg},

@@ -16,7 +16,7 @@ from typing import Callable, ContextManager, Iterator, Protocol
 
 import torch
 
-from orchestrator import data, engine
+from orchestrator import data, engine, lineage
 from orchestrator.checkpoint import read_checkpoint, write_checkpoint
 from orchestrator.config import ExperimentConfig
 from orchestrator.models import build_model
@@ -50,8 +50,10 @@ class Session(Protocol):
         """Hand the epoch's metrics (and rank 0's checkpoint) to Ray."""
 
 
-def run(cfg: ExperimentConfig, info: dict, session: Session, invocation: str) -> None:
-    """Train cfg.train.epochs epochs, resuming after the latest checkpoint if there is one."""
+def run(cfg: ExperimentConfig, info: dict, session: Session, invocation: str, run_lineage: dict | None = None,
+        trial_id: str | None = None) -> None:
+    """Train cfg.train.epochs epochs, resuming after the latest checkpoint if there is one.
+    `run_lineage` (lineage.collect) is stamped into every checkpoint."""
     t = cfg.train
     torch.set_num_threads(max(1, int(t.cpus_per_worker)))
     torch.manual_seed(cfg.seed)
@@ -108,7 +110,8 @@ def run(cfg: ExperimentConfig, info: dict, session: Session, invocation: str) ->
                 write_checkpoint(tmp, model=plain_model, config=cfg, model_info=info, metrics=metrics,
                                  optimizer=optimizer,
                                  train_state={"epoch": epoch + 1, "start_epoch": start_epoch, "history": history,
-                                              "invocation": invocation})
+                                              "invocation": invocation},
+                                 lineage=lineage.stamp(run_lineage or {}, cfg, session.name, trial_id, epoch + 1))
             session.report(metrics, tmp, f"epoch-{epoch + 1:04d}")
 
 

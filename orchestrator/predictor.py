@@ -50,6 +50,7 @@ class Predictor:
             "labels": self.labels,
             "metrics": ckpt.metrics,
             "data_fingerprint": info.get("data_fingerprint"),
+            "lineage": ckpt.lineage(),
             "config": ckpt.config.model_dump(mode="json"),
         }
 

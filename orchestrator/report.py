@@ -12,7 +12,7 @@ from orchestrator import storage
 def tune_results(rows: list[dict], curves: dict[str, list[tuple[int, float]]], tune_cfg, experiment_uri: str, st):
     """Write trials.csv, trials.json, trials.png (metric per epoch) and params.png (metric against each
     searched field) under the experiment; return (csv URI, [plot URIs])."""
-    put = lambda name, data: storage.write_bytes(storage.join(experiment_uri, name), data, st.endpoint_url, st.region)  # noqa: E731
+    put = lambda name, data: storage.write_bytes(storage.join(experiment_uri, name), data, st.endpoint_url, st.region)
     columns = list(dict.fromkeys(k for row in rows for k in row))
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns)
@@ -80,3 +80,130 @@ def _params_png(rows: list[dict], tune_cfg) -> bytes:
         ax.set_ylabel(best_col)
         ax.grid(alpha=0.3)
     return _png(fig)
+
+
+# ---- the run report -------------------------------------------------------------------------
+
+
+def run_report(run_uri: str, ckpt, metrics: dict, confusion: list[list[int]], st, history: list[dict] | None = None,
+               search: dict | None = None) -> str:
+    """Write <run>/report/: index.html beside its PNGs (learning curves, confusion matrix, per-class
+    precision/recall/F1, and the search's plots when the run was tuned); return the HTML's URI.
+    `search`: {"experiment": name, "plots": [png URIs], "num_trials": n, ...} of the search that chose the config."""
+    import numpy as np
+    import torch
+
+    from orchestrator.engine import per_class
+
+    out = storage.join(run_uri, "report")
+    put = lambda name, data: storage.write_bytes(storage.join(out, name), data, st.endpoint_url, st.region)
+    labels = ckpt.model_info["label_names"]
+    cm = np.asarray(confusion)
+    precision, recall, f1 = (t.numpy() for t in per_class(torch.as_tensor(cm)))
+    history = history or (ckpt.train_state() or {}).get("history", [])
+    images = {"curves.png": "Learning curves", "confusion.png": "Confusion matrix (test split)",
+              "per_class.png": "Precision, recall and F1 per class (test split)"}
+    put("curves.png", _history_png(history))
+    put("confusion.png", _confusion_png(cm, labels))
+    put("per_class.png", _per_class_png(labels, precision, recall, f1))
+    for uri in (search or {}).get("plots", []):  # copied, so the report folder stands alone
+        name = f"search-{uri.rsplit('/', 1)[-1]}"
+        put(name, storage.read_bytes(uri, st.endpoint_url, st.region))
+        images[name] = f"Hyperparameter search {search['experiment']}: {uri.rsplit('/', 1)[-1]}"
+    support = cm.sum(axis=1)
+    rows = [(labels[i], float(precision[i]), float(recall[i]), float(f1[i]), int(support[i])) for i in range(len(labels))]
+    put("index.html", _html(ckpt, metrics, rows, images, search).encode())
+    return storage.join(out, "index.html")
+
+
+def _history_png(history: list[dict]) -> bytes:
+    fig, axes = _figure(width=5.5, height=3.8, ncols=2)
+    epochs = [h["epoch"] for h in history]
+    left, right = axes[0]
+    for key in ("train_loss", "val_loss"):
+        left.plot(epochs, [h[key] for h in history], marker="o", markersize=3, label=key)
+    for key in ("val_accuracy", "val_f1"):
+        right.plot(epochs, [h[key] for h in history], marker="o", markersize=3, label=key)
+    for ax, title in ((left, "loss"), (right, "validation accuracy and F1")):
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _confusion_png(cm, labels: list[str]) -> bytes:
+    fig, axes = _figure(width=5.2, height=4.6)
+    ax = axes[0][0]
+    image = ax.imshow(cm, cmap="Blues")
+    ticks = range(len(labels))
+    ax.set_xticks(ticks, labels, rotation=45 if max(map(len, labels)) > 2 else 0, fontsize=8)
+    ax.set_yticks(ticks, labels, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if len(labels) <= 20:  # counts in the cells while they stay readable
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                if cm[i, j]:
+                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if cm[i, j] > cm.max() / 2 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    return _png(fig)
+
+
+def _per_class_png(labels: list[str], precision, recall, f1) -> bytes:
+    import numpy as np
+
+    fig, axes = _figure(width=max(5.0, 0.45 * len(labels) + 2), height=3.6)
+    ax = axes[0][0]
+    x = np.arange(len(labels))
+    for offset, (name, values) in zip((-0.27, 0, 0.27), (("precision", precision), ("recall", recall), ("f1", f1))):
+        ax.bar(x + offset, values, width=0.27, label=name)
+    ax.set_xticks(x, labels, rotation=45 if max(map(len, labels)) > 2 else 0, fontsize=8)
+    ax.set_ylim(min(0.5, float(np.min([precision, recall, f1]))) * 0.95, 1.01)
+    ax.set_xlabel("class")
+    ax.set_title("precision, recall and F1 per class (test split)")
+    ax.legend(fontsize=8, ncol=3, loc="lower left", framealpha=0.95)
+    ax.grid(alpha=0.3, axis="y")
+    return _png(fig)
+
+
+def _html(ckpt, metrics: dict, rows: list[tuple], images: dict[str, str], search: dict | None) -> str:
+    from html import escape
+
+    lineage = ckpt.lineage() or {}
+    per_class = ("<table><tr><th>class</th><th>precision</th><th>recall</th><th>f1</th><th>support</th></tr>"
+                 + "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in r) + "</tr>" for r in rows) + "</table>")
+    figures = "".join(f'<figure><img src="{escape(name)}" alt="{escape(title)}"><figcaption>{escape(title)}'
+                      "</figcaption></figure>" for name, title in images.items())
+    searched = _table((search or {}).items()) if search else "<p>Not tuned: the config was trained as written.</p>"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(ckpt.config.name)}: run report</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
+table{{border-collapse:collapse;margin:.5em 0 1.5em}}th,td{{border:1px solid #ddd;padding:3px 9px;text-align:left;font-size:14px}}
+th{{background:#f4f4f4}}img{{max-width:100%;border:1px solid #eee}}figure{{margin:1em 0}}
+figcaption{{color:#555;font-size:13px}}code{{background:#f4f4f4;padding:1px 4px}}</style></head>
+<body><h1>{escape(ckpt.config.name)}</h1>
+<p>Checkpoint <code>{escape(ckpt.uri)}</code></p>
+<h2>Metrics</h2>{_table(sorted(metrics.items()))}
+{figures}
+<h2>Per class (test split)</h2>{per_class}
+<h2>Hyperparameter search</h2>{searched}
+<h2>Lineage</h2>{_table(sorted(lineage.items()))}
+<h2>Config (hash {escape(lineage.get("config_hash", ckpt.config.hash()))})</h2><pre>{escape(json.dumps(ckpt.config.to_dict(), indent=2))}</pre>
+</body></html>
+"""
+
+
+def _cell(value) -> str:
+    from html import escape
+
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return escape(json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+
+
+def _table(pairs) -> str:
+    from html import escape
+
+    return "<table>" + "".join(f"<tr><th>{escape(str(k))}</th><td>{_cell(v)}</td></tr>" for k, v in pairs) + "</table>"

@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.config import BackpressureConfig
 
-from orchestrator.config import ServeArgs, parse
+from orchestrator.config import REGISTRY_DEFAULT, ServeArgs, parse
 from orchestrator.errors import ConfigError
 from orchestrator.predictor import Predictor, RequestError
 
@@ -187,7 +187,8 @@ class Endpoint:
         limits = self.args.model_dump(include={"max_instances", "max_body_bytes", "max_batch_size",
                                                "batch_wait_timeout_s", "max_ongoing_requests",
                                                "max_queued_requests"})
-        return {**self.predictor.info, "previous_checkpoints": self.args.previous_checkpoints, "limits": limits}
+        return {**self.predictor.info, "registry": self.args.registered,
+                "previous_checkpoints": self.args.previous_checkpoints, "limits": limits}
 
     @api.get("/healthz")
     async def healthz(self):
@@ -207,7 +208,36 @@ def build_app(args: ServeArgs):
     """The Serve app for a checkpoint: the import_path target of deploy/serve.yaml."""
     if isinstance(args, dict):
         args = parse(ServeArgs, args, source="serve args")
-    return ModelServer.options(**deployment_options(args)).bind()
+    return ModelServer.options(**deployment_options(resolve(args))).bind()
+
+
+def resolve(args: ServeArgs) -> ServeArgs:
+    """A models:/ reference (given as the checkpoint, or followed from an earlier deploy) made into
+    the registry version's checkpoint; other args as they are."""
+    from orchestrator.registry import Registry, is_ref
+
+    ref = args.checkpoint if is_ref(args.checkpoint) else args.model_ref
+    if ref is None:
+        return args
+    registry = Registry(args.registry or REGISTRY_DEFAULT, args.storage_endpoint_url)
+    record = registry.resolve_uri(ref)
+    registered = {"ref": ref, "registry": registry.root, "aliases": record["aliases"],
+                  **{k: record[k] for k in ("model", "version", "registered_at", "metrics")}}
+    return args.model_copy(update={"checkpoint": record["checkpoint"], "model_ref": ref, "registry": registry.root,
+                                   "registered": registered})
+
+
+def follow_alias(model: str, alias: str, registry_root: str, **http) -> list[dict]:
+    """Move every app that serves models:/MODEL@ALIAS from this registry to where the alias points
+    now: a rolling update (replicas reconfigure in place), as `deploy` does."""
+    ref = f"models:/{model}@{alias}"
+    moved = []
+    for name, app in _client().get_serve_details().get("applications", {}).items():
+        args = _args_of(app.get("deployed_app_config"))
+        if args and args.model_ref == ref and args.registry == registry_root:
+            moved.append(deploy(args, name=name, **http))
+    return moved
+
 
 
 def deployment_options(args: ServeArgs) -> dict:
@@ -226,15 +256,22 @@ def deployment_options(args: ServeArgs) -> dict:
 
 
 def check_deployable(args: ServeArgs, host: str) -> tuple[ServeArgs, Predictor]:
-    """Fail before touching a running app: the checkpoint verifies and loads, keys exist if needed."""
+    """Fail before touching a running app: the checkpoint (or registry version) verifies and loads,
+    keys exist if needed."""
+    args = resolve(args)
     if "://" not in args.checkpoint:  # replicas do not share the caller's working directory
         args = args.model_copy(update={"checkpoint": str(Path(args.checkpoint).resolve())})
     predictor = Predictor.load(args.checkpoint, args.storage_endpoint_url, args.max_instances)
+    check_auth(args, host)
+    return args, predictor
+
+
+def check_auth(args: ServeArgs, host: str) -> None:
+    """An endpoint beyond loopback needs API keys (unless auth is none); auth: required needs keys."""
     if args.auth != "none" and not _is_loopback(host) and not read_api_keys(args):
         raise ConfigError(f"--host {host} exposes the endpoint beyond this machine: set API keys in "
                           f"${args.api_keys_env} (comma-separated) or api_keys_file first")
-    ApiKeys(args)  # auth: required without keys fails here
-    return args, predictor
+    ApiKeys(args)
 
 
 def deploy(args: ServeArgs, *, name: str = APP_NAME, route_prefix: str = "/", host: str = "127.0.0.1",
@@ -268,7 +305,7 @@ def deploy(args: ServeArgs, *, name: str = APP_NAME, route_prefix: str = "/", ho
     url = f"http://{_url_host(http['host'])}:{http['port']}{prefix.rstrip('/')}"
     _wait_serving(client, name, url, predictor.version, timeout_s)
     return {"app": name, "url": url, "checkpoint": args.checkpoint, "version": predictor.version,
-            "previous_checkpoints": args.previous_checkpoints}
+            "previous_checkpoints": args.previous_checkpoints, "registered": args.registered}
 
 
 def rollback(name: str = APP_NAME, **http) -> dict:
@@ -277,7 +314,8 @@ def rollback(name: str = APP_NAME, **http) -> dict:
     if not current.previous_checkpoints:
         raise ConfigError(f"app {name!r} has no previous checkpoint to roll back to")
     back = current.model_copy(update={"checkpoint": current.previous_checkpoints[0],
-                                      "previous_checkpoints": current.previous_checkpoints[1:]})
+                                      "previous_checkpoints": current.previous_checkpoints[1:],
+                                      "model_ref": None, "registered": None})  # a checkpoint, not an alias now
     return deploy(back, name=name, keep_history=False, **http)
 
 

@@ -43,6 +43,12 @@ def filesystem(uri: str, endpoint_url: str | None = None, region: str | None = N
     return pafs.S3FileSystem(**kwargs), parsed.netloc + parsed.path.rstrip("/")
 
 
+def uri(fs, path: str) -> str:
+    """The URI of a path inside a pyarrow filesystem (the inverse of filesystem())."""
+    scheme = {"s3": "s3://", "gcs": "gs://"}.get(fs.type_name, "")
+    return scheme + path
+
+
 def join(uri: str, *parts: str) -> str:
     if is_remote(uri):
         return posixpath.join(uri.rstrip("/"), *parts)

@@ -16,9 +16,8 @@ import uuid
 from dataclasses import asdict, dataclass
 
 import torch
-from pyarrow.fs import LocalFileSystem
 
-from orchestrator import data, engine, loop, storage
+from orchestrator import data, engine, lineage, loop, storage
 from orchestrator.checkpoint import read_checkpoint
 from orchestrator.config import ExperimentConfig, config_from_dict, save_config
 from orchestrator.errors import ConfigError
@@ -35,6 +34,8 @@ class TrainResult:
     metrics: dict  # best checkpoint's validation metrics plus test_* metrics
     start_epoch: int  # epochs already done when this invocation started (0: fresh run)
     duration_s: float
+    lineage: dict  # of the best checkpoint (lineage.py)
+    report: str  # URI of the run's HTML report
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,8 +45,13 @@ def run_name(cfg: ExperimentConfig) -> str:
     return cfg.train.run_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def train(cfg: ExperimentConfig, address: str | None = None) -> TrainResult:
-    """Train on Ray (embedded locally unless `address`), then evaluate the best checkpoint on the test split."""
+def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits | None = None,
+          lineage_extra: dict | None = None, report_extra: dict | None = None) -> TrainResult:
+    """Train on Ray (embedded locally unless `address`), then evaluate the best checkpoint on the
+    test split and write the run's report. `splits`: the data, if the caller loaded it already;
+    `lineage_extra`: more lineage for every checkpoint (e.g. the search that chose the config);
+    `report_extra`: more for the report (report.run_report)."""
+    from orchestrator import report
     from orchestrator.evaluate import evaluate_model
     from orchestrator.runtime import ray_session
 
@@ -56,23 +62,32 @@ def train(cfg: ExperimentConfig, address: str | None = None) -> TrainResult:
     run_uri = storage.join(st.path, name)
     _check_resumable(cfg, run_uri)
     with ray_session(address):
-        splits = data.load_splits(cfg.data, cfg.seed, st.endpoint_url)
+        splits = splits or data.load_splits(cfg.data, cfg.seed, st.endpoint_url)
         model_info = _model_info(cfg, splits)  # also proves the model fits the data, before any worker starts
         storage.write_bytes(storage.join(run_uri, "config.yaml"), save_config(cfg).encode(), st.endpoint_url, st.region)
         print(f"run {name}: {model_info['num_parameters']:,} parameters, rows {splits.num_rows}, "
               f"{cfg.train.num_workers} worker(s); storage {run_uri}", flush=True)
         invocation = uuid.uuid4().hex  # stamped into the checkpoints this call writes
-        result = _trainer(cfg, name, splits, model_info, invocation).fit()
+        run_lineage = lineage.collect(cfg, splits.fingerprint, **(lineage_extra or {}))
+        result = _trainer(cfg, name, splits, model_info, invocation, run_lineage).fit()
         best_uri, best_metrics = _best_checkpoint(cfg, result)
         ckpt = read_checkpoint(best_uri, st.endpoint_url)
-        test = evaluate_model(ckpt.model(), splits.test, len(splits.label_names), cfg.train.eval_batch_size)
+        test = evaluate_model(ckpt.model(), splits.test, len(splits.label_names), cfg.train.eval_batch_size,
+                              with_confusion=True)
+        latest = read_checkpoint(_uri(result.checkpoint), st.endpoint_url).train_state()
+    confusion = test.pop("confusion")
+    metrics = {**best_metrics, **{f"test_{k}": v for k, v in test.items()}}
+    report_uri = report.run_report(run_uri, ckpt, metrics, confusion, st, history=latest["history"],
+                                   **(report_extra or {}))
     out = TrainResult(
         run=name,
         run_uri=run_uri,
         checkpoint=best_uri,
-        metrics={**best_metrics, **{f"test_{k}": v for k, v in test.items()}},
-        start_epoch=_start_epoch(result, invocation, st.endpoint_url),
+        metrics=metrics,
+        start_epoch=latest["start_epoch"] if latest.get("invocation") == invocation else latest["epoch"],
         duration_s=round(time.time() - started, 1),
+        lineage=ckpt.lineage() or {},
+        report=report_uri,
     )
     storage.write_bytes(storage.join(run_uri, "result.json"), json.dumps(out.to_dict(), indent=2).encode(),
                         st.endpoint_url, st.region)
@@ -109,8 +124,15 @@ def _check_resumable(cfg: ExperimentConfig, run_uri: str) -> None:
             )
 
 
-def _trainer(cfg: ExperimentConfig, name: str, splits: data.Splits, model_info: dict, invocation: str):
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+def _trainer(cfg: ExperimentConfig, name: str, splits: data.Splits, model_info: dict, invocation: str,
+             run_lineage: dict):
+    from ray.train import (
+        CheckpointConfig,
+        FailureConfig,
+        LoggingConfig,
+        RunConfig,
+        ScalingConfig,
+    )
     from ray.train.torch import TorchTrainer
 
     t = cfg.train
@@ -121,7 +143,7 @@ def _trainer(cfg: ExperimentConfig, name: str, splits: data.Splits, model_info: 
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "model_info": model_info, "invocation": invocation,
-                           "num_train_rows": splits.num_rows["train"]},
+                           "num_train_rows": splits.num_rows["train"], "lineage": run_lineage},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=name,
@@ -139,12 +161,9 @@ def _trainer(cfg: ExperimentConfig, name: str, splits: data.Splits, model_info: 
     )
 
 
-def _start_epoch(result, invocation: str, endpoint_url: str | None) -> int:
-    """Epochs done before this call: from the latest checkpoint, or all of them if this call trained none."""
-    latest = result.checkpoint
-    uri = latest.path if isinstance(latest.filesystem, LocalFileSystem) else f"s3://{latest.path}"
-    state = read_checkpoint(uri, endpoint_url).train_state()
-    return state["start_epoch"] if state.get("invocation") == invocation else state["epoch"]
+def _uri(checkpoint) -> str:
+    """A Ray Train checkpoint's location as a URI read_checkpoint takes."""
+    return storage.uri(checkpoint.filesystem, checkpoint.path)
 
 
 def _best_checkpoint(cfg: ExperimentConfig, result) -> tuple[str, dict]:
@@ -153,8 +172,7 @@ def _best_checkpoint(cfg: ExperimentConfig, result) -> tuple[str, dict]:
         raise RuntimeError(f"run finished without a checkpoint; see the logs under {result.path}")
     sign = 1 if cfg.train.checkpoint_mode == "max" else -1
     ckpt, metrics = max(ranked, key=lambda cm: (sign * cm[1][cfg.train.checkpoint_metric], cm[1]["epoch"]))
-    uri = ckpt.path if isinstance(ckpt.filesystem, LocalFileSystem) else f"s3://{ckpt.path}"
-    return uri, {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    return _uri(ckpt), {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
 # ---- on each worker ---------------------------------------------------------------------
@@ -163,20 +181,28 @@ def _best_checkpoint(cfg: ExperimentConfig, result) -> tuple[str, dict]:
 def train_loop_per_worker(loop_config: dict) -> None:
     _quiet_train_reports()
     cfg = config_from_dict(loop_config["config"])
-    session = RayTrainSession(cfg.train.streaming, loop_config["num_train_rows"])
-    loop.run(cfg, loop_config["model_info"], session, loop_config["invocation"])
+    # Tune trials have TensorBoard files from Tune already
+    session = RayTrainSession(cfg.train.streaming, loop_config["num_train_rows"],
+                              None if loop_config.get("trial_id") else cfg.storage)
+    loop.run(cfg, loop_config["model_info"], session, loop_config["invocation"], loop_config.get("lineage"),
+             loop_config.get("trial_id"))
 
 
 class RayTrainSession:
     """loop.Session on a Ray Train worker: DDP, this worker's dataset shards, ray.train.report."""
 
-    def __init__(self, streaming: bool, num_train_rows: int):
+    def __init__(self, streaming: bool, num_train_rows: int, st=None):
         import ray.train
         import ray.train.torch
+
+        from orchestrator.tracking import TensorBoard
 
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         self.name = ctx.get_experiment_name()
+        self.tensorboard = None
+        if self.rank == 0 and st is not None:  # `st`: the storage config, where TensorBoard files go
+            self.tensorboard = TensorBoard(storage.join(st.path, self.name, "tensorboard"), st.endpoint_url, st.region)
         self.device = ray.train.torch.get_device()
         self.streaming = streaming
         self._shards = {split: ray.train.get_dataset_shard(split) for split in ("train", "val")}
@@ -207,6 +233,8 @@ class RayTrainSession:
     def report(self, metrics, checkpoint_dir, dir_name):
         import ray.train
 
+        if self.tensorboard:
+            self.tensorboard.log(metrics, metrics["epoch"])
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=dir_name)
 

@@ -12,13 +12,15 @@ Ray Train's TuneReportCallback.
 from __future__ import annotations
 
 import math
+import os
 import time
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
-from orchestrator import data, engine, loop, report, storage
+from orchestrator import data, engine, lineage, loop, report, storage
 from orchestrator.checkpoint import read_checkpoint
 from orchestrator.config import ExperimentConfig, config_from_dict, with_value
 from orchestrator.errors import ConfigError
@@ -45,7 +47,10 @@ class TuneResult:
         return asdict(self)
 
 
-def tune(cfg: ExperimentConfig, address: str | None = None, resume: bool = False) -> TuneResult:
+def tune(cfg: ExperimentConfig, address: str | None = None, resume: bool = False,
+         splits: data.Splits | None = None) -> TuneResult:
+    """Run the search on Ray (embedded locally unless `address`); export and test the best model.
+    `splits`: the data, if the caller loaded it already."""
     from orchestrator.evaluate import evaluate_model
     from orchestrator.runtime import ray_session
 
@@ -57,7 +62,7 @@ def tune(cfg: ExperimentConfig, address: str | None = None, resume: bool = False
     name = _experiment_name(cfg, resume)
     experiment_uri = storage.join(st.path, name)
     with ray_session(address):
-        splits = data.load_splits(cfg.data, cfg.seed, st.endpoint_url)
+        splits = splits or data.load_splits(cfg.data, cfg.seed, st.endpoint_url)
         grid = search(cfg, name, splits, resume)
         best = _best(cfg, grid)
         exported = _export(best["checkpoint"], storage.join(experiment_uri, "best"), st)
@@ -96,7 +101,8 @@ def _experiment_name(cfg: ExperimentConfig, resume: bool) -> str:
 
 def search(cfg: ExperimentConfig, name: str, splits: data.Splits, resume: bool = False):
     """Run (or resume) the search on the connected Ray; the Tune ResultGrid."""
-    return _tuner(cfg, name, splits, _data_info(splits), resume).fit()
+    run_lineage = lineage.collect(cfg, splits.fingerprint, search=name)
+    return _tuner(cfg, name, splits, _data_info(splits), run_lineage, resume).fit()
 
 
 def _data_info(splits: data.Splits) -> dict:
@@ -183,9 +189,11 @@ def _search(cfg: ExperimentConfig):
     return BasicVariantGenerator(random_state=seed, max_concurrent=cfg.tune.max_concurrent_trials or 0)
 
 
-def _tuner(cfg: ExperimentConfig, name: str, splits: data.Splits, info: dict, resume: bool):
+def _tuner(cfg: ExperimentConfig, name: str, splits: data.Splits, info: dict, run_lineage: dict, resume: bool):
     from ray import tune
 
+    # Tune warns on every trial checkpoint when epochs are short; the trials are the progress to watch
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     t = cfg.tune
     if t.scheduler.name == "pbt":
         frozen = [k for k in t.space if not k.startswith("optim.")]
@@ -194,15 +202,16 @@ def _tuner(cfg: ExperimentConfig, name: str, splits: data.Splits, info: dict, re
     fs, root = storage.filesystem(cfg.storage.path, cfg.storage.endpoint_url, cfg.storage.region)
     if cfg.train.num_workers == 1:
         arrays = {split: _to_numpy(getattr(splits, split)) for split in ("train", "val")}
-        trainable = tune.with_parameters(single_worker_trial, cfg_dict=cfg.to_dict(), info=info, arrays=arrays)
+        trainable = tune.with_parameters(single_worker_trial, cfg_dict=cfg.to_dict(), info=info, arrays=arrays,
+                                         run_lineage=run_lineage)
         trainable = tune.with_resources(trainable, {"cpu": t.cpus_per_trial, "gpu": t.gpus_per_trial})
     else:
         trainable = tune.with_parameters(multi_worker_trial, cfg_dict=cfg.to_dict(), info=info,
-                                         datasets={"train": splits.train, "val": splits.val},
+                                         run_lineage=run_lineage, datasets={"train": splits.train, "val": splits.val},
                                          num_train_rows=splits.num_rows["train"])
         trainable = tune.with_resources(trainable, {"cpu": 0.01})  # the trial only waits; its workers hold the CPUs
     if resume:
-        return tune.Tuner.restore(_path(fs, root, name), trainable, resume_unfinished=True, resume_errored=True,
+        return tune.Tuner.restore(storage.uri(fs, f"{root}/{name}"), trainable, resume_unfinished=True, resume_errored=True,
                                   storage_filesystem=fs)
     return tune.Tuner(
         trainable,
@@ -223,13 +232,6 @@ def _tuner(cfg: ExperimentConfig, name: str, splits: data.Splits, info: dict, re
     )
 
 
-def _path(fs, root: str, name: str) -> str:
-    from pyarrow.fs import LocalFileSystem
-
-    path = f"{root}/{name}"
-    return path if isinstance(fs, LocalFileSystem) else f"s3://{path}"
-
-
 def _to_numpy(dataset) -> tuple[np.ndarray, np.ndarray]:
     batch = dataset.take_batch(batch_size=dataset.count(), batch_format="numpy")
     return batch["x"], batch["y"]
@@ -238,16 +240,18 @@ def _to_numpy(dataset) -> tuple[np.ndarray, np.ndarray]:
 # ---- in each trial ----------------------------------------------------------------------
 
 
-def single_worker_trial(params: dict, cfg_dict: dict, info: dict, arrays: dict) -> None:
+def single_worker_trial(params: dict, cfg_dict: dict, info: dict, arrays: dict, run_lineage: dict) -> None:
     import ray.tune
 
     cfg = trial_config(cfg_dict, params)
     ctx = ray.tune.get_context()
     session = TuneSession(ctx.get_trial_name(), arrays, use_gpu=cfg_dict["tune"]["gpus_per_trial"] > 0)
-    loop.run(cfg, _trial_info(cfg, info), session, invocation=ctx.get_trial_id())
+    loop.run(cfg, _trial_info(cfg, info), session, invocation=ctx.get_trial_id(), run_lineage=run_lineage,
+             trial_id=ctx.get_trial_id())
 
 
-def multi_worker_trial(params: dict, cfg_dict: dict, info: dict, datasets: dict, num_train_rows: int) -> None:
+def multi_worker_trial(params: dict, cfg_dict: dict, info: dict, run_lineage: dict, datasets: dict,
+                       num_train_rows: int) -> None:
     import ray.tune
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -263,7 +267,8 @@ def multi_worker_trial(params: dict, cfg_dict: dict, info: dict, datasets: dict,
     TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "model_info": _trial_info(cfg, info),
-                           "invocation": ctx.get_trial_id(), "num_train_rows": num_train_rows},
+                           "invocation": ctx.get_trial_id(), "num_train_rows": num_train_rows,
+                           "lineage": run_lineage, "trial_id": ctx.get_trial_id()},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=tc["gpus_per_trial"] > 0,
                                      resources_per_worker=resources),
         run_config=RunConfig(
@@ -290,7 +295,9 @@ class TuneSession:
     def __init__(self, name: str, arrays: dict, use_gpu: bool):
         self.name = name
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        self._tensors = {split: (torch.from_numpy(x), torch.from_numpy(y)) for split, (x, y) in arrays.items()}
+        with warnings.catch_warnings():  # arrays from the object store are read-only; the loop never writes them
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            self._tensors = {split: (torch.from_numpy(x), torch.from_numpy(y)) for split, (x, y) in arrays.items()}
 
     def resume_dir(self):
         import contextlib

@@ -1,0 +1,190 @@
+"""`orchestrator run`: data in, a served model out, and where it came from.
+
+    orchestrator run jobs/digits.yaml                        # embedded Ray; serves until Ctrl-C
+    orchestrator run jobs/digits.yaml --exit-after-smoke --json
+    orchestrator submit jobs/digits.yaml --address URL run   # the same on a cluster
+
+search (if the config has a tune section) -> final training with the best values -> test
+evaluation and report -> registry version (alias candidate) -> gated promotion to
+production -> the production version served -> one smoke request with real test inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+
+from orchestrator import data, registry, serve, storage, tracking
+from orchestrator.config import (
+    REGISTRY_DEFAULT,
+    ExperimentConfig,
+    ServeArgs,
+    config_from_dict,
+    parse,
+    with_value,
+)
+from orchestrator.loop import say
+
+SMOKE_INSTANCES = 4
+
+
+def registry_root(cfg: ExperimentConfig) -> str:
+    if cfg.registry.path:
+        return cfg.registry.path
+    return storage.join(cfg.storage.path, "registry") if cfg.storage.path else REGISTRY_DEFAULT
+
+
+def check(cfg: ExperimentConfig, host: str) -> ServeArgs:
+    """Everything that can be checked before Ray starts (exit 2, nothing done): storage and
+    registry writable, serve settings and keys, tracking installed. The endpoint's args."""
+    st = cfg.storage
+    storage.check_writable(st.path, st.endpoint_url, st.region)
+    storage.check_writable(registry_root(cfg), st.endpoint_url, st.region)
+    tracking.check_mlflow(cfg)
+    model = cfg.registry.model_name or cfg.name
+    args = parse(ServeArgs, {**cfg.serve, "checkpoint": f"models:/{model}@{registry.PRODUCTION}",
+                             "registry": registry.Registry(registry_root(cfg)).root,
+                             "storage_endpoint_url": st.endpoint_url}, source="serve")
+    serve.check_auth(args, host)
+    return args
+
+
+def final_config(cfg: ExperimentConfig, best: dict) -> ExperimentConfig:
+    """The config as written, with the search's best values, for the final training."""
+    raw = {k: v for k, v in cfg.to_dict().items() if k != "tune"}
+    for key, value in best.items():
+        raw = with_value(raw, key, value)
+    return config_from_dict(raw, source="final config")
+
+
+def run(cfg: ExperimentConfig, *, address: str | None = None, host: str = "127.0.0.1", port: int = 8000,
+        request_timeout_s: float = 30, app: str = serve.APP_NAME, route_prefix: str = "/",
+        args: ServeArgs | None = None) -> dict:
+    """The whole pipeline on the connected (or an embedded) Ray; the summary. The endpoint keeps
+    running when this returns, for as long as Ray does. `args`: what check() returned, if called."""
+    from orchestrator.runtime import ray_session
+    from orchestrator.train import train
+    from orchestrator.tune import tune
+
+    args = args or check(cfg, host)
+    started = time.time()
+    model = cfg.registry.model_name or cfg.name
+    reg = registry.Registry(registry_root(cfg), cfg.storage.endpoint_url, cfg.storage.region)
+    steps = 5 if cfg.tune else 4
+    step = iter(range(1, steps + 1))
+    with ray_session(address):
+        splits = data.load_splits(cfg.data, cfg.seed, cfg.storage.endpoint_url)
+        searched, final = None, cfg
+        if cfg.tune:
+            say(f"[{next(step)}/{steps}] search: {cfg.tune.num_samples} trials, scheduler {cfg.tune.scheduler.name}")
+            tuned = tune(cfg, splits=splits)
+            final = final_config(cfg, tuned.best_config)
+            searched = {"experiment": tuned.experiment, "best_config": tuned.best_config, "best_trial": tuned.best_trial,
+                        "num_trials": tuned.num_trials, "num_stopped_early": tuned.num_stopped_early,
+                        "best_val_metric": tuned.best_metrics.get(cfg.tune.metric), "plots": tuned.plots}
+            say(f"best of {tuned.num_trials} trials: {json.dumps(tuned.best_config)}")
+        say(f"[{next(step)}/{steps}] final training: {final.train.epochs} epochs, {final.train.num_workers} worker(s)")
+        search_lineage = {"search": searched["experiment"], "search_trial": searched["best_trial"]} if searched else {}
+        trained = train(final, splits=splits, lineage_extra=search_lineage, report_extra={"search": searched})
+
+        say(f"[{next(step)}/{steps}] registry {reg.root}")
+        record = reg.register(model, trained.checkpoint, metrics=trained.metrics, gates=registry.gates(cfg.registry),
+                              source={"run": trained.run, "run_uri": trained.run_uri, "report": trained.report},
+                              checkpoint_endpoint_url=cfg.storage.endpoint_url)
+        promotion = reg.promote(model, record["version"]) if cfg.registry.promote else None
+        say(_promotion_line(model, record["version"], promotion))
+        production = reg.aliases(model)["aliases"].get(registry.PRODUCTION)
+        if production is None:
+            raise RuntimeError(f"{model} v{record['version']} did not pass the promotion gates and no earlier version "
+                               f"is in production, so there is nothing to serve; see: orchestrator models show "
+                               f"{record['version']} --registry {reg.root}")
+
+        say(f"[{next(step)}/{steps}] serving models:/{model}@production (v{production})")
+        deployed = serve.deploy(args, name=app, route_prefix=route_prefix, host=host, port=port,
+                                request_timeout_s=request_timeout_s)
+        smoke = smoke_request(deployed["url"], splits.test, args)
+    mlflow_run = tracking.log_mlflow(final, trained.run, _flat(final.to_dict()), trained.metrics, trained.lineage,
+                                     None if storage.is_remote(trained.report) else trained.report.rsplit("/", 1)[0])
+    served = reg.resolve(model, production)  # the new version, or production as it was if refused
+    return {
+        "model": model,
+        "model_version": production,
+        "registered_version": record["version"],
+        "promotion": promotion,
+        "endpoint": deployed["url"],
+        "weights_version": deployed["version"],
+        "metrics": served["metrics"],
+        "lineage": served["lineage"],
+        "report": trained.report,
+        "smoke": smoke,
+        "run": trained.run,
+        "checkpoint": record["checkpoint"],
+        "registry": reg.root,
+        "search": {k: v for k, v in searched.items() if k != "plots"} if searched else None,
+        "mlflow_run_id": mlflow_run,
+        "duration_s": round(time.time() - started, 1),
+    }
+
+
+def _promotion_line(model: str, version: int, promotion: dict | None) -> str:
+    if promotion is None:
+        return f"registered {model} v{version} as candidate (registry.promote is false: not promoted)"
+    if promotion["promoted"]:
+        return f"registered {model} v{version}; promoted to production (was {promotion['previous'] or 'none'})"
+    return (f"registered {model} v{version} as candidate; NOT promoted: {'; '.join(promotion['reasons'])}. "
+            f"production stays v{promotion['previous']}" if promotion["previous"] else
+            f"registered {model} v{version} as candidate; NOT promoted: {'; '.join(promotion['reasons'])}")
+
+
+def smoke_request(url: str, test_split, args: ServeArgs) -> dict:
+    """A few real test inputs through the endpoint over HTTP; the response, and whether it holds up."""
+    batch = test_split.take_batch(batch_size=SMOKE_INSTANCES, batch_format="numpy")
+    body = json.dumps({"instances": np.asarray(batch["x"]).tolist()}).encode()
+    headers = {"Content-Type": "application/json"}
+    keys = serve.read_api_keys(args)
+    if keys:
+        headers["Authorization"] = f"Bearer {keys[0]}"
+    request = urllib.request.Request(f"{url}/v1/predict", data=body, headers=headers)
+    tick = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            status, answer = r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        raise RuntimeError(f"the smoke request to {url}/v1/predict answered {e.code}: {e.read()[:300]!r}") from None
+    latency_ms = (time.perf_counter() - tick) * 1e3
+    predictions = answer.get("predictions", [])
+    if len(predictions) != len(batch["y"]):
+        raise RuntimeError(f"the smoke request sent {len(batch['y'])} inputs and got {len(predictions)} predictions")
+    labels = answer["labels"]
+    expected = [labels[int(y)] for y in batch["y"]]
+    correct = sum(p["label"] == e for p, e in zip(predictions, expected))
+    say(f"smoke: {len(predictions)} test inputs -> {[p['label'] for p in predictions]} (true {expected}), "
+        f"{latency_ms:.0f} ms")
+    return {"url": f"{url}/v1/predict", "status": status, "latency_ms": round(latency_ms, 1),
+            "expected_labels": expected, "correct": correct, "response": answer}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def print_summary(result: dict) -> None:
+    m, lin = result["metrics"], result["lineage"]
+    say(f"\nmodel {result['model']} v{result['model_version']} (weights {result['weights_version']}) at "
+        f"{result['endpoint']}\n"
+        f"test_accuracy {m['test_accuracy']:.4f}  test_f1 {m['test_f1']:.4f}\n"
+        f"lineage: config {lin['config_hash'][:12]}  data {lin['data_fingerprint'][:12]}  code {lin['code_version']}\n"
+        f"report {result['report']}\n"
+        f"try: orchestrator predict {result['endpoint']} --input FILE   docs: {result['endpoint']}/docs\n"
+        f"     orchestrator models list --registry {result['registry']}")
+
