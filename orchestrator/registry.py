@@ -110,6 +110,8 @@ class Registry:
     def resolve(self, model: str, ref: str | int) -> dict:
         """The record of `ref`: a version number (3, "3", "v3") or an alias ("production")."""
         ref = str(ref)
+        if model not in self.models():
+            raise ConfigError(f"no model {model!r} in the registry {self.root} (models: {', '.join(self.models()) or 'none'})")
         if ref.lstrip("v").isdigit():
             version = int(ref.lstrip("v"))
         else:
@@ -120,8 +122,6 @@ class Registry:
         record = self._read_json(self._version_path(model, version, "record.json"))
         if record is None:
             listed = [r["version"] for r in self.versions(model)]
-            if not listed:
-                raise ConfigError(f"no model {model!r} in the registry {self.root} (models: {', '.join(self.models()) or 'none'})")
             raise ConfigError(f"model {model!r} has no version {version} (versions: {listed})")
         return {**record, "aliases": [a for a, v in self.aliases(model)["aliases"].items() if v == version]}
 
@@ -240,6 +240,8 @@ class Registry:
             raise
 
     def _write_json(self, path: str, obj: dict) -> None:
+        """Written aside, then moved into place: a reader never sees half a file (a rename, locally)."""
         self.fs.create_dir(posixpath.dirname(path), recursive=True)
-        with self.fs.open_output_stream(path) as f:
+        with self.fs.open_output_stream(path + ".part") as f:
             f.write(json.dumps(obj, indent=2, sort_keys=True).encode())
+        self.fs.move(path + ".part", path)

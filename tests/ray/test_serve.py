@@ -282,3 +282,62 @@ def test_rolling_update_and_rollback_under_steady_load_fail_no_request(checkpoin
     assert http("GET", f"{url}/v1/model")[2]["version"] == versions[paths[1]]
     status = serve.status()["applications"]["rolling"]
     assert status["checkpoint"] == paths[1] and status["status"] == "RUNNING"
+
+
+def test_an_endpoint_serving_an_alias_follows_promote_and_rollback_without_failing(checkpoints, serve_http,
+                                                                                   tmp_path):
+    from orchestrator import serve
+    from orchestrator.registry import Registry
+
+    paths, _ = checkpoints
+    reg = Registry(str(tmp_path / "registry"))
+    for p in paths[:2]:
+        reg.register("m", p, metrics={"test_accuracy": 0.9}, gates={}, source={})
+    reg.promote("m", 1)
+    url = deploy("alias", "models:/m@production", serve_http, registry=reg.root)["url"]
+    model = http("GET", f"{url}/v1/model")[2]
+    assert model["registry"]["version"] == 1 and model["registry"]["ref"] == "models:/m@production"
+    digits_fingerprint = model["lineage"]["data_fingerprint"]
+    assert model["lineage"]["config_hash"] and model["lineage"]["code_version"].startswith(("git:", "package:"))
+    versions = {v: Predictor.load(reg.resolve("m", v)["checkpoint"]).version for v in (1, 2)}
+
+    stop, seen, failures = threading.Event(), Counter(), []
+
+    def client():
+        while not stop.is_set():
+            status, _, body = predict(url, zeros(2))
+            if status == 200:
+                seen[body["model"]["version"]] += 1
+            else:
+                failures.append((status, body))
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1)
+        assert reg.promote("m", 2)["promoted"]
+        moved = serve.follow_alias("m", "production", reg.root, **serve_http)
+        assert [m["app"] for m in moved] == ["alias"] and http("GET", f"{url}/v1/model")[2]["registry"]["version"] == 2
+        time.sleep(1)
+        reg.rollback("m")
+        serve.follow_alias("m", "production", reg.root, **serve_http)
+        time.sleep(1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert failures == []
+    assert set(versions.values()) <= set(seen), seen  # both versions answered, no request failed
+    assert http("GET", f"{url}/v1/model")[2]["registry"]["version"] == 1
+
+    # new data, new fingerprint: a model trained on other data reports it at the endpoint
+    other = train(load_config(ROOT / "jobs" / "digits-mlp.yaml", [
+        f"storage.path={tmp_path}", "train.epochs=1", "data.name=synthetic", "data.num_samples=300",
+        "data.feature_shape=[1, 8, 8]"]))
+    reg.register("m", other.checkpoint, metrics=other.metrics, gates={}, source={})
+    assert reg.promote("m", 3, force=True)["promoted"]  # worse than v1, on other data: forced
+    serve.follow_alias("m", "production", reg.root, **serve_http)
+    model = http("GET", f"{url}/v1/model")[2]
+    assert model["registry"]["version"] == 3 and model["lineage"]["data_fingerprint"] != digits_fingerprint
+    assert model["lineage"]["data_uri"].startswith("synthetic:")

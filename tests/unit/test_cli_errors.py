@@ -62,6 +62,17 @@ CASES = {
     "predict input a number": (lambda t: ["predict", str(t), "--input", write(t, "3")], 'must hold {"instances"'),
     "predict unreachable endpoint": (lambda t: ["predict", f"http://127.0.0.1:{closed_port()}", "--input",
                                                 write(t, '{"instances": [[1]]}')], "cannot reach"),
+    "run without keys beyond loopback": (lambda t: ["run", str(ROOT / "jobs" / "digits.yaml"), f"storage.path={t}",
+                                                    "--host", "0.0.0.0"], "exposes the endpoint beyond this machine"),
+    "run with a serve typo": (lambda t: ["run", str(ROOT / "jobs" / "digits.yaml"), "serve.max_batch=4"],
+                              "did you mean 'max_batch_size'"),
+    "run with a gate on a val metric": (lambda t: ["run", str(ROOT / "jobs" / "digits.yaml"),
+                                                   "registry.min_metrics={val_accuracy: 0.9}"], "registry.min_metrics"),
+    "run with mlflow missing": (lambda t: ["run", str(ROOT / "jobs" / "digits.yaml"), f"storage.path={t}",
+                                           "tracking.mlflow=true"], "pip install mlflow"),
+    "models in an empty registry": (lambda t: ["models", "show", "--registry", str(t)], "holds 0 models"),
+    "serve an unknown model": (lambda t: ["serve", "models:/nope@production", f"registry={t}"], "no model 'nope'"),
+    "serve a bad model reference": (lambda t: ["serve", "models:/digits", f"registry={t}"], "not a model reference"),
 }
 S3_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
 

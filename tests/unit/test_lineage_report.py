@@ -1,0 +1,57 @@
+"""Lineage measured from this checkout, and the run report: an HTML page whose images exist."""
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+
+from orchestrator import lineage, report
+from orchestrator.checkpoint import read_checkpoint
+from orchestrator.config import StorageConfig
+from tests.unit.test_registry import CFG, checkpoint
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_code_version_is_this_checkouts_commit_with_its_dirty_flag():
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True).stdout.strip())
+    code = lineage.code_version()
+    assert code["git_commit"] == head and code["git_dirty"] == dirty
+    assert code["code_version"] == f"git:{head[:12]}" + ("-dirty" if dirty else "")
+
+
+def test_a_shipped_job_keeps_the_laptops_code_version(monkeypatch):
+    shipped = {"code_version": "git:0123456789ab", "git_commit": "0123456789ab" * 3, "git_dirty": False,
+               "package_version": "0.1.0"}
+    monkeypatch.setenv(lineage.CODE_VERSION_ENV, json.dumps(shipped))
+    assert lineage.code_version() == shipped
+
+
+def test_the_stamp_names_config_data_run_and_epoch():
+    base = lineage.collect(CFG, "f" * 64)
+    stamped = lineage.stamp(base, CFG, "run-1", "trial_7", 3)
+    assert stamped["config_hash"] == CFG.hash() and stamped["data_fingerprint"] == "f" * 64
+    assert stamped["data_uri"] == "sklearn:load_digits" and stamped["run"] == "run-1" and stamped["epoch"] == 3
+    assert set(stamped["versions"]) == {"python", "torch", "ray", "orchestrator"}
+
+
+def test_the_report_is_html_whose_images_exist(tmp_path):
+    ckpt = read_checkpoint(checkpoint(tmp_path / "ckpt", 1))
+    history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "val_accuracy": 1 - 0.5 / e,
+                "val_f1": 1 - 0.6 / e} for e in range(1, 6)]
+    search_plot = tmp_path / "trials.png"
+    search_plot.write_bytes(b"\x89PNG fake")
+    uri = report.run_report(str(tmp_path / "run"), ckpt, {"test_accuracy": 0.9}, [[9, 1], [2, 8]], StorageConfig(),
+                            history=history, search={"experiment": "s", "plots": [str(search_plot)], "num_trials": 4})
+    html = Path(uri).read_text()
+    images = re.findall(r'<img src="([^"]+)"', html)
+    assert len(images) == 4 and "search-trials.png" in images
+    for name in images:
+        data = (Path(uri).parent / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 8
+    # the per-class table: precision of class a = 9/11, recall of b = 8/10
+    assert f"{9 / 11:.4f}" in html and f"{8 / 10:.4f}" in html and "num_trials" in html
+    assert CFG.hash() in html  # the lineage section
