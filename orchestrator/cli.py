@@ -30,7 +30,12 @@ from orchestrator.errors import ConfigError, UserError
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    # positionals may follow options (`submit CONFIG --address URL run`), which argparse leaves over
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides += extra
     try:
         result = args.func(args)
     except UserError as e:
@@ -390,12 +395,15 @@ def _cluster(args) -> dict:
 def _submit(args) -> dict:
     from orchestrator import jobs
 
-    words = [o for o in args.overrides if o in jobs.COMMANDS]
+    # after `--`, flags of the command itself: submit CONFIG --address URL run -- --port 8100
+    flags_at = next((i for i, o in enumerate(args.overrides) if o.startswith("-")), len(args.overrides))
+    overrides, flags = args.overrides[:flags_at], [f for f in args.overrides[flags_at:] if f != "--"]
+    words = [o for o in overrides if o in jobs.COMMANDS]
     if len(words) > 1 or (words and args.command != "train" and words[0] != args.command):
         raise ConfigError(f"submit runs one command; got {words + [args.command]}")
     command = words[0] if words else args.command
-    overrides = [o for o in args.overrides if o not in jobs.COMMANDS]
-    result = jobs.submit(args.config, overrides, args.address, command, args.gpus, args.cpus)
+    overrides = [o for o in overrides if o not in jobs.COMMANDS]
+    result = jobs.submit(args.config, overrides, args.address, command, args.gpus, args.cpus, flags=flags)
     if args.wait:
         result["status"] = jobs.follow(result["job_id"], args.address)
         print(f"job {result['job_id']}: {result['status']}", flush=True)

@@ -90,7 +90,9 @@ def package(root: Path) -> tuple[int, dict[str, int]]:
 
 
 def submit(config: str, overrides: list[str], address: str, command: str = "train", gpus: float = 0,
-           cpus: float | None = None, root: Path | None = None, limit: int = UPLOAD_LIMIT) -> dict:
+           cpus: float | None = None, root: Path | None = None, limit: int = UPLOAD_LIMIT,
+           flags: list[str] = ()) -> dict:
+    """Ship `root` (default: here) and run `orchestrator COMMAND CONFIG OVERRIDES FLAGS` on the cluster."""
     from orchestrator.config import load_config
 
     cfg = load_config(config, overrides)  # a bad config fails here, not on the cluster
@@ -108,7 +110,7 @@ def submit(config: str, overrides: list[str], address: str, command: str = "trai
     if "://" not in cfg.storage.path:
         print(f"note: storage.path {cfg.storage.path!r} is on the cluster's disk; use s3:// or gs:// to keep "
               "checkpoints beyond the cluster", flush=True)
-    entrypoint = shlex.join(["python", "-m", "orchestrator.cli", command, config_arg, *overrides,
+    entrypoint = shlex.join(["python", "-m", "orchestrator.cli", command, config_arg, *overrides, *flags,
                              "--address", "auto", "--json"])
     jobs = client(address)
     try:

@@ -86,7 +86,8 @@ def run(cfg: ExperimentConfig, *, address: str | None = None, host: str = "127.0
             searched = {"experiment": tuned.experiment, "best_config": tuned.best_config, "best_trial": tuned.best_trial,
                         "num_trials": tuned.num_trials, "num_stopped_early": tuned.num_stopped_early,
                         "best_val_metric": tuned.best_metrics.get(cfg.tune.metric), "plots": tuned.plots}
-            say(f"best of {tuned.num_trials} trials: {json.dumps(tuned.best_config)}")
+            shown = {k: float(f"{v:.3g}") if isinstance(v, float) else v for k, v in tuned.best_config.items()}
+            say(f"best of {tuned.num_trials} trials ({tuned.num_stopped_early} stopped early): {json.dumps(shown)}")
         say(f"[{next(step)}/{steps}] final training: {final.train.epochs} epochs, {final.train.num_workers} worker(s)")
         search_lineage = {"search": searched["experiment"], "search_trial": searched["best_trial"]} if searched else {}
         trained = train(final, splits=splits, lineage_extra=search_lineage, report_extra={"search": searched})
@@ -106,9 +107,8 @@ def run(cfg: ExperimentConfig, *, address: str | None = None, host: str = "127.0
         say(f"[{next(step)}/{steps}] serving models:/{model}@production (v{production})")
         deployed = serve.deploy(args, name=app, route_prefix=route_prefix, host=host, port=port,
                                 request_timeout_s=request_timeout_s)
+        say(f"[{next(step)}/{steps}] smoke request: {SMOKE_INSTANCES} test inputs to {deployed['url']}/v1/predict")
         smoke = smoke_request(deployed["url"], splits.test, args)
-    mlflow_run = tracking.log_mlflow(final, trained.run, _flat(final.to_dict()), trained.metrics, trained.lineage,
-                                     None if storage.is_remote(trained.report) else trained.report.rsplit("/", 1)[0])
     served = reg.resolve(model, production)  # the new version, or production as it was if refused
     return {
         "model": model,
@@ -125,7 +125,7 @@ def run(cfg: ExperimentConfig, *, address: str | None = None, host: str = "127.0
         "checkpoint": record["checkpoint"],
         "registry": reg.root,
         "search": {k: v for k, v in searched.items() if k != "plots"} if searched else None,
-        "mlflow_run_id": mlflow_run,
+        "mlflow_run_id": trained.mlflow_run_id,
         "duration_s": round(time.time() - started, 1),
     }
 
@@ -162,20 +162,9 @@ def smoke_request(url: str, test_split, args: ServeArgs) -> dict:
     labels = answer["labels"]
     expected = [labels[int(y)] for y in batch["y"]]
     correct = sum(p["label"] == e for p, e in zip(predictions, expected))
-    say(f"smoke: {len(predictions)} test inputs -> {[p['label'] for p in predictions]} (true {expected}), "
-        f"{latency_ms:.0f} ms")
+    say(f"answered {status} in {latency_ms:.0f} ms: {[p['label'] for p in predictions]} (true {expected})")
     return {"url": f"{url}/v1/predict", "status": status, "latency_ms": round(latency_ms, 1),
             "expected_labels": expected, "correct": correct, "response": answer}
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def print_summary(result: dict) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import threading
 
 
 @contextlib.contextmanager
@@ -42,3 +44,15 @@ def _quiet_ray_data():
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     DataContext.get_current().print_on_execution_start = False
+
+
+@contextlib.contextmanager
+def restore_sigint():
+    """Ray Train's fit() and Tune's fit() install their own Ctrl-C handlers and leave them installed
+    after the run; put back the one we had, so Ctrl-C still stops what comes next (e.g. serving)."""
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        if threading.current_thread() is threading.main_thread():  # signal.signal works only there
+            signal.signal(signal.SIGINT, handler)

@@ -9,6 +9,7 @@ directory). Training runs write theirs here, from rank 0, as each epoch ends:
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -49,20 +50,37 @@ def check_mlflow(cfg) -> None:
                               "(or set tracking.mlflow=false)") from None
 
 
-def log_mlflow(cfg, run: str, params: dict, metrics: dict, lineage: dict, artifacts_dir: str | None) -> str | None:
-    """One MLflow run with the config, metrics, lineage and the report; its run id."""
+def log_mlflow(cfg, run: str, metrics: dict, lineage: dict, artifacts_dir: str | None) -> str | None:
+    """One MLflow run with the config, test metrics, lineage and the report; its run id. A tracking
+    server that fails is a warning: the run itself is already saved."""
     if not cfg.tracking.mlflow:
         return None
     import mlflow
 
     t = cfg.tracking
-    if t.mlflow_tracking_uri:
-        mlflow.set_tracking_uri(t.mlflow_tracking_uri)
-    mlflow.set_experiment(t.mlflow_experiment or cfg.name)
-    with mlflow.start_run(run_name=run) as active:
-        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
-        mlflow.set_tags({f"lineage.{k}": str(v)[:500] for k, v in lineage.items() if not isinstance(v, dict)})
-        if artifacts_dir and os.path.isdir(artifacts_dir):
-            mlflow.log_artifacts(artifacts_dir, artifact_path="report")
-        return active.info.run_id
+    try:
+        if t.mlflow_tracking_uri:
+            mlflow.set_tracking_uri(t.mlflow_tracking_uri)
+        mlflow.set_experiment(t.mlflow_experiment or cfg.name)
+        with mlflow.start_run(run_name=run) as active:
+            mlflow.log_params({k: str(v)[:500] for k, v in _flat(cfg.to_dict()).items()})
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+            mlflow.set_tags({f"lineage.{k}": str(v)[:500] for k, v in lineage.items() if not isinstance(v, dict)})
+            if artifacts_dir and os.path.isdir(artifacts_dir):
+                mlflow.log_artifacts(artifacts_dir, artifact_path="report")
+            return active.info.run_id
+    except Exception as e:  # MlflowException, connection errors: say so, keep the run
+        print(f"warning: MLflow logging failed ({str(e).splitlines()[0][:300]}); the run is saved as it is",
+              file=sys.stderr, flush=True)
+        return None
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """{"optim": {"lr": 0.1}} -> {"optim.lr": 0.1}: config fields as MLflow params."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

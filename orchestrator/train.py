@@ -14,10 +14,11 @@ import json
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
-from orchestrator import data, engine, lineage, loop, storage
+from orchestrator import data, engine, lineage, loop, storage, tracking
 from orchestrator.checkpoint import read_checkpoint
 from orchestrator.config import ExperimentConfig, config_from_dict, save_config
 from orchestrator.errors import ConfigError
@@ -36,6 +37,7 @@ class TrainResult:
     duration_s: float
     lineage: dict  # of the best checkpoint (lineage.py)
     report: str  # URI of the run's HTML report
+    mlflow_run_id: str | None = None  # when tracking.mlflow
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,11 +55,12 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
     `report_extra`: more for the report (report.run_report)."""
     from orchestrator import report
     from orchestrator.evaluate import evaluate_model
-    from orchestrator.runtime import ray_session
+    from orchestrator.runtime import ray_session, restore_sigint
 
     started = time.time()
     st = cfg.storage
     storage.check_writable(st.path, st.endpoint_url, st.region)
+    tracking.check_mlflow(cfg)
     name = run_name(cfg)
     run_uri = storage.join(st.path, name)
     _check_resumable(cfg, run_uri)
@@ -69,7 +72,8 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
               f"{cfg.train.num_workers} worker(s); storage {run_uri}", flush=True)
         invocation = uuid.uuid4().hex  # stamped into the checkpoints this call writes
         run_lineage = lineage.collect(cfg, splits.fingerprint, **(lineage_extra or {}))
-        result = _trainer(cfg, name, splits, model_info, invocation, run_lineage).fit()
+        with restore_sigint():
+            result = _trainer(cfg, name, splits, model_info, invocation, run_lineage).fit()
         best_uri, best_metrics = _best_checkpoint(cfg, result)
         ckpt = read_checkpoint(best_uri, st.endpoint_url)
         test = evaluate_model(ckpt.model(), splits.test, len(splits.label_names), cfg.train.eval_batch_size,
@@ -89,6 +93,8 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
         lineage=ckpt.lineage() or {},
         report=report_uri,
     )
+    report_dir = None if storage.is_remote(report_uri) else str(Path(report_uri).parent)
+    out.mlflow_run_id = tracking.log_mlflow(cfg, name, out.metrics, out.lineage, report_dir)
     storage.write_bytes(storage.join(run_uri, "result.json"), json.dumps(out.to_dict(), indent=2).encode(),
                         st.endpoint_url, st.region)
     return out

@@ -101,8 +101,11 @@ def _experiment_name(cfg: ExperimentConfig, resume: bool) -> str:
 
 def search(cfg: ExperimentConfig, name: str, splits: data.Splits, resume: bool = False):
     """Run (or resume) the search on the connected Ray; the Tune ResultGrid."""
+    from orchestrator.runtime import restore_sigint
+
     run_lineage = lineage.collect(cfg, splits.fingerprint, search=name)
-    return _tuner(cfg, name, splits, _data_info(splits), run_lineage, resume).fit()
+    with restore_sigint():
+        return _tuner(cfg, name, splits, _data_info(splits), run_lineage, resume).fit()
 
 
 def _data_info(splits: data.Splits) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_port, kill_marked
+from tests.conftest import ROOT, free_port, http, kill_marked
 
 pytestmark = pytest.mark.e2e
 VENV_BIN = str(Path(sys.executable).parent)
@@ -52,16 +52,23 @@ def orchestrator(*args, token_env: dict, timeout=600):
                           env=env, cwd=ROOT, timeout=timeout)
 
 
-def test_submit_wait_runs_the_job_and_brings_back_logs_and_a_checkpoint(ray_head, tmp_path):
+def test_submit_run_leaves_the_pipelines_endpoint_serving_on_the_cluster(ray_head, tmp_path):
+    """The README's pipeline config as a job, unedited but for a short search: tune, train, register, serve."""
     token = {"RAY_AUTH_TOKEN_PATH": ray_head["token"]}
-    proc = orchestrator("submit", "jobs/digits-cnn.yaml", f"storage.path={tmp_path}", "train.epochs=2",
-                        "--address", ray_head["address"], "--wait", token_env=token)
+    port = free_port()
+    proc = orchestrator("submit", "jobs/digits.yaml", f"storage.path={tmp_path}", "tune.num_samples=2",
+                        "tune.scheduler.max_epochs=2", "train.epochs=3", "registry.min_metrics={}",
+                        "--address", ray_head["address"], "--wait", "run", "--", "--port", str(port), token_env=token)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "shipping" in proc.stdout and "epoch   2/2" in proc.stdout and "SUCCEEDED" in proc.stdout
-    # the job's own last line: `orchestrator train --json`'s result, as it came back in the logs
+    assert "shipping" in proc.stdout and "[5/5] smoke request" in proc.stdout and "SUCCEEDED" in proc.stdout
+    # the job's own last line: `orchestrator run --json`'s result, as it came back in the logs
     result = next(json.loads(line) for line in reversed(proc.stdout.splitlines())
-                  if line.startswith("{") and '"checkpoint"' in line)
-    assert (Path(result["checkpoint"]) / "manifest.json").exists()
+                  if line.startswith("{") and '"model_version"' in line)
+    assert result["model_version"] == 1 and result["smoke"]["status"] == 200
+    # the job has ended; its endpoint serves on, with the laptop's code version (no .git was shipped)
+    model = http("GET", f"http://127.0.0.1:{port}/v1/model")[2]
+    assert model["registry"]["version"] == 1 and model["lineage"] == result["lineage"]
+    assert model["lineage"]["code_version"].startswith("git:")
 
     listed = orchestrator("list", "--address", ray_head["address"], "--json", token_env=token)
     assert listed.returncode == 0 and "SUCCEEDED" in listed.stdout

@@ -3,6 +3,7 @@
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -35,27 +36,82 @@ def finish(proc, marker, timeout=420) -> tuple[int, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def cnn_run(tmp_path_factory):
-    """The main command, once: (exit code, output lines, wall seconds)."""
+def pipeline(tmp_path_factory):
+    """The README's main job, serving until Ctrl-C: what it printed, and what its endpoint and the
+    registry answered while it served. One Ray at a time on 2 cores, so it stops before the tests."""
     marker = f"e2e-{uuid.uuid4().hex[:8]}"
+    storage_path = tmp_path_factory.mktemp("pipeline")
     started = time.time()
-    tmp = tmp_path_factory.mktemp("main")
-    code, lines = finish(cli("train", "jobs/digits-cnn.yaml", f"storage.path={tmp}", "--json", marker=marker), marker)
-    return code, lines, time.time() - started
+    proc = cli("run", "jobs/digits.yaml", f"storage.path={storage_path}", "--port", str(free_port()), "--json",
+               marker=marker)
+    try:
+        line = read_until(proc, '{"checkpoint"', 600)
+        wall = time.time() - started
+        result = json.loads(line)
+        model = http("GET", f"{result['endpoint']}/v1/model")[2]
+        code, listed = finish(cli("models", "list", "--registry", result["registry"], "--json", marker=marker + "-x"),
+                              marker + "-x")
+        assert code == 0, listed[-10:]
+        proc.send_signal(signal.SIGINT)
+        exit_code = proc.wait(timeout=60)
+    finally:
+        kill_marked(marker)
+    return {"result": result, "wall": wall, "model": model, "models": json.loads(listed[-1]), "exit_code": exit_code,
+            "storage": storage_path}
 
 
-def test_train_digits_cnn_then_evaluate_reproduces(cnn_run):
+def test_run_tunes_trains_registers_serves_and_smoke_tests_digits(pipeline):
+    r = pipeline["result"]
+    print(f"digits pipeline: {pipeline['wall']:.0f}s to the smoke answer, test_accuracy {r['metrics']['test_accuracy']:.4f}")
+    assert r["metrics"]["test_accuracy"] >= 0.97 and r["search"]["num_trials"] == 8
+    assert r["model_version"] == r["registered_version"] == 1 and r["promotion"]["promoted"]
+    assert {"config_hash", "data_fingerprint", "code_version"} <= set(r["lineage"])
+    assert r["lineage"]["search"] == r["search"]["experiment"]  # the final run knows the search that chose its config
+    smoke = r["smoke"]
+    assert smoke["status"] == 200 and len(smoke["response"]["predictions"]) == 4 and smoke["correct"] >= 3
+    assert pipeline["exit_code"] == 0  # Ctrl-C stops the endpoint cleanly
+
+
+def test_the_running_endpoint_returns_the_lineage_the_registry_holds(pipeline):
+    r, model = pipeline["result"], pipeline["model"]
+    for key in ("config_hash", "data_fingerprint", "code_version", "run"):
+        assert model["lineage"][key] == r["lineage"][key]
+    assert model["registry"]["version"] == 1 and model["registry"]["ref"] == "models:/digits@production"
+    assert model["registry"]["metrics"]["test_accuracy"] == r["metrics"]["test_accuracy"]
+    (row,) = pipeline["models"]["models"]["digits"]
+    assert row["version"] == 1 and set(row["aliases"]) == {"candidate", "production"}
+
+
+def test_the_report_shows_images_that_exist(pipeline):
+    report = Path(pipeline["result"]["report"])
+    html = report.read_text()
+    images = re.findall(r'<img src="([^"]+)"', html)
+    assert {"curves.png", "confusion.png", "per_class.png", "search-trials.png"} <= set(images)
+    assert all((report.parent / name).stat().st_size > 1000 for name in images)
+    assert list((report.parent.parent / "tensorboard").glob("events.out.tfevents.*"))  # TensorBoard, per run
+
+
+def test_evaluate_reproduces_the_registered_test_accuracy(pipeline):
+    r = pipeline["result"]
     marker = f"e2e-{uuid.uuid4().hex[:8]}"
-    code, lines, wall = cnn_run
+    code, lines = finish(cli("evaluate", r["checkpoint"], "--json", marker=marker), marker)
     assert code == 0, "\n".join(lines[-30:])
-    result = json.loads(lines[-1])
-    print(f"digits-cnn: {wall:.0f}s wall, test_accuracy {result['metrics']['test_accuracy']:.4f}")
-    assert result["metrics"]["test_accuracy"] >= 0.97 and "test_f1" in result["metrics"]
-    assert sum("epoch " in line and "val_accuracy" in line for line in lines) == 25  # progress, every epoch
+    assert json.loads(lines[-1])["metrics"]["test_accuracy"] == r["metrics"]["test_accuracy"]
 
-    code, lines = finish(cli("evaluate", result["checkpoint"], "--json", marker=marker), marker)
+
+def test_a_worse_model_is_registered_but_not_promoted_and_production_keeps_serving(pipeline):
+    """A second run into the same registry, too short to pass the gates: it exits after the smoke request."""
+    marker = f"e2e-{uuid.uuid4().hex[:8]}"
+    code, lines = finish(cli("run", "jobs/digits.yaml", f"storage.path={pipeline['storage']}", "--exit-after-smoke",
+                             "--json", "tune.num_samples=2", "tune.scheduler.max_epochs=1", "tune.scheduler.grace_period=1",
+                             "train.epochs=1", "optim.lr=0.0001", "tune.space={optim.lr: {loguniform: [0.00001, 0.0001]}}",
+                             "--port", str(free_port()), marker=marker), marker)
     assert code == 0, "\n".join(lines[-30:])
-    assert json.loads(lines[-1])["metrics"]["test_accuracy"] == result["metrics"]["test_accuracy"]
+    r = json.loads(lines[-1])
+    assert r["registered_version"] == 2 and r["model_version"] == 1 and not r["promotion"]["promoted"]
+    assert "below the required 0.95" in r["promotion"]["reasons"][0]
+    assert r["smoke"]["status"] == 200 and r["metrics"] == pipeline["result"]["metrics"]  # production's, still served
+    assert any("NOT promoted" in line for line in lines)
 
 
 def test_killed_driver_resumes_from_its_last_checkpoint(tmp_path):
@@ -106,8 +162,8 @@ def write_inputs(path, n=6):
     return str(path)
 
 
-def test_serve_cli_answers_as_offline_predict_and_stops_on_ctrl_c(cnn_run, tmp_path):
-    checkpoint = json.loads(cnn_run[1][-1])["checkpoint"]
+def test_serve_cli_answers_as_offline_predict_and_stops_on_ctrl_c(pipeline, tmp_path):
+    checkpoint = pipeline["result"]["checkpoint"]
     marker = f"e2e-{uuid.uuid4().hex[:8]}"
     inputs = write_inputs(tmp_path / "in.json")
     proc = cli("serve", checkpoint, "--port", str(free_port()), marker=marker)
@@ -131,8 +187,8 @@ def test_serve_cli_answers_as_offline_predict_and_stops_on_ctrl_c(cnn_run, tmp_p
         kill_marked(marker)
 
 
-def test_rays_own_serve_run_brings_up_deploy_serve_yaml(cnn_run, tmp_path):
-    checkpoint = json.loads(cnn_run[1][-1])["checkpoint"]
+def test_rays_own_serve_run_brings_up_deploy_serve_yaml(pipeline, tmp_path):
+    checkpoint = pipeline["result"]["checkpoint"]
     config = yaml.safe_load((ROOT / "deploy" / "serve.yaml").read_text())
     port = free_port()
     config["http_options"]["port"] = port

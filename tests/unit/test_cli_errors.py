@@ -68,8 +68,6 @@ CASES = {
                               "did you mean 'max_batch_size'"),
     "run with a gate on a val metric": (lambda t: ["run", str(ROOT / "jobs" / "digits.yaml"),
                                                    "registry.min_metrics={val_accuracy: 0.9}"], "registry.min_metrics"),
-    "run with mlflow missing": (lambda t: ["run", str(ROOT / "jobs" / "digits.yaml"), f"storage.path={t}",
-                                           "tracking.mlflow=true"], "pip install mlflow"),
     "models in an empty registry": (lambda t: ["models", "show", "--registry", str(t)], "holds 0 models"),
     "serve an unknown model": (lambda t: ["serve", "models:/nope@production", f"registry={t}"], "no model 'nope'"),
     "serve a bad model reference": (lambda t: ["serve", "models:/digits", f"registry={t}"], "not a model reference"),

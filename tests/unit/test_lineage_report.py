@@ -5,7 +5,6 @@ import re
 import subprocess
 from pathlib import Path
 
-
 from orchestrator import lineage, report
 from orchestrator.checkpoint import read_checkpoint
 from orchestrator.config import StorageConfig
@@ -55,3 +54,36 @@ def test_the_report_is_html_whose_images_exist(tmp_path):
     # the per-class table: precision of class a = 9/11, recall of b = 8/10
     assert f"{9 / 11:.4f}" in html and f"{8 / 10:.4f}" in html and "num_trials" in html
     assert CFG.hash() in html  # the lineage section
+
+
+def test_mlflow_gets_params_metrics_lineage_and_the_report(tmp_path, monkeypatch):
+    import mlflow
+
+    from orchestrator import tracking
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a file store needs no server for the test
+    cfg = CFG.model_copy(update={"tracking": CFG.tracking.model_copy(
+        update={"mlflow": True, "mlflow_tracking_uri": f"file://{tmp_path}/mlruns"})})
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "index.html").write_text("<html></html>")
+    run_id = tracking.log_mlflow(cfg, "run-1", {"test_accuracy": 0.93}, {"config_hash": "abc", "versions": {}},
+                                 str(tmp_path / "report"))
+    run = mlflow.MlflowClient(f"file://{tmp_path}/mlruns").get_run(run_id)
+    assert run.data.metrics == {"test_accuracy": 0.93} and run.data.params["model.name"] == "mlp"
+    assert run.data.tags["lineage.config_hash"] == "abc"
+    assert [a.path for a in mlflow.MlflowClient(f"file://{tmp_path}/mlruns").list_artifacts(run_id, "report")] == \
+        ["report/index.html"]
+
+
+def test_asking_for_mlflow_without_it_installed_stops_before_anything_starts(monkeypatch):
+    import sys
+
+    import pytest
+
+    from orchestrator import tracking
+    from orchestrator.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # what `import mlflow` meets when it is not installed
+    cfg = CFG.model_copy(update={"tracking": CFG.tracking.model_copy(update={"mlflow": True})})
+    with pytest.raises(ConfigError, match="pip install mlflow"):
+        tracking.check_mlflow(cfg)
