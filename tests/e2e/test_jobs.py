@@ -26,12 +26,12 @@ def ray_head():
     temp = tempfile.mkdtemp(prefix="o-", dir="/tmp")  # short: Ray's socket paths have a length limit
     token = Path(temp) / "token"
     token.write_text(secrets.token_hex(32))
-    dashboard = free_port()
+    dashboard, gcs = free_port(), free_port()
     env = {**os.environ, "ORCHESTRATOR_TEST_MARKER": marker, "RAY_AUTH_MODE": "token",
            "RAY_AUTH_TOKEN_PATH": str(token), "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
     for var in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):
         env.pop(var, None)
-    cmd = [f"{VENV_BIN}/ray", "start", "--head", f"--port={free_port()}", "--num-cpus=2",
+    cmd = [f"{VENV_BIN}/ray", "start", "--head", f"--port={gcs}", "--num-cpus=2",
            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
            f"--temp-dir={temp}", "--disable-usage-stats", f"--ray-client-server-port={free_port()}",
            f"--dashboard-agent-listen-port={free_port()}", f"--node-manager-port={free_port()}",
@@ -39,7 +39,7 @@ def ray_head():
            f"--metrics-export-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}"]
     try:
         subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, timeout=120)
-        yield {"address": f"http://127.0.0.1:{dashboard}", "token": str(token)}
+        yield {"address": f"http://127.0.0.1:{dashboard}", "token": str(token), "gcs": f"127.0.0.1:{gcs}"}
     finally:
         kill_marked(marker)
         shutil.rmtree(temp, ignore_errors=True)
@@ -69,6 +69,21 @@ def test_submit_run_leaves_the_pipelines_endpoint_serving_on_the_cluster(ray_hea
     model = http("GET", f"http://127.0.0.1:{port}/v1/model")[2]
     assert model["registry"]["version"] == 1 and model["lineage"] == result["lineage"]
     assert model["lineage"]["code_version"].startswith("git:")
+
+    # promote and rollback from the laptop move the running endpoint (a rolling update on the cluster)
+    from orchestrator.registry import Registry
+
+    registry = Registry(result["registry"])
+    registry.register("digits", result["checkpoint"], metrics=result["metrics"], gates={}, source={"copy_of": 1})
+    cluster = {**token, "RAY_AUTH_MODE": "token"}
+    for args, version in ((["promote", "2"], 2), (["rollback"], 1)):
+        moved = orchestrator("models", *args, "--registry", result["registry"], "--address", ray_head["gcs"],
+                             "--json", token_env=cluster)
+        assert moved.returncode == 0, moved.stdout[-2000:] + moved.stderr[-2000:]
+        assert [e["app"] for e in json.loads(moved.stdout.splitlines()[-1])["endpoints"]] == ["orchestrator"]
+        assert http("GET", f"http://127.0.0.1:{port}/v1/model")[2]["registry"]["version"] == version
+    # and the endpoint goes (its replica's CPU is the next test's)
+    assert orchestrator("serve", "shutdown", "--address", ray_head["gcs"], token_env=cluster).returncode == 0
 
     listed = orchestrator("list", "--address", ray_head["address"], "--json", token_env=token)
     assert listed.returncode == 0 and "SUCCEEDED" in listed.stdout
