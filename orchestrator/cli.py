@@ -191,14 +191,14 @@ def _run(args) -> dict:
         pipeline.print_summary(result)
         if args.address or args.exit_after_smoke:
             return result
-        if args.json:  # now, not at exit: the endpoint runs until Ctrl-C
-            print(json.dumps(result, sort_keys=True), flush=True)
-            args.json = False
-        _serve_until_interrupted()
-        return result
+        return _serve_until_interrupted(args, result)
 
 
-def _serve_until_interrupted() -> None:
+def _serve_until_interrupted(args, result: dict) -> dict:
+    """Keep the embedded Ray's endpoint up until Ctrl-C; the result is printed now, not at exit."""
+    if args.json:
+        print(json.dumps(result, sort_keys=True), flush=True)
+        args.json = False
     print("serving; Ctrl-C stops the endpoint", flush=True)
     try:
         while True:
@@ -208,6 +208,7 @@ def _serve_until_interrupted() -> None:
 
         ray_serve.shutdown()
         print("endpoint stopped", flush=True)
+    return result
 
 
 def _models(args) -> dict:
@@ -299,13 +300,9 @@ def _serve(args) -> dict:
                               port=args.port, request_timeout_s=args.request_timeout_s, checked=predictor)
         print(f"serving {result['checkpoint']} (version {result['version']}) at {result['url']}\n"
               f"try: orchestrator predict {result['url']} --input FILE   docs: {result['url']}/docs", flush=True)
-        if args.address:
+        if args.address:  # the endpoint stays on the cluster
             return result
-        if args.json:  # now, not at exit: the endpoint runs until Ctrl-C
-            print(json.dumps(result, sort_keys=True), flush=True)
-            args.json = False
-        _serve_until_interrupted()
-        return result
+        return _serve_until_interrupted(args, result)
 
 
 def _serve_op(args) -> dict:

@@ -19,23 +19,14 @@ import urllib.request
 import numpy as np
 
 from orchestrator import data, registry, serve, storage, tracking
-from orchestrator.config import (
-    REGISTRY_DEFAULT,
-    ExperimentConfig,
-    ServeArgs,
-    config_from_dict,
-    parse,
-    with_value,
-)
+from orchestrator.config import ExperimentConfig, ServeArgs, config_from_dict, parse, with_value
 from orchestrator.loop import say
 
 SMOKE_INSTANCES = 4
 
 
 def registry_root(cfg: ExperimentConfig) -> str:
-    if cfg.registry.path:
-        return cfg.registry.path
-    return storage.join(cfg.storage.path, "registry") if cfg.storage.path else REGISTRY_DEFAULT
+    return cfg.registry.path or storage.join(cfg.storage.path, "registry")
 
 
 def check(cfg: ExperimentConfig, host: str) -> ServeArgs:

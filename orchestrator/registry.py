@@ -85,8 +85,8 @@ def _fmt(v) -> str:
 
 class Registry:
     def __init__(self, root: str, endpoint_url: str | None = None, region: str | None = None):
-        self.root, self.endpoint_url, self.region = (root if storage.is_remote(root) else storage.join(root)), \
-            endpoint_url, region
+        self.root = root if storage.is_remote(root) else storage.join(root)  # local: absolute
+        self.endpoint_url, self.region = endpoint_url, region
         self.fs, self.path = storage.filesystem(root, endpoint_url, region)
 
     # ---- reading ----------------------------------------------------------------------------

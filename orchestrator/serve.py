@@ -227,19 +227,6 @@ def resolve(args: ServeArgs) -> ServeArgs:
                                    "registered": registered})
 
 
-def follow_alias(model: str, alias: str, registry_root: str, **http) -> list[dict]:
-    """Move every app that serves models:/MODEL@ALIAS from this registry to where the alias points
-    now: a rolling update (replicas reconfigure in place), as `deploy` does."""
-    ref = f"models:/{model}@{alias}"
-    moved = []
-    for name, app in _client().get_serve_details().get("applications", {}).items():
-        args = _args_of(app.get("deployed_app_config"))
-        if args and args.model_ref == ref and args.registry == registry_root:
-            moved.append(deploy(args, name=name, **http))
-    return moved
-
-
-
 def deployment_options(args: ServeArgs) -> dict:
     return {
         "user_config": {"args": args.model_dump(mode="json")},
@@ -317,6 +304,19 @@ def rollback(name: str = APP_NAME, **http) -> dict:
                                       "previous_checkpoints": current.previous_checkpoints[1:],
                                       "model_ref": None, "registered": None})  # a checkpoint, not an alias now
     return deploy(back, name=name, keep_history=False, **http)
+
+
+def follow_alias(model: str, alias: str, registry_root: str, **http) -> list[dict]:
+    """Move every app that serves models:/MODEL@ALIAS from this registry to where the alias points
+    now: a rolling update (replicas reconfigure in place), as `deploy` does."""
+    ref = f"models:/{model}@{alias}"
+    moved = []
+    for name, app in _client().get_serve_details().get("applications", {}).items():
+        args = _args_of(app.get("deployed_app_config"))
+        if args and args.model_ref == ref and args.registry == registry_root:
+            moved.append(deploy(args, name=name, **http))
+    return moved
+
 
 
 def running_args(name: str = APP_NAME) -> ServeArgs:

@@ -1,6 +1,7 @@
 """The Serve endpoint over real HTTP on loopback, on the shared local Ray: one Serve instance,
 one app per behaviour under test, each on its own route prefix."""
 
+import contextlib
 import json
 import threading
 import time
@@ -91,6 +92,30 @@ def deploy(name, checkpoint, serve_http, **settings):
 
 def predict(url, instances, headers=JSON):
     return http("POST", f"{url}/v1/predict", json.dumps({"instances": instances}).encode(), headers)
+
+
+@contextlib.contextmanager
+def steady_load(url, clients: int = 4):
+    """Clients sending requests back to back while the block runs: (answers per model version, failures)."""
+    stop, seen, failures = threading.Event(), Counter(), []
+
+    def client():
+        while not stop.is_set():
+            status, _, body = predict(url, zeros(2))
+            if status == 200:
+                seen[body["model"]["version"]] += 1
+            else:
+                failures.append((status, body))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        yield seen, failures
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
 
 
 def replicas(name) -> list[tuple[str, int]]:
@@ -250,20 +275,7 @@ def test_rolling_update_and_rollback_under_steady_load_fail_no_request(checkpoin
     url = deploy("rolling", paths[0], serve_http)["url"]
     versions = {p: Predictor.load(p).version for p in paths}
     assert len(set(versions.values())) == 3
-    stop, seen, failures = threading.Event(), Counter(), []
-
-    def client():
-        while not stop.is_set():
-            status, _, body = predict(url, zeros(2))
-            if status == 200:
-                seen[body["model"]["version"]] += 1
-            else:
-                failures.append((status, body))
-
-    threads = [threading.Thread(target=client) for _ in range(4)]
-    for t in threads:
-        t.start()
-    try:
+    with steady_load(url) as (seen, failures):
         time.sleep(1)
         updated = deploy("rolling", paths[1], serve_http)
         assert updated["previous_checkpoints"] == [paths[0]]
@@ -272,10 +284,6 @@ def test_rolling_update_and_rollback_under_steady_load_fail_no_request(checkpoin
         time.sleep(1)
         back = serve.rollback("rolling", **serve_http)
         time.sleep(1)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
     assert failures == []
     assert back["checkpoint"] == paths[1] and back["previous_checkpoints"] == [paths[0]]
     assert {versions[p] for p in paths} <= set(seen), seen  # every version answered, none failed
@@ -301,20 +309,7 @@ def test_an_endpoint_serving_an_alias_follows_promote_and_rollback_without_faili
     assert model["lineage"]["config_hash"] and model["lineage"]["code_version"].startswith(("git:", "package:"))
     versions = {v: Predictor.load(reg.resolve("m", v)["checkpoint"]).version for v in (1, 2)}
 
-    stop, seen, failures = threading.Event(), Counter(), []
-
-    def client():
-        while not stop.is_set():
-            status, _, body = predict(url, zeros(2))
-            if status == 200:
-                seen[body["model"]["version"]] += 1
-            else:
-                failures.append((status, body))
-
-    threads = [threading.Thread(target=client) for _ in range(4)]
-    for t in threads:
-        t.start()
-    try:
+    with steady_load(url) as (seen, failures):
         time.sleep(1)
         assert reg.promote("m", 2)["promoted"]
         moved = serve.follow_alias("m", "production", reg.root, **serve_http)
@@ -323,10 +318,6 @@ def test_an_endpoint_serving_an_alias_follows_promote_and_rollback_without_faili
         reg.rollback("m")
         serve.follow_alias("m", "production", reg.root, **serve_http)
         time.sleep(1)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
     assert failures == []
     assert set(versions.values()) <= set(seen), seen  # both versions answered, no request failed
     assert http("GET", f"{url}/v1/model")[2]["registry"]["version"] == 1

@@ -74,7 +74,7 @@ def test_promotion_is_gated_and_says_why(tmp_path):
 
 
 def test_gates_compare_losses_downwards_and_note_other_data(tmp_path):
-    rec = lambda v, loss, fp: {"version": v, "metrics": {"test_loss": loss}, "lineage": {"data_fingerprint": fp},  # noqa: E731
+    rec = lambda v, loss, fp: {"version": v, "metrics": {"test_loss": loss}, "lineage": {"data_fingerprint": fp},
                                "gates": {"compare_metric": "test_loss", "max_metrics": {"test_loss": 0.5}}}
     assert check_gates(rec(2, 0.2, "a"), rec(1, 0.3, "a")) == []
     assert "worse than production v1's 0.2000" in check_gates(rec(2, 0.3, "a"), rec(1, 0.2, "a"))[0]
