@@ -323,9 +323,6 @@ def _serve_op(args) -> dict:
 
 
 def _predict(args) -> dict:
-    import urllib.error
-    import urllib.request
-
     try:
         text = sys.stdin.read() if args.input == "-" else Path(args.input).read_text()
         payload = json.loads(text)
@@ -346,26 +343,19 @@ def _predict(args) -> dict:
         except RequestError as e:
             raise ConfigError(f"--input: {e.message}") from None
     else:
+        from orchestrator.client import Unreachable, post_json
+
         url = args.target.rstrip("/")
         url = url if url.endswith("/v1/predict") else f"{url}/v1/predict"
-        headers = {"Content-Type": "application/json"}
-        if os.environ.get(args.api_key_env):
-            headers["Authorization"] = f"Bearer {os.environ[args.api_key_env]}"
-        request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=60) as r:
-                result = json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            body = e.read().decode(errors="replace")
-            try:
-                body = json.loads(body)["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                pass
-            if 400 <= e.code < 500:
-                raise ConfigError(f"{url} answered {e.code}: {body}") from None
-            raise RuntimeError(f"{url} answered {e.code}: {body}") from None
-        except urllib.error.URLError as e:
-            raise ConfigError(f"cannot reach {url}: {e.reason}") from None
+        try:  # retried on 5xx and connection errors (the documented client policy), never on 4xx
+            status, result = post_json(url, payload, api_key=os.environ.get(args.api_key_env))
+        except Unreachable as e:
+            raise ConfigError(str(e)) from None
+        if status >= 300:
+            message = (result.get("error") or {}).get("message", result)
+            if 400 <= status < 500:
+                raise ConfigError(f"{url} answered {status}: {message}")
+            raise RuntimeError(f"{url} answered {status}: {message}")
     if not args.json:
         for p in result["predictions"]:
             print(f"{p['label']}\t{max(p['probabilities']):.4f}", flush=True)

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 
 from orchestrator import data, registry, serve, storage, tracking
-from orchestrator.config import ExperimentConfig, ServeArgs, config_from_dict, parse, with_value
+from orchestrator.client import post_json
+from orchestrator.config import (
+    ExperimentConfig,
+    ServeArgs,
+    config_from_dict,
+    parse,
+    with_value,
+)
 from orchestrator.loop import say
 
 SMOKE_INSTANCES = 4
@@ -134,18 +139,12 @@ def _promotion_line(model: str, version: int, promotion: dict | None) -> str:
 def smoke_request(url: str, test_split, args: ServeArgs) -> dict:
     """A few real test inputs through the endpoint over HTTP; the response, and whether it holds up."""
     batch = test_split.take_batch(batch_size=SMOKE_INSTANCES, batch_format="numpy")
-    body = json.dumps({"instances": np.asarray(batch["x"]).tolist()}).encode()
-    headers = {"Content-Type": "application/json"}
     keys = serve.read_api_keys(args)
-    if keys:
-        headers["Authorization"] = f"Bearer {keys[0]}"
-    request = urllib.request.Request(f"{url}/v1/predict", data=body, headers=headers)
     tick = time.perf_counter()
-    try:
-        with urllib.request.urlopen(request, timeout=30) as r:
-            status, answer = r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        raise RuntimeError(f"the smoke request to {url}/v1/predict answered {e.code}: {e.read()[:300]!r}") from None
+    status, answer = post_json(f"{url}/v1/predict", {"instances": np.asarray(batch["x"]).tolist()},
+                               api_key=keys[0] if keys else None, timeout_s=30)
+    if status != 200:
+        raise RuntimeError(f"the smoke request to {url}/v1/predict answered {status}: {answer}")
     latency_ms = (time.perf_counter() - tick) * 1e3
     predictions = answer.get("predictions", [])
     if len(predictions) != len(batch["y"]):

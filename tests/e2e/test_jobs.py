@@ -109,6 +109,7 @@ def test_stop_ends_a_running_job(ray_head, tmp_path):
     assert status == "STOPPED"
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("token_env, message", [
     ({}, "requires a Ray auth token"),
     ({"RAY_AUTH_TOKEN": "not-the-token"}, "refused the Ray auth token"),
@@ -132,3 +133,17 @@ def test_an_oversized_working_directory_is_refused_before_upload(tmp_path, monke
     with pytest.raises(ConfigError, match=r"over the 2 MiB upload limit.*blobs \(3\.0 MiB\)"):
         jobs.submit("jobs/m.yaml", [], "http://127.0.0.1:9", root=tmp_path, limit=2 * 2**20)
     assert jobs.package(tmp_path)[0] < 3.1 * 2**20
+
+
+@pytest.mark.reliability
+def test_an_unauthenticated_job_submission_is_refused_and_nothing_runs(ray_head, tmp_path):
+    planted = tmp_path / "ran"
+    body = json.dumps({"entrypoint": f"touch {planted}"}).encode()
+    url, headers = f"{ray_head['address']}/api/jobs/", {"Content-Type": "application/json"}
+    assert http("POST", url, body, headers)[0] == 401
+    assert http("POST", url, body, {**headers, "Authorization": "Bearer not-the-token"})[0] == 403
+    time.sleep(5)  # a job that had been accepted would have run by now
+    assert not planted.exists()
+    listed = orchestrator("list", "--address", ray_head["address"], "--json", token_env={
+        "RAY_AUTH_TOKEN_PATH": ray_head["token"]})
+    assert str(planted) not in listed.stdout

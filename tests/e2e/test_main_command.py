@@ -114,6 +114,7 @@ def test_a_worse_model_is_registered_but_not_promoted_and_production_keeps_servi
     assert any("NOT promoted" in line for line in lines)
 
 
+@pytest.mark.reliability
 def test_killed_driver_resumes_from_its_last_checkpoint(tmp_path):
     marker = f"e2e-{uuid.uuid4().hex[:8]}"
     args = ["train", "jobs/digits-mlp.yaml", f"storage.path={tmp_path}", "train.run_name=killed", "train.epochs=8"]

@@ -14,6 +14,7 @@ from tests.e2e.test_main_command import cli, finish
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.reliability
 def test_killed_search_resumes_without_rerunning_finished_trials(tmp_path):
     marker = f"e2e-{uuid.uuid4().hex[:8]}"
     args = ["tune", "jobs/digits-tune.yaml", f"storage.path={tmp_path}", "tune.num_samples=6", "train.epochs=6",

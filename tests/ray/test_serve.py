@@ -3,6 +3,7 @@ one app per behaviour under test, each on its own route prefix."""
 
 import contextlib
 import json
+import random
 import threading
 import time
 from collections import Counter
@@ -166,6 +167,7 @@ def test_batched_equals_unbatched(checkpoints, serve_http, test_inputs):
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+@pytest.mark.reliability
 def test_every_bad_request_gets_its_4xx_and_the_replica_survives(checkpoints, serve_http):
     url = deploy("strict", checkpoints[0][-1], serve_http, max_instances=4, max_body_bytes=4096)["url"]
     before = replicas("strict")
@@ -199,6 +201,7 @@ def test_every_bad_request_gets_its_4xx_and_the_replica_survives(checkpoints, se
     assert replicas("strict") == before  # same replica, same process: nothing restarted
 
 
+@pytest.mark.reliability
 def test_api_keys_401_403_and_probes_stay_open(checkpoints, serve_http, tmp_path):
     keys = tmp_path / "keys"
     keys.write_text("# one per line\nfirst-key-0123456789\nsecond-key-abcdef\n")
@@ -218,6 +221,7 @@ def test_api_keys_401_403_and_probes_stay_open(checkpoints, serve_http, tmp_path
         deploy("nokeys", checkpoints[0][-1], serve_http, auth="required", api_keys_file=str(tmp_path / "empty"))
 
 
+@pytest.mark.reliability
 def test_overload_sheds_with_503_and_retry_after_never_500(checkpoints, serve_http):
     # one request at a time, two waiting; each holds its slot for a 0.3 s batch wait
     url = deploy("tight", checkpoints[0][-1], serve_http, max_ongoing_requests=1, max_queued_requests=2,
@@ -231,6 +235,7 @@ def test_overload_sheds_with_503_and_retry_after_never_500(checkpoints, serve_ht
     assert all(a[1].get("retry-after") == "2" for a in answers if a[0] == 503)
 
 
+@pytest.mark.reliability
 def test_a_request_past_the_timeout_gets_408(checkpoints, serve_http):
     url = deploy("slow", checkpoints[0][-1], serve_http, max_batch_size=8, batch_wait_timeout_s=8)["url"]
     started = time.time()
@@ -268,6 +273,7 @@ def test_autoscaling_adds_replicas_under_load_and_removes_them_after(checkpoints
     assert len(replicas("elastic")) == 1, "the added replicas were not removed once the load stopped"
 
 
+@pytest.mark.reliability
 def test_rolling_update_and_rollback_under_steady_load_fail_no_request(checkpoints, serve_http):
     from orchestrator import serve
 
@@ -332,3 +338,123 @@ def test_an_endpoint_serving_an_alias_follows_promote_and_rollback_without_faili
     model = http("GET", f"{url}/v1/model")[2]
     assert model["registry"]["version"] == 3 and model["lineage"]["data_fingerprint"] != digits_fingerprint
     assert model["lineage"]["data_uri"].startswith("synthetic:")
+
+
+ALLOWED = {200, 400, 401, 403, 404, 405, 408, 413, 415, 422, 429, 503}  # never another 5xx
+
+
+def fuzz_cases():
+    """Requests a hostile or careless client might send: right-shaped inputs with NaN, Infinity,
+    huge integers, strings, nulls; arbitrary JSON and bytes; other content types, methods and paths."""
+    from hypothesis import strategies as st
+
+    scalar = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2**80, 2**80), st.booleans(),
+                       st.none(), st.text(max_size=4))
+    row = st.lists(scalar, min_size=8, max_size=8)
+    shaped = st.lists(st.lists(st.lists(row, min_size=8, max_size=8), min_size=1, max_size=1), max_size=5)
+    anything = st.recursive(scalar, lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8),
+                                                                                                  inner, max_size=4),
+                            max_leaves=30)
+    body = st.one_of(
+        st.one_of(shaped, anything).map(lambda i: json.dumps({"instances": i}).encode()),
+        anything.map(lambda v: json.dumps(v).encode()),
+        st.binary(max_size=300),
+    )
+    route = st.sampled_from([("POST", "/v1/predict")] * 8 + [("GET", "/v1/model"), ("GET", "/v1/predict"),
+                                                              ("PUT", "/v1/predict"), ("DELETE", "/v1/model"),
+                                                              ("POST", "/healthz"), ("GET", "/no/such/path")])
+    content_type = st.sampled_from(["application/json"] * 6 + ["application/json; charset=utf-8", "text/plain",
+                                                                "application/x-www-form-urlencoded", ""])
+    return st.tuples(route, body, content_type)
+
+
+@pytest.mark.reliability
+def test_fuzzing_the_http_api_gets_only_4xx_or_2xx_and_restarts_nothing(checkpoints, serve_http):
+    from hypothesis import HealthCheck, given, settings
+
+    url = deploy("fuzz", checkpoints[0][-1], serve_http, max_instances=4, max_body_bytes=4096)["url"]
+    before = replicas("fuzz")
+    statuses, unexpected = Counter(), []
+
+    @settings(max_examples=1000, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(fuzz_cases())
+    def one(case):
+        (method, path), body, content_type = case
+        status, _, answer = http(method, f"{url}{path}", body if method in ("POST", "PUT") else None,
+                                 {"Content-Type": content_type} if content_type else {})
+        statuses[status] += 1
+        if status not in ALLOWED:
+            unexpected.append((method, path, body[:200], status, answer))
+
+    one()
+    print(f"fuzz: {sum(statuses.values())} requests, statuses {dict(sorted(statuses.items()))}")
+    assert sum(statuses.values()) >= 1000 and unexpected == []
+    assert replicas("fuzz") == before  # the same replica process answered every case
+
+
+@pytest.mark.reliability
+def test_every_ray_and_serve_port_of_the_local_defaults_binds_loopback_only(checkpoints, serve_http):
+    import ipaddress
+
+    import psutil
+
+    from tests.conftest import MARKER, marked_pids
+
+    deploy("ports", checkpoints[0][-1], serve_http)  # the HTTP proxy and a replica are up too
+    listening, processes = [], 0
+    for pid in marked_pids(MARKER):
+        try:
+            proc = psutil.Process(pid)
+            conns = proc.net_connections(kind="inet") if hasattr(proc, "net_connections") else proc.connections("inet")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        processes += 1
+        listening += [(proc.name(), c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN]
+    print(f"ports: {len(listening)} listening sockets in {processes} Ray processes")
+    assert len(listening) >= 5  # GCS, raylet, object manager, dashboard, Serve proxy, ...
+    exposed = [s for s in listening if not ipaddress.ip_address(s[1]).is_loopback]
+    assert exposed == [], exposed
+
+
+@pytest.mark.reliability
+def test_replicas_killed_under_load_cost_no_request_with_the_client_retry_policy(checkpoints, serve_http):
+    import os
+    import signal
+
+    from orchestrator.client import post_json
+
+    target = 2
+    url = deploy("phoenix", checkpoints[0][-1], serve_http,
+                 autoscaling={"min_replicas": target, "max_replicas": target}, num_cpus=0.25)["url"]
+    stop, statuses, stats, kills = threading.Event(), Counter(), {}, []
+
+    def client():
+        while not stop.is_set():
+            statuses[post_json(f"{url}/v1/predict", {"instances": zeros(1)}, retries=6, stats=stats)[0]] += 1
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        rng = random.Random(0)
+        for _ in range(3):
+            time.sleep(2)
+            deadline = time.time() + 60  # the previous kill's replacement is up before the next kill
+            while len(replicas("phoenix")) < target and time.time() < deadline:
+                time.sleep(0.5)
+            _, pid = rng.choice(replicas("phoenix"))
+            os.kill(pid, signal.SIGKILL)
+            kills.append(pid)
+        time.sleep(3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    deadline = time.time() + 60
+    while len(replicas("phoenix")) < target and time.time() < deadline:
+        time.sleep(0.5)
+    print(f"replica kills: {len(kills)} kills, {sum(statuses.values())} requests, statuses {dict(statuses)}, "
+          f"{stats.get('retries', 0)} retries")
+    assert set(statuses) == {200}, statuses  # every request succeeded, some after retries
+    assert len(replicas("phoenix")) == target and not set(kills) & {pid for _, pid in replicas("phoenix")}

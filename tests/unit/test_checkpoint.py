@@ -64,6 +64,7 @@ def ckpt_dir(tmp_path):
     return tmp_path
 
 
+@pytest.mark.reliability
 def test_tampered_file_is_refused(ckpt_dir):
     data = bytearray((ckpt_dir / "model.safetensors").read_bytes())
     data[-1] ^= 1
@@ -72,6 +73,7 @@ def test_tampered_file_is_refused(ckpt_dir):
         read_checkpoint(str(ckpt_dir))
 
 
+@pytest.mark.reliability
 def test_unfinished_checkpoint_is_refused(ckpt_dir):
     (ckpt_dir / "manifest.json").unlink()
     with pytest.raises(CheckpointError, match="no manifest.json"):
@@ -89,6 +91,7 @@ class Boom:
         return (exec, ("open('/tmp/orchestrator-pwned', 'w').write('x')",))
 
 
+@pytest.mark.reliability
 def test_pickle_payload_with_a_forged_manifest_never_runs(ckpt_dir, tmp_path_factory):
     import hashlib
     import os
@@ -103,9 +106,42 @@ def test_pickle_payload_with_a_forged_manifest_never_runs(ckpt_dir, tmp_path_fac
     assert not os.path.exists("/tmp/orchestrator-pwned")
 
 
+@pytest.mark.reliability
 def test_unsafe_manifest_paths_are_refused(ckpt_dir):
     manifest = json.loads((ckpt_dir / "manifest.json").read_text())
     manifest["files"]["../../etc/passwd"] = {"sha256": "0"}
     (ckpt_dir / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="unsafe path"):
         read_checkpoint(str(ckpt_dir))
+
+
+@pytest.mark.reliability
+def test_hostile_checkpoints_are_refused_and_their_payload_never_runs(ckpt_dir, tmp_path):
+    import hashlib
+
+    from orchestrator.predictor import Predictor
+
+    planted = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (exec, (f"open({str(planted)!r}, 'w').write('x')",))
+
+    # a torch .pt (pickle) file listed in a forged manifest: read as bytes, never unpickled
+    torch.save({"weights": Payload()}, ckpt_dir / "model.pt")
+    data = (ckpt_dir / "model.pt").read_bytes()
+    manifest = json.loads((ckpt_dir / "manifest.json").read_text())
+    manifest["files"]["model.pt"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (ckpt_dir / "manifest.json").write_text(json.dumps(manifest))
+    Predictor.load(str(ckpt_dir)).canary()  # loads and predicts from the safetensors weights alone
+
+    # a directory holding only a .pt file, and URIs outside the schemes storage allows
+    (tmp_path / "pt-only").mkdir()
+    torch.save({"weights": Payload()}, tmp_path / "pt-only" / "model.pt")
+    refused = {str(tmp_path / "pt-only"): "no manifest.json", "http://evil.example/ckpt": "unsupported storage URI",
+               "file:///etc": "unsupported storage URI", "s3:///no-bucket": "has no bucket"}
+    for uri, message in refused.items():
+        with pytest.raises(CheckpointError, match=message):
+            read_checkpoint(uri)
+    assert not planted.exists()
+    print(f"hostile checkpoints: {len(refused)} URIs refused, a listed .pt file never unpickled, payload never ran")

@@ -1,0 +1,67 @@
+"""Calling an endpoint, with the retry policy this project documents for its clients.
+
+A prediction is idempotent, so a client may send it again. Retry on connection errors and on
+500, 502, 503 and 504, at most `retries` times. Wait with exponential backoff and full jitter
+(`backoff_s * 2**attempt`, capped at `max_backoff_s`), or for a 503's Retry-After when it is
+longer. Never retry a 4xx: the request itself must change. Ray Serve does not retry a request
+whose replica died mid-request (the client gets a 500), so this policy is what turns a replica
+failure into a slower answer instead of an error.
+
+    status, body = post_json("http://127.0.0.1:8000/v1/predict", {"instances": [...]}, api_key="...")
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import urllib.error
+import urllib.request
+
+RETRYABLE = (500, 502, 503, 504)
+
+
+class Unreachable(Exception):
+    """No answer at all after every retry (nothing listens, or the connection keeps failing)."""
+
+
+def post_json(url: str, payload: dict, *, api_key: str | None = None, retries: int = 4, backoff_s: float = 0.2,
+              max_backoff_s: float = 5.0, timeout_s: float = 60, stats: dict | None = None) -> tuple[int, dict]:
+    """POST payload as JSON; (status, parsed body) of the last answer. `stats["retries"]` counts retries."""
+    body = json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    for attempt in range(retries + 1):
+        request = urllib.request.Request(url, data=body, headers=headers)
+        retry_after = 0.0
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            status, answer = e.code, _parse(e.read())
+            if status not in RETRYABLE or attempt == retries:
+                return status, answer
+            retry_after = _seconds(e.headers.get("Retry-After"))
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+            if attempt == retries:
+                raise Unreachable(f"cannot reach {url}: {getattr(e, 'reason', e)}") from None
+        if stats is not None:
+            stats["retries"] = stats.get("retries", 0) + 1
+        time.sleep(max(retry_after, random.uniform(0, min(max_backoff_s, backoff_s * 2**attempt))))
+    raise AssertionError("unreachable")  # the loop always returns or raises
+
+
+def _parse(raw: bytes) -> dict:
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        return {"error": {"code": "not_json", "message": raw.decode(errors="replace")[:500]}}
+    return answer if isinstance(answer, dict) else {"error": {"code": "not_json", "message": str(answer)[:500]}}
+
+
+def _seconds(value: str | None) -> float:
+    try:
+        return min(float(value), 60.0) if value else 0.0
+    except ValueError:
+        return 0.0
