@@ -74,6 +74,7 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
         run_lineage = lineage.collect(cfg, splits.fingerprint, **(lineage_extra or {}))
         with restore_sigint():
             result = _trainer(cfg, name, splits, model_info, invocation, run_lineage).fit()
+        _prune(st, name, result)
         best_uri, best_metrics = _best_checkpoint(cfg, result)
         ckpt = read_checkpoint(best_uri, st.endpoint_url)
         test = evaluate_model(ckpt.model(), splits.test, len(splits.label_names), cfg.train.eval_batch_size,
@@ -206,6 +207,7 @@ class RayTrainSession:
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         self.name = ctx.get_experiment_name()
+        self.st = st
         self.tensorboard = None
         if self.rank == 0 and st is not None:  # `st`: the storage config, where TensorBoard files go
             self.tensorboard = TensorBoard(storage.join(st.path, self.name, "tensorboard"), st.endpoint_url, st.region)
@@ -217,9 +219,15 @@ class RayTrainSession:
         self._train_rows = -(-num_train_rows // self.world)  # equal split across workers
 
     def resume_dir(self):
+        """The newest complete checkpoint of the run. Ray registers a reported checkpoint a moment
+        after report() returns, so after a crash its latest can lag the run's directory by an epoch
+        or more; a newer checkpoint there that verifies against its manifest wins."""
         import ray.train
 
         checkpoint = ray.train.get_checkpoint()
+        newer = newest_checkpoint(self.st, self.name) if self.st is not None else None
+        if newer is not None and (checkpoint is None or newer[0] > _epoch_of(checkpoint.path)):
+            return contextlib.nullcontext(newer[1])
         return checkpoint.as_directory() if checkpoint is not None else contextlib.nullcontext()
 
     def prepare_model(self, model):
@@ -243,6 +251,44 @@ class RayTrainSession:
             self.tensorboard.log(metrics, metrics["epoch"])
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=dir_name)
+
+
+def newest_checkpoint(st, run: str) -> tuple[int, str] | None:
+    """(epoch, URI) of the run's newest epoch-NNNN checkpoint that verifies, or None."""
+    from pyarrow.fs import FileSelector
+
+    from orchestrator.errors import CheckpointError
+
+    fs, root = storage.filesystem(storage.join(st.path, run), st.endpoint_url, st.region)
+    entries = fs.get_file_info(FileSelector(root, allow_not_found=True))
+    for epoch, name in sorted(((_epoch_of(e.path), e.base_name) for e in entries
+                               if e.base_name.startswith("epoch-")), reverse=True):
+        uri = storage.join(st.path, run, name)
+        try:
+            read_checkpoint(uri, st.endpoint_url)  # a checkpoint cut short by the crash fails here
+            return epoch, uri
+        except CheckpointError:
+            continue
+    return None
+
+
+def _epoch_of(path: str) -> int:
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return int(name.split("-")[1]) if name.startswith("epoch-") and name[6:].isdigit() else -1
+
+
+def _prune(st, run: str, result) -> None:
+    """Remove the run's checkpoints Ray does not track (written before a crash, never registered), so
+    exactly train.num_to_keep remain."""
+    if result.checkpoint is None:
+        return
+    kept = {_epoch_of(c.path) for c, _ in result.best_checkpoints or []} | {_epoch_of(result.checkpoint.path)}
+    fs, root = storage.filesystem(storage.join(st.path, run), st.endpoint_url, st.region)
+    from pyarrow.fs import FileSelector, FileType
+
+    for entry in fs.get_file_info(FileSelector(root, allow_not_found=True)):
+        if entry.type == FileType.Directory and entry.base_name.startswith("epoch-") and _epoch_of(entry.path) not in kept:
+            fs.delete_dir(entry.path)
 
 
 def _quiet_train_reports() -> None:

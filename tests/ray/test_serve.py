@@ -394,30 +394,6 @@ def test_fuzzing_the_http_api_gets_only_4xx_or_2xx_and_restarts_nothing(checkpoi
 
 
 @pytest.mark.reliability
-def test_every_ray_and_serve_port_of_the_local_defaults_binds_loopback_only(checkpoints, serve_http):
-    import ipaddress
-
-    import psutil
-
-    from tests.conftest import MARKER, marked_pids
-
-    deploy("ports", checkpoints[0][-1], serve_http)  # the HTTP proxy and a replica are up too
-    listening, processes = [], 0
-    for pid in marked_pids(MARKER):
-        try:
-            proc = psutil.Process(pid)
-            conns = proc.net_connections(kind="inet") if hasattr(proc, "net_connections") else proc.connections("inet")
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        processes += 1
-        listening += [(proc.name(), c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN]
-    print(f"ports: {len(listening)} listening sockets in {processes} Ray processes")
-    assert len(listening) >= 5  # GCS, raylet, object manager, dashboard, Serve proxy, ...
-    exposed = [s for s in listening if not ipaddress.ip_address(s[1]).is_loopback]
-    assert exposed == [], exposed
-
-
-@pytest.mark.reliability
 def test_replicas_killed_under_load_cost_no_request_with_the_client_retry_policy(checkpoints, serve_http):
     import os
     import signal
@@ -438,12 +414,13 @@ def test_replicas_killed_under_load_cost_no_request_with_the_client_retry_policy
         t.start()
     try:
         rng = random.Random(0)
+        live = lambda: [pid for _, pid in replicas("phoenix") if pid not in kills]  # Serve lags a kill  # noqa: E731
         for _ in range(3):
             time.sleep(2)
             deadline = time.time() + 60  # the previous kill's replacement is up before the next kill
-            while len(replicas("phoenix")) < target and time.time() < deadline:
+            while len(live()) < target and time.time() < deadline:
                 time.sleep(0.5)
-            _, pid = rng.choice(replicas("phoenix"))
+            pid = rng.choice(live())
             os.kill(pid, signal.SIGKILL)
             kills.append(pid)
         time.sleep(3)
@@ -452,7 +429,7 @@ def test_replicas_killed_under_load_cost_no_request_with_the_client_retry_policy
         for t in threads:
             t.join()
     deadline = time.time() + 60
-    while len(replicas("phoenix")) < target and time.time() < deadline:
+    while len(live()) < target and time.time() < deadline:
         time.sleep(0.5)
     print(f"replica kills: {len(kills)} kills, {sum(statuses.values())} requests, statuses {dict(statuses)}, "
           f"{stats.get('retries', 0)} retries")
