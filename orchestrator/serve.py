@@ -2,6 +2,7 @@
 
     orchestrator serve runs/digits-cnn-.../epoch-0025          # local; prints the URL, Ctrl-C stops
     orchestrator serve s3://bucket/m/best --address auto       # deploy to a cluster (rolling update if running)
+    orchestrator serve models:/digits@production               # a registry version; follows promote/rollback
     orchestrator serve rollback --address auto                 # back to the previous checkpoint
     serve run deploy/serve.yaml                                # Ray's own CLI, the same app
 
