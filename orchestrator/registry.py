@@ -110,20 +110,21 @@ class Registry:
     def resolve(self, model: str, ref: str | int) -> dict:
         """The record of `ref`: a version number (3, "3", "v3") or an alias ("production")."""
         ref = str(ref)
-        if model not in self.models():
-            raise ConfigError(f"no model {model!r} in the registry {self.root} (models: {', '.join(self.models()) or 'none'})")
+        models = self.models()
+        if model not in models:
+            raise ConfigError(f"no model {model!r} in the registry {self.root} (models: {', '.join(models) or 'none'})")
+        aliases = self.aliases(model)["aliases"]
         if ref.lstrip("v").isdigit():
             version = int(ref.lstrip("v"))
+        elif ref in aliases:
+            version = aliases[ref]
         else:
-            version = self.aliases(model)["aliases"].get(ref)
-            if version is None:
-                known = ", ".join(self.aliases(model)["aliases"]) or "none yet"
-                raise ConfigError(f"model {model!r} has no alias {ref!r} (aliases: {known})")
+            raise ConfigError(f"model {model!r} has no alias {ref!r} (aliases: {', '.join(aliases) or 'none yet'})")
         record = self._read_json(self._version_path(model, version, "record.json"))
         if record is None:
             listed = [r["version"] for r in self.versions(model)]
             raise ConfigError(f"model {model!r} has no version {version} (versions: {listed})")
-        return {**record, "aliases": [a for a, v in self.aliases(model)["aliases"].items() if v == version]}
+        return {**record, "aliases": [a for a, v in aliases.items() if v == version]}
 
     def resolve_uri(self, uri: str) -> dict:
         """The record a `models:/NAME@ALIAS` or `models:/NAME/VERSION` reference points to."""
