@@ -13,7 +13,7 @@ import threading
 def ray_session(address: str | None = None):
     """Use the Ray already initialized in this process, join `address`, or start a local Ray.
 
-    The embedded cluster binds 127.0.0.1 only and, on Ray 2.60, has token auth on. Joining a
+    The embedded cluster listens on 127.0.0.1 only and, on Ray 2.60, has token auth on. Joining a
     cluster with token auth needs RAY_AUTH_MODE=token and the token (RAY_AUTH_TOKEN,
     RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token).
     """
@@ -25,17 +25,38 @@ def ray_session(address: str | None = None):
     if ray.is_initialized():
         yield ray
         return
-    quiet = dict(logging_level=logging.WARNING, log_to_driver=True, configure_logging=True)
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": True, "configure_logging": True}
     if address:
         ray.init(address=address, **quiet)
     else:
         # address="local": always a new cluster, never one that happens to run on this machine
-        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", **quiet)
+        with _loopback_node():
+            ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", **quiet)
         _quiet_ray_data()
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def _loopback_node():
+    """Give the embedded node the IP 127.0.0.1, so that all its servers listen on loopback.
+
+    Ray binds its gRPC servers (GCS, raylet, workers, agents) to every interface unless the
+    node's IP is loopback, and on Linux it replaces a loopback IP that we pass with the
+    machine's network address. Its single-machine mode (the default on macOS and Windows,
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0) keeps the node on 127.0.0.1: use it while the node
+    starts. Ray passes the IP to every process it starts, so nothing else needs it.
+    """
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def _quiet_ray_data():

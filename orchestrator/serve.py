@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import hmac
 import ipaddress
+import logging
 import os
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ from orchestrator.predictor import Predictor, RequestError
 APP_NAME = "orchestrator"
 DEPLOYMENT = "Model"
 HISTORY = 10  # previous checkpoints kept for rollback
+logger = logging.getLogger("ray.serve")
 
 api = FastAPI(
     title="orchestrator model endpoint",
@@ -116,6 +118,7 @@ class Endpoint:
     """The replica: the FastAPI routes and the model. Plain Python; ModelServer below is its deployment."""
 
     def __init__(self):
+        _replica_grpc_on_node_ip()
         self.args: ServeArgs | None = None
         self.predictor: Predictor | None = None
         self.keys: ApiKeys | None = None
@@ -137,8 +140,9 @@ class Endpoint:
         self.args, self.predictor = args, predictor
 
     def check_health(self) -> None:
-        if self.predictor is None or not self.predictor.canary():
-            raise RuntimeError("model canary failed")
+        """Serve calls this every health_check_period_s; raising has the replica replaced."""
+        if self.predictor is None or not _passes_canary(self.predictor):
+            raise RuntimeError("the model fails its canary")
 
     @api.post("/v1/predict", openapi_extra=PREDICT_DOCS)
     async def predict(self, request: Request):
@@ -150,11 +154,30 @@ class Endpoint:
             x = predictor.decode(body)
         except RequestError as e:
             return _error(e)
-        if self.args.max_batch_size > 1:
-            predictor, probs = await self._predict_batch(x)
-        else:
-            probs = await asyncio.to_thread(predictor.predict, x)
+        try:
+            if self.args.max_batch_size > 1:
+                predictor, probs = await self._predict_batch(x)
+            else:
+                probs = await asyncio.to_thread(predictor.predict, x)
+            if not np.isfinite(probs).all():
+                raise FloatingPointError("the model's output is not finite")
+        except Exception as e:  # noqa: BLE001 (the model's fault or the input's: _not_answered tells which)
+            return await self._not_answered(predictor, e)
         return predictor.encode(probs)
+
+    async def _not_answered(self, predictor: Predictor, error: Exception) -> JSONResponse:
+        """A forward pass that failed or gave no probability distribution. If the model still passes
+        its canary, the inputs are at fault (422: values far beyond the training range overflow), or
+        it is a bug (500). If not, the replica is broken: 503 with Retry-After, so the client retries
+        and another replica answers, while the failing health check has Serve replace this one."""
+        if await asyncio.to_thread(_passes_canary, predictor):
+            if isinstance(error, FloatingPointError):
+                return _error(RequestError(422, "output_not_finite", "the model's output for these inputs is not "
+                                           "finite: send values in the range the model was trained on"))
+            raise error
+        logger.error("the model fails its canary (%s): answering 503 until Serve replaces this replica", error)
+        body = {"error": {"code": "replica_unhealthy", "message": "this replica's model is broken; retry"}}
+        return JSONResponse(body, status_code=503, headers={"Retry-After": str(self.args.retry_after_s)})
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _predict_batch(self, xs: list[np.ndarray]) -> list[tuple[Predictor, np.ndarray]]:
@@ -197,9 +220,39 @@ class Endpoint:
 
     @api.get("/readyz")
     async def readyz(self):
-        ready = self.predictor is not None and await asyncio.to_thread(self.predictor.canary)
+        ready = self.predictor is not None and await asyncio.to_thread(_passes_canary, self.predictor)
         body = {"ready": ready, "version": self.predictor.version if self.predictor else None}
         return JSONResponse(body, status_code=200 if ready else 503)
+
+
+def _replica_grpc_on_node_ip() -> None:
+    """Serve 2.60 starts each replica's inter-deployment gRPC server on [::], every interface,
+    whatever the node's IP. Bind it to the node's IP, as Ray core does its own servers: 127.0.0.1
+    on the embedded Ray, the private address on a cluster. Routers reach it at node IP:port, and
+    Ray's replica module looks this helper up when it starts the server, after our constructor."""
+    import ray
+    from ray._common.network_utils import build_address
+    from ray.serve._private import replica
+
+    bind = getattr(replica, "add_port_to_grpc_server", None)
+    if bind is None or getattr(bind, "on_node_ip", False):
+        return
+    node_ip = ray.util.get_node_ip_address()
+
+    def on_node_ip(server, address: str):
+        if address.startswith("[::]:"):
+            address = build_address(node_ip, address.removeprefix("[::]:"))
+        return bind(server, address)
+
+    on_node_ip.on_node_ip = True
+    replica.add_port_to_grpc_server = on_node_ip
+
+
+def _passes_canary(predictor: Predictor) -> bool:
+    try:
+        return predictor.canary()
+    except Exception:  # noqa: BLE001 (a model that cannot even run the canary is broken)
+        return False
 
 
 ModelServer = serve.deployment(name=DEPLOYMENT)(serve.ingress(api)(Endpoint))

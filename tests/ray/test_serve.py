@@ -3,6 +3,7 @@ one app per behaviour under test, each on its own route prefix."""
 
 import contextlib
 import json
+import os
 import random
 import threading
 import time
@@ -96,13 +97,16 @@ def predict(url, instances, headers=JSON):
 
 
 @contextlib.contextmanager
-def steady_load(url, clients: int = 4):
-    """Clients sending requests back to back while the block runs: (answers per model version, failures)."""
-    stop, seen, failures = threading.Event(), Counter(), []
+def steady_load(url, clients: int = 4, retries: int = 0):
+    """Clients sending requests back to back while the block runs, each retried up to `retries` times
+    with the documented client policy: (answers per model version, failures, {"retries": n})."""
+    from orchestrator.client import post_json
+
+    stop, seen, failures, stats = threading.Event(), Counter(), [], {}
 
     def client():
         while not stop.is_set():
-            status, _, body = predict(url, zeros(2))
+            status, body = post_json(f"{url}/v1/predict", {"instances": zeros(1)}, retries=retries, stats=stats)
             if status == 200:
                 seen[body["model"]["version"]] += 1
             else:
@@ -112,19 +116,30 @@ def steady_load(url, clients: int = 4):
     for t in threads:
         t.start()
     try:
-        yield seen, failures
+        yield seen, failures, stats
     finally:
         stop.set()
         for t in threads:
             t.join()
 
 
-def replicas(name) -> list[tuple[str, int]]:
+def running_replicas(name) -> list[dict]:
     from ray.serve.context import _get_global_client
 
     app = _get_global_client().get_serve_details()["applications"][name]
-    return sorted((r["replica_id"], r["pid"]) for d in app["deployments"].values() for r in d["replicas"]
-                  if r["state"] == "RUNNING")
+    return sorted((r for d in app["deployments"].values() for r in d["replicas"] if r["state"] == "RUNNING"),
+                  key=lambda r: r["replica_id"])
+
+
+def replicas(name) -> list[tuple[str, int]]:
+    return [(r["replica_id"], r["pid"]) for r in running_replicas(name)]
+
+
+def wait_for(condition, timeout_s: float = 60) -> bool:
+    deadline = time.time() + timeout_s
+    while not condition() and time.time() < deadline:
+        time.sleep(0.5)
+    return condition()
 
 
 def test_predictions_equal_offline_prediction_and_evaluate(checkpoints, serve_http, test_inputs):
@@ -226,21 +241,34 @@ def test_overload_sheds_with_503_and_retry_after_never_500(checkpoints, serve_ht
     # one request at a time, two waiting; each holds its slot for a 0.3 s batch wait
     url = deploy("tight", checkpoints[0][-1], serve_http, max_ongoing_requests=1, max_queued_requests=2,
                  max_batch_size=2, batch_wait_timeout_s=0.3, retry_after_s=2)["url"]
-    x = zeros(1)
-    with ThreadPoolExecutor(24) as pool:
+    before, x = replicas("tight"), zeros(1)
+    with ThreadPoolExecutor(24) as pool:  # 24 at once against 3 places: 8x capacity
         answers = list(pool.map(lambda _: predict(url, x), range(48)))
     statuses = Counter(a[0] for a in answers)
     print("overload:", dict(statuses))
     assert set(statuses) <= {200, 503} and statuses[200] >= 1 and statuses[503] >= 1
     assert all(a[1].get("retry-after") == "2" for a in answers if a[0] == 503)
+    assert replicas("tight") == before  # shedding load restarted no replica
 
 
 @pytest.mark.reliability
-def test_a_request_past_the_timeout_gets_408(checkpoints, serve_http):
-    url = deploy("slow", checkpoints[0][-1], serve_http, max_batch_size=8, batch_wait_timeout_s=8)["url"]
-    started = time.time()
-    status, _, _ = predict(url, zeros(1))
-    assert status == 408 and time.time() - started < 8
+def test_a_request_past_the_timeout_gets_408_and_other_requests_are_unaffected(checkpoints, serve_http):
+    # a lone request waits 8 s for a batch of 8 to fill, past the 5 s request timeout
+    slow = deploy("slow", checkpoints[0][-1], serve_http, max_batch_size=8, batch_wait_timeout_s=8)["url"]
+    quick = deploy("quick", checkpoints[0][-1], serve_http)["url"]
+    before = replicas("slow")
+    with ThreadPoolExecutor(8) as pool:
+        started = time.time()
+        lone = pool.submit(predict, slow, zeros(1))
+        meanwhile = [predict(quick, zeros(1))[0] for _ in range(20)]  # while the lone one waits
+        status, waited = lone.result()[0], time.time() - started
+        time.sleep(max(0.0, started + 8.5 - time.time()))  # the timed-out request's batch goes at 8 s
+        full_batch = list(pool.map(lambda _: predict(slow, zeros(1))[0], range(8)))  # 8 fill a batch: no wait
+    print(f"timeout: lone request {status} after {waited:.1f} s; meanwhile {Counter(meanwhile)}; "
+          f"then a full batch {Counter(full_batch)}")
+    assert status == 408 and waited < 8
+    assert set(meanwhile) == {200} and set(full_batch) == {200}
+    assert replicas("slow") == before
 
 
 def test_autoscaling_adds_replicas_under_load_and_removes_them_after(checkpoints, serve_http):
@@ -281,7 +309,7 @@ def test_rolling_update_and_rollback_under_steady_load_fail_no_request(checkpoin
     url = deploy("rolling", paths[0], serve_http)["url"]
     versions = {p: Predictor.load(p).version for p in paths}
     assert len(set(versions.values())) == 3
-    with steady_load(url) as (seen, failures):
+    with steady_load(url) as (seen, failures, _):
         time.sleep(1)
         updated = deploy("rolling", paths[1], serve_http)
         assert updated["previous_checkpoints"] == [paths[0]]
@@ -315,7 +343,7 @@ def test_an_endpoint_serving_an_alias_follows_promote_and_rollback_without_faili
     assert model["lineage"]["config_hash"] and model["lineage"]["code_version"].startswith(("git:", "package:"))
     versions = {v: Predictor.load(reg.resolve("m", v)["checkpoint"]).version for v in (1, 2)}
 
-    with steady_load(url) as (seen, failures):
+    with steady_load(url) as (seen, failures, _):
         time.sleep(1)
         assert reg.promote("m", 2)["promoted"]
         moved = serve.follow_alias("m", "production", reg.root, **serve_http)
@@ -398,40 +426,86 @@ def test_replicas_killed_under_load_cost_no_request_with_the_client_retry_policy
     import os
     import signal
 
-    from orchestrator.client import post_json
-
     target = 2
     url = deploy("phoenix", checkpoints[0][-1], serve_http,
                  autoscaling={"min_replicas": target, "max_replicas": target}, num_cpus=0.25)["url"]
-    stop, statuses, stats, kills = threading.Event(), Counter(), {}, []
-
-    def client():
-        while not stop.is_set():
-            statuses[post_json(f"{url}/v1/predict", {"instances": zeros(1)}, retries=6, stats=stats)[0]] += 1
-
-    threads = [threading.Thread(target=client) for _ in range(4)]
-    for t in threads:
-        t.start()
-    try:
+    kills = []
+    live = lambda: [pid for _, pid in replicas("phoenix") if pid not in kills]  # Serve lags a kill
+    with steady_load(url, retries=6) as (seen, failures, stats):
         rng = random.Random(0)
-        live = lambda: [pid for _, pid in replicas("phoenix") if pid not in kills]  # Serve lags a kill  # noqa: E731
         for _ in range(3):
             time.sleep(2)
-            deadline = time.time() + 60  # the previous kill's replacement is up before the next kill
-            while len(live()) < target and time.time() < deadline:
-                time.sleep(0.5)
+            wait_for(lambda: len(live()) >= target)  # the previous kill's replacement is up before the next kill
             pid = rng.choice(live())
             os.kill(pid, signal.SIGKILL)
             kills.append(pid)
         time.sleep(3)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    deadline = time.time() + 60
-    while len(live()) < target and time.time() < deadline:
-        time.sleep(0.5)
-    print(f"replica kills: {len(kills)} kills, {sum(statuses.values())} requests, statuses {dict(statuses)}, "
-          f"{stats.get('retries', 0)} retries")
-    assert set(statuses) == {200}, statuses  # every request succeeded, some after retries
+    wait_for(lambda: len(live()) >= target)
+    print(f"replica kills: {len(kills)} kills, {sum(seen.values()) + len(failures)} requests, "
+          f"{len(failures)} failed, {stats.get('retries', 0)} retries")
+    assert failures == []  # every request succeeded, some after retries
     assert len(replicas("phoenix")) == target and not set(kills) & {pid for _, pid in replicas("phoenix")}
+
+
+@pytest.mark.reliability
+def test_a_replica_whose_model_breaks_is_replaced_and_clients_see_no_error(checkpoints, serve_http, ray_cluster):
+    target = 2
+    url = deploy("sick", checkpoints[0][-1], serve_http, health_check_period_s=1,
+                 autoscaling={"min_replicas": target, "max_replicas": target})["url"]
+    victim = running_replicas("sick")[0]
+
+    def break_model(_replica) -> int:
+        """Runs in the replica's process: NaN into every weight, as a failing device or a bad
+        in-place update would leave them. Returns how many modules it broke."""
+        import gc
+
+        import torch
+
+        # the models reachable from the replica actor (Ray freezes the gc, so gc.get_objects() misses them)
+        seen, todo, modules = set(), [_replica], []
+        while todo and len(seen) < 1_000_000:
+            o = todo.pop()
+            if id(o) in seen or isinstance(o, (str, bytes, int, float, type)):
+                continue
+            seen.add(id(o))
+            if isinstance(o, torch.nn.Module):
+                modules.append(o)
+            else:
+                todo += gc.get_referents(o)
+        with torch.no_grad():
+            for m in modules:
+                for p in m.parameters():
+                    p.fill_(float("nan"))
+        return len(modules)
+
+    with steady_load(url, retries=6) as (seen, failures, stats):
+        time.sleep(1)
+        actor = ray_cluster.get_actor(victim["actor_name"], namespace="serve")
+        broken = ray_cluster.get(actor.__ray_call__.remote(break_model))
+        replaced = wait_for(lambda: victim["pid"] not in [pid for _, pid in replicas("sick")]
+                            and len(replicas("sick")) == target)
+        time.sleep(1)
+    print(f"broken model: {broken} modules NaN; replaced: {replaced}; {sum(seen.values())} requests answered, "
+          f"{len(failures)} failed, {stats.get('retries', 0)} retries (503s from the broken replica)")
+    assert broken >= 1 and replaced
+    assert failures == [] and sum(seen.values()) > 0
+    assert stats.get("retries", 0) >= 1  # the broken replica did answer, with a retryable 503, not a wrong answer
+
+
+@pytest.mark.reliability
+def test_every_ray_and_serve_port_of_the_embedded_ray_listens_on_loopback_only(checkpoints, serve_http):
+    import psutil
+
+    from tests.conftest import MARKER, marked_pids
+
+    deploy("ports", checkpoints[0][-1], serve_http)  # a replica and the HTTP proxy are up
+    listening = []
+    for pid in {os.getpid(), *marked_pids(MARKER)}:
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            listening += [(proc.name(), c.laddr.ip, c.laddr.port) for c in proc.net_connections(kind="inet")
+                          if c.status == psutil.CONN_LISTEN]
+    exposed = [x for x in listening if x[1] not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")]
+    print(f"ports: {len(listening)} listening sockets in {len({x[0] for x in listening})} kinds of process, "
+          f"{len(exposed)} beyond loopback")
+    assert len(listening) >= 5 and exposed == [], exposed
