@@ -235,8 +235,8 @@ def _replica_grpc_on_node_ip() -> None:
     from ray.serve._private import replica
 
     bind = getattr(replica, "add_port_to_grpc_server", None)
-    if bind is None or getattr(bind, "on_node_ip", False):
-        return
+    if not ray.is_initialized() or bind is None or getattr(bind, "on_node_ip", False):
+        return  # not in a replica (e.g. a unit test), or done already
     node_ip = ray.util.get_node_ip_address()
 
     def on_node_ip(server, address: str):

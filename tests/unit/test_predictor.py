@@ -108,7 +108,7 @@ def test_serve_settings_are_validated_with_named_fields():
         parse(ServeArgs, {"checkpoint": "x", "max_batch_size": 0})
 
 
-def test_a_broken_model_never_serves_and_fails_its_health_check(tmp_path):
+def test_a_broken_model_never_serves_answers_503_and_fails_its_health_check(tmp_path):
     server = Endpoint()  # the replica's class, without Serve
     config = {"args": ServeArgs(checkpoint=write(tmp_path / "ok")).model_dump(mode="json")}
     asyncio.run(server.reconfigure(config))
@@ -116,10 +116,16 @@ def test_a_broken_model_never_serves_and_fails_its_health_check(tmp_path):
     with pytest.raises(RuntimeError, match="canary"):
         asyncio.run(server.reconfigure({"args": {**config["args"], "checkpoint": write(tmp_path / "nan", broken=True)}}))
     assert server.predictor.version == Predictor.load(str(tmp_path / "ok")).version  # still the good model
+    overflow = FloatingPointError("the model's output is not finite")
+    answer = asyncio.run(server._not_answered(server.predictor, overflow))
+    assert answer.status_code == 422  # the model is fine: the inputs overflowed it
     with torch.no_grad():
         next(server.predictor.model.parameters()).fill_(float("nan"))  # weights corrupted in memory
     with pytest.raises(RuntimeError, match="canary"):
         server.check_health()
+    for error in (overflow, RuntimeError("CUDA error")):  # the replica is at fault: the client should retry
+        answer = asyncio.run(server._not_answered(server.predictor, error))
+        assert answer.status_code == 503 and answer.headers["retry-after"] == str(server.args.retry_after_s)
 
 
 def test_binding_beyond_loopback_without_keys_is_refused(tmp_path, monkeypatch):
