@@ -145,3 +145,67 @@ def test_hostile_checkpoints_are_refused_and_their_payload_never_runs(ckpt_dir, 
             read_checkpoint(uri)
     assert not planted.exists()
     print(f"hostile checkpoints: {len(refused)} URIs refused, a listed .pt file never unpickled, payload never ran")
+
+
+WRITER = """
+import sys, time, tempfile
+import pyarrow.fs, torch
+from orchestrator.checkpoint import write_checkpoint
+from orchestrator.models import build_model
+from tests.unit.test_checkpoint import CFG, INFO
+
+run = sys.argv[1]
+model = build_model(CFG.model.model_copy(update={"hidden_sizes": [4096, 4096]}), [8], 3)  # ~70 MB of weights
+for epoch in range(1, 4):
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # each epoch's weights differ
+    with tempfile.TemporaryDirectory() as staging:
+        write_checkpoint(staging, model=model, config=CFG, model_info=INFO, metrics={"val_accuracy": 0.5})
+        print(f"copying {epoch}", flush=True)
+        started = time.perf_counter()
+        dest = f"{run}/epoch-{epoch:04d}"
+        pyarrow.fs.LocalFileSystem().create_dir(dest)
+        pyarrow.fs.copy_files(staging, dest)  # how Ray Train persists a checkpoint
+        print(f"copied {epoch} {time.perf_counter() - started:.4f}", flush=True)
+"""
+
+
+@pytest.mark.reliability
+def test_a_checkpoint_copy_killed_mid_write_is_never_resumed_served_or_registered(tmp_path):
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from orchestrator.config import ServeArgs, StorageConfig
+    from orchestrator.registry import Registry
+    from orchestrator.serve import check_deployable
+    from orchestrator.train import newest_checkpoint
+    from tests.conftest import ROOT
+
+    run = tmp_path / "r"
+    child = subprocess.Popen([sys.executable, "-c", WRITER, str(run)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    copy_s = []
+    for line in child.stdout:  # the child copies epochs 1 and 2 whole, then is killed copying epoch 3
+        if line.startswith("copied"):
+            copy_s.append(float(line.split()[2]))
+        elif line.strip() == "copying 3":
+            time.sleep(random.Random(0).uniform(0, 0.2) * min(copy_s))
+            child.send_signal(signal.SIGKILL)
+            break
+    child.wait(timeout=60)
+    cut = run / "epoch-0003"
+    print(f"checkpoint copy killed: whole copies took {copy_s} s; killed epoch 3's with "
+          f"{len(list(cut.glob('*')))} files there")
+    assert child.returncode == -signal.SIGKILL and cut.exists()  # killed mid-copy: the directory was started
+
+    with pytest.raises(CheckpointError):
+        read_checkpoint(str(cut))
+    assert newest_checkpoint(StorageConfig(path=str(tmp_path)), "r") == (2, str(run / "epoch-0002"))  # resume
+    with pytest.raises(CheckpointError):
+        check_deployable(ServeArgs(checkpoint=str(cut)), "127.0.0.1")  # serve
+    registry = Registry(str(tmp_path / "registry"))
+    with pytest.raises(CheckpointError):
+        registry.register("m", str(cut), metrics={}, gates={}, source={})
+    assert registry.models() == []  # nothing half-registered either
