@@ -20,7 +20,7 @@ from tests.conftest import MARKER, ROOT, marked_pids
 pytestmark = [pytest.mark.ray, pytest.mark.reliability]
 SOAK = os.environ.get("ORCHESTRATOR_SOAK") == "1"
 SEEDS = range(5) if SOAK else range(1)
-EPOCHS = 10 if SOAK else 6
+EPOCHS = 10 if SOAK else 8
 
 
 def config(tmp_path, name: str, max_failures: int):
@@ -42,14 +42,16 @@ def train_workers() -> list[int]:
 
 
 def kill_a_worker_during(run_dir, seed: int, record: dict) -> threading.Thread:
-    """After the run's first checkpoint, wait a seeded random moment, then SIGKILL one worker."""
+    """After a seeded random epoch's checkpoint, wait a seeded random moment into the next epochs
+    (an epoch takes about 0.3 s here), then SIGKILL one worker."""
     rng = random.Random(seed)
+    after_epoch, delay_s = rng.randint(1, EPOCHS - 3), rng.uniform(0.0, 0.3)
 
     def killer():
         deadline = time.time() + 180
-        while not list(run_dir.glob("epoch-*/manifest.json")) and time.time() < deadline:
-            time.sleep(0.1)
-        time.sleep(rng.uniform(0.0, 1.5))
+        while not (run_dir / f"epoch-{after_epoch:04d}" / "manifest.json").exists() and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(delay_s)
         pids = train_workers()
         finished = sorted(int(p.parent.name.split("-")[1]) for p in run_dir.glob("epoch-*/manifest.json"))
         if pids:
