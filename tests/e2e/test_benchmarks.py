@@ -44,3 +44,9 @@ def test_serve_throughput_quick_mode_prints_its_ratios():
     assert out["serve_vs_uvicorn"] > 0 and out["batching_gain"] > 0
     assert set(out["latency_ms"]) == {"1", "8", "64"} and all(v["p99"] >= v["p50"] for v in out["latency_ms"].values())
     assert set(out["uvicorn"]["statuses"]) == {"200"}  # JSON keys
+
+
+def test_gpu_mfu_runs_its_tiny_shape_on_cpu():
+    out = run_benchmark("benchmarks/gpu_mfu.py", "--steps", "5", "--warmup", "2")
+    assert out["device"] == "cpu" and out["shape"]["n_layer"] == 2
+    assert out["tokens_per_s"] > 0 and out["ray_tokens_per_s"] > 0 and 0 < out["mfu"] < 1 and out["ray_vs_plain"] > 0
