@@ -46,14 +46,25 @@ def in_ray_train(config: dict) -> dict:
         return trainer.fit().metrics
 
 
+def at_least(low: float, kind=int):
+    """An argparse type: a number >= low, else exit 2 with the reason."""
+    def parse(text: str):
+        value = kind(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names it in "invalid int value"
+    return parse
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shape", choices=SHAPES, default=None, help="default: gpt2-small on GPU, tiny on CPU")
-    parser.add_argument("--batch-size", type=int, default=None, help="sequences per step (default 16 GPU, 8 CPU)")
-    parser.add_argument("--steps", type=int, default=None, help="measured steps (default 50 GPU, 10 CPU)")
-    parser.add_argument("--warmup", type=int, default=None, help="unmeasured first steps (default 10 GPU, 3 CPU)")
+    parser.add_argument("--batch-size", type=at_least(1), default=None, help="sequences per step (default 16 GPU, 8 CPU)")
+    parser.add_argument("--steps", type=at_least(1), default=None, help="measured steps (default 50 GPU, 10 CPU)")
+    parser.add_argument("--warmup", type=at_least(0), default=None, help="unmeasured first steps (default 10 GPU, 3 CPU)")
     parser.add_argument("--no-compile", action="store_true", help="eager mode (compile is on by default on GPU)")
-    parser.add_argument("--peak-tflops", type=float, default=790.0, help="the device's peak, TFLOP/s")
+    parser.add_argument("--peak-tflops", type=at_least(1e-9, float), default=790.0, help="the device's peak, TFLOP/s")
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
     config = {

@@ -112,29 +112,10 @@ class Checkpoint:
 
 def read_checkpoint(uri: str, endpoint_url: str | None = None) -> Checkpoint:
     """Read and verify every file against the manifest; CheckpointError if anything is off."""
-    try:
-        fs, root = storage.filesystem(uri, endpoint_url)
-    except StorageError as e:
-        raise CheckpointError(str(e)) from None
+    fs, root, listed = _manifest(uri, endpoint_url)
     read = lambda name: _read(fs, posixpath.join(root, name), uri)  # noqa: E731
-    try:
-        manifest = json.loads(read(MANIFEST))
-    except FileNotFoundError:
-        raise CheckpointError(
-            f"{uri} has no {MANIFEST}: not an orchestrator checkpoint, or its writing was interrupted"
-        ) from None
-    except json.JSONDecodeError:
-        raise CheckpointError(f"{uri}/{MANIFEST} is not valid JSON: the checkpoint is corrupted") from None
-    if manifest.get("format") != FORMAT:
-        raise CheckpointError(f"{uri}: unsupported checkpoint format {manifest.get('format')!r} (expected {FORMAT})")
-    listed = manifest.get("files", {})
-    missing = [name for name in REQUIRED if name not in listed]
-    if missing:
-        raise CheckpointError(f"{uri}: manifest lacks required files {missing}")
     files = {}
     for name, entry in listed.items():
-        if "/" in name or name.startswith("."):
-            raise CheckpointError(f"{uri}: manifest names an unsafe path {name!r}")
         try:
             data = read(name)
         except FileNotFoundError:
@@ -147,6 +128,43 @@ def read_checkpoint(uri: str, endpoint_url: str | None = None) -> Checkpoint:
     except ConfigError as e:
         raise CheckpointError(f"checkpoint config is invalid: {e}") from None
     return Checkpoint(uri, config, json.loads(files["model.json"]), json.loads(files["metrics.json"]), files)
+
+
+def is_complete(uri: str, endpoint_url: str | None = None) -> bool:
+    """Whether every file the manifest lists is there at its full size: what a write or copy cut
+    short fails. Reads only the manifest; read_checkpoint still verifies the contents."""
+    try:
+        fs, root, listed = _manifest(uri, endpoint_url)
+    except CheckpointError:
+        return False
+    infos = fs.get_file_info([posixpath.join(root, name) for name in listed])
+    return all(info.size == entry.get("bytes") for info, entry in zip(infos, listed.values()))
+
+
+def _manifest(uri: str, endpoint_url: str | None) -> tuple[object, str, dict]:
+    """(filesystem, root, the manifest's files), the manifest checked: format, required files, safe names."""
+    try:
+        fs, root = storage.filesystem(uri, endpoint_url)
+    except StorageError as e:
+        raise CheckpointError(str(e)) from None
+    try:
+        manifest = json.loads(_read(fs, posixpath.join(root, MANIFEST), uri))
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"{uri} has no {MANIFEST}: not an orchestrator checkpoint, or its writing was interrupted"
+        ) from None
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{uri}/{MANIFEST} is not valid JSON: the checkpoint is corrupted") from None
+    if manifest.get("format") != FORMAT:
+        raise CheckpointError(f"{uri}: unsupported checkpoint format {manifest.get('format')!r} (expected {FORMAT})")
+    listed = manifest.get("files", {})
+    missing = [name for name in REQUIRED if name not in listed]
+    if missing:
+        raise CheckpointError(f"{uri}: manifest lacks required files {missing}")
+    unsafe = [name for name in listed if "/" in name or name.startswith(".")]
+    if unsafe:
+        raise CheckpointError(f"{uri}: manifest names an unsafe path {unsafe[0]!r}")
+    return fs, root, listed
 
 
 def _read(fs, path: str, uri: str) -> bytes:

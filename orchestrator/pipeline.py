@@ -18,13 +18,7 @@ import numpy as np
 
 from orchestrator import data, registry, serve, storage, tracking
 from orchestrator.client import post_json
-from orchestrator.config import (
-    ExperimentConfig,
-    ServeArgs,
-    config_from_dict,
-    parse,
-    with_value,
-)
+from orchestrator.config import ExperimentConfig, ServeArgs, config_from_dict, parse, with_value
 from orchestrator.loop import say
 
 SMOKE_INSTANCES = 4

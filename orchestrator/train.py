@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from orchestrator import data, engine, lineage, loop, storage, tracking
-from orchestrator.checkpoint import read_checkpoint
+from orchestrator.checkpoint import is_complete, read_checkpoint
 from orchestrator.config import ExperimentConfig, config_from_dict, save_config
 from orchestrator.errors import ConfigError
 from orchestrator.models import build_model, num_parameters
@@ -254,21 +254,17 @@ class RayTrainSession:
 
 
 def newest_checkpoint(st, run: str) -> tuple[int, str] | None:
-    """(epoch, URI) of the run's newest epoch-NNNN checkpoint that verifies, or None."""
+    """(epoch, URI) of the run's newest complete epoch-NNNN checkpoint, or None. One cut short by a
+    crash is passed over; the loop verifies the chosen one's contents when it reads it."""
     from pyarrow.fs import FileSelector
-
-    from orchestrator.errors import CheckpointError
 
     fs, root = storage.filesystem(storage.join(st.path, run), st.endpoint_url, st.region)
     entries = fs.get_file_info(FileSelector(root, allow_not_found=True))
     for epoch, name in sorted(((_epoch_of(e.path), e.base_name) for e in entries
                                if e.base_name.startswith("epoch-")), reverse=True):
         uri = storage.join(st.path, run, name)
-        try:
-            read_checkpoint(uri, st.endpoint_url)  # a checkpoint cut short by the crash fails here
+        if is_complete(uri, st.endpoint_url):
             return epoch, uri
-        except CheckpointError:
-            continue
     return None
 
 
