@@ -9,6 +9,11 @@
     lineage.json           config hash, data URI and fingerprint, code and library versions (lineage.py)
     manifest.json          sha256 and size of every file above; written last
 
+A sharded checkpoint (train.strategy: fsdp) has no model.safetensors or optimizer.safetensors:
+each worker writes its own part, shard-RRRRR-of-WWWWW.safetensors, and rank 0's manifest lists
+every shard's sha256. Reading one joins the parts back into the full model (the serving
+format; `export` writes it as a plain checkpoint).
+
 A directory without a manifest was never finished; one whose files do not match it was
 tampered with or corrupted. Both are refused on read, locally and on s3://.
 """
@@ -34,41 +39,84 @@ from orchestrator.models import build_model
 
 FORMAT = "orchestrator-checkpoint/1"
 MANIFEST = "manifest.json"
-REQUIRED = ("model.safetensors", "config.yaml", "model.json", "metrics.json")
+REQUIRED = ("config.yaml", "model.json", "metrics.json")
+WEIGHTS = "model.safetensors"
+
+
+def shard_name(rank: int, world: int) -> str:
+    return f"shard-{rank:05d}-of-{world:05d}.safetensors"
 
 
 def write_checkpoint(
     directory: str,
     *,
-    model: torch.nn.Module,
+    model: torch.nn.Module | None,
     config: ExperimentConfig,
     model_info: dict,
     metrics: dict,
     optimizer: torch.optim.Optimizer | None = None,
     train_state: dict | None = None,
     lineage: dict | None = None,
+    shards: dict[str, dict] | None = None,
 ) -> None:
-    """Write a checkpoint into a local directory; the manifest goes last."""
+    """Write a checkpoint into a local directory; the manifest goes last. A sharded checkpoint
+    passes model=None and `shards`: {shard file name: {"sha256", "bytes"}} of every worker's
+    write_shard (the optimizer's hyperparameters still come from `optimizer`)."""
     files: dict[str, bytes] = {
-        "model.safetensors": save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()}),
         "config.yaml": save_config(config).encode(),
         "model.json": _json(model_info),
         "metrics.json": _json(metrics),
     }
+    if model is not None:
+        files[WEIGHTS] = save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()})
     if optimizer is not None:
         tensors, optim_meta = _flatten_optimizer(optimizer.state_dict())
-        files["optimizer.safetensors"] = save_safetensors(tensors)
+        if shards is None:
+            files["optimizer.safetensors"] = save_safetensors(tensors)
         files["state.json"] = _json({**(train_state or {}), "optimizer": optim_meta})
     if lineage is not None:
         files["lineage.json"] = _json(lineage)
     os.makedirs(directory, exist_ok=True)
     for name, data in files.items():
         Path(directory, name).write_bytes(data)
-    manifest = {
-        "format": FORMAT,
-        "files": {name: {"sha256": hashlib.sha256(d).hexdigest(), "bytes": len(d)} for name, d in files.items()},
-    }
+    listed = {name: {"sha256": hashlib.sha256(d).hexdigest(), "bytes": len(d)} for name, d in files.items()}
+    manifest = {"format": FORMAT, "files": {**listed, **(shards or {})}}
+    if shards:
+        manifest["shards"] = sorted(shards)
     Path(directory, MANIFEST).write_bytes(_json(manifest))
+
+
+def write_shard(directory: str, rank: int, world: int, model: torch.nn.Module,
+                optimizer: torch.optim.Optimizer | None) -> tuple[str, dict]:
+    """This worker's part of an FSDP model and its optimizer state: the local shard of each sharded
+    tensor (rows of dim 0, in rank order), and, from rank 0 only, the tensors every worker holds whole.
+    Returns (file name, its manifest entry)."""
+    tensors = _local_parts("model", model.state_dict(), rank)
+    if optimizer is not None:
+        for pid, state in optimizer.state_dict()["state"].items():
+            tensors.update(_local_parts(f"optim/{pid}", state, rank))
+    data = save_safetensors(tensors)
+    name = shard_name(rank, world)
+    os.makedirs(directory, exist_ok=True)
+    Path(directory, name).write_bytes(data)
+    return name, {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
+def _local_parts(prefix: str, state: dict, rank: int) -> dict[str, torch.Tensor]:
+    from torch.distributed.tensor import DTensor, Shard
+
+    out = {}
+    for key, value in state.items():
+        if not torch.is_tensor(value):
+            continue  # scalars travel in state.json
+        if isinstance(value, DTensor):
+            if value.placements == (Shard(0),):
+                out[f"{prefix}/{key}#shard"] = value.to_local().detach().contiguous().cpu()
+                continue
+            value = value.full_tensor()
+        if rank == 0:
+            out[f"{prefix}/{key}"] = value.detach().contiguous().cpu()
+    return out
 
 
 @dataclass
@@ -81,8 +129,23 @@ class Checkpoint:
     metrics: dict
     files: dict[str, bytes]
 
+    @property
+    def shards(self) -> list[str]:
+        return sorted(n for n in self.files if n.startswith("shard-"))
+
+    def weights_digest(self) -> str:
+        """Names the weights, wherever they are stored (a sharded checkpoint: its shards' digest)."""
+        if WEIGHTS in self.files:
+            return hashlib.sha256(self.files[WEIGHTS]).hexdigest()
+        h = hashlib.sha256()
+        for name in self.shards:
+            h.update(hashlib.sha256(self.files[name]).digest())
+        return h.hexdigest()
+
     def model_state(self) -> dict[str, torch.Tensor]:
-        return self._tensors("model.safetensors")
+        if WEIGHTS in self.files:
+            return self._tensors(WEIGHTS)
+        return self._joined("model")
 
     def model(self) -> torch.nn.Module:
         info = self.model_info
@@ -100,8 +163,28 @@ class Checkpoint:
         return json.loads(self.files["state.json"]) if "state.json" in self.files else None
 
     def optimizer_state(self) -> dict:
+        """The full optimizer state dict (torch's format: state by parameter index)."""
         meta = self.train_state()["optimizer"]
-        return _unflatten_optimizer(self._tensors("optimizer.safetensors"), meta)
+        if "optimizer.safetensors" in self.files:
+            tensors = self._tensors("optimizer.safetensors")
+        else:
+            tensors = {k.replace("/", ".", 1): v for k, v in self._joined("optim").items()}
+        return _unflatten_optimizer(tensors, meta)
+
+    def _joined(self, prefix: str) -> dict[str, torch.Tensor]:
+        """Tensors under prefix/ of a sharded checkpoint, each sharded one joined along dim 0 in rank order."""
+        parts: dict[str, list[torch.Tensor]] = {}
+        whole: dict[str, torch.Tensor] = {}
+        for name in self.shards:
+            for key, tensor in self._tensors(name).items():
+                head, _, rest = key.partition("/")
+                if head != prefix:
+                    continue
+                if rest.endswith("#shard"):
+                    parts.setdefault(rest.removesuffix("#shard"), []).append(tensor)
+                else:
+                    whole[rest] = tensor
+        return {**whole, **{k: torch.cat(v) for k, v in parts.items()}}
 
     def _tensors(self, name: str) -> dict[str, torch.Tensor]:
         try:
@@ -141,6 +224,19 @@ def is_complete(uri: str, endpoint_url: str | None = None) -> bool:
     return all(info.size == entry.get("bytes") for info, entry in zip(infos, listed.values()))
 
 
+def export(uri: str, destination: str, endpoint_url: str | None = None) -> str:
+    """Write a checkpoint's model as a plain serving checkpoint (model.safetensors, no optimizer
+    state): what a sharded checkpoint becomes for serving and the registry. Returns `destination`."""
+    import tempfile
+
+    ckpt = read_checkpoint(uri, endpoint_url)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_checkpoint(tmp, model=ckpt.model(), config=ckpt.config, model_info=ckpt.model_info,
+                         metrics=ckpt.metrics, lineage=ckpt.lineage())
+        storage.upload_dir(tmp, destination, endpoint_url)
+    return destination
+
+
 def _manifest(uri: str, endpoint_url: str | None) -> tuple[object, str, dict]:
     """(filesystem, root, the manifest's files), the manifest checked: format, required files, safe names."""
     try:
@@ -159,6 +255,8 @@ def _manifest(uri: str, endpoint_url: str | None) -> tuple[object, str, dict]:
         raise CheckpointError(f"{uri}: unsupported checkpoint format {manifest.get('format')!r} (expected {FORMAT})")
     listed = manifest.get("files", {})
     missing = [name for name in REQUIRED if name not in listed]
+    if WEIGHTS not in listed and not manifest.get("shards"):
+        missing.append(WEIGHTS)
     if missing:
         raise CheckpointError(f"{uri}: manifest lacks required files {missing}")
     unsafe = [name for name in listed if "/" in name or name.startswith(".")]

@@ -151,12 +151,12 @@ def _train(args) -> dict:
     from orchestrator.config import load_config
 
     cfg = load_config(args.config, args.overrides)  # fails fast, before torch and Ray are imported
+    from orchestrator.report import headline
     from orchestrator.train import train
 
     result = train(cfg, address=args.address).to_dict()
     m = result["metrics"]
-    print(f"\nrun {result['run']} done in {result['duration_s']}s: test_accuracy {m['test_accuracy']:.4f}  "
-          f"test_f1 {m['test_f1']:.4f}\ncheckpoint {result['checkpoint']}\n"
+    print(f"\nrun {result['run']} done in {result['duration_s']}s: {headline(m)}\ncheckpoint {result['checkpoint']}\n"
           f"next: orchestrator evaluate {result['checkpoint']}", flush=True)
     return result
 
@@ -165,13 +165,14 @@ def _tune(args) -> dict:
     from orchestrator.config import load_config
 
     cfg = load_config(args.config, args.overrides)  # a bad search space fails here, before Ray starts
+    from orchestrator.report import headline
     from orchestrator.tune import tune
 
     result = tune(cfg, address=args.address, resume=args.resume).to_dict()
     m = result["best_metrics"]
     print(f"\nsearch {result['experiment']} done in {result['duration_s']}s: {result['num_trials']} trials, "
           f"{result['num_stopped_early']} stopped early\nbest {result['best_config']}\n"
-          f"best test_accuracy {m['test_accuracy']:.4f}  test_f1 {m['test_f1']:.4f}\n"
+          f"best {headline(m)}\n"
           f"checkpoint {result['best_checkpoint']}\ntrials {result['results_path']}  plots {' '.join(result['plots'])}\n"
           f"next: orchestrator evaluate {result['best_checkpoint']}", flush=True)
     return result

@@ -36,9 +36,12 @@ class AugmentConfig(Section):
     noise_std: float = Field(0.05, ge=0, description="Gaussian noise, in units of the feature std.")
 
 
-class SplitFields(Section):
+class Fractions(Section):
     val_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of rows held out for validation.")
     test_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of rows held out for the test.")
+
+
+class SplitFields(Fractions):
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Training-time augmentation.")
 
 
@@ -69,7 +72,21 @@ class FilesData(SplitFields):
     )
 
 
-DataConfig = Annotated[Union[DigitsData, SyntheticData, FilesData], Field(discriminator="name")]
+class TextData(Fractions):
+    name: Literal["text"] = Field(description="Byte-level text for a language model (model.name: gpt), local or s3://.")
+    path: str | None = Field(
+        None, description="A text file or a directory of them: local path or s3://bucket/prefix; "
+        "default: the Python standard library's source on this machine (offline, on every node)."
+    )
+    suffixes: list[str] | None = Field(
+        None, description="Read only files ending in one of these, e.g. ['.py', '.md']; default: .py for the "
+        "standard library, every file otherwise."
+    )
+    max_bytes: int = Field(4_000_000, ge=1024, description="Read files in name order until the corpus holds this many bytes.")
+    block_size: int = Field(128, ge=2, description="Context length: bytes per training sequence.")
+
+
+DataConfig = Annotated[Union[DigitsData, SyntheticData, FilesData, TextData], Field(discriminator="name")]
 
 
 # ---- model ------------------------------------------------------------------------------
@@ -115,7 +132,25 @@ class TransformerConfig(ModelFields):
         return self
 
 
-ModelConfig = Annotated[Union[MLPConfig, CNNConfig, RNNConfig, TransformerConfig], Field(discriminator="name")]
+class GPTConfig(ModelFields):
+    name: Literal["gpt"] = Field(description="Decoder-only Transformer language model over bytes (data.name: text).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on embeddings, attention and residuals.")
+    n_layer: int = Field(4, ge=1, description="Transformer blocks.")
+    n_head: int = Field(4, ge=1, description="Attention heads; must divide d_model.")
+    d_model: int = Field(128, ge=8, description="Embedding width.")
+    activation_checkpointing: bool = Field(
+        False, description="Recompute each block's activations in the backward pass: less memory, ~30% more compute."
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.d_model % self.n_head:
+            raise ValueError(f"n_head ({self.n_head}) must divide d_model ({self.d_model})")
+        return self
+
+
+ModelConfig = Annotated[Union[MLPConfig, CNNConfig, RNNConfig, TransformerConfig, GPTConfig],
+                        Field(discriminator="name")]
 
 
 # ---- optimization -----------------------------------------------------------------------
@@ -157,6 +192,15 @@ class TrainConfig(Section):
     gpus_per_worker: float | None = Field(None, gt=0, description="GPUs per worker when use_gpu (fractions ok).")
     resources_per_worker: dict[str, float] = Field({}, description="Extra custom resources per worker.")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Autocast dtype on GPU.")
+    tf32: bool = Field(True, description="TF32 tensor-core matmuls for fp32 on GPU (Ampere and newer).")
+    compile: bool = Field(False, description="torch.compile the model (GPU: worth it for runs of more than a few minutes).")
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="ddp: a full replica per worker; fsdp: parameters, gradients and optimizer state sharded "
+        "across workers (FSDP2), for models too big for one GPU; checkpoints are sharded too."
+    )
+    prefetch_batches: int = Field(
+        2, ge=0, description="Batches copied ahead to the GPU (from pinned memory) while the current one trains."
+    )
     streaming: bool = Field(
         False, description="Stream each epoch from Ray Data instead of caching the shard in worker memory."
     )
@@ -297,6 +341,12 @@ class ExperimentConfig(Section):
     serve: dict[str, Any] = Field(
         {}, description="Endpoint settings for `orchestrator run` (deploy/serve.yaml's args, e.g. max_batch_size: 64)."
     )
+
+    @model_validator(mode="after")
+    def _language_model_on_text(self):
+        if (self.model.name == "gpt") != (self.data.name == "text"):
+            raise ValueError("model.name: gpt trains on data.name: text, and text data needs model.name: gpt")
+        return self
 
     @model_validator(mode="after")
     def _serve_settings(self):

@@ -1,9 +1,11 @@
-"""Datasets: digits (real), synthetic, and user files; split, normalized, handed to Ray Data.
+"""Datasets: digits (real), synthetic, user files, and text; split, normalized, handed to Ray Data.
 
-Every source becomes (features float32 [N, *shape], labels int64 [N], label names), split
-train/val/test with the experiment seed (stratified), and normalization statistics are
-computed on the training split only. The splits go to the workers as Ray Datasets, which
-Ray Train shards across them.
+Every classification source becomes (features float32 [N, *shape], labels int64 [N], label
+names), split train/val/test with the experiment seed (stratified), and normalization
+statistics are computed on the training split only. Text becomes byte sequences for a
+language model: x int64 [N, T] and y the same bytes shifted by one, split in order (the
+test split is the end of the corpus, never interleaved with training text). The splits go
+to the workers as Ray Datasets, which Ray Train shards across them.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from orchestrator import storage
-from orchestrator.config import DataConfig, DigitsData, FilesData, SyntheticData
+from orchestrator.config import DataConfig, DigitsData, FilesData, SyntheticData, TextData
 from orchestrator.errors import DataError
 
 
 @dataclass
 class Arrays:
-    x: np.ndarray  # float32 [N, *input_shape]
-    y: np.ndarray  # int64 [N], indices into label_names
+    x: np.ndarray  # float32 [N, *input_shape] (text: int64 [N, T] bytes)
+    y: np.ndarray  # int64 [N], indices into label_names (text: [N, T], the next bytes)
     label_names: list[str]
 
 
@@ -34,6 +36,7 @@ class Splits:
     val: object
     test: object
     input_shape: list[int]
+    input_dtype: str  # float32 features, or int64 bytes of text
     label_names: list[str]
     mean: np.ndarray  # broadcasts against one sample
     std: np.ndarray
@@ -49,6 +52,8 @@ def load_arrays(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
         return _digits()
     if isinstance(cfg, SyntheticData):
         return _synthetic(cfg, seed)
+    if isinstance(cfg, TextData):
+        return _text(cfg, endpoint_url)
     return _files(cfg, endpoint_url)
 
 
@@ -65,6 +70,15 @@ def split_indices(y: np.ndarray, val_fraction: float, test_fraction: float, seed
         rest, test_size=val_share, random_state=seed, stratify=y[rest] if stratify else None
     )
     return np.sort(train), np.sort(val), np.sort(test)
+
+
+def ordered_split(n: int, val_fraction: float, test_fraction: float):
+    """Train, val and test index ranges in order: the first rows train, the last rows test."""
+    num_val, num_test = max(1, round(n * val_fraction)), max(1, round(n * test_fraction))
+    if n - num_val - num_test < 1:
+        raise DataError(f"{n} sequences are too few to split into train, val and test: add text or lower data.block_size")
+    idx = np.arange(n)
+    return idx[: n - num_val - num_test], idx[n - num_val - num_test : n - num_test], idx[n - num_test :]
 
 
 def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,19 +106,25 @@ def to_ray_dataset(x: np.ndarray, y: np.ndarray):
     import ray.data
     from ray.data.extensions import ArrowTensorArray
 
-    return ray.data.from_arrow(pa.table({"x": ArrowTensorArray.from_numpy(x), "y": y}))
+    column = lambda a: ArrowTensorArray.from_numpy(a) if a.ndim > 1 else a  # noqa: E731
+    return ray.data.from_arrow(pa.table({"x": column(x), "y": column(y)}))
 
 
 def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> Splits:
     """The experiment's data as Ray Datasets. Needs a running Ray (local or cluster)."""
     arrays = load_arrays(cfg, seed, endpoint_url)
-    tr, va, te = split_indices(arrays.y, cfg.val_fraction, cfg.test_fraction, seed)
-    mean, std = channel_stats(arrays.x[tr])
+    if isinstance(cfg, TextData):  # in corpus order; bytes are token ids, nothing to normalize
+        tr, va, te = ordered_split(len(arrays.y), cfg.val_fraction, cfg.test_fraction)
+        mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
+    else:
+        tr, va, te = split_indices(arrays.y, cfg.val_fraction, cfg.test_fraction, seed)
+        mean, std = channel_stats(arrays.x[tr])
     return Splits(
         train=to_ray_dataset(arrays.x[tr], arrays.y[tr]),
         val=to_ray_dataset(arrays.x[va], arrays.y[va]),
         test=to_ray_dataset(arrays.x[te], arrays.y[te]),
         input_shape=list(arrays.x.shape[1:]),
+        input_dtype=str(arrays.x.dtype),
         label_names=arrays.label_names,
         mean=mean,
         std=std,
@@ -137,24 +157,68 @@ def _synthetic(cfg: SyntheticData, seed: int) -> Arrays:
 
 def _files(cfg: FilesData, endpoint_url: str | None) -> Arrays:
     fs, path = storage.filesystem(cfg.path, endpoint_url)
-    try:
-        info = fs.get_file_info(path)
-    except OSError as e:
-        raise DataError(f"cannot reach data at {cfg.path!r}: {e}") from None
-    if info.type.name == "NotFound":
-        raise DataError(f"data path {cfg.path!r} does not exist: set data.path to a file or directory")
-    if info.type.name == "Directory":
-        from pyarrow.fs import FileSelector
-
-        files = sorted(f.path for f in fs.get_file_info(FileSelector(path, recursive=True)) if f.is_file)
-        files = [f for f in files if not posixpath.basename(f).startswith((".", "_"))]
-    else:
-        files = [path]
+    files = _list_files(fs, path, cfg.path)
     if not files:
         raise DataError(f"data directory {cfg.path!r} holds no files")
     fmt = cfg.format or _infer_format(files[0])
     columns = _read_npz(fs, files) if fmt == "npz" else _read_table(fs, files, fmt)
     return _columns_to_arrays(columns, cfg)
+
+
+BYTE_NAMES = [chr(b) if 32 < b < 127 else f"0x{b:02x}" for b in range(256)]  # label names of the 256 tokens
+
+
+def _text(cfg: TextData, endpoint_url: str | None) -> Arrays:
+    """Byte sequences of cfg.block_size, each with the next bytes as its targets."""
+    corpus = read_corpus(cfg, endpoint_url)
+    t = cfg.block_size
+    n = (len(corpus) - 1) // t
+    if n < 3:
+        raise DataError(f"the corpus holds {len(corpus)} bytes, too few for 3 sequences of data.block_size {t}")
+    stream = np.frombuffer(corpus, dtype=np.uint8).astype(np.int64)
+    return Arrays(stream[: n * t].reshape(n, t), stream[1 : n * t + 1].reshape(n, t), list(BYTE_NAMES))
+
+
+def read_corpus(cfg: TextData, endpoint_url: str | None = None) -> bytes:
+    """Up to cfg.max_bytes of the corpus: its files in name order, concatenated."""
+    if cfg.path is None:
+        import sysconfig
+
+        path, suffixes = sysconfig.get_paths()["stdlib"], cfg.suffixes or [".py"]
+    else:
+        path, suffixes = cfg.path, cfg.suffixes
+    fs, root = storage.filesystem(path, endpoint_url)
+    files = _list_files(fs, root, path)
+    if cfg.path is None:  # the standard library itself, not what is installed beside it
+        files = [f for f in files if not posixpath.relpath(f, root).startswith(("site-packages/", "dist-packages/"))]
+    if suffixes:
+        files = [f for f in files if f.endswith(tuple(suffixes))]
+    if not files:
+        raise DataError(f"no text files{f' ending in {suffixes}' if suffixes else ''} under {path!r}: "
+                        "set data.path or data.suffixes")
+    out = bytearray()
+    for f in files:
+        with fs.open_input_stream(f) as fh:
+            out += fh.read(cfg.max_bytes - len(out))
+        if len(out) >= cfg.max_bytes:
+            break
+    return bytes(out)
+
+
+def _list_files(fs, root: str, shown: str) -> list[str]:
+    """A file, or the files under a directory in name order (hidden ones and _-prefixed ones left out)."""
+    try:
+        info = fs.get_file_info(root)
+    except OSError as e:
+        raise DataError(f"cannot reach data at {shown!r}: {e}") from None
+    if info.type.name == "NotFound":
+        raise DataError(f"data path {shown!r} does not exist: set data.path to a file or directory")
+    if info.type.name != "Directory":
+        return [root]
+    from pyarrow.fs import FileSelector
+
+    files = sorted(f.path for f in fs.get_file_info(FileSelector(root, recursive=True)) if f.is_file)
+    return [f for f in files if not any(part.startswith((".", "_")) for part in posixpath.relpath(f, root).split("/"))]
 
 
 def _infer_format(path: str) -> str:

@@ -7,7 +7,11 @@ tested in one process is what runs on every worker.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
+import queue
+import threading
+import time
 from typing import Callable, Iterable
 
 import torch
@@ -26,14 +30,17 @@ def decay_split(model: nn.Module) -> tuple[list, list]:
 
 
 def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """The optimizer, with Adam's fused kernel (one launch for every tensor) on GPU."""
     decay, no_decay = decay_split(model)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    params = decay + no_decay
+    fused = (bool(params) and all(p.is_cuda for p in params)) or None
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     if cfg.name == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused)
     return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum)
 
 
@@ -65,6 +72,32 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Classifier logits [B, C] against labels [B], or language-model logits [B, T, V] against the
+    next tokens [B, T] (every position counts)."""
+    return nn.functional.cross_entropy(logits.float().flatten(0, -2), y.flatten(), reduction=reduction)
+
+
+def gradient_sync(model: nn.Module, enabled: bool):
+    """Skip the gradient all-reduce (DDP) or reduce-scatter (FSDP2) on micro-batches that only accumulate."""
+    if enabled:
+        return contextlib.nullcontext()
+    if hasattr(model, "no_sync"):  # DDP
+        return model.no_sync()
+    if hasattr(model, "set_requires_gradient_sync"):  # FSDP2
+        return _fsdp_no_sync(model)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(model):
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
+
+
 def train_epoch(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -77,36 +110,79 @@ def train_epoch(
     precision: str = "fp32",
     scaler: torch.amp.GradScaler | None = None,
 ) -> dict:
-    """One pass over `batches` of (x, y). Returns mean loss and samples seen.
+    """One pass over `batches` of (x, y). Returns the mean loss (per label or per token), the
+    samples seen, and the seconds spent waiting for batches (what prefetching should make small).
 
-    Gradients are accumulated over cfg.grad_accum_steps micro-batches; with DDP, the
-    all-reduce runs only on the last micro-batch of each step (no_sync on the others).
+    Gradients are accumulated over cfg.grad_accum_steps micro-batches; with DDP or FSDP, the
+    gradient reduction runs only on the last micro-batch of each step.
     """
     model.train()
     loss_sum = torch.zeros((), device=device)
-    num_samples = 0
+    num_samples = num_targets = 0
     micro = 0
     optimizer.zero_grad(set_to_none=True)
-    for i, (x, y) in enumerate(batches):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    data_wait_s = 0.0
+    batches = iter(batches)
+    for i in itertools.count():
+        tick = time.perf_counter()
+        batch = next(batches, None)
+        data_wait_s += time.perf_counter() - tick
+        if batch is None:
+            break
+        x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
         micro += 1
         last_micro = micro == cfg.grad_accum_steps
-        sync = contextlib.nullcontext() if last_micro or not hasattr(model, "no_sync") else model.no_sync()
-        with sync:
+        with gradient_sync(model, last_micro):
             with autocast(device, precision):
-                loss = nn.functional.cross_entropy(model(x), y)
+                loss = cross_entropy(model(x), y)
             total = loss + cfg.l1 * l1_penalty(model) if cfg.l1 else loss
             total = total / cfg.grad_accum_steps
             (scaler.scale(total) if scaler else total).backward()
-        loss_sum += loss.detach() * len(y)
+        loss_sum += loss.detach() * y.numel()
         num_samples += len(y)
+        num_targets += y.numel()
         if last_micro:
             lr = lr_at(epoch + min((i + 1) / max(batches_per_epoch, 1), 1.0), cfg, total_epochs)
             _step(model, optimizer, cfg, lr, scaler)
             micro = 0
     if micro:  # a trailing partial accumulation still updates the weights
         _step(model, optimizer, cfg, lr_at(epoch + 1, cfg, total_epochs), scaler)
-    return {"loss": (loss_sum / max(num_samples, 1)).item(), "num_samples": num_samples}
+    return {"loss": (loss_sum / max(num_targets, 1)).item(), "num_samples": num_samples, "data_wait_s": data_wait_s}
+
+
+def shard_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """FSDP2: each worker keeps 1/world of every parameter, gradient and optimizer state, and gathers
+    one block's full weights just in time for its forward and backward. Blocks (a Transformer's
+    `blocks`) are sharded one by one so only one is whole at a time; the rest goes with the root."""
+    from torch.distributed.fsdp import fully_shard
+
+    model = model.to(device)
+    for block in getattr(model, "blocks", []):
+        fully_shard(block)
+    return fully_shard(model)
+
+
+def prefetch(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device, depth: int):
+    """On GPU, a thread assembles the next `depth` batches in pinned (page-locked) memory while the
+    current one trains, and each is copied to the GPU without blocking. Elsewhere, the batches as they are."""
+    if device.type != "cuda" or depth == 0:
+        yield from batches
+        return
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+
+    def fill():
+        try:
+            for x, y in batches:
+                ready.put((x.pin_memory(), y.pin_memory()))
+            ready.put(None)
+        except BaseException as e:  # noqa: BLE001 (handed to the consumer, which raises it)
+            ready.put(e)
+
+    threading.Thread(target=fill, daemon=True, name="prefetch").start()
+    while (item := ready.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        yield item[0].to(device, non_blocking=True), item[1].to(device, non_blocking=True)
 
 
 def _step(model, optimizer, cfg: OptimConfig, lr: float, scaler):
@@ -128,7 +204,8 @@ def _step(model, optimizer, cfg: OptimConfig, lr: float, scaler):
 def evaluate(
     model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_classes: int, device, precision="fp32"
 ) -> dict[str, torch.Tensor]:
-    """Sufficient statistics of one pass: confusion matrix, summed loss, count (reducible across workers)."""
+    """Sufficient statistics of one pass: confusion matrix, summed loss, count (reducible across workers).
+    A language model counts every position of every sequence."""
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -136,14 +213,16 @@ def evaluate(
         x, y = x.to(device), y.to(device)
         with autocast(device, precision):
             logits = model(x)
-        loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum").double()
-        pred = logits.argmax(dim=1)
-        confusion += torch.bincount(y * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes)
+        loss_sum += cross_entropy(logits, y, reduction="sum").double()
+        pred = logits.argmax(dim=-1)
+        confusion += torch.bincount((y * num_classes + pred).flatten(), minlength=num_classes**2).reshape(num_classes,
+                                                                                                           num_classes)
     return {"confusion": confusion, "loss_sum": loss_sum}
 
 
-def metrics_from_stats(stats: dict[str, torch.Tensor], prefix: str = "") -> dict[str, float]:
-    """Loss, accuracy and macro precision/recall/F1 from a confusion matrix (rows: truth, cols: prediction)."""
+def metrics_from_stats(stats: dict[str, torch.Tensor], prefix: str = "", language_model: bool = False) -> dict[str, float]:
+    """Loss, accuracy and macro precision/recall/F1 from a confusion matrix (rows: truth, cols: prediction);
+    for a language model also perplexity (e^loss) and bits per byte (loss / ln 2): the loss is nats per byte."""
     cm = stats["confusion"].double().cpu()
     n, tp = cm.sum(), cm.diag()
     precision, recall, f1 = per_class(cm)
@@ -155,6 +234,9 @@ def metrics_from_stats(stats: dict[str, torch.Tensor], prefix: str = "") -> dict
         "recall": recall[present].mean().item(),
         "f1": f1[present].mean().item(),
     }
+    if language_model:
+        out["perplexity"] = math.exp(min(out["loss"], 700.0))  # e^700 is near float64's limit
+        out["bits_per_byte"] = out["loss"] / math.log(2)
     return {prefix + k: v for k, v in out.items()}
 
 

@@ -11,15 +11,17 @@ import torch
 
 from orchestrator import data, engine
 from orchestrator.checkpoint import read_checkpoint
+from orchestrator.lm import GPT
 
 
 def evaluate_model(model: torch.nn.Module, dataset, num_classes: int, batch_size: int,
                    with_confusion: bool = False) -> dict:
-    """Loss, accuracy, macro precision/recall/F1 of `model` on a Ray Dataset with columns x, y
-    (and "confusion", rows truth and columns prediction, if asked)."""
+    """Loss, accuracy, macro precision/recall/F1 (a language model: per next byte, and perplexity and
+    bits per byte) of `model` on a Ray Dataset with columns x, y (and "confusion", rows truth and
+    columns prediction, if asked)."""
     batches = ((b["x"], b["y"]) for b in dataset.iter_torch_batches(batch_size=batch_size))
     stats = engine.evaluate(model, batches, num_classes, torch.device("cpu"))
-    metrics = engine.metrics_from_stats(stats)
+    metrics = engine.metrics_from_stats(stats, language_model=isinstance(model, GPT))
     return {**metrics, "confusion": stats["confusion"].tolist()} if with_confusion else metrics
 
 

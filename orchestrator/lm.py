@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass(frozen=True)
@@ -43,19 +44,21 @@ class _Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(s.d_model, 4 * s.d_model), nn.GELU(approximate="tanh"),
                                  nn.Linear(4 * s.d_model, s.d_model), nn.Dropout(s.dropout))
 
-    def forward(self, x):
+    def forward(self, x, mask=None):
         b, t, d = x.shape
         q, k, v = self.qkv(self.ln_1(x)).split(d, dim=2)
         q, k, v = (z.view(b, t, self.n_head, d // self.n_head).transpose(1, 2) for z in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=mask is None)
         x = x + F.dropout(self.proj(y.transpose(1, 2).reshape(b, t, d)), self.dropout, self.training)
         return x + self.mlp(self.ln_2(x))
 
 
 class GPT(nn.Module):
-    def __init__(self, shape: GPTShape):
+    def __init__(self, shape: GPTShape, activation_checkpointing: bool = False):
         super().__init__()
         self.shape = shape
+        self.activation_checkpointing = activation_checkpointing
         self.tok = nn.Embedding(shape.vocab_size, shape.d_model)
         self.pos = nn.Embedding(shape.block_size, shape.d_model)
         self.drop = nn.Dropout(shape.dropout)
@@ -63,6 +66,9 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(shape.d_model)
         self.head = nn.Linear(shape.d_model, shape.vocab_size, bias=False)
         self.head.weight = self.tok.weight  # weight tying: one matrix embeds and unembeds
+        # ...and is saved once (safetensors refuses aliased tensors): head.weight is tok.weight on load
+        self.register_state_dict_post_hook(_drop_tied_head)
+        self.register_load_state_dict_pre_hook(_tie_head)
         self.apply(self._init)
         for name, p in self.named_parameters():  # GPT-2: residual projections scaled by depth
             if name.endswith(("proj.weight", "mlp.2.weight")):
@@ -75,14 +81,81 @@ class GPT(nn.Module):
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-token logits [B, T, vocab]. `pad` [B]: left padding of each row (batched generation
+        of prompts of different lengths); padded positions are neither attended to nor counted."""
         t = tokens.shape[1]
         if t > self.shape.block_size:
             raise ValueError(f"{t} tokens exceed the block size {self.shape.block_size}")
-        x = self.drop(self.tok(tokens) + self.pos(torch.arange(t, device=tokens.device)))
+        positions = torch.arange(t, device=tokens.device)
+        mask = None
+        if pad is not None:
+            real = positions[None, :] >= pad[:, None]  # [B, T]
+            causal = torch.ones(t, t, dtype=torch.bool, device=tokens.device).tril()
+            # a padding query attends to itself only, so no row of the softmax is empty
+            mask = ((causal & real[:, None, :]) | torch.eye(t, dtype=torch.bool, device=tokens.device))[:, None]
+            positions = (positions[None, :] - pad[:, None]).clamp(min=0)
+        x = self.drop(self.tok(tokens) + self.pos(positions))
         for block in self.blocks:
-            x = block(x)
+            if self.activation_checkpointing and self.training:
+                x = checkpoint(block, x, mask, use_reentrant=False)
+            else:
+                x = block(x, mask)
         return self.head(self.ln_f(x))
+
+
+def _drop_tied_head(module, state_dict, prefix, local_metadata):
+    state_dict.pop(prefix + "head.weight", None)
+
+
+def _tie_head(module, state_dict, prefix, *args):
+    if prefix + "tok.weight" in state_dict:
+        state_dict[prefix + "head.weight"] = state_dict[prefix + "tok.weight"]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How one prompt is continued."""
+
+    max_new_tokens: int = 200
+    temperature: float = 0.8  # 0: always the most likely byte
+    top_k: int | None = 50  # sample among the k most likely bytes
+    seed: int | None = None  # the same seed, prompt and model give the same text
+
+
+@torch.no_grad()
+def generate(model: GPT, prompts: list[bytes], sampling: list[Sampling]) -> list[bytes]:
+    """Continue each prompt by its own sampling settings, all rows in one forward pass per byte
+    (prompts left-padded to one length; the context is the last block_size bytes)."""
+    if any(not p for p in prompts):
+        raise ValueError("every prompt needs at least one byte")
+    model.eval()
+    device = next(model.parameters()).device
+    block = model.shape.block_size
+    prompts = [p[-block:] for p in prompts]
+    width = max(map(len, prompts))
+    seq = torch.zeros(len(prompts), width, dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        seq[i, width - len(p):] = torch.tensor(list(p), device=device)
+    pad = torch.tensor([width - len(p) for p in prompts], device=device)
+    generators = [torch.Generator().manual_seed(s.seed if s.seed is not None else torch.seed()) for s in sampling]
+    steps = max(s.max_new_tokens for s in sampling)
+    for _ in range(steps):
+        ctx, ctx_pad = seq[:, -block:], (pad - max(seq.shape[1] - block, 0)).clamp(min=0)
+        logits = model(ctx, ctx_pad if bool(ctx_pad.any()) else None)[:, -1, :].float().cpu()
+        nxt = [_sample(row, s, g) for row, s, g in zip(logits, sampling, generators)]
+        seq = torch.cat([seq, torch.tensor(nxt, device=device)[:, None]], dim=1)
+    new = seq[:, width:].tolist()
+    return [bytes(row[: s.max_new_tokens]) for row, s in zip(new, sampling)]
+
+
+def _sample(logits: torch.Tensor, s: Sampling, generator: torch.Generator) -> int:
+    if s.temperature == 0:
+        return int(logits.argmax())
+    logits = logits / s.temperature
+    if s.top_k is not None and s.top_k < len(logits):
+        logits[logits < torch.topk(logits, s.top_k).values[-1]] = -float("inf")
+    return int(torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator))
 
 
 def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

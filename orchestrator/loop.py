@@ -17,14 +17,14 @@ from typing import Callable, ContextManager, Iterator, Protocol
 import torch
 
 from orchestrator import data, engine, lineage
-from orchestrator.checkpoint import read_checkpoint, write_checkpoint
+from orchestrator.checkpoint import read_checkpoint, write_checkpoint, write_shard
 from orchestrator.config import ExperimentConfig
 from orchestrator.models import build_model
 
 
-# what every epoch reports (and checkpoints carry in metrics.json)
-REPORTED = ("epoch", "train_loss", "train_samples_per_s", "lr", "val_loss", "val_accuracy", "val_precision",
-            "val_recall", "val_f1")
+# what every epoch reports (and checkpoints carry in metrics.json); a language model adds perplexity
+REPORTED = ("epoch", "train_loss", "train_samples_per_s", "train_data_wait_share", "lr", "val_loss", "val_accuracy",
+            "val_precision", "val_recall", "val_f1", "val_perplexity", "val_bits_per_byte")
 
 
 class Session(Protocol):
@@ -56,63 +56,106 @@ def run(cfg: ExperimentConfig, info: dict, session: Session, invocation: str, ru
     `run_lineage` (lineage.collect) is stamped into every checkpoint."""
     t = cfg.train
     torch.set_num_threads(max(1, int(t.cpus_per_worker)))
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = t.tf32
     torch.manual_seed(cfg.seed)
     num_classes = len(info["label_names"])
     norm = info["normalization"]
     model = build_model(cfg.model, info["input_shape"], num_classes, norm["mean"], norm["std"])
+    language_model = cfg.model.name == "gpt"
+    sharded = t.strategy == "fsdp" and session.world > 1
 
     start_epoch, history, optim_state = 0, [], None
     with session.resume_dir() as d:
         if d is not None:
             ckpt = read_checkpoint(d)
-            model.load_state_dict(ckpt.model_state())
+            model.load_state_dict(ckpt.model_state())  # a sharded checkpoint's parts joined: any world size
             state, optim_state = ckpt.train_state(), ckpt.optimizer_state()
             start_epoch, history = state["epoch"], state["history"]
             if session.rank == 0:
                 say(f"resuming {session.name} after epoch {start_epoch}")
 
-    model = session.prepare_model(model)
+    device = session.device
+    model = engine.shard_model(model, device) if sharded else session.prepare_model(model)
     plain_model = getattr(model, "module", model)  # DDP wraps; evaluation and checkpoints use the module
     optimizer = engine.make_optimizer(model, cfg.optim)
     if optim_state is not None:
-        optimizer.load_state_dict(optim_state)
-    device = session.device
+        _load_optimizer_state(model, optimizer, optim_state, sharded)
+    step_model = torch.compile(model) if t.compile else model
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and t.precision == "fp16" else None
     batches_per_epoch = -(-session.num_rows("train") // t.batch_size_per_worker)
-    aug = cfg.data.augment
+    aug = getattr(cfg.data, "augment", None)
     std = torch.tensor(norm["std"])
 
     for epoch in range(start_epoch, t.epochs):
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch * 1_009 + session.rank)
-        transform = (lambda x: data.augment(x, aug.max_shift_px, aug.noise_std, std, gen)) if aug.enabled else None
+        augmented = aug is not None and aug.enabled
+        transform = (lambda x: data.augment(x, aug.max_shift_px, aug.noise_std, std, gen)) if augmented else None
         tick = time.perf_counter()
-        stats = engine.train_epoch(model, session.batches("train", t.batch_size_per_worker, gen, transform), optimizer,
-                                   cfg.optim, epoch, t.epochs, batches_per_epoch, device, t.precision, scaler)
+        batches = engine.prefetch(session.batches("train", t.batch_size_per_worker, gen, transform), device,
+                                  t.prefetch_batches)
+        stats = engine.train_epoch(step_model, batches, optimizer, cfg.optim, epoch, t.epochs, batches_per_epoch,
+                                   device, t.precision, scaler)
         train_s = time.perf_counter() - tick
         val = engine.evaluate(plain_model, session.batches("val", t.eval_batch_size, None, None), num_classes, device,
                               t.precision)
         f64 = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
         totals = _all_reduce(session.world, device, loss=f64(stats["loss"] * stats["num_samples"]),
-                             n=f64(stats["num_samples"]), train_s=f64(train_s), **val)
+                             n=f64(stats["num_samples"]), train_s=f64(train_s), wait_s=f64(stats["data_wait_s"]), **val)
         metrics = {
             "epoch": epoch + 1,
             "train_loss": (totals["loss"] / totals["n"]).item(),
             "train_samples_per_s": totals["n"].item() / (totals["train_s"].item() / session.world),
+            "train_data_wait_share": totals["wait_s"].item() / max(totals["train_s"].item(), 1e-9),
             "lr": optimizer.param_groups[0]["lr"],
-            **engine.metrics_from_stats({"confusion": totals["confusion"], "loss_sum": totals["loss_sum"]}, "val_"),
+            **engine.metrics_from_stats({"confusion": totals["confusion"], "loss_sum": totals["loss_sum"]}, "val_",
+                                        language_model),
         }
         history.append({**metrics, "finished_at": time.time()})  # wall clock: start-up and pacing, for benchmarks
         if session.rank == 0:
             say(progress_line(metrics, t.epochs))
-        # report every epoch; rank 0 attaches the checkpoint (DDP replicas are identical)
-        with tempfile.TemporaryDirectory() if session.rank == 0 else contextlib.nullcontext() as tmp:
-            if tmp is not None:
-                write_checkpoint(tmp, model=plain_model, config=cfg, model_info=info, metrics=metrics,
-                                 optimizer=optimizer,
-                                 train_state={"epoch": epoch + 1, "start_epoch": start_epoch, "history": history,
-                                              "invocation": invocation},
-                                 lineage=lineage.stamp(run_lineage or {}, cfg, session.name, trial_id, epoch + 1))
+        train_state = {"epoch": epoch + 1, "start_epoch": start_epoch, "history": history, "invocation": invocation}
+        stamp = lineage.stamp(run_lineage or {}, cfg, session.name, trial_id, epoch + 1)
+        # report every epoch. DDP: rank 0 attaches the checkpoint (replicas are identical); FSDP: every
+        # rank attaches its shard, and Ray gathers them into one directory
+        with tempfile.TemporaryDirectory() if session.rank == 0 or sharded else contextlib.nullcontext() as tmp:
+            shards = _write_shards(tmp, session, device, plain_model, optimizer) if sharded else None
+            if session.rank == 0:
+                write_checkpoint(tmp, model=None if sharded else plain_model, config=cfg, model_info=info,
+                                 metrics=metrics, optimizer=optimizer, train_state=train_state, lineage=stamp,
+                                 shards=shards)
             session.report(metrics, tmp, f"epoch-{epoch + 1:04d}")
+
+
+def _write_shards(directory: str, session: Session, device, model, optimizer) -> dict[str, dict]:
+    """Every rank writes its shard; rank 0 learns every shard's sha256 and size for the manifest."""
+    import torch.distributed as dist
+
+    name, entry = write_shard(directory, session.rank, session.world, model, optimizer)
+    mine = torch.tensor(list(bytes.fromhex(entry["sha256"])) + [entry["bytes"]], dtype=torch.int64, device=device)
+    every = [torch.empty_like(mine) for _ in range(session.world)]
+    dist.all_gather(every, mine)
+    entries = {}
+    for rank, t in enumerate(every):
+        values = t.tolist()
+        entries[name.replace(f"{session.rank:05d}-of", f"{rank:05d}-of", 1)] = {
+            "sha256": bytes(values[:32]).hex(), "bytes": values[32]}
+    return entries
+
+
+def _load_optimizer_state(model, optimizer, state: dict, sharded: bool) -> None:
+    """Full optimizer state (torch's format) into the optimizer; with FSDP, each rank keeps its part."""
+    if not sharded:
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    names = {id(p): n for n, p in model.named_parameters()}
+    order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    by_name = {
+        "state": {order[int(pid)]: values for pid, values in state["state"].items()},
+        "param_groups": [{**g, "params": [order[int(pid)] for pid in g["params"]]} for g in state["param_groups"]],
+    }
+    set_optimizer_state_dict(model, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
 
 
 def say(line: str) -> None:
@@ -122,10 +165,11 @@ def say(line: str) -> None:
 
 
 def progress_line(m: dict, epochs: int) -> str:
+    quality = (f"val_perplexity {m['val_perplexity']:.3f}  val_bits_per_byte {m['val_bits_per_byte']:.3f}"
+               if "val_perplexity" in m else f"val_accuracy {m['val_accuracy']:.4f}  val_f1 {m['val_f1']:.4f}")
     return (
         f"epoch {m['epoch']:>3}/{epochs}  train_loss {m['train_loss']:.4f}  val_loss {m['val_loss']:.4f}  "
-        f"val_accuracy {m['val_accuracy']:.4f}  val_f1 {m['val_f1']:.4f}  lr {m['lr']:.2e}  "
-        f"{m['train_samples_per_s']:,.0f} samples/s"
+        f"{quality}  lr {m['lr']:.2e}  {m['train_samples_per_s']:,.0f} samples/s"
     )
 
 

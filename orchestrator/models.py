@@ -1,8 +1,9 @@
-"""Model zoo by name: mlp, cnn, rnn, transformer. Plain PyTorch.
+"""Model zoo by name: mlp, cnn, rnn, transformer classifiers, and the gpt language model. Plain PyTorch.
 
-Every model takes raw features [B, *input_shape] and returns logits [B, num_classes]. The
+Every classifier takes raw features [B, *input_shape] and returns logits [B, num_classes]. The
 training-split normalization is a buffer of the model, so it is saved in the same
 safetensors file and serving can never apply different statistics than training did.
+The language model (lm.py) takes bytes [B, T] and returns next-byte logits [B, T, 256].
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from orchestrator.config import CNNConfig, MLPConfig, ModelConfig, RNNConfig, TransformerConfig
+from orchestrator.config import CNNConfig, GPTConfig, MLPConfig, ModelConfig, RNNConfig, TransformerConfig
 from orchestrator.errors import ConfigError
 
 
@@ -37,9 +38,12 @@ class Classifier(nn.Module):
         return self.body(self.normalize(x))
 
 
-def build_model(cfg: ModelConfig, input_shape, num_classes: int, mean=None, std=None) -> Classifier:
-    """The model for this input shape; mean/std default to identity (they are loaded from checkpoints)."""
+def build_model(cfg: ModelConfig, input_shape, num_classes: int, mean=None, std=None) -> nn.Module:
+    """The model for this input shape; mean/std default to identity (they are loaded from checkpoints).
+    gpt: input_shape is [block_size] and num_classes the vocabulary (256 bytes)."""
     input_shape = tuple(int(s) for s in input_shape)
+    if isinstance(cfg, GPTConfig):
+        return _gpt(cfg, input_shape, num_classes)
     builders = {"mlp": _mlp, "cnn": _cnn, "rnn": _rnn, "transformer": _transformer}
     body = builders[cfg.name](cfg, input_shape, num_classes)
     stat_shape = _stat_shape(input_shape)
@@ -193,3 +197,13 @@ class _TransformerBody(nn.Module):
 
 def _transformer(cfg: TransformerConfig, input_shape, num_classes):
     return _TransformerBody(cfg, input_shape, num_classes)
+
+
+def _gpt(cfg: GPTConfig, input_shape, vocab_size: int):
+    from orchestrator.lm import GPT, GPTShape
+
+    if len(input_shape) != 1:
+        raise ConfigError(f"model 'gpt' reads byte sequences [T], got samples of shape {list(input_shape)}: use data.name: text")
+    shape = GPTShape(n_layer=cfg.n_layer, n_head=cfg.n_head, d_model=cfg.d_model, block_size=input_shape[0],
+                     vocab_size=vocab_size, dropout=cfg.dropout)
+    return GPT(shape, activation_checkpointing=cfg.activation_checkpointing)

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from orchestrator import data, registry, serve, storage, tracking
+from orchestrator import data, registry, report, serve, storage, tracking
 from orchestrator.client import post_json
 from orchestrator.config import ExperimentConfig, ServeArgs, config_from_dict, parse, with_value
 from orchestrator.loop import say
@@ -155,7 +155,7 @@ def print_summary(result: dict) -> None:
     m, lin = result["metrics"], result["lineage"]
     say(f"\nmodel {result['model']} v{result['model_version']} (weights {result['weights_version']}) at "
         f"{result['endpoint']}\n"
-        f"test_accuracy {m['test_accuracy']:.4f}  test_f1 {m['test_f1']:.4f}\n"
+        f"{report.headline(m)}\n"
         f"lineage: config {lin['config_hash'][:12]}  data {lin['data_fingerprint'][:12]}  code {lin['code_version']}\n"
         f"report {result['report']}\n"
         f"try: orchestrator predict {result['endpoint']} --input FILE   docs: {result['endpoint']}/docs\n"

@@ -9,6 +9,13 @@ import json
 from orchestrator import storage
 
 
+def headline(metrics: dict, split: str = "test") -> str:
+    """The two numbers that say how good a model is: perplexity and bits per byte for a language
+    model, accuracy and F1 for a classifier."""
+    keys = ("perplexity", "bits_per_byte") if f"{split}_perplexity" in metrics else ("accuracy", "f1")
+    return "  ".join(f"{split}_{k} {metrics[f'{split}_{k}']:.4f}" for k in keys)
+
+
 def tune_results(rows: list[dict], curves: dict[str, list[tuple[int, float]]], tune_cfg, experiment_uri: str, st):
     """Write trials.csv, trials.json, trials.png (metric per epoch) and params.png (metric against each
     searched field) under the experiment; return (csv URI, [plot URIs])."""
@@ -101,30 +108,34 @@ def run_report(run_uri: str, ckpt, metrics: dict, confusion: list[list[int]], st
     cm = np.asarray(confusion)
     precision, recall, f1 = (t.numpy() for t in per_class(torch.as_tensor(cm)))
     history = history or (ckpt.train_state() or {}).get("history", [])
-    images = {"curves.png": "Learning curves", "confusion.png": "Confusion matrix (test split)",
-              "per_class.png": "Precision, recall and F1 per class (test split)"}
-    put("curves.png", _history_png(history))
-    put("confusion.png", _confusion_png(cm, labels))
-    put("per_class.png", _per_class_png(labels, precision, recall, f1))
+    language_model = ckpt.config.model.name == "gpt"  # 256 byte classes: per-class plots say nothing
+    images = {"curves.png": "Learning curves"}
+    put("curves.png", _history_png(history, ("val_bits_per_byte",) if language_model else ("val_accuracy", "val_f1")))
+    if not language_model:
+        images["confusion.png"] = "Confusion matrix (test split)"
+        images["per_class.png"] = "Precision, recall and F1 per class (test split)"
+        put("confusion.png", _confusion_png(cm, labels))
+        put("per_class.png", _per_class_png(labels, precision, recall, f1))
     for uri in (search or {}).get("plots", []):  # copied, so the report folder stands alone
         name = f"search-{uri.rsplit('/', 1)[-1]}"
         put(name, storage.read_bytes(uri, st.endpoint_url, st.region))
         images[name] = f"Hyperparameter search {search['experiment']}: {uri.rsplit('/', 1)[-1]}"
     support = cm.sum(axis=1)
-    rows = [(labels[i], float(precision[i]), float(recall[i]), float(f1[i]), int(support[i])) for i in range(len(labels))]
+    rows = [] if language_model else [(labels[i], float(precision[i]), float(recall[i]), float(f1[i]), int(support[i]))
+                                      for i in range(len(labels))]
     put("index.html", _html(ckpt, metrics, rows, images, search).encode())
     return storage.join(out, "index.html")
 
 
-def _history_png(history: list[dict]) -> bytes:
+def _history_png(history: list[dict], quality: tuple[str, ...]) -> bytes:
     fig, axes = _figure(width=5.5, height=3.8, ncols=2)
     epochs = [h["epoch"] for h in history]
     left, right = axes[0]
     for key in ("train_loss", "val_loss"):
         left.plot(epochs, [h[key] for h in history], marker="o", markersize=3, label=key)
-    for key in ("val_accuracy", "val_f1"):
-        right.plot(epochs, [h[key] for h in history], marker="o", markersize=3, label=key)
-    for ax, title in ((left, "loss"), (right, "validation accuracy and F1")):
+    for key in quality:
+        right.plot(epochs, [h.get(key) for h in history], marker="o", markersize=3, label=key)
+    for ax, title in ((left, "loss"), (right, " and ".join(quality))):
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.grid(alpha=0.3)
@@ -187,7 +198,7 @@ figcaption{{color:#555;font-size:13px}}code{{background:#f4f4f4;padding:1px 4px}
 <p>Checkpoint <code>{escape(ckpt.uri)}</code></p>
 <h2>Metrics</h2>{_table(sorted(metrics.items()))}
 {figures}
-<h2>Per class (test split)</h2>{per_class}
+{"<h2>Per class (test split)</h2>" + per_class if rows else ""}
 <h2>Hyperparameter search</h2>{searched}
 <h2>Lineage</h2>{_table(sorted(lineage.items()))}
 <h2>Config (hash {escape(lineage.get("config_hash", ckpt.config.hash()))})</h2><pre>{escape(json.dumps(ckpt.config.to_dict(), indent=2))}</pre>

@@ -81,5 +81,14 @@ def write_bytes(uri: str, data: bytes, endpoint_url: str | None = None, region: 
         f.write(data)
 
 
+def upload_dir(local_dir: str, uri: str, endpoint_url: str | None = None, region: str | None = None) -> None:
+    """Copy a local directory's files to a directory URI (local or s3://)."""
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(uri, endpoint_url, region)
+    fs.create_dir(path, recursive=True)
+    pafs.copy_files(local_dir, path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+
+
 def _first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

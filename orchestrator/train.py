@@ -106,7 +106,7 @@ def _model_info(cfg: ExperimentConfig, splits: data.Splits) -> dict:
     return {
         "family": cfg.model.name,
         "input_shape": splits.input_shape,
-        "input_dtype": "float32",
+        "input_dtype": splits.input_dtype,
         "label_names": splits.label_names,
         "normalization": splits.normalization(),
         "num_parameters": num_parameters(model),

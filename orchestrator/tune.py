@@ -111,7 +111,7 @@ def search(cfg: ExperimentConfig, name: str, splits: data.Splits, resume: bool =
 def _data_info(splits: data.Splits) -> dict:
     return {
         "input_shape": splits.input_shape,
-        "input_dtype": "float32",
+        "input_dtype": splits.input_dtype,
         "label_names": splits.label_names,
         "normalization": splits.normalization(),
         "data_fingerprint": splits.fingerprint,
