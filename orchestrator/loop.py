@@ -79,7 +79,7 @@ def run(cfg: ExperimentConfig, info: dict, session: Session, invocation: str, ru
     plain_model = getattr(model, "module", model)  # DDP wraps; evaluation and checkpoints use the module
     optimizer = engine.make_optimizer(model, cfg.optim)
     if optim_state is not None:
-        _load_optimizer_state(model, optimizer, optim_state, sharded)
+        _load_optimizer_state(optimizer, optim_state)
     step_model = torch.compile(model) if t.compile else model
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and t.precision == "fp16" else None
     batches_per_epoch = -(-session.num_rows("train") // t.batch_size_per_worker)
@@ -142,20 +142,21 @@ def _write_shards(directory: str, session: Session, device, model, optimizer) ->
     return entries
 
 
-def _load_optimizer_state(model, optimizer, state: dict, sharded: bool) -> None:
-    """Full optimizer state (torch's format) into the optimizer; with FSDP, each rank keeps its part."""
-    if not sharded:
-        optimizer.load_state_dict(state)
-        return
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+def _load_optimizer_state(optimizer, state: dict) -> None:
+    """Full optimizer state (torch's format) into the optimizer. With FSDP, a tensor shaped like its
+    sharded parameter is sharded the same way first, so each rank keeps its part."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
 
-    names = {id(p): n for n, p in model.named_parameters()}
-    order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
-    by_name = {
-        "state": {order[int(pid)]: values for pid, values in state["state"].items()},
-        "param_groups": [{**g, "params": [order[int(pid)] for pid in g["params"]]} for g in state["param_groups"]],
-    }
-    set_optimizer_state_dict(model, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for pid, values in state["state"].items():
+        p = params[int(pid)]
+        if isinstance(p, DTensor):
+            for key, value in values.items():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    # every rank holds the full tensor: each takes its part, nothing is sent
+                    values[key] = distribute_tensor(value.to(p.device_mesh.device_type), p.device_mesh, p.placements,
+                                                    src_data_rank=None)
+    optimizer.load_state_dict(state)
 
 
 def say(line: str) -> None:
