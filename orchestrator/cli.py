@@ -7,6 +7,8 @@
     orchestrator serve CHECKPOINT_URI [field=value ...] [--host H --port P] [--address ADDR] [--json]
     orchestrator serve status|rollback|shutdown --address ADDR
     orchestrator predict URL|CHECKPOINT_URI --input FILE|- [--json]
+    orchestrator generate URL|CHECKPOINT_URI --prompt TEXT [--max-new-tokens N] [--temperature T] [--seed S] [--json]
+    orchestrator export CHECKPOINT_URI DESTINATION_URI
     orchestrator models list|show|promote|rollback [VERSION|ALIAS] [--registry URI] [--model NAME] [--address ADDR]
     orchestrator cluster validate|up|down|dashboard|attach cluster/aws-gpu.yaml
     orchestrator submit jobs/digits-cnn.yaml [field=value ...] --address URL [train|tune|run] [--wait]
@@ -118,6 +120,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help='JSON file ({"instances": [...]} or a list of inputs), - for stdin')
     p.add_argument("--api-key-env", default="ORCHESTRATOR_API_KEY", help="environment variable holding the API key")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("generate", parents=[common], help="text from a language model: an endpoint URL or a checkpoint")
+    p.add_argument("target", metavar="URL|CHECKPOINT_URI")
+    p.add_argument("--prompt", required=True, help="text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="bytes to generate")
+    p.add_argument("--temperature", type=float, default=0.8, help="0: always the most likely byte")
+    p.add_argument("--top-k", type=int, default=50, help="sample among the k most likely bytes (0: all)")
+    p.add_argument("--seed", type=int, help="the same seed, prompt and model give the same text")
+    p.add_argument("--api-key-env", default="ORCHESTRATOR_API_KEY", help="environment variable holding the API key")
+    p.set_defaults(func=_generate)
+
+    p = sub.add_parser("export", parents=[common], help="a checkpoint's model as a plain serving checkpoint",
+                       description="Join a sharded (FSDP) checkpoint into one model.safetensors, without the "
+                       "optimizer state: what serving and the registry need, in one file.")
+    p.add_argument("checkpoint", help="checkpoint directory or s3:// URI")
+    p.add_argument("destination", help="new checkpoint directory or s3:// URI")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("cluster", parents=[common], help="validate a cluster YAML, or launch it with Ray's launcher")
     p.add_argument("action", choices=["validate", "up", "down", "dashboard", "attach"])
@@ -338,29 +357,73 @@ def _predict(args) -> dict:
     if not args.target.startswith(("http://", "https://")):
         from orchestrator.predictor import Predictor, RequestError
 
-        predictor = Predictor.load(args.target, max_instances=sys.maxsize)  # offline: no per-request limit
+        predictor = _local_model(args.target, Predictor)
         try:
             result = predictor.encode(predictor.predict(predictor.validate(payload.get("instances"))))
         except RequestError as e:
             raise ConfigError(f"--input: {e.message}") from None
     else:
-        from orchestrator.client import Unreachable, post_json
-
-        url = args.target.rstrip("/")
-        url = url if url.endswith("/v1/predict") else f"{url}/v1/predict"
-        try:  # retried on 5xx and connection errors (the documented client policy), never on 4xx
-            status, result = post_json(url, payload, api_key=os.environ.get(args.api_key_env))
-        except Unreachable as e:
-            raise ConfigError(str(e)) from None
-        if status >= 300:
-            message = (result.get("error") or {}).get("message", result)
-            if 400 <= status < 500:
-                raise ConfigError(f"{url} answered {status}: {message}")
-            raise RuntimeError(f"{url} answered {status}: {message}")
+        result = _call(args.target, "/v1/predict", payload, args.api_key_env)
     if not args.json:
         for p in result["predictions"]:
             print(f"{p['label']}\t{max(p['probabilities']):.4f}", flush=True)
     return result
+
+
+def _generate(args) -> dict:
+    payload = {"prompt": args.prompt, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
+               "top_k": args.top_k or None, "seed": args.seed}
+    if not args.target.startswith(("http://", "https://")):
+        from orchestrator.predictor import RequestError, TextGenerator
+
+        generator = _local_model(args.target, TextGenerator)
+        try:
+            request = generator.validate(payload)
+        except RequestError as e:
+            raise ConfigError(f"--{e.code.removeprefix('invalid_').replace('_', '-')}: {e.message}") from None
+        result = generator.encode(request, generator.generate([request])[0])
+    else:
+        result = _call(args.target, "/v1/generate", payload, args.api_key_env)
+    if not args.json:
+        print(result["prompt"] + result["completion"], flush=True)
+    return result
+
+
+def _local_model(uri: str, kind: type):
+    """The checkpoint's predictor, offline (no per-request limits), if it is of `kind`."""
+    from orchestrator import predictor
+
+    model = predictor.load(uri, max_instances=sys.maxsize, max_new_tokens=sys.maxsize)
+    if not isinstance(model, kind):
+        command = "generate --prompt TEXT" if isinstance(model, predictor.TextGenerator) else "predict --input FILE"
+        raise ConfigError(f"{uri} holds a {model.info['family']} model: use orchestrator {command}")
+    return model
+
+
+def _call(target: str, route: str, payload: dict, api_key_env: str) -> dict:
+    """POST to an endpoint's route with the documented retry policy; 4xx -> ConfigError (exit 2)."""
+    from orchestrator.client import Unreachable, post_json
+
+    url = target.rstrip("/")
+    url = url if url.endswith(route) else f"{url}{route}"
+    try:  # retried on 5xx and connection errors (the documented client policy), never on 4xx
+        status, result = post_json(url, payload, api_key=os.environ.get(api_key_env))
+    except Unreachable as e:
+        raise ConfigError(str(e)) from None
+    if status >= 300:
+        message = (result.get("error") or {}).get("message", result)
+        if 400 <= status < 500:
+            raise ConfigError(f"{url} answered {status}: {message}")
+        raise RuntimeError(f"{url} answered {status}: {message}")
+    return result
+
+
+def _export(args) -> dict:
+    from orchestrator.checkpoint import export
+
+    destination = export(args.checkpoint, args.destination)
+    print(f"exported {args.checkpoint} to {destination}", flush=True)
+    return {"checkpoint": args.checkpoint, "exported": destination}
 
 
 def _cluster(args) -> dict:

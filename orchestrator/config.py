@@ -423,6 +423,7 @@ class ServeArgs(Section):
     storage_endpoint_url: str | None = Field(None, description="S3-compatible endpoint for an s3:// checkpoint.")
     max_instances: int = Field(256, ge=1, description="Most inputs in one request (422 over it).")
     max_body_bytes: int = Field(4 * 2**20, ge=1024, description="Largest request body in bytes (413 over it).")
+    max_new_tokens: int = Field(512, ge=1, description="Most bytes one /v1/generate request may ask for (language models).")
     max_batch_size: int = Field(32, ge=1, description="Requests merged into one forward pass; 1 turns batching off.")
     batch_wait_timeout_s: float = Field(0.005, ge=0, description="How long a batch waits to fill, seconds.")
     max_ongoing_requests: int = Field(64, ge=1, description="Requests a replica works on at once.")

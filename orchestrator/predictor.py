@@ -1,22 +1,25 @@
 """A checkpoint as a predictor: load, decode/validate, predict, encode. No Ray here.
 
-The Serve endpoint (serve.py) and offline `orchestrator predict CHECKPOINT` run this same
-code, so the endpoint answers exactly as offline prediction does.
+The Serve endpoint (serve.py) and offline `orchestrator predict|generate CHECKPOINT` run this
+same code, so the endpoint answers exactly as offline prediction does.
 
     predictor = Predictor.load("runs/digits-cnn-.../epoch-0025")
     x = predictor.decode(b'{"instances": [[[0, 1, ...], ...]]}')   # RequestError if bad
     predictor.encode(predictor.predict(x))
+
+    generator = load("runs/text-lm-.../epoch-0004")                # a language model: TextGenerator
+    generator.encode(generator.generate([generator.decode(b'{"prompt": "def "}')]))
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 
 import numpy as np
 import torch
 
+from orchestrator import lm
 from orchestrator.checkpoint import Checkpoint, read_checkpoint
 
 
@@ -31,28 +34,55 @@ class RequestError(Exception):
         return {"error": {"code": self.code, "message": self.message}}
 
 
+def load(uri: str, endpoint_url: str | None = None, max_instances: int = 256, max_new_tokens: int = 512):
+    """The checkpoint's predictor: a TextGenerator for a language model, else a Predictor."""
+    ckpt = read_checkpoint(uri, endpoint_url)  # manifest verified, safetensors: nothing is unpickled
+    if ckpt.config.model.name == "gpt":
+        return TextGenerator(ckpt, max_new_tokens)
+    return Predictor(ckpt, max_instances)
+
+
+def _describe(ckpt: Checkpoint, version: str, **extra) -> dict:
+    """What GET /v1/model says about the model."""
+    return {
+        "name": ckpt.config.name,
+        "version": version,
+        "checkpoint": ckpt.uri,
+        "family": ckpt.model_info.get("family", ckpt.config.model.name),
+        **extra,
+        "metrics": ckpt.metrics,
+        "data_fingerprint": ckpt.model_info.get("data_fingerprint"),
+        "lineage": ckpt.lineage(),
+        "config": ckpt.config.model_dump(mode="json"),
+    }
+
+
+def _json_object(body: bytes) -> dict:
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RequestError(400, "invalid_json", f"the body is not valid JSON ({e})") from None
+    if not isinstance(payload, dict):
+        raise RequestError(400, "not_an_object", "send a JSON object")
+    return payload
+
+
 class Predictor:
+    """A classifier: POST /v1/predict."""
+
+    route = "/v1/predict"
+
     def __init__(self, ckpt: Checkpoint, max_instances: int = 256):
         self.model = ckpt.model()
         info = ckpt.model_info
         self.input_shape = tuple(info["input_shape"])
         self.labels = list(info["label_names"])
         self.max_instances = max_instances
-        weights = ckpt.files["model.safetensors"]
-        self.version = hashlib.sha256(weights).hexdigest()[:12]  # names the weights, wherever they are stored
-        self.info = {
-            "name": ckpt.config.name,
-            "version": self.version,
-            "checkpoint": ckpt.uri,
-            "family": info.get("family", ckpt.config.model.name),
-            "input": {"shape": list(self.input_shape), "dtype": info.get("input_dtype", "float32"),
-                      "max_instances": max_instances},
-            "labels": self.labels,
-            "metrics": ckpt.metrics,
-            "data_fingerprint": info.get("data_fingerprint"),
-            "lineage": ckpt.lineage(),
-            "config": ckpt.config.model_dump(mode="json"),
-        }
+        self.version = ckpt.weights_digest()[:12]  # names the weights, wherever they are stored
+        self.info = _describe(ckpt, self.version, route=self.route,
+                              input={"shape": list(self.input_shape), "dtype": info.get("input_dtype", "float32"),
+                                     "max_instances": max_instances},
+                              labels=self.labels)
 
     @classmethod
     def load(cls, uri: str, endpoint_url: str | None = None, max_instances: int = 256) -> Predictor:
@@ -63,11 +93,8 @@ class Predictor:
 
     def decode(self, body: bytes) -> np.ndarray:
         """A JSON request body to a float32 array of shape (n, *input_shape)."""
-        try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise RequestError(400, "invalid_json", f"the body is not valid JSON ({e})") from None
-        if not isinstance(payload, dict) or "instances" not in payload:
+        payload = _json_object(body)
+        if "instances" not in payload:
             raise RequestError(400, "missing_instances", 'send a JSON object {"instances": [input, ...]}')
         return self.validate(payload["instances"])
 
@@ -120,6 +147,71 @@ class Predictor:
         """A prediction on a zero input comes out as a probability distribution."""
         probs = self.predict(np.zeros((1, *self.input_shape), dtype=np.float32))
         return bool(np.isfinite(probs).all() and math.isclose(float(probs.sum()), 1.0, abs_tol=1e-3))
+
+
+class TextGenerator:
+    """A language model: POST /v1/generate {"prompt": "...", "max_new_tokens": 200, "temperature": 0.8,
+    "top_k": 50, "seed": null}; the answer continues the prompt."""
+
+    route = "/v1/generate"
+    FIELDS = {"prompt", "max_new_tokens", "temperature", "top_k", "seed"}
+
+    def __init__(self, ckpt: Checkpoint, max_new_tokens: int = 512):
+        self.model = ckpt.model()
+        self.max_new_tokens = max_new_tokens
+        self.version = ckpt.weights_digest()[:12]
+        self.info = _describe(ckpt, self.version, route=self.route,
+                              input={"prompt": "text (UTF-8); the model reads its last "
+                                               f"{self.model.shape.block_size} bytes",
+                                     "max_new_tokens": max_new_tokens})
+
+    def decode(self, body: bytes) -> tuple[bytes, lm.Sampling]:
+        return self.validate(_json_object(body))
+
+    def validate(self, payload: dict) -> tuple[bytes, lm.Sampling]:
+        unknown = sorted(set(payload) - self.FIELDS)
+        if unknown:
+            raise RequestError(422, "unknown_field", f"unknown fields {unknown}; send {sorted(self.FIELDS)}")
+        prompt = payload.get("prompt")
+        if not isinstance(prompt, str) or not prompt:
+            raise RequestError(422, "invalid_prompt", 'prompt must be a non-empty string, e.g. {"prompt": "def "}')
+        default = lm.Sampling()
+        n = payload.get("max_new_tokens", min(default.max_new_tokens, self.max_new_tokens))
+        if not _is_int(n) or not 1 <= n <= self.max_new_tokens:
+            raise RequestError(422, "invalid_max_new_tokens", f"max_new_tokens must be an integer from 1 to "
+                               f"{self.max_new_tokens}")
+        temperature = payload.get("temperature", default.temperature)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 10:
+            raise RequestError(422, "invalid_temperature", "temperature must be a number from 0 (greedy) to 10")
+        top_k = payload.get("top_k", default.top_k)
+        if top_k is not None and (not _is_int(top_k) or top_k < 1):
+            raise RequestError(422, "invalid_top_k", "top_k must be a positive integer or null (no cut)")
+        seed = payload.get("seed")
+        if seed is not None and (not _is_int(seed) or not 0 <= seed < 2**63):
+            raise RequestError(422, "invalid_seed", "seed must be a non-negative integer or null")
+        return prompt.encode(), lm.Sampling(n, float(temperature), top_k, seed)
+
+    def generate(self, requests: list[tuple[bytes, lm.Sampling]]) -> list[bytes]:
+        """Continuations of every request, generated together."""
+        return lm.generate(self.model, [p for p, _ in requests], [s for _, s in requests])
+
+    def encode(self, request: tuple[bytes, lm.Sampling], completion: bytes) -> dict:
+        return {
+            "completion": completion.decode(errors="replace"),  # bytes cut mid-character show as U+FFFD
+            "prompt": request[0].decode(errors="replace"),
+            "num_new_tokens": len(completion),
+            "model": {"name": self.info["name"], "version": self.version},
+        }
+
+    @torch.inference_mode()
+    def canary(self) -> bool:
+        """The next-byte distribution after a newline is finite."""
+        logits = self.model(torch.tensor([[10]]))
+        return bool(torch.isfinite(logits).all())
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _kind(dtype: np.dtype) -> str:

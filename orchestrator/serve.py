@@ -12,7 +12,8 @@ request for no gain in a one-model endpoint. Every setting travels in the deploy
 user_config, so deploying a new checkpoint or limit reconfigures the running replicas in
 place (no restart, no failed request); only resources restart replicas, one at a time.
 
-API: POST /v1/predict {"instances": [...]}, GET /v1/model, GET /healthz, GET /readyz, /docs.
+API: POST /v1/predict {"instances": [...]} (classifiers), POST /v1/generate {"prompt": "..."}
+(language models), GET /v1/model, GET /healthz, GET /readyz, /docs.
 """
 
 import asyncio
@@ -32,7 +33,8 @@ from ray.serve.config import BackpressureConfig
 
 from orchestrator.config import REGISTRY_DEFAULT, ServeArgs, parse
 from orchestrator.errors import ConfigError
-from orchestrator.predictor import Predictor, RequestError
+from orchestrator import predictor as predictors
+from orchestrator.predictor import Predictor, RequestError, TextGenerator
 
 APP_NAME = "orchestrator"
 DEPLOYMENT = "Model"
@@ -104,6 +106,19 @@ def _error(e: RequestError) -> JSONResponse:
     return JSONResponse(e.body(), status_code=e.status, headers=headers)
 
 
+GENERATE_DOCS = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["prompt"],
+        "properties": {
+            "prompt": {"type": "string", "description": "text to continue"},
+            "max_new_tokens": {"type": "integer", "description": "bytes to generate (limits.max_new_tokens at most)"},
+            "temperature": {"type": "number", "description": "0: always the most likely byte; default 0.8"},
+            "top_k": {"type": ["integer", "null"], "description": "sample among the k most likely bytes; default 50"},
+            "seed": {"type": ["integer", "null"], "description": "the same seed and prompt give the same text"},
+        },
+    }}}},
+}
+
 PREDICT_DOCS = {  # the body is parsed by hand (for its error messages), so describe it for /docs here
     "requestBody": {"required": True, "content": {"application/json": {"schema": {
         "type": "object", "required": ["instances"],
@@ -128,14 +143,15 @@ class Endpoint:
         current model until the new one has loaded and passed its canary."""
         args = ServeArgs.model_validate(config["args"])
         predictor = self.predictor
-        if predictor is None or args.checkpoint != self.args.checkpoint or args.max_instances != self.args.max_instances:
-            predictor = await asyncio.to_thread(
-                Predictor.load, args.checkpoint, args.storage_endpoint_url, args.max_instances
-            )
+        loading = ("checkpoint", "max_instances", "max_new_tokens")
+        if predictor is None or any(getattr(args, k) != getattr(self.args, k) for k in loading):
+            predictor = await asyncio.to_thread(predictors.load, args.checkpoint, args.storage_endpoint_url,
+                                                args.max_instances, args.max_new_tokens)
             if not predictor.canary():
-                raise RuntimeError(f"{args.checkpoint}: canary prediction is not a probability distribution")
-        self._predict_batch.set_max_batch_size(args.max_batch_size)
-        self._predict_batch.set_batch_wait_timeout_s(args.batch_wait_timeout_s)
+                raise RuntimeError(f"{args.checkpoint}: the model fails its canary (its output is not finite)")
+        for batched in (self._predict_batch, self._generate_batch):
+            batched.set_max_batch_size(args.max_batch_size)
+            batched.set_batch_wait_timeout_s(args.batch_wait_timeout_s)
         self.keys = ApiKeys(args)
         self.args, self.predictor = args, predictor
 
@@ -149,8 +165,8 @@ class Endpoint:
         """Body: {"instances": [input, ...]}, each input of the model's input shape (GET /v1/model)."""
         try:
             self.keys.check(request)
+            predictor = self._serving(Predictor)
             body = await self._body(request)
-            predictor = self.predictor
             x = predictor.decode(body)
         except RequestError as e:
             return _error(e)
@@ -164,6 +180,40 @@ class Endpoint:
         except Exception as e:  # noqa: BLE001 (the model's fault or the input's: _not_answered tells which)
             return await self._not_answered(predictor, e)
         return predictor.encode(probs)
+
+    @api.post("/v1/generate", openapi_extra=GENERATE_DOCS)
+    async def generate(self, request: Request):
+        """Body: {"prompt": "...", "max_new_tokens": 200, "temperature": 0.8, "top_k": 50, "seed": null}."""
+        try:
+            self.keys.check(request)
+            generator = self._serving(TextGenerator)
+            body = await self._body(request)
+            item = generator.decode(body)
+        except RequestError as e:
+            return _error(e)
+        try:
+            if self.args.max_batch_size > 1:
+                generator, completion = await self._generate_batch(item)
+            else:
+                completion = (await asyncio.to_thread(generator.generate, [item]))[0]
+        except Exception as e:  # noqa: BLE001 (a broken model samples from NaN: _not_answered tells which)
+            return await self._not_answered(generator, e)
+        return generator.encode(item, completion)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _generate_batch(self, items: list) -> list:
+        """Prompts that arrive together are continued together, one forward pass per byte for all."""
+        generator = self.predictor
+        completions = await asyncio.to_thread(generator.generate, items)
+        return [(generator, c) for c in completions]
+
+    def _serving(self, kind: type):
+        """The model, if it is of the kind this route serves; else 404 naming the route that serves it."""
+        predictor = self.predictor
+        if not isinstance(predictor, kind):
+            what = "a language model" if isinstance(predictor, TextGenerator) else "a classifier"
+            raise RequestError(404, "wrong_route", f"this endpoint serves {what}: use POST {predictor.route}")
+        return predictor
 
     async def _not_answered(self, predictor: Predictor, error: Exception) -> JSONResponse:
         """A forward pass that failed or gave no probability distribution. If the model still passes
@@ -208,7 +258,7 @@ class Endpoint:
             self.keys.check(request)
         except RequestError as e:
             return _error(e)
-        limits = self.args.model_dump(include={"max_instances", "max_body_bytes", "max_batch_size",
+        limits = self.args.model_dump(include={"max_instances", "max_new_tokens", "max_body_bytes", "max_batch_size",
                                                "batch_wait_timeout_s", "max_ongoing_requests",
                                                "max_queued_requests"})
         return {**self.predictor.info, "registry": self.args.registered,
@@ -302,7 +352,7 @@ def check_deployable(args: ServeArgs, host: str) -> tuple[ServeArgs, Predictor]:
     args = resolve(args)
     if "://" not in args.checkpoint:  # replicas do not share the caller's working directory
         args = args.model_copy(update={"checkpoint": str(Path(args.checkpoint).resolve())})
-    predictor = Predictor.load(args.checkpoint, args.storage_endpoint_url, args.max_instances)
+    predictor = predictors.load(args.checkpoint, args.storage_endpoint_url, args.max_instances, args.max_new_tokens)
     check_auth(args, host)
     return args, predictor
 

@@ -1,0 +1,138 @@
+"""The byte-level language model on the shared local Ray: it learns the default corpus, FSDP on 2
+CPU workers (gloo) trains exactly as DDP and resumes from its sharded checkpoint, and the
+checkpoint generates text offline and over HTTP (POST /v1/generate)."""
+
+import json
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from orchestrator import lm
+from orchestrator.checkpoint import export, read_checkpoint
+from orchestrator.config import ServeArgs, load_config
+from orchestrator.data import read_corpus
+from orchestrator.predictor import TextGenerator
+from orchestrator.train import train
+from tests.conftest import ROOT, free_port, http
+
+pytestmark = pytest.mark.ray
+JOB = ROOT / "jobs" / "text-lm.yaml"
+# a small slice of the default corpus; a constant LR, so 1 epoch + 1 resumed equals 2 epochs straight
+SMALL = ["data.max_bytes=60000", "model.n_layer=2", "model.d_model=64", "optim.schedule=constant",
+         "optim.warmup_epochs=0", "train.batch_size_per_worker=8", "train.num_workers=2",
+         "train.cpus_per_worker=1", "train.num_to_keep=2"]
+
+
+@pytest.fixture(scope="module")
+def runs(ray_cluster, tmp_path_factory):
+    """DDP for 2 epochs; FSDP for 1 epoch, then the same run resumed to 2."""
+    tmp = tmp_path_factory.mktemp("lm-runs")
+    common = SMALL + [f"storage.path={tmp}"]
+    ddp = train(load_config(JOB, common + ["train.run_name=ddp", "train.epochs=2"]))
+    fsdp_first = train(load_config(JOB, common + ["train.run_name=fsdp", "train.strategy=fsdp", "train.epochs=1"]))
+    fsdp = train(load_config(JOB, common + ["train.run_name=fsdp", "train.strategy=fsdp", "train.epochs=2"]))
+    return {"tmp": tmp, "ddp": ddp, "fsdp_first": fsdp_first, "fsdp": fsdp}
+
+
+def history(result) -> list[dict]:
+    return read_checkpoint(result.checkpoint).train_state()["history"]
+
+
+def test_it_learns_the_default_corpus_below_its_unigram_entropy(runs):
+    cfg = load_config(JOB, SMALL)
+    corpus = np.frombuffer(read_corpus(cfg.data), dtype=np.uint8)
+    p = np.bincount(corpus, minlength=256) / len(corpus)
+    unigram = float(-(p[p > 0] * np.log(p[p > 0])).sum())  # nats per byte
+    m = runs["ddp"].metrics
+    print(f"unigram entropy {unigram:.3f} nats/byte; test loss {m['test_loss']:.3f}, "
+          f"perplexity {m['test_perplexity']:.2f}, {m['test_bits_per_byte']:.3f} bits/byte")
+    assert m["test_loss"] < unigram - 0.3
+    assert math.isclose(m["test_perplexity"], math.exp(m["test_loss"]), rel_tol=1e-9)
+    assert math.isclose(m["test_bits_per_byte"], m["test_loss"] / math.log(2), rel_tol=1e-9)
+    assert [h["epoch"] for h in history(runs["ddp"])] == [1, 2]
+
+
+def test_fsdp_trains_as_ddp_does_and_resumes_from_its_sharded_checkpoint(runs):
+    fsdp_dir = runs["tmp"] / "fsdp" / "epoch-0002"
+    shards = sorted(p.name for p in fsdp_dir.glob("shard-*"))
+    assert shards == ["shard-00000-of-00002.safetensors", "shard-00001-of-00002.safetensors"]
+    assert not (fsdp_dir / "model.safetensors").exists()  # no worker ever held the whole model to save it
+    assert runs["fsdp"].start_epoch == 1  # resumed after the sharded epoch 1
+
+    ddp, fsdp = history(runs["ddp"]), history(runs["fsdp"])
+    for key in ("train_loss", "val_loss"):
+        print(key, "ddp", [round(h[key], 5) for h in ddp], "fsdp", [round(h[key], 5) for h in fsdp])
+        assert np.allclose([h[key] for h in fsdp], [h[key] for h in ddp], rtol=1e-3)
+    # the weights agree too, the shards joined against DDP's whole model: within what ~100 Adam steps
+    # of 3e-3 make of float rounding (reduce-scatter and all-reduce sum in different orders)
+    joined, whole = read_checkpoint(str(fsdp_dir)).model_state(), read_checkpoint(runs["ddp"].checkpoint).model_state()
+    assert joined.keys() == whole.keys()
+    assert max(float((joined[k] - whole[k]).abs().max()) for k in whole) < 1e-2
+
+
+def test_a_sharded_checkpoint_exports_to_the_serving_format_and_generates_the_same_text(runs):
+    sharded = str(runs["tmp"] / "fsdp" / "epoch-0002")
+    exported = export(sharded, str(runs["tmp"] / "exported"))
+    assert (runs["tmp"] / "exported" / "model.safetensors").exists()
+    assert not list((runs["tmp"] / "exported").glob("shard-*"))
+    texts = []
+    for uri in (sharded, exported):
+        generator = TextGenerator(read_checkpoint(uri))
+        texts.append(generator.generate([(b"def ", lm.Sampling(max_new_tokens=40, seed=3))])[0])
+    assert texts[0] == texts[1] and len(texts[0]) == 40
+
+
+@pytest.fixture(scope="module")
+def endpoint(runs):
+    from ray import serve as ray_serve
+
+    from orchestrator import serve
+
+    port = free_port()
+    http_options = {"host": "127.0.0.1", "port": port, "request_timeout_s": 30}
+    args = ServeArgs.model_validate({"checkpoint": runs["ddp"].checkpoint, "num_cpus": 0.25, "max_batch_size": 8,
+                                     "batch_wait_timeout_s": 0.05, "max_new_tokens": 64,
+                                     "autoscaling": {"min_replicas": 1, "max_replicas": 1}})
+    deployed = serve.deploy(args, name="lm", route_prefix="/lm", **http_options)
+    yield deployed["url"]
+    ray_serve.shutdown()
+
+
+def generate(url, **body):
+    return http("POST", f"{url}/v1/generate", json.dumps(body).encode(), {"Content-Type": "application/json"})
+
+
+def test_the_endpoint_generates_what_offline_generation_does_batched_or_not(runs, endpoint):
+    offline = TextGenerator(read_checkpoint(runs["ddp"].checkpoint))
+    prompts = ["def ", "import os\n", "class A:\n    def __init__(self", "x"]  # different lengths: left padding
+    expected = [offline.generate([(p.encode(), lm.Sampling(max_new_tokens=24, temperature=0, seed=None))])[0]
+                for p in prompts]
+    with ThreadPoolExecutor(len(prompts)) as pool:  # together: the replica batches them
+        answers = list(pool.map(lambda p: generate(endpoint, prompt=p, max_new_tokens=24, temperature=0), prompts))
+    for (status, _, body), want in zip(answers, expected):
+        assert status == 200, body
+        assert body["completion"] == want.decode(errors="replace") and body["num_new_tokens"] == 24
+    seeded = [generate(endpoint, prompt="def ", max_new_tokens=30, seed=7)[2]["completion"] for _ in range(2)]
+    assert seeded[0] == seeded[1]  # the same seed gives the same text
+    status, _, body = http("GET", f"{endpoint}/v1/model")
+    assert status == 200 and body["family"] == "gpt" and body["route"] == "/v1/generate"
+
+
+@pytest.mark.parametrize("body, status, code", [
+    ({"prompt": ""}, 422, "invalid_prompt"),
+    ({"prompt": "x", "max_new_tokens": 65}, 422, "invalid_max_new_tokens"),  # over the endpoint's limit of 64
+    ({"prompt": "x", "temperature": "hot"}, 422, "invalid_temperature"),
+    ({"prompt": "x", "top_k": 0}, 422, "invalid_top_k"),
+    ({"prompt": "x", "stream": True}, 422, "unknown_field"),
+])
+def test_bad_generate_requests_get_a_4xx_that_names_the_field(endpoint, body, status, code):
+    got_status, _, got = generate(endpoint, **body)
+    assert (got_status, got["error"]["code"]) == (status, code)
+
+
+def test_predict_on_a_language_model_points_to_generate(endpoint):
+    status, _, body = http("POST", f"{endpoint}/v1/predict", b'{"instances": [[1]]}',
+                           {"Content-Type": "application/json"})
+    assert status == 404 and "/v1/generate" in body["error"]["message"]
