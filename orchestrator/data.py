@@ -188,21 +188,48 @@ def read_corpus(cfg: TextData, endpoint_url: str | None = None) -> bytes:
     else:
         path, suffixes = cfg.path, cfg.suffixes
     fs, root = storage.filesystem(path, endpoint_url)
-    files = _list_files(fs, root, path)
-    if cfg.path is None:  # the standard library itself, not what is installed beside it
-        files = [f for f in files if not posixpath.relpath(f, root).startswith(("site-packages/", "dist-packages/"))]
-    if suffixes:
-        files = [f for f in files if f.endswith(tuple(suffixes))]
-    if not files:
-        raise DataError(f"no text files{f' ending in {suffixes}' if suffixes else ''} under {path!r}: "
-                        "set data.path or data.suffixes")
+    skip = ("site-packages", "dist-packages") if cfg.path is None else ()  # the stdlib, not what is installed in it
     out = bytearray()
-    for f in files:
+    for f in _walk(fs, root, path, skip):
+        if suffixes and not f.endswith(tuple(suffixes)):
+            continue
         with fs.open_input_stream(f) as fh:
             out += fh.read(cfg.max_bytes - len(out))
         if len(out) >= cfg.max_bytes:
             break
+    if not out:
+        raise DataError(f"no text{f' in files ending in {suffixes}' if suffixes else ''} under {path!r}: "
+                        "set data.path or data.suffixes")
     return bytes(out)
+
+
+def _walk(fs, root: str, shown: str, skip: tuple[str, ...] = ()):
+    """Files under root (or root itself, a file) depth first in name order, hidden and _-prefixed
+    names left out: lazily, so a small max_bytes lists only the directories it reads."""
+    from pyarrow.fs import FileSelector
+
+    try:
+        info = fs.get_file_info(root)
+    except OSError as e:
+        raise DataError(f"cannot reach data at {shown!r}: {e}") from None
+    if info.type.name == "NotFound":
+        raise DataError(f"data path {shown!r} does not exist: set data.path to a file or directory")
+    if info.type.name != "Directory":
+        yield root
+        return
+    yield from _walk_dir(fs, root, skip)
+
+
+def _walk_dir(fs, directory: str, skip: tuple[str, ...]):
+    from pyarrow.fs import FileSelector
+
+    for entry in sorted(fs.get_file_info(FileSelector(directory)), key=lambda e: e.base_name):
+        if entry.base_name.startswith((".", "_")) or entry.base_name in skip:
+            continue
+        if entry.is_file:
+            yield entry.path
+        elif entry.type.name == "Directory":
+            yield from _walk_dir(fs, entry.path, skip)
 
 
 def _list_files(fs, root: str, shown: str) -> list[str]:

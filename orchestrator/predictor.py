@@ -57,13 +57,14 @@ def _describe(ckpt: Checkpoint, version: str, **extra) -> dict:
     }
 
 
-def _json_object(body: bytes) -> dict:
+def _json_object(body: bytes, required: str, example: str) -> dict:
+    """The body as a JSON object holding `required`; 400 with `example` if it is not."""
     try:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise RequestError(400, "invalid_json", f"the body is not valid JSON ({e})") from None
-    if not isinstance(payload, dict):
-        raise RequestError(400, "not_an_object", "send a JSON object")
+    if not isinstance(payload, dict) or required not in payload:
+        raise RequestError(400, f"missing_{required}", f"send a JSON object {example}")
     return payload
 
 
@@ -93,9 +94,7 @@ class Predictor:
 
     def decode(self, body: bytes) -> np.ndarray:
         """A JSON request body to a float32 array of shape (n, *input_shape)."""
-        payload = _json_object(body)
-        if "instances" not in payload:
-            raise RequestError(400, "missing_instances", 'send a JSON object {"instances": [input, ...]}')
+        payload = _json_object(body, "instances", '{"instances": [input, ...]}')
         return self.validate(payload["instances"])
 
     def validate(self, instances) -> np.ndarray:
@@ -166,7 +165,7 @@ class TextGenerator:
                                      "max_new_tokens": max_new_tokens})
 
     def decode(self, body: bytes) -> tuple[bytes, lm.Sampling]:
-        return self.validate(_json_object(body))
+        return self.validate(_json_object(body, "prompt", '{"prompt": "text to continue", "max_new_tokens": 200}'))
 
     def validate(self, payload: dict) -> tuple[bytes, lm.Sampling]:
         unknown = sorted(set(payload) - self.FIELDS)

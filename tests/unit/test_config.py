@@ -62,6 +62,9 @@ def test_cross_field_rules():
     assert "num_heads" in _error({**BASE, "model": {"name": "transformer", "d_model": 30, "num_heads": 4}})
     assert "nesterov" in _error({**BASE, "optim": {"name": "adam", "nesterov": True}})
     assert "gpus_per_worker" in _error({**BASE, "train": {"gpus_per_worker": 0.5}})
+    assert "model.name: gpt trains on data.name: text" in _error({**BASE, "model": {"name": "gpt"}})
+    assert "text data needs model.name: gpt" in _error({**BASE, "data": {"name": "text"}})
+    assert "n_head" in _error({**BASE, "data": {"name": "text"}, "model": {"name": "gpt", "d_model": 30, "n_head": 4}})
 
 
 def test_file_errors(tmp_path):

@@ -1,9 +1,11 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from orchestrator import data
-from orchestrator.config import FilesData, SyntheticData
+from orchestrator.config import FilesData, SyntheticData, TextData
 from orchestrator.errors import DataError
 
 
@@ -91,3 +93,60 @@ def test_augment_shifts_within_bounds_and_keeps_shape():
     assert set(rows.tolist()) == {3, 4, 5} and set(cols.tolist()) == {3, 4, 5}
     noisy = data.augment(x, 0, 0.1, torch.full((1, 1, 1), 2.0), torch.Generator().manual_seed(0))
     assert 0.15 < (noisy - x).std() < 0.25
+
+
+# ---- text for the language model --------------------------------------------------------
+
+
+def test_text_is_byte_windows_whose_targets_are_the_next_bytes(tmp_path):
+    (tmp_path / "b.txt").write_bytes(b"world " * 50)
+    (tmp_path / "a.txt").write_bytes(b"hello " * 50)
+    (tmp_path / "skip.md").write_bytes(b"not read")
+    (tmp_path / ".hidden.txt").write_bytes(b"not read")
+    cfg = TextData(name="text", path=str(tmp_path), suffixes=[".txt"], block_size=16)
+    corpus = data.read_corpus(cfg)
+    assert corpus == b"hello " * 50 + b"world " * 50  # files in name order, others left out
+    arrays = data.load_arrays(cfg, seed=0)
+    n = (len(corpus) - 1) // 16
+    assert arrays.x.shape == arrays.y.shape == (n, 16) and arrays.x.dtype == np.int64
+    stream = np.frombuffer(corpus, dtype=np.uint8)
+    assert np.array_equal(arrays.x.ravel(), stream[: n * 16]) and np.array_equal(arrays.y.ravel(), stream[1 : n * 16 + 1])
+    assert len(arrays.label_names) == 256 and arrays.label_names[ord("h")] == "h"
+
+
+def test_text_splits_in_corpus_order_so_test_text_never_trained_on():
+    tr, va, te = data.ordered_split(100, 0.1, 0.2)
+    assert list(tr) == list(range(70)) and list(va) == list(range(70, 80)) and list(te) == list(range(80, 100))
+    with pytest.raises(DataError, match="too few"):
+        data.ordered_split(2, 0.1, 0.1)
+
+
+def test_the_default_corpus_is_the_standard_library_and_max_bytes_bounds_it():
+    import sysconfig
+
+    corpus = data.read_corpus(TextData(name="text", max_bytes=5000))
+    assert len(corpus) == 5000
+    first = sorted(p for p in Path(sysconfig.get_paths()["stdlib"]).iterdir()
+                   if p.suffix == ".py" and not p.name.startswith(("_", ".")))[0]
+    assert corpus.startswith(first.read_bytes()[:5000])
+
+
+def test_text_from_s3(s3_bucket, s3_endpoint):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3.put_object(Bucket=s3_bucket, Key="corpus/one.md", Body=b"# title\n" * 100)
+    s3.put_object(Bucket=s3_bucket, Key="corpus/two.py", Body=b"x = 1\n" * 100)
+    cfg = TextData(name="text", path=f"s3://{s3_bucket}/corpus", suffixes=[".md"], block_size=32)
+    assert data.read_corpus(cfg, s3_endpoint) == b"# title\n" * 100
+    assert data.load_arrays(cfg, 0, s3_endpoint).x.shape == (24, 32)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"path": "/nonexistent/corpus"}, "does not exist"),
+    ({"suffixes": [".nothing"]}, "no text in files ending in"),
+    ({"block_size": 4096, "max_bytes": 5000}, "too few for 3 sequences"),
+])
+def test_text_errors_say_what_to_change(kwargs, message):
+    with pytest.raises(DataError, match=message):
+        data.load_arrays(TextData(name="text", **kwargs), 0)

@@ -140,3 +140,57 @@ def test_binding_beyond_loopback_without_keys_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     resolved, _ = check_deployable(args.model_copy(update={"checkpoint": "ckpt"}), "0.0.0.0")
     assert resolved.checkpoint == str((tmp_path / "ckpt").resolve())  # replicas do not share our cwd
+
+
+LM_CFG = config_from_dict({"name": "lm", "data": {"name": "text", "block_size": 16},
+                           "model": {"name": "gpt", "n_layer": 1, "n_head": 2, "d_model": 16}})
+LM_INFO = {"input_shape": [16], "label_names": [str(b) for b in range(256)], "normalization": {},
+           "data_fingerprint": "x"}
+
+
+def write_lm(path) -> str:
+    torch.manual_seed(0)
+    model = build_model(LM_CFG.model, LM_INFO["input_shape"], 256)
+    write_checkpoint(str(path), model=model, config=LM_CFG, model_info=LM_INFO, metrics={"val_loss": 5.0})
+    return str(path)
+
+
+@pytest.mark.parametrize("payload, code", [
+    ({}, "invalid_prompt"),
+    ({"prompt": 3}, "invalid_prompt"),
+    ({"prompt": "x", "max_new_tokens": 0}, "invalid_max_new_tokens"),
+    ({"prompt": "x", "max_new_tokens": 33}, "invalid_max_new_tokens"),
+    ({"prompt": "x", "max_new_tokens": True}, "invalid_max_new_tokens"),
+    ({"prompt": "x", "temperature": -0.1}, "invalid_temperature"),
+    ({"prompt": "x", "top_k": 1.5}, "invalid_top_k"),
+    ({"prompt": "x", "seed": -1}, "invalid_seed"),
+    ({"prompt": "x", "n": 2}, "unknown_field"),
+])
+def test_generate_requests_are_checked_field_by_field(tmp_path, payload, code):
+    from orchestrator import predictor
+
+    generator = predictor.load(write_lm(tmp_path / "lm"), max_new_tokens=32)
+    with pytest.raises(RequestError) as e:
+        generator.validate(payload)
+    assert (e.value.status, e.value.code) == (422, code)
+    prompt, sampling = generator.validate({"prompt": "é", "max_new_tokens": 5, "seed": 1})
+    assert prompt == "é".encode() and sampling.max_new_tokens == 5
+    answer = generator.encode((prompt, sampling), generator.generate([(prompt, sampling)])[0])
+    assert answer["num_new_tokens"] == 5 and answer["prompt"] == "é" and generator.canary()
+
+
+def test_the_generate_command_and_its_wrong_model_errors(tmp_path, capsys):
+    from orchestrator.cli import main
+
+    lm_ckpt, classifier = write_lm(tmp_path / "lm"), write(tmp_path / "clf")
+    assert main(["generate", lm_ckpt, "--prompt", "def ", "--max-new-tokens", "12", "--seed", "0", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["generate", lm_ckpt, "--prompt", "def ", "--max-new-tokens", "12", "--seed", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == first and first["num_new_tokens"] == 12
+    assert main(["generate", classifier, "--prompt", "x"]) == 2
+    assert "use orchestrator predict" in capsys.readouterr().err
+    (tmp_path / "in.json").write_text("[[1]]")
+    assert main(["predict", lm_ckpt, "--input", str(tmp_path / "in.json")]) == 2
+    assert "use orchestrator generate" in capsys.readouterr().err
+    assert main(["generate", lm_ckpt, "--prompt", "x", "--temperature", "-1"]) == 2
+    assert "--temperature" in capsys.readouterr().err
