@@ -97,8 +97,12 @@ def run(cfg: ExperimentConfig, *, address: str | None = None, host: str = "127.0
         say(f"[{next(step)}/{steps}] serving models:/{model}@production (v{production})")
         deployed = serve.deploy(args, name=app, route_prefix=route_prefix, host=host, port=port,
                                 request_timeout_s=request_timeout_s)
-        say(f"[{next(step)}/{steps}] smoke request: {SMOKE_INSTANCES} test inputs to {deployed['url']}/v1/predict")
-        smoke = smoke_request(deployed["url"], splits.test, args)
+        if cfg.model.name == "gpt":
+            say(f"[{next(step)}/{steps}] smoke request: a test prompt to {deployed['url']}/v1/generate")
+            smoke = smoke_generate(deployed["url"], splits.test, args)
+        else:
+            say(f"[{next(step)}/{steps}] smoke request: {SMOKE_INSTANCES} test inputs to {deployed['url']}/v1/predict")
+            smoke = smoke_request(deployed["url"], splits.test, args)
     served = reg.resolve(model, production)  # the new version, or production as it was if refused
     return {
         "model": model,
@@ -130,6 +134,21 @@ def _promotion_line(model: str, version: int, promotion: dict | None) -> str:
             f"registered {model} v{version} as candidate; NOT promoted: {'; '.join(promotion['reasons'])}")
 
 
+def smoke_generate(url: str, test_split, args: ServeArgs) -> dict:
+    """The start of a test sequence as a prompt: the endpoint must continue it with as many bytes as asked."""
+    prompt = bytes(np.asarray(test_split.take_batch(batch_size=1, batch_format="numpy")["x"][0][:32], dtype=np.uint8))
+    keys = serve.read_api_keys(args)
+    tick = time.perf_counter()
+    asked = min(64, args.max_new_tokens)
+    status, answer = post_json(f"{url}/v1/generate", {"prompt": prompt.decode(errors="replace"), "max_new_tokens": asked,
+                                                      "seed": 0}, api_key=keys[0] if keys else None, timeout_s=60)
+    if status != 200 or answer.get("num_new_tokens") != asked:
+        raise RuntimeError(f"the smoke request to {url}/v1/generate answered {status}: {answer}")
+    latency_ms = (time.perf_counter() - tick) * 1e3
+    say(f"answered {status} in {latency_ms:.0f} ms: {answer['prompt']!r} -> {answer['completion']!r}")
+    return {"url": f"{url}/v1/generate", "status": status, "latency_ms": round(latency_ms, 1), "response": answer}
+
+
 def smoke_request(url: str, test_split, args: ServeArgs) -> dict:
     """A few real test inputs through the endpoint over HTTP; the response, and whether it holds up."""
     batch = test_split.take_batch(batch_size=SMOKE_INSTANCES, batch_format="numpy")
@@ -151,6 +170,10 @@ def smoke_request(url: str, test_split, args: ServeArgs) -> dict:
             "expected_labels": expected, "correct": correct, "response": answer}
 
 
+def _try(result: dict) -> str:
+    return "generate --prompt TEXT" if "test_perplexity" in result["metrics"] else "predict --input FILE"
+
+
 def print_summary(result: dict) -> None:
     m, lin = result["metrics"], result["lineage"]
     say(f"\nmodel {result['model']} v{result['model_version']} (weights {result['weights_version']}) at "
@@ -158,6 +181,6 @@ def print_summary(result: dict) -> None:
         f"{report.headline(m)}\n"
         f"lineage: config {lin['config_hash'][:12]}  data {lin['data_fingerprint'][:12]}  code {lin['code_version']}\n"
         f"report {result['report']}\n"
-        f"try: orchestrator predict {result['endpoint']} --input FILE   docs: {result['endpoint']}/docs\n"
+        f"try: orchestrator {_try(result)} {result['endpoint']}   docs: {result['endpoint']}/docs\n"
         f"     orchestrator models list --registry {result['registry']}")
 
