@@ -206,7 +206,6 @@ def read_corpus(cfg: TextData, endpoint_url: str | None = None) -> bytes:
 def _walk(fs, root: str, shown: str, skip: tuple[str, ...] = ()):
     """Files under root (or root itself, a file) depth first in name order, hidden and _-prefixed
     names left out: lazily, so a small max_bytes lists only the directories it reads."""
-    from pyarrow.fs import FileSelector
 
     try:
         info = fs.get_file_info(root)
