@@ -156,7 +156,10 @@ class TextGenerator:
     FIELDS = {"prompt", "max_new_tokens", "temperature", "top_k", "seed"}
 
     def __init__(self, ckpt: Checkpoint, max_new_tokens: int = 512):
-        self.model = ckpt.model()
+        # on a GPU when the replica has one (Ray hides the GPUs of a replica with num_gpus 0)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        self.model = ckpt.model().to(self.device)
         self.max_new_tokens = max_new_tokens
         self.version = ckpt.weights_digest()[:12]
         self.info = _describe(ckpt, self.version, route=self.route,
@@ -205,7 +208,7 @@ class TextGenerator:
     @torch.inference_mode()
     def canary(self) -> bool:
         """The next-byte distribution after a newline is finite."""
-        logits = self.model(torch.tensor([[10]]))
+        logits = self.model(torch.tensor([[10]], device=self.device))
         return bool(torch.isfinite(logits).all())
 
 

@@ -47,6 +47,10 @@ def test_serve_throughput_quick_mode_prints_its_ratios():
 
 
 def test_gpu_mfu_runs_its_tiny_shape_on_cpu():
-    out = run_benchmark("benchmarks/gpu_mfu.py", "--steps", "5", "--warmup", "2")
+    out = run_benchmark("benchmarks/gpu_mfu.py", "--steps", "5", "--warmup", "2", "--clients", "2", "--new-tokens", "2",
+                        "--serve-seconds", "1")
     assert out["device"] == "cpu" and out["shape"]["n_layer"] == 2
     assert out["tokens_per_s"] > 0 and out["ray_tokens_per_s"] > 0 and 0 < out["mfu"] < 1 and out["ray_vs_plain"] > 0
+    for mode in ("batched", "unbatched"):  # every generate request answered, some bytes generated
+        assert set(out["serve_generate"][mode]["statuses"]) == {"200"} and out["serve_generate"][mode]["bytes_per_s"] > 0
+    assert out["serve_batching_gain"] > 0

@@ -19,21 +19,22 @@ from tests.conftest import ROOT, free_port, http
 
 pytestmark = pytest.mark.ray
 JOB = ROOT / "jobs" / "text-lm.yaml"
-# a small slice of the default corpus; a constant LR, so 1 epoch + 1 resumed equals 2 epochs straight
+# a small slice of the default corpus and a constant LR
 SMALL = ["data.max_bytes=60000", "model.n_layer=2", "model.d_model=64", "optim.schedule=constant",
-         "optim.warmup_epochs=0", "train.batch_size_per_worker=8", "train.num_workers=2",
-         "train.cpus_per_worker=1", "train.num_to_keep=2"]
+         "optim.warmup_epochs=0", "train.batch_size_per_worker=8", "train.num_workers=2", "train.cpus_per_worker=1"]
 
 
 @pytest.fixture(scope="module")
 def runs(ray_cluster, tmp_path_factory):
-    """DDP for 2 epochs; FSDP for 1 epoch, then the same run resumed to 2."""
+    """DDP and FSDP runs on 2 workers, each for 1 epoch and then resumed by its run name to 2."""
     tmp = tmp_path_factory.mktemp("lm-runs")
-    common = SMALL + [f"storage.path={tmp}"]
-    ddp = train(load_config(JOB, common + ["train.run_name=ddp", "train.epochs=2"]))
-    fsdp_first = train(load_config(JOB, common + ["train.run_name=fsdp", "train.strategy=fsdp", "train.epochs=1"]))
-    fsdp = train(load_config(JOB, common + ["train.run_name=fsdp", "train.strategy=fsdp", "train.epochs=2"]))
-    return {"tmp": tmp, "ddp": ddp, "fsdp_first": fsdp_first, "fsdp": fsdp}
+    out = {"tmp": tmp}
+    for strategy, keep in (("ddp", 1), ("fsdp", 2)):
+        common = SMALL + [f"storage.path={tmp}", f"train.run_name={strategy}", f"train.strategy={strategy}",
+                          f"train.num_to_keep={keep}"]
+        out[f"{strategy}_first"] = train(load_config(JOB, common + ["train.epochs=1"]))
+        out[strategy] = train(load_config(JOB, common + ["train.epochs=2"]))
+    return out
 
 
 def history(result) -> list[dict]:
@@ -54,12 +55,22 @@ def test_it_learns_the_default_corpus_below_its_unigram_entropy(runs):
     assert [h["epoch"] for h in history(runs["ddp"])] == [1, 2]
 
 
+def test_ddp_on_two_workers_resumes_at_the_next_epoch_and_keeps_num_to_keep(runs):
+    first, second, run = runs["ddp_first"], runs["ddp"], runs["tmp"] / "ddp"
+    assert (first.start_epoch, second.start_epoch) == (0, 1)
+    state = read_checkpoint(second.checkpoint).train_state()
+    assert state["start_epoch"] == 1 and [h["epoch"] for h in state["history"]] == [1, 2]
+    assert sorted(p.name for p in run.glob("epoch-*")) == ["epoch-0002"]  # num_to_keep 1
+    saved = json.loads((run / "result.json").read_text())
+    assert saved["checkpoint"] == second.checkpoint and (run / "config.yaml").exists()
+
+
 def test_fsdp_trains_as_ddp_does_and_resumes_from_its_sharded_checkpoint(runs):
     fsdp_dir = runs["tmp"] / "fsdp" / "epoch-0002"
     shards = sorted(p.name for p in fsdp_dir.glob("shard-*"))
     assert shards == ["shard-00000-of-00002.safetensors", "shard-00001-of-00002.safetensors"]
     assert not (fsdp_dir / "model.safetensors").exists()  # no worker ever held the whole model to save it
-    assert runs["fsdp"].start_epoch == 1  # resumed after the sharded epoch 1
+    assert (runs["fsdp_first"].start_epoch, runs["fsdp"].start_epoch) == (0, 1)  # resumed after sharded epoch 1
 
     ddp, fsdp = history(runs["ddp"]), history(runs["fsdp"])
     for key in ("train_loss", "val_loss"):

@@ -27,24 +27,6 @@ def test_mlp_job_reaches_its_accuracy_target(ray_cluster, tmp_path):
     assert evaluate_checkpoint(result.checkpoint)["metrics"]["test_accuracy"] == result.metrics["test_accuracy"]
 
 
-def test_ddp_two_workers_checkpoints_and_resumes_at_the_next_epoch(ray_cluster, tmp_path):
-    overrides = [f"storage.path={tmp_path}", "train.run_name=resume-me", "train.num_workers=2", "train.num_to_keep=2"]
-    first = train(load_config(MLP, overrides + ["train.epochs=2"]))
-    assert first.start_epoch == 0
-    assert sorted(p.name for p in (tmp_path / "resume-me").glob("epoch-*")) == ["epoch-0001", "epoch-0002"]
-
-    # the same run name continues after epoch 2, with the schedule of the longer run
-    second = train(load_config(MLP, overrides + ["train.epochs=4"]))
-    assert second.start_epoch == 2
-    latest = read_checkpoint(str(tmp_path / "resume-me" / "epoch-0004"))
-    state = latest.train_state()
-    assert state["start_epoch"] == 2 and [h["epoch"] for h in state["history"]] == [1, 2, 3, 4]
-    assert len(list((tmp_path / "resume-me").glob("epoch-*"))) == 2  # num_to_keep
-    assert second.metrics["test_accuracy"] > 0.85
-    saved = json.loads((tmp_path / "resume-me" / "result.json").read_text())
-    assert saved["checkpoint"] == second.checkpoint and (tmp_path / "resume-me" / "config.yaml").exists()
-
-
 def test_resuming_with_another_model_is_refused(ray_cluster, tmp_path):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "config.yaml").write_text(
