@@ -157,7 +157,7 @@ def _synthetic(cfg: SyntheticData, seed: int) -> Arrays:
 
 def _files(cfg: FilesData, endpoint_url: str | None) -> Arrays:
     fs, path = storage.filesystem(cfg.path, endpoint_url)
-    files = _list_files(fs, path, cfg.path)
+    files = list(_walk(fs, path, cfg.path))
     if not files:
         raise DataError(f"data directory {cfg.path!r} holds no files")
     fmt = cfg.format or _infer_format(files[0])
@@ -206,7 +206,6 @@ def read_corpus(cfg: TextData, endpoint_url: str | None = None) -> bytes:
 def _walk(fs, root: str, shown: str, skip: tuple[str, ...] = ()):
     """Files under root (or root itself, a file) depth first in name order, hidden and _-prefixed
     names left out: lazily, so a small max_bytes lists only the directories it reads."""
-
     try:
         info = fs.get_file_info(root)
     except OSError as e:
@@ -229,22 +228,6 @@ def _walk_dir(fs, directory: str, skip: tuple[str, ...]):
             yield entry.path
         elif entry.type.name == "Directory":
             yield from _walk_dir(fs, entry.path, skip)
-
-
-def _list_files(fs, root: str, shown: str) -> list[str]:
-    """A file, or the files under a directory in name order (hidden ones and _-prefixed ones left out)."""
-    try:
-        info = fs.get_file_info(root)
-    except OSError as e:
-        raise DataError(f"cannot reach data at {shown!r}: {e}") from None
-    if info.type.name == "NotFound":
-        raise DataError(f"data path {shown!r} does not exist: set data.path to a file or directory")
-    if info.type.name != "Directory":
-        return [root]
-    from pyarrow.fs import FileSelector
-
-    files = sorted(f.path for f in fs.get_file_info(FileSelector(root, recursive=True)) if f.is_file)
-    return [f for f in files if not any(part.startswith((".", "_")) for part in posixpath.relpath(f, root).split("/"))]
 
 
 def _infer_format(path: str) -> str:

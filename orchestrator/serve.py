@@ -163,42 +163,32 @@ class Endpoint:
     @api.post("/v1/predict", openapi_extra=PREDICT_DOCS)
     async def predict(self, request: Request):
         """Body: {"instances": [input, ...]}, each input of the model's input shape (GET /v1/model)."""
-        try:
-            self.keys.check(request)
-            predictor = self._serving(Predictor)
-            body = await self._body(request)
-            x = predictor.decode(body)
-        except RequestError as e:
-            return _error(e)
-        try:
-            if self.args.max_batch_size > 1:
-                predictor, probs = await self._predict_batch(x)
-            else:
-                probs = await asyncio.to_thread(predictor.predict, x)
-            if not np.isfinite(probs).all():
-                raise FloatingPointError("the model's output is not finite")
-        except Exception as e:  # noqa: BLE001 (the model's fault or the input's: _not_answered tells which)
-            return await self._not_answered(predictor, e)
-        return predictor.encode(probs)
+        return await self._answer(request, Predictor, self._predict_batch, lambda p, x: p.predict(x),
+                                  lambda p, x, probs: p.encode(_finite(probs)))
 
     @api.post("/v1/generate", openapi_extra=GENERATE_DOCS)
     async def generate(self, request: Request):
         """Body: {"prompt": "...", "max_new_tokens": 200, "temperature": 0.8, "top_k": 50, "seed": null}."""
+        return await self._answer(request, TextGenerator, self._generate_batch, lambda g, item: g.generate([item])[0],
+                                  lambda g, item, completion: g.encode(item, completion))
+
+    async def _answer(self, request: Request, kind: type, batched, run, encode):
+        """A request to a model of `kind`: checked (a 4xx that says why), run in a batch with others or
+        alone, encoded. A run that fails goes to _not_answered, which tells the model's fault from the input's."""
         try:
             self.keys.check(request)
-            generator = self._serving(TextGenerator)
-            body = await self._body(request)
-            item = generator.decode(body)
+            model = self._serving(kind)
+            item = model.decode(await self._body(request))
         except RequestError as e:
             return _error(e)
         try:
             if self.args.max_batch_size > 1:
-                generator, completion = await self._generate_batch(item)
+                model, result = await batched(item)
             else:
-                completion = (await asyncio.to_thread(generator.generate, [item]))[0]
-        except Exception as e:  # noqa: BLE001 (a broken model samples from NaN: _not_answered tells which)
-            return await self._not_answered(generator, e)
-        return generator.encode(item, completion)
+                result = await asyncio.to_thread(run, model, item)
+            return encode(model, item, result)
+        except Exception as e:  # noqa: BLE001 (a broken model's NaN, or inputs that overflow it)
+            return await self._not_answered(model, e)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _generate_batch(self, items: list) -> list:
@@ -296,6 +286,12 @@ def _replica_grpc_on_node_ip() -> None:
 
     on_node_ip.on_node_ip = True
     replica.add_port_to_grpc_server = on_node_ip
+
+
+def _finite(probs: np.ndarray) -> np.ndarray:
+    if not np.isfinite(probs).all():
+        raise FloatingPointError("the model's output is not finite")
+    return probs
 
 
 def _passes_canary(predictor: Predictor) -> bool:
