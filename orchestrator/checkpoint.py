@@ -69,8 +69,8 @@ def write_checkpoint(
     }
     if model is not None:
         files[WEIGHTS] = save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()})
-    if optimizer is not None:
-        tensors, optim_meta = _flatten_optimizer(optimizer.state_dict())
+    if optimizer is not None:  # sharded: the tensors are in the shards, the hyperparameters here
+        tensors, optim_meta = _flatten_optimizer(optimizer.state_dict(), with_tensors=shards is None)
         if shards is None:
             files["optimizer.safetensors"] = save_safetensors(tensors)
         files["state.json"] = _json({**(train_state or {}), "optimizer": optim_meta})
@@ -230,10 +230,20 @@ def export(uri: str, destination: str, endpoint_url: str | None = None) -> str:
     import tempfile
 
     ckpt = read_checkpoint(uri, endpoint_url)
+    try:
+        fs, path = storage.filesystem(destination, endpoint_url)
+        taken = fs.get_file_info(posixpath.join(path, MANIFEST)).type.name != "NotFound"
+    except OSError as e:
+        raise StorageError(f"cannot reach {destination}: {e}") from None
+    if taken:  # never write over a checkpoint
+        raise StorageError(f"{destination} already holds a checkpoint: choose a new destination")
     with tempfile.TemporaryDirectory() as tmp:
         write_checkpoint(tmp, model=ckpt.model(), config=ckpt.config, model_info=ckpt.model_info,
                          metrics=ckpt.metrics, lineage=ckpt.lineage())
-        storage.upload_dir(tmp, destination, endpoint_url)
+        try:
+            storage.upload_dir(tmp, destination, endpoint_url)
+        except OSError as e:
+            raise StorageError(f"cannot write {destination}: {e}") from None
     return destination
 
 
@@ -281,13 +291,14 @@ def _json(obj) -> bytes:
     return json.dumps(obj, indent=2, sort_keys=True).encode()
 
 
-def _flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """Optimizer state as flat tensors for safetensors plus JSON-able metadata."""
+def _flatten_optimizer(state_dict: dict, with_tensors: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer state as flat tensors for safetensors (unless with_tensors is false) plus JSON-able metadata."""
     tensors, scalars = {}, {}
     for pid, state in state_dict["state"].items():
         for key, value in state.items():
             if torch.is_tensor(value):
-                tensors[f"{pid}.{key}"] = value.detach().contiguous().cpu()
+                if with_tensors:
+                    tensors[f"{pid}.{key}"] = value.detach().contiguous().cpu()
             else:
                 scalars.setdefault(str(pid), {})[key] = value
     return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}

@@ -17,7 +17,7 @@ from typing import Callable, ContextManager, Iterator, Protocol
 import torch
 
 from orchestrator import data, engine, lineage
-from orchestrator.checkpoint import read_checkpoint, write_checkpoint, write_shard
+from orchestrator.checkpoint import read_checkpoint, shard_name, write_checkpoint, write_shard
 from orchestrator.config import ExperimentConfig
 from orchestrator.models import build_model
 
@@ -130,16 +130,12 @@ def _write_shards(directory: str, session: Session, device, model, optimizer) ->
     """Every rank writes its shard; rank 0 learns every shard's sha256 and size for the manifest."""
     import torch.distributed as dist
 
-    name, entry = write_shard(directory, session.rank, session.world, model, optimizer)
+    _, entry = write_shard(directory, session.rank, session.world, model, optimizer)
     mine = torch.tensor(list(bytes.fromhex(entry["sha256"])) + [entry["bytes"]], dtype=torch.int64, device=device)
     every = [torch.empty_like(mine) for _ in range(session.world)]
     dist.all_gather(every, mine)
-    entries = {}
-    for rank, t in enumerate(every):
-        values = t.tolist()
-        entries[name.replace(f"{session.rank:05d}-of", f"{rank:05d}-of", 1)] = {
-            "sha256": bytes(values[:32]).hex(), "bytes": values[32]}
-    return entries
+    return {shard_name(rank, session.world): {"sha256": bytes(t.tolist()[:32]).hex(), "bytes": t.tolist()[32]}
+            for rank, t in enumerate(every)}
 
 
 def _load_optimizer_state(optimizer, state: dict) -> None:

@@ -158,7 +158,8 @@ class TextGenerator:
     def __init__(self, ckpt: Checkpoint, max_new_tokens: int = 512):
         # on a GPU when the replica has one (Ray hides the GPUs of a replica with num_gpus 0)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        torch.backends.cuda.matmul.allow_tf32 = True
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
         self.model = ckpt.model().to(self.device)
         self.max_new_tokens = max_new_tokens
         self.version = ckpt.weights_digest()[:12]

@@ -31,9 +31,9 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.config import BackpressureConfig
 
+from orchestrator import predictor as predictors
 from orchestrator.config import REGISTRY_DEFAULT, ServeArgs, parse
 from orchestrator.errors import ConfigError
-from orchestrator import predictor as predictors
 from orchestrator.predictor import Predictor, RequestError, TextGenerator
 
 APP_NAME = "orchestrator"

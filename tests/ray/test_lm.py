@@ -13,6 +13,7 @@ from orchestrator import lm
 from orchestrator.checkpoint import export, read_checkpoint
 from orchestrator.config import ServeArgs, load_config
 from orchestrator.data import read_corpus
+from orchestrator.errors import StorageError
 from orchestrator.predictor import TextGenerator
 from orchestrator.train import train
 from tests.conftest import ROOT, free_port, http
@@ -88,6 +89,8 @@ def test_a_sharded_checkpoint_exports_to_the_serving_format_and_generates_the_sa
     exported = export(sharded, str(runs["tmp"] / "exported"))
     assert (runs["tmp"] / "exported" / "model.safetensors").exists()
     assert not list((runs["tmp"] / "exported").glob("shard-*"))
+    with pytest.raises(StorageError, match="already holds a checkpoint"):  # never written over
+        export(sharded, exported)
     texts = []
     for uri in (sharded, exported):
         generator = TextGenerator(read_checkpoint(uri))
