@@ -14,6 +14,10 @@ a CNN on 8x8 inputs (--channels), served by
   (c) latency p50/p99 of the batched endpoint at concurrency 1, 8 and 64.
 Each measurement is a closed loop: `concurrency` clients, each sending its next request when
 the previous one is answered, for --duration seconds after a warm-up. Prints one JSON line last.
+
+--ray-throughput-mode starts the embedded Ray with Ray Serve's documented high-throughput
+settings (RAY_SERVE_ENABLE_HA_PROXY=1, RAY_SERVE_THROUGHPUT_OPTIMIZED=1: HAProxy in place of
+the Python HTTP proxy, requests sent straight to the replicas' own HTTP servers).
 """
 
 import argparse
@@ -137,13 +141,15 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="clients for the uvicorn comparison")
     parser.add_argument("--instances", type=int, default=8, help="inputs per request in the uvicorn comparison")
     parser.add_argument("--channels", type=int, nargs=2, default=[64, 128], help="the CNN's channels")
+    parser.add_argument("--ray-throughput-mode", action="store_true",
+                        help="Serve's HAProxy ingress and throughput-optimized settings")
     parser.add_argument("--uvicorn-server", nargs=2, metavar=("CHECKPOINT", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.uvicorn_server:
         return uvicorn_server(args.uvicorn_server[0], int(args.uvicorn_server[1]))
 
-    from ray import serve as ray_serve
-
+    if args.ray_throughput_mode:  # read when Ray starts; its processes inherit them
+        os.environ.update(RAY_SERVE_ENABLE_HA_PROXY="1", RAY_SERVE_THROUGHPUT_OPTIMIZED="1")
     from orchestrator import serve
     from orchestrator.config import ServeArgs
     from orchestrator.runtime import ray_session
@@ -152,7 +158,7 @@ def main() -> None:
     request = lambda n: json.dumps({"instances": rng.normal(size=(n, 1, 8, 8)).round(3).tolist()}).encode()
     several, one = request(args.instances), request(1)
     out = {"benchmark": "serve_throughput", "channels": args.channels, "instances_per_request": args.instances,
-           "duration_s": args.duration}
+           "duration_s": args.duration, "ray_throughput_mode": args.ray_throughput_mode}
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = make_checkpoint(f"{tmp}/ckpt", args.channels)
 
@@ -172,20 +178,19 @@ def main() -> None:
             http = {"host": "127.0.0.1", "port": free_port(), "request_timeout_s": 60}
             fixed = {"autoscaling": {"min_replicas": 1, "max_replicas": 1}, "num_cpus": 1, "max_ongoing_requests": 128,
                      "max_queued_requests": 1024}
-            unbatched = serve.deploy(ServeArgs.model_validate({"checkpoint": ckpt, **fixed, "max_batch_size": 1}),
-                                     name="unbatched", route_prefix="/unbatched", **http)["url"] + "/v1/predict"
+            def deploy(**settings) -> str:  # the same app each time: a new batch size applies in place
+                args = ServeArgs.model_validate({"checkpoint": ckpt, **fixed, **settings})
+                return serve.deploy(args, name="bench", route_prefix="/bench", **http)["url"] + "/v1/predict"
+
+            unbatched = deploy(max_batch_size=1)
             served = measure(unbatched, several, args.concurrency, args)
             print("serve, unbatched:", served, flush=True)
             unbatched_64 = measure(unbatched, one, 64, args)
             print("serve, unbatched, 1 input x 64 clients:", unbatched_64, flush=True)
-            ray_serve.delete("unbatched")
 
-            batched = serve.deploy(ServeArgs.model_validate({"checkpoint": ckpt, **fixed, "max_batch_size": 32,
-                                                             "batch_wait_timeout_s": 0.002}),
-                                   name="batched", route_prefix="/batched", **http)["url"] + "/v1/predict"
+            batched = deploy(max_batch_size=32, batch_wait_timeout_s=0.002)
             latency = {c: measure(batched, one, c, args) for c in (1, 8, 64)}
             print("serve, batched:", latency, flush=True)
-            ray_serve.shutdown()
 
     ratio = lambda a, b: round(a["requests_per_s"] / b["requests_per_s"], 4) if b["requests_per_s"] else None
     out.update({

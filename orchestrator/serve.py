@@ -6,9 +6,7 @@
     orchestrator serve rollback --address auto                 # back to the previous checkpoint
     serve run deploy/serve.yaml                                # Ray's own CLI, the same app
 
-One deployment, `Model`, is both the FastAPI ingress and the model. Each request already
-passes Serve's HTTP proxy; a separate ingress deployment would add a second actor call per
-request for no gain in a one-model endpoint. Every setting travels in the deployment's
+The replica itself is orchestrator/endpoint.py. Every setting travels in the deployment's
 user_config, so deploying a new checkpoint or limit reconfigures the running replicas in
 place (no restart, no failed request); only resources restart replicas, one at a time.
 
@@ -16,292 +14,26 @@ API: POST /v1/predict {"instances": [...]} (classifiers), POST /v1/generate {"pr
 (language models), GET /v1/model, GET /healthz, GET /readyz, /docs.
 """
 
-import asyncio
-import hashlib
-import hmac
-import ipaddress
-import logging
-import os
 import time
 from pathlib import Path
 
-import numpy as np
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.config import BackpressureConfig
 
 from orchestrator import predictor as predictors
 from orchestrator.config import REGISTRY_DEFAULT, ServeArgs, parse
+from orchestrator.endpoint import (
+    DEPLOYMENT,
+    ApiKeys,
+    ModelServer,
+    is_loopback,
+    read_api_keys,
+)
 from orchestrator.errors import ConfigError
-from orchestrator.predictor import Predictor, RequestError, TextGenerator
+from orchestrator.predictor import Predictor
 
 APP_NAME = "orchestrator"
-DEPLOYMENT = "Model"
 HISTORY = 10  # previous checkpoints kept for rollback
-logger = logging.getLogger("ray.serve")
-
-api = FastAPI(
-    title="orchestrator model endpoint",
-    description="Predictions from an orchestrator checkpoint. Send `Authorization: Bearer <API key>`.",
-    version="1",
-)
-
-
-# ---- auth ---------------------------------------------------------------------------------
-
-
-class ApiKeys:
-    """Bearer API keys, kept as sha256 digests and compared in constant time; never logged."""
-
-    def __init__(self, args: ServeArgs):
-        self.mode = args.auth
-        self.source = args.api_keys_file or f"${args.api_keys_env}"
-        self.digests = [hashlib.sha256(k.encode()).digest() for k in read_api_keys(args)]
-        if self.mode == "required" and not self.digests:
-            raise ConfigError(f"auth is required but {self.source} holds no API keys")
-
-    def check(self, request: Request) -> None:
-        if self.mode == "none":
-            return
-        if not self.digests:
-            if _is_loopback(request.client.host if request.client else ""):
-                return
-            raise RequestError(401, "api_key_required",
-                               f"this endpoint has no API keys, so it answers loopback clients only; "
-                               f"set {self.source} on the Ray nodes")
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise RequestError(401, "missing_api_key", "send the header Authorization: Bearer <API key>")
-        digest = hashlib.sha256(token.strip().encode()).digest()
-        valid = False
-        for known in self.digests:  # no early exit: the time taken does not say which key matched
-            valid |= hmac.compare_digest(known, digest)
-        if not valid:
-            raise RequestError(403, "invalid_api_key", "the API key is not valid")
-
-
-def read_api_keys(args: ServeArgs) -> list[str]:
-    if args.api_keys_file:
-        try:
-            text = Path(args.api_keys_file).read_text()
-        except OSError as e:
-            raise ConfigError(f"cannot read api_keys_file {args.api_keys_file}: {e.strerror}") from None
-        return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    return [k.strip() for k in os.environ.get(args.api_keys_env, "").split(",") if k.strip()]
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
-# ---- the deployment -----------------------------------------------------------------------
-
-
-def _error(e: RequestError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
-    return JSONResponse(e.body(), status_code=e.status, headers=headers)
-
-
-GENERATE_DOCS = {
-    "requestBody": {"required": True, "content": {"application/json": {"schema": {
-        "type": "object", "required": ["prompt"],
-        "properties": {
-            "prompt": {"type": "string", "description": "text to continue"},
-            "max_new_tokens": {"type": "integer", "description": "bytes to generate (limits.max_new_tokens at most)"},
-            "temperature": {"type": "number", "description": "0: always the most likely byte; default 0.8"},
-            "top_k": {"type": ["integer", "null"], "description": "sample among the k most likely bytes; default 50"},
-            "seed": {"type": ["integer", "null"], "description": "the same seed and prompt give the same text"},
-        },
-    }}}},
-}
-
-PREDICT_DOCS = {  # the body is parsed by hand (for its error messages), so describe it for /docs here
-    "requestBody": {"required": True, "content": {"application/json": {"schema": {
-        "type": "object", "required": ["instances"],
-        "properties": {"instances": {"type": "array", "items": {},
-                                     "description": "inputs, each a nested list of numbers of the model's input "
-                                                    "shape (GET /v1/model: input.shape)"}},
-    }}}},
-}
-
-
-class Endpoint:
-    """The replica: the FastAPI routes and the model. Plain Python; ModelServer below is its deployment."""
-
-    def __init__(self):
-        _replica_grpc_on_node_ip()
-        self.args: ServeArgs | None = None
-        self.predictor: Predictor | None = None
-        self.keys: ApiKeys | None = None
-
-    async def reconfigure(self, config: dict) -> None:
-        """Apply settings; load the checkpoint if it changed. Requests keep being answered by the
-        current model until the new one has loaded and passed its canary."""
-        args = ServeArgs.model_validate(config["args"])
-        predictor = self.predictor
-        loading = ("checkpoint", "max_instances", "max_new_tokens")
-        if predictor is None or any(getattr(args, k) != getattr(self.args, k) for k in loading):
-            predictor = await asyncio.to_thread(predictors.load, args.checkpoint, args.storage_endpoint_url,
-                                                args.max_instances, args.max_new_tokens)
-            if not predictor.canary():
-                raise RuntimeError(f"{args.checkpoint}: the model fails its canary (its output is not finite)")
-        for batched in (self._predict_batch, self._generate_batch):
-            batched.set_max_batch_size(args.max_batch_size)
-            batched.set_batch_wait_timeout_s(args.batch_wait_timeout_s)
-        self.keys = ApiKeys(args)
-        self.args, self.predictor = args, predictor
-
-    def check_health(self) -> None:
-        """Serve calls this every health_check_period_s; raising has the replica replaced."""
-        if self.predictor is None or not _passes_canary(self.predictor):
-            raise RuntimeError("the model fails its canary")
-
-    @api.post("/v1/predict", openapi_extra=PREDICT_DOCS)
-    async def predict(self, request: Request):
-        """Body: {"instances": [input, ...]}, each input of the model's input shape (GET /v1/model)."""
-        return await self._answer(request, Predictor, self._predict_batch, lambda p, x: p.predict(x),
-                                  lambda p, x, probs: p.encode(_finite(probs)))
-
-    @api.post("/v1/generate", openapi_extra=GENERATE_DOCS)
-    async def generate(self, request: Request):
-        """Body: {"prompt": "...", "max_new_tokens": 200, "temperature": 0.8, "top_k": 50, "seed": null}."""
-        return await self._answer(request, TextGenerator, self._generate_batch, lambda g, item: g.generate([item])[0],
-                                  lambda g, item, completion: g.encode(item, completion))
-
-    async def _answer(self, request: Request, kind: type, batched, run, encode):
-        """A request to a model of `kind`: checked (a 4xx that says why), run in a batch with others or
-        alone, encoded. A run that fails goes to _not_answered, which tells the model's fault from the input's."""
-        try:
-            self.keys.check(request)
-            model = self._serving(kind)
-            item = model.decode(await self._body(request))
-        except RequestError as e:
-            return _error(e)
-        try:
-            if self.args.max_batch_size > 1:
-                model, result = await batched(item)
-            else:
-                result = await asyncio.to_thread(run, model, item)
-            return encode(model, item, result)
-        except Exception as e:  # noqa: BLE001 (a broken model's NaN, or inputs that overflow it)
-            return await self._not_answered(model, e)
-
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _generate_batch(self, items: list) -> list:
-        """Prompts that arrive together are continued together, one forward pass per byte for all."""
-        generator = self.predictor
-        completions = await asyncio.to_thread(generator.generate, items)
-        return [(generator, c) for c in completions]
-
-    def _serving(self, kind: type):
-        """The model, if it is of the kind this route serves; else 404 naming the route that serves it."""
-        predictor = self.predictor
-        if not isinstance(predictor, kind):
-            what = "a language model" if isinstance(predictor, TextGenerator) else "a classifier"
-            raise RequestError(404, "wrong_route", f"this endpoint serves {what}: use POST {predictor.route}")
-        return predictor
-
-    async def _not_answered(self, predictor: Predictor, error: Exception) -> JSONResponse:
-        """A forward pass that failed or gave no probability distribution. If the model still passes
-        its canary, the inputs are at fault (422: values far beyond the training range overflow), or
-        it is a bug (500). If not, the replica is broken: 503 with Retry-After, so the client retries
-        and another replica answers, while the failing health check has Serve replace this one."""
-        if await asyncio.to_thread(_passes_canary, predictor):
-            if isinstance(error, FloatingPointError):
-                return _error(RequestError(422, "output_not_finite", "the model's output for these inputs is not "
-                                           "finite: send values in the range the model was trained on"))
-            raise error
-        logger.error("the model fails its canary (%s): answering 503 until Serve replaces this replica", error)
-        body = {"error": {"code": "replica_unhealthy", "message": "this replica's model is broken; retry"}}
-        return JSONResponse(body, status_code=503, headers={"Retry-After": str(self.args.retry_after_s)})
-
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _predict_batch(self, xs: list[np.ndarray]) -> list[tuple[Predictor, np.ndarray]]:
-        """Requests that arrive together share one forward pass (settings from reconfigure)."""
-        predictor = self.predictor
-        probs = await asyncio.to_thread(predictor.predict, np.concatenate(xs))
-        return [(predictor, p) for p in np.split(probs, np.cumsum([len(x) for x in xs])[:-1])]
-
-    async def _body(self, request: Request) -> bytes:
-        limit = self.args.max_body_bytes
-        content_type = request.headers.get("content-type", "")
-        if content_type.split(";")[0].strip().lower() != "application/json":
-            raise RequestError(415, "unsupported_media_type",
-                               f"send Content-Type: application/json (got {content_type or 'none'!r})")
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise RequestError(413, "body_too_large", f"the body is {declared} bytes; at most {limit}")
-        body = bytearray()
-        async for chunk in request.stream():  # also bounds bodies sent without Content-Length
-            body += chunk
-            if len(body) > limit:
-                raise RequestError(413, "body_too_large", f"the body exceeds {limit} bytes")
-        return bytes(body)
-
-    @api.get("/v1/model")
-    async def model(self, request: Request):
-        try:
-            self.keys.check(request)
-        except RequestError as e:
-            return _error(e)
-        limits = self.args.model_dump(include={"max_instances", "max_new_tokens", "max_body_bytes", "max_batch_size",
-                                               "batch_wait_timeout_s", "max_ongoing_requests",
-                                               "max_queued_requests"})
-        return {**self.predictor.info, "registry": self.args.registered,
-                "previous_checkpoints": self.args.previous_checkpoints, "limits": limits}
-
-    @api.get("/healthz")
-    async def healthz(self):
-        return {"status": "ok"}
-
-    @api.get("/readyz")
-    async def readyz(self):
-        ready = self.predictor is not None and await asyncio.to_thread(_passes_canary, self.predictor)
-        body = {"ready": ready, "version": self.predictor.version if self.predictor else None}
-        return JSONResponse(body, status_code=200 if ready else 503)
-
-
-def _replica_grpc_on_node_ip() -> None:
-    """Serve 2.60 starts each replica's inter-deployment gRPC server on [::], every interface,
-    whatever the node's IP. Bind it to the node's IP, as Ray core does its own servers: 127.0.0.1
-    on the embedded Ray, the private address on a cluster. Routers reach it at node IP:port, and
-    Ray's replica module looks this helper up when it starts the server, after our constructor."""
-    import ray
-    from ray._common.network_utils import build_address
-    from ray.serve._private import replica
-
-    bind = getattr(replica, "add_port_to_grpc_server", None)
-    if not ray.is_initialized() or bind is None or getattr(bind, "on_node_ip", False):
-        return  # not in a replica (e.g. a unit test), or done already
-    node_ip = ray.util.get_node_ip_address()
-
-    def on_node_ip(server, address: str):
-        if address.startswith("[::]:"):
-            address = build_address(node_ip, address.removeprefix("[::]:"))
-        return bind(server, address)
-
-    on_node_ip.on_node_ip = True
-    replica.add_port_to_grpc_server = on_node_ip
-
-
-def _finite(probs: np.ndarray) -> np.ndarray:
-    if not np.isfinite(probs).all():
-        raise FloatingPointError("the model's output is not finite")
-    return probs
-
-
-def _passes_canary(predictor: Predictor) -> bool:
-    try:
-        return predictor.canary()
-    except Exception:  # noqa: BLE001 (a model that cannot even run the canary is broken)
-        return False
-
-
-ModelServer = serve.deployment(name=DEPLOYMENT)(serve.ingress(api)(Endpoint))
 
 
 def build_app(args: ServeArgs):
@@ -355,7 +87,7 @@ def check_deployable(args: ServeArgs, host: str) -> tuple[ServeArgs, Predictor]:
 
 def check_auth(args: ServeArgs, host: str) -> None:
     """An endpoint beyond loopback needs API keys (unless auth is none); auth: required needs keys."""
-    if args.auth != "none" and not _is_loopback(host) and not read_api_keys(args):
+    if args.auth != "none" and not is_loopback(host) and not read_api_keys(args):
         raise ConfigError(f"--host {host} exposes the endpoint beyond this machine: set API keys in "
                           f"${args.api_keys_env} (comma-separated) or api_keys_file first")
     ApiKeys(args)
