@@ -5,7 +5,8 @@
 
 Everything runs on this machine over loopback, the load generator included (it shares the
 cores with the servers, as it would on any one-box measurement). One model, one checkpoint:
-a CNN on 8x8 inputs (--channels), served by
+a model on 8x8 inputs (--model: a CNN, --channels, by default; or a 2-layer LSTM over the
+rows, --hidden-size, whose cost per call is mostly fixed, the kind batching is for), served by
   (a) a plain uvicorn + FastAPI process running the same Predictor (decode, predict, encode)
       with one torch thread, against Serve with one replica of one CPU, both unbatched, at the
       same concurrency: serve_vs_uvicorn = Serve requests/s / uvicorn requests/s (goal >= 0.85);
@@ -43,8 +44,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_checkpoint(path: str, channels: list[int]) -> str:
-    """An untrained CNN checkpoint: serving cost does not depend on what the weights learned."""
+def make_checkpoint(path: str, model: dict) -> str:
+    """An untrained checkpoint: serving cost does not depend on what the weights learned."""
     import torch
 
     from orchestrator.checkpoint import write_checkpoint
@@ -52,7 +53,7 @@ def make_checkpoint(path: str, channels: list[int]) -> str:
     from orchestrator.models import build_model
 
     cfg = config_from_dict({"name": "bench", "data": {"name": "digits"},
-                            "model": {"name": "cnn", "channels": channels, "hidden_size": 128}})
+                            "model": model})
     torch.manual_seed(0)
     info = {"input_shape": [1, 8, 8], "label_names": [str(i) for i in range(10)], "normalization": {},
             "data_fingerprint": "none"}
@@ -140,7 +141,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2, help="seconds before each measurement")
     parser.add_argument("--concurrency", type=int, default=8, help="clients for the uvicorn comparison")
     parser.add_argument("--instances", type=int, default=8, help="inputs per request in the uvicorn comparison")
+    parser.add_argument("--model", choices=["cnn", "rnn"], default="cnn", help="the model served")
     parser.add_argument("--channels", type=int, nargs=2, default=[64, 128], help="the CNN's channels")
+    parser.add_argument("--hidden-size", type=int, default=256, help="the LSTM's hidden size (2 layers)")
     parser.add_argument("--ray-throughput-mode", action="store_true",
                         help="Serve's HAProxy ingress and throughput-optimized settings")
     parser.add_argument("--uvicorn-server", nargs=2, metavar=("CHECKPOINT", "PORT"), help=argparse.SUPPRESS)
@@ -157,10 +160,12 @@ def main() -> None:
     rng = np.random.default_rng(0)
     request = lambda n: json.dumps({"instances": rng.normal(size=(n, 1, 8, 8)).round(3).tolist()}).encode()
     several, one = request(args.instances), request(1)
-    out = {"benchmark": "serve_throughput", "channels": args.channels, "instances_per_request": args.instances,
+    model = ({"name": "cnn", "channels": args.channels, "hidden_size": 128} if args.model == "cnn" else
+             {"name": "rnn", "cell": "lstm", "hidden_size": args.hidden_size, "num_layers": 2})
+    out = {"benchmark": "serve_throughput", "model": model, "instances_per_request": args.instances,
            "duration_s": args.duration, "ray_throughput_mode": args.ray_throughput_mode}
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = make_checkpoint(f"{tmp}/ckpt", args.channels)
+        ckpt = make_checkpoint(f"{tmp}/ckpt", model)
 
         # (a) plain uvicorn first, alone on the machine
         port = free_port()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -220,6 +221,9 @@ def _serve_until_interrupted(args, result: dict) -> dict:
         print(json.dumps(result, sort_keys=True), flush=True)
         args.json = False
     print("serving; Ctrl-C stops the endpoint", flush=True)
+    # Python's own Ctrl-C, whatever handler a Ray library left installed: a handler that only sets a
+    # flag would leave this loop sleeping
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while True:
             time.sleep(3600)

@@ -55,7 +55,7 @@ def pipeline(tmp_path_factory):
                               marker + "-x")
         assert code == 0, listed[-10:]
         proc.send_signal(signal.SIGINT)
-        exit_code = proc.wait(timeout=60)
+        exit_code = wait_exit(proc, 60)
     finally:
         kill_marked(marker)
     return {"result": result, "wall": wall, "model": model, "models": json.loads(listed[-1]), "exit_code": exit_code,
@@ -150,9 +150,17 @@ def test_killed_driver_resumes_from_its_last_checkpoint(tmp_path):
 
 
 def read_until(proc, needle: str, timeout_s: float) -> str:
-    """Lines of a running process until one contains needle (bounded); that line."""
+    """Lines of a running process until one contains needle (bounded); that line. Every line read,
+    then and after, goes to proc.seen (shown by wait_exit)."""
     lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    proc.seen = []
+
+    def reader():
+        for line in proc.stdout:
+            proc.seen.append(line)
+            lines.put(line)
+
+    threading.Thread(target=reader, daemon=True).start()
     deadline = time.time() + timeout_s
     while time.time() < deadline and proc.poll() is None:
         try:
@@ -162,6 +170,15 @@ def read_until(proc, needle: str, timeout_s: float) -> str:
         if needle in line:
             return line
     raise AssertionError(f"{needle!r} never appeared (exit code {proc.poll()})")
+
+
+def wait_exit(proc, timeout_s: float) -> int:
+    """The exit code; if it does not exit in time, fail with the last lines it printed."""
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"no exit {timeout_s:.0f}s after Ctrl-C; last output:\n"
+                             + "".join(proc.seen[-40:])) from None
 
 
 def write_inputs(path, n=6):
@@ -190,7 +207,7 @@ def test_serve_cli_answers_as_offline_predict_and_stops_on_ctrl_c(pipeline, tmp_
         code, out = finish(cli("predict", url, "--input", str(tmp_path / "bad.json"), marker=marker), marker + "-x")
         assert code == 2 and "422" in out[-1] and "shape [1, 8, 8]" in out[-1] and "Traceback" not in "".join(out)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 0
+        assert wait_exit(proc, 60) == 0
     finally:
         kill_marked(marker)
 
