@@ -5,8 +5,8 @@
 
 Everything runs on this machine over loopback, the load generator included (it shares the
 cores with the servers, as it would on any one-box measurement). One model, one checkpoint:
-a model on 8x8 inputs (--model: a CNN, --channels, by default; or a 2-layer LSTM over the
-rows, --hidden-size, whose cost per call is mostly fixed, the kind batching is for), served by
+a classifier of 8x8 inputs (--model: a CNN, --channels, by default; a 2-layer LSTM over the
+rows, --hidden-size; or a Transformer encoder over 2x2 patches, --d-model, --num-layers), served by
   (a) a plain uvicorn + FastAPI process running the same Predictor (decode, predict, encode)
       with one torch thread, against Serve with one replica of one CPU, both unbatched, at the
       same concurrency: serve_vs_uvicorn = Serve requests/s / uvicorn requests/s (goal >= 0.85);
@@ -15,6 +15,12 @@ rows, --hidden-size, whose cost per call is mostly fixed, the kind batching is f
   (c) latency p50/p99 of the batched endpoint at concurrency 1, 8 and 64.
 Each measurement is a closed loop: `concurrency` clients, each sending its next request when
 the previous one is answered, for --duration seconds after a warm-up. Prints one JSON line last.
+
+What batching can gain depends on the model. Each request costs the server a fixed amount of
+HTTP and framework work (about 2 ms of CPU per request in a replica here), which batching does
+not share, plus the forward pass, which it does. The JSON's `model_alone` gives the forward
+pass's time for 1 input and per input in a batch of 32 (one torch thread, measured in the same
+run), and its `batching_bound` the gain batching could give if the per-request work were free.
 
 --ray-throughput-mode starts the embedded Ray with Ray Serve's documented high-throughput
 settings (RAY_SERVE_ENABLE_HA_PROXY=1, RAY_SERVE_THROUGHPUT_OPTIMIZED=1: HAProxy in place of
@@ -96,6 +102,29 @@ def measure(url, body, concurrency, args) -> dict:
     return asyncio.run(load(url, body, concurrency, args.duration, args.warmup))
 
 
+def forward_ms(checkpoint: str, seconds: float = 2) -> dict:
+    """The model's forward pass alone, one torch thread: ms for 1 input, and per input in a batch of 32."""
+    import torch
+
+    from orchestrator.predictor import Predictor
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    predictor = Predictor.load(checkpoint)
+    per_call = {}
+    for n in (1, 32):
+        x = np.zeros((n, *predictor.input_shape), dtype=np.float32)
+        predictor.predict(x)
+        calls, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            predictor.predict(x)
+            calls += 1
+        per_call[n] = (time.perf_counter() - start) / calls * 1000
+    torch.set_num_threads(threads)
+    return {"batch_1_ms": round(per_call[1], 3), "per_input_in_batch_32_ms": round(per_call[32] / 32, 4),
+            "batching_bound": round(per_call[1] / (per_call[32] / 32), 2)}
+
+
 def uvicorn_server(checkpoint: str, port: int) -> None:
     """The baseline: the same Predictor behind FastAPI in one uvicorn process, one torch thread."""
     import torch
@@ -141,9 +170,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2, help="seconds before each measurement")
     parser.add_argument("--concurrency", type=int, default=8, help="clients for the uvicorn comparison")
     parser.add_argument("--instances", type=int, default=8, help="inputs per request in the uvicorn comparison")
-    parser.add_argument("--model", choices=["cnn", "rnn"], default="cnn", help="the model served")
+    parser.add_argument("--model", choices=["cnn", "rnn", "transformer"], default="cnn", help="the model served")
     parser.add_argument("--channels", type=int, nargs=2, default=[64, 128], help="the CNN's channels")
     parser.add_argument("--hidden-size", type=int, default=256, help="the LSTM's hidden size (2 layers)")
+    parser.add_argument("--d-model", type=int, default=128, help="the Transformer's width")
+    parser.add_argument("--num-layers", type=int, default=4, help="the Transformer's encoder layers")
     parser.add_argument("--ray-throughput-mode", action="store_true",
                         help="Serve's HAProxy ingress and throughput-optimized settings")
     parser.add_argument("--uvicorn-server", nargs=2, metavar=("CHECKPOINT", "PORT"), help=argparse.SUPPRESS)
@@ -160,12 +191,18 @@ def main() -> None:
     rng = np.random.default_rng(0)
     request = lambda n: json.dumps({"instances": rng.normal(size=(n, 1, 8, 8)).round(3).tolist()}).encode()
     several, one = request(args.instances), request(1)
-    model = ({"name": "cnn", "channels": args.channels, "hidden_size": 128} if args.model == "cnn" else
-             {"name": "rnn", "cell": "lstm", "hidden_size": args.hidden_size, "num_layers": 2})
+    model = {
+        "cnn": {"name": "cnn", "channels": args.channels, "hidden_size": 128},
+        "rnn": {"name": "rnn", "cell": "lstm", "hidden_size": args.hidden_size, "num_layers": 2},
+        "transformer": {"name": "transformer", "d_model": args.d_model, "num_layers": args.num_layers,
+                        "num_heads": 4, "ff_size": 2 * args.d_model},
+    }[args.model]
     out = {"benchmark": "serve_throughput", "model": model, "instances_per_request": args.instances,
            "duration_s": args.duration, "ray_throughput_mode": args.ray_throughput_mode}
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = make_checkpoint(f"{tmp}/ckpt", model)
+        out["model_alone"] = forward_ms(ckpt, seconds=min(2.0, args.duration))
+        print("model alone:", out["model_alone"], flush=True)
 
         # (a) plain uvicorn first, alone on the machine
         port = free_port()

@@ -46,6 +46,8 @@ def test_serve_throughput_quick_mode_prints_its_ratios():
     assert {str(k) for k in out["serve_unbatched"]["statuses"]} == {"200"}
     assert set(out["latency_ms"]) == {"1", "8", "64"} and all(v["p99"] >= v["p50"] for v in out["latency_ms"].values())
     assert set(out["uvicorn"]["statuses"]) == {"200"}  # JSON keys
+    alone = out["model_alone"]  # batching a forward pass costs less per input than one input alone
+    assert alone["batch_1_ms"] > alone["per_input_in_batch_32_ms"] > 0 and alone["batching_bound"] > 1
 
 
 def test_gpu_mfu_runs_its_tiny_shape_on_cpu():
