@@ -215,18 +215,26 @@ def _run(args) -> dict:
         return _serve_until_interrupted(args, result)
 
 
+def sleep_until_interrupted() -> None:
+    """Return only by KeyboardInterrupt, raised within half a second of Ctrl-C (SIGINT)."""
+    # Python's own Ctrl-C, whatever handler a Ray library left installed: a handler that only sets a
+    # flag would leave this loop sleeping
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Short sleeps: Linux may hand the signal to any of Ray's threads, and then nothing wakes the main
+    # thread; Python raises KeyboardInterrupt in it when its sleep ends. With hour-long sleeps, a CI
+    # run once waited out 60 s after Ctrl-C with the main thread still asleep.
+    while True:
+        time.sleep(0.5)
+
+
 def _serve_until_interrupted(args, result: dict) -> dict:
     """Keep the embedded Ray's endpoint up until Ctrl-C; the result is printed now, not at exit."""
     if args.json:
         print(json.dumps(result, sort_keys=True), flush=True)
         args.json = False
     print("serving; Ctrl-C stops the endpoint", flush=True)
-    # Python's own Ctrl-C, whatever handler a Ray library left installed: a handler that only sets a
-    # flag would leave this loop sleeping
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        while True:
-            time.sleep(3600)
+        sleep_until_interrupted()
     except KeyboardInterrupt:
         from ray import serve as ray_serve
 
