@@ -176,7 +176,7 @@ class Endpoint:
                 model, result = await batched(item)
             else:
                 result = await asyncio.to_thread(run, model, item)
-            return encode(model, item, result)
+            return JSONResponse(encode(model, item, result))  # JSON types already: skip FastAPI's encoder walk
         except Exception as e:  # noqa: BLE001 (a broken model's NaN, or inputs that overflow it)
             return await self._not_answered(model, e)
 
