@@ -118,7 +118,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", parents=[common], help="predictions from an endpoint URL or a checkpoint")
     p.add_argument("target", metavar="URL|CHECKPOINT_URI")
-    p.add_argument("--input", required=True, help='JSON file ({"instances": [...]} or a list of inputs), - for stdin')
+    p.add_argument("--input", required=True, help='JSON file ({"instances": [...]} or a list of inputs), - for stdin, '
+                        "or a CSV file with a header (each row an input, by column name)")
     p.add_argument("--api-key-env", default="ORCHESTRATOR_API_KEY", help="environment variable holding the API key")
     p.set_defaults(func=_predict)
 
@@ -355,23 +356,13 @@ def _serve_op(args) -> dict:
 
 
 def _predict(args) -> dict:
-    try:
-        text = sys.stdin.read() if args.input == "-" else Path(args.input).read_text()
-        payload = json.loads(text)
-    except OSError as e:
-        raise ConfigError(f"cannot read --input {args.input}: {e.strerror}") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"--input {args.input} is not JSON: {e}") from None
-    if isinstance(payload, list):
-        payload = {"instances": payload}
-    if not isinstance(payload, dict):
-        raise ConfigError(f'--input {args.input} must hold {{"instances": [...]}} or a list of inputs')
+    payload = {"instances": _read_instances(args.input)}
     if not args.target.startswith(("http://", "https://")):
         from orchestrator.predictor import Predictor, RequestError
 
         predictor = _local_model(args.target, Predictor)
         try:
-            result = predictor.encode(predictor.predict(predictor.validate(payload.get("instances"))))
+            result = predictor.encode(predictor.predict(predictor.validate(payload["instances"])))
         except RequestError as e:
             raise ConfigError(f"--input: {e.message}") from None
     else:
@@ -380,6 +371,44 @@ def _predict(args) -> dict:
         for p in result["predictions"]:
             print(f"{p['label']}\t{max(p['probabilities']):.4f}", flush=True)
     return result
+
+
+def _read_instances(source: str) -> list:
+    """--input: JSON ({"instances": [...]} or a list of inputs), or a CSV file with a header, whose
+    rows go as objects keyed by column name (for models trained on a table)."""
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read --input {source}: {getattr(e, 'strerror', None) or e}") from None
+    if source.lower().endswith(".csv"):
+        import csv
+
+        rows, reader = [], csv.DictReader(text.splitlines())
+        for row in reader:
+            if None in row:  # DictReader files surplus cells under None
+                raise ConfigError(f"--input {source}, line {reader.line_num}: more cells than the header names")
+            if empty := [k for k, v in row.items() if v in ("", None)]:
+                raise ConfigError(f"--input {source}, line {reader.line_num}: no value for {empty}; "
+                                  "fill it in or leave the row out")
+            rows.append({k: _number(v) for k, v in row.items()})
+        return rows
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--input {source} is not JSON: {e} (a table of inputs: a .csv file with a header)") from None
+    if isinstance(payload, dict) and "instances" in payload:
+        payload = payload["instances"]
+    if not isinstance(payload, list):
+        raise ConfigError(f'--input {source} must hold {{"instances": [...]}} or a list of inputs')
+    return payload
+
+
+def _number(cell: str):
+    """A CSV cell as a number where it is one; other text (a label column, say) is left for the model's checks."""
+    try:
+        return float(cell)
+    except ValueError:
+        return cell
 
 
 def _generate(args) -> dict:

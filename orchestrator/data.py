@@ -26,6 +26,7 @@ class Arrays:
     x: np.ndarray  # float32 [N, *input_shape] (text: int64 [N, T] bytes)
     y: np.ndarray  # int64 [N], indices into label_names (text: [N, T], the next bytes)
     label_names: list[str]
+    feature_columns: list[str] | None = None  # table columns, in the order they fill each sample
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Splits:
     input_shape: list[int]
     input_dtype: str  # float32 features, or int64 bytes of text
     label_names: list[str]
+    feature_columns: list[str] | None  # the table columns each sample is built from, in order
     mean: np.ndarray  # broadcasts against one sample
     std: np.ndarray
     fingerprint: str  # sha256 of the features and labels before splitting
@@ -45,6 +47,17 @@ class Splits:
 
     def normalization(self) -> dict:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    def info(self) -> dict:
+        """What a checkpoint records about its data: serving decodes requests with it."""
+        return {
+            "input_shape": self.input_shape,
+            "input_dtype": self.input_dtype,
+            "label_names": self.label_names,
+            "feature_columns": self.feature_columns,
+            "normalization": self.normalization(),
+            "data_fingerprint": self.fingerprint,
+        }
 
 
 def load_arrays(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> Arrays:
@@ -126,6 +139,7 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
         input_shape=list(arrays.x.shape[1:]),
         input_dtype=str(arrays.x.dtype),
         label_names=arrays.label_names,
+        feature_columns=arrays.feature_columns,
         mean=mean,
         std=std,
         fingerprint=fingerprint(arrays),
@@ -268,7 +282,7 @@ def _read_table(fs, files: list[str], fmt: str) -> dict[str, np.ndarray]:
 
 
 def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData) -> Arrays:
-    available = sorted(columns)
+    available = list(columns)  # in the file's order, which is the order of each sample's features
     if cfg.label_column not in columns:
         raise DataError(f"label column {cfg.label_column!r} not in the data; columns: {available}")
     feature_cols = cfg.feature_columns or [c for c in available if c != cfg.label_column]
@@ -293,7 +307,7 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData) -> Arrays
         raise DataError("features contain NaN or infinite values; clean or impute them first")
     raw_labels = columns[cfg.label_column]
     names, y = np.unique(raw_labels, return_inverse=True)
-    return Arrays(x, y.astype(np.int64), [str(n) for n in names])
+    return Arrays(x, y.astype(np.int64), [str(n) for n in names], feature_cols)
 
 
 # ---- worker-side helpers (plain torch) --------------------------------------------------

@@ -114,7 +114,8 @@ PREDICT_DOCS = {  # the body is parsed by hand (for its error messages), so desc
         "type": "object", "required": ["instances"],
         "properties": {"instances": {"type": "array", "items": {},
                                      "description": "inputs, each a nested list of numbers of the model's input "
-                                                    "shape (GET /v1/model: input.shape)"}},
+                                                    "shape (GET /v1/model: input.shape), or, for a model trained "
+                                                    "on a table, an object keyed by column name (input.columns)"}},
     }}}},
 }
 

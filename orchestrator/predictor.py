@@ -5,6 +5,7 @@ same code, so the endpoint answers exactly as offline prediction does.
 
     predictor = Predictor.load("runs/digits-cnn-.../epoch-0025")
     x = predictor.decode(b'{"instances": [[[0, 1, ...], ...]]}')   # RequestError if bad
+    x = predictor.decode(b'{"instances": [{"age": 41, "income": 5.2}]}')  # a table's columns, by name
     predictor.encode(predictor.predict(x))
 
     generator = load("runs/text-lm-.../epoch-0004")                # a language model: TextGenerator
@@ -78,11 +79,14 @@ class Predictor:
         info = ckpt.model_info
         self.input_shape = tuple(info["input_shape"])
         self.labels = list(info["label_names"])
+        self.columns = info.get("feature_columns")  # a table's columns in the order they fill each input
+        # rows read from the training table may still hold their label: that one key is ignored
+        self.label_column = getattr(ckpt.config.data, "label_column", None)
         self.max_instances = max_instances
         self.version = ckpt.weights_digest()[:12]  # names the weights, wherever they are stored
         self.info = _describe(ckpt, self.version, route=self.route,
                               input={"shape": list(self.input_shape), "dtype": info.get("input_dtype", "float32"),
-                                     "max_instances": max_instances},
+                                     "columns": self.columns, "max_instances": max_instances},
                               labels=self.labels)
 
     @classmethod
@@ -98,6 +102,8 @@ class Predictor:
         return self.validate(payload["instances"])
 
     def validate(self, instances) -> np.ndarray:
+        """Inputs as nested lists of the input shape, or, for a model trained on a table, as objects
+        keyed by column name ({"age": 41, ...}), which fill each input in the training column order."""
         shape = list(self.input_shape)
         if not isinstance(instances, list):
             raise RequestError(422, "invalid_instances", f"instances must be a list of inputs of shape {shape}")
@@ -107,6 +113,9 @@ class Predictor:
             raise RequestError(422, "too_many_instances",
                                f"{len(instances)} instances in one request; at most {self.max_instances}: "
                                "split the request")
+        named = any(isinstance(i, dict) for i in instances)
+        if named:
+            instances = self._by_column(instances)
         try:
             x = np.asarray(instances)
         except ValueError:  # ragged nesting
@@ -115,6 +124,8 @@ class Predictor:
             raise RequestError(422, "wrong_type", f"instances must hold only numbers, in nested lists of shape {shape}")
         if x.dtype.kind not in "iuf":  # strings, booleans
             raise RequestError(422, "wrong_type", f"instances must hold numbers, got {_kind(x.dtype)}")
+        if named and x.size == len(x) * math.prod(shape):  # the columns fill the input, as in training
+            x = x.reshape(len(x), *shape)
         if list(x.shape[1:]) != shape:
             raise RequestError(422, "wrong_shape", f"each instance must have shape {shape}, got {list(x.shape[1:])}")
         with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused below
@@ -123,6 +134,25 @@ class Predictor:
             bad = int(np.argwhere(~np.isfinite(x).reshape(len(x), -1).all(axis=1))[0][0])
             raise RequestError(422, "not_finite", f"instance {bad} holds NaN, Infinity or a number beyond float32")
         return x
+
+    def _by_column(self, instances: list) -> list:
+        """Objects keyed by column name, as lists in the training column order."""
+        if not self.columns:
+            raise RequestError(422, "wrong_type", "this model was not trained on named columns: send each "
+                               f"instance as a nested list of shape {list(self.input_shape)}")
+        columns, rows = self.columns, []
+        for i, instance in enumerate(instances):
+            if not isinstance(instance, dict):
+                raise RequestError(422, "wrong_type", f"instance {i} is not an object: send every instance as "
+                                   f"an object keyed by column name, or every one as a list")
+            unknown = sorted(set(instance) - set(columns) - {self.label_column})
+            missing = [c for c in columns if c not in instance]
+            if unknown or missing:
+                wrong = ", ".join(f"{what} columns {names}" for what, names in (("missing", missing),
+                                                                                 ("unknown", unknown)) if names)
+                raise RequestError(422, "wrong_columns", f"instance {i}: {wrong}; the model's columns are {columns}")
+            rows.append(instance[columns[0]] if len(columns) == 1 else [instance[c] for c in columns])
+        return rows
 
     # ---- predict / encode --------------------------------------------------------------
 

@@ -103,15 +103,7 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
 
 def _model_info(cfg: ExperimentConfig, splits: data.Splits) -> dict:
     model = build_model(cfg.model, splits.input_shape, len(splits.label_names), splits.mean, splits.std)
-    return {
-        "family": cfg.model.name,
-        "input_shape": splits.input_shape,
-        "input_dtype": splits.input_dtype,
-        "label_names": splits.label_names,
-        "normalization": splits.normalization(),
-        "num_parameters": num_parameters(model),
-        "data_fingerprint": splits.fingerprint,
-    }
+    return {**splits.info(), "family": cfg.model.name, "num_parameters": num_parameters(model)}
 
 
 def _check_resumable(cfg: ExperimentConfig, run_uri: str) -> None:

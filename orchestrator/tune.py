@@ -105,17 +105,7 @@ def search(cfg: ExperimentConfig, name: str, splits: data.Splits, resume: bool =
 
     run_lineage = lineage.collect(cfg, splits.fingerprint, search=name)
     with restore_sigint():
-        return _tuner(cfg, name, splits, _data_info(splits), run_lineage, resume).fit()
-
-
-def _data_info(splits: data.Splits) -> dict:
-    return {
-        "input_shape": splits.input_shape,
-        "input_dtype": splits.input_dtype,
-        "label_names": splits.label_names,
-        "normalization": splits.normalization(),
-        "data_fingerprint": splits.fingerprint,
-    }
+        return _tuner(cfg, name, splits, splits.info(), run_lineage, resume).fit()
 
 
 # ---- the search space -------------------------------------------------------------------

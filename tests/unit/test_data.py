@@ -53,6 +53,19 @@ def test_npz_files_with_reshape_and_string_labels(tmp_path):
     assert np.allclose(arrays.x.reshape(60, 16), x) and list(arrays.y[:3]) == [0, 1, 2]
 
 
+def test_table_features_keep_the_file_column_order_and_are_recorded(tmp_path):
+    # a client sends a row in the order of the file's header, so that is the order the model learns
+    rng = np.random.default_rng(0)
+    cols = {"width": rng.random(20), "area": rng.random(20), "label": np.arange(20) % 2, "mass": rng.random(20)}
+    np.savez(tmp_path / "t.npz", **cols)
+    arrays = data.load_arrays(FilesData(name="files", path=str(tmp_path / "t.npz")), seed=0)
+    assert arrays.feature_columns == ["width", "area", "mass"]
+    assert np.allclose(arrays.x, np.stack([cols["width"], cols["area"], cols["mass"]], axis=1))
+    picked = FilesData(name="files", path=str(tmp_path / "t.npz"), feature_columns=["mass", "width"])
+    assert data.load_arrays(picked, seed=0).feature_columns == ["mass", "width"]
+    assert data.load_arrays(data.DigitsData(name="digits"), seed=0).feature_columns is None
+
+
 def test_npz_with_pickled_objects_is_refused(tmp_path):
     np.savez(tmp_path / "evil.npz", x=np.array([{"a": 1}], dtype=object), label=np.array([1]))
     with pytest.raises(DataError, match="plain-array"):

@@ -66,6 +66,64 @@ def test_bad_requests_are_refused_with_a_reason(predictor, body, status, code):
     assert (e.value.status, e.value.code) == (status, code) and e.value.message
 
 
+TABLE = {"name": "t", "data": {"name": "files", "path": "t.csv", "label_column": "kind"},
+         "model": {"name": "mlp", "hidden_sizes": [8]}}
+
+
+def write_table_model(path, columns: list[str], input_shape: list[int]) -> str:
+    cfg = config_from_dict(TABLE)
+    torch.manual_seed(0)
+    info = {**INFO, "input_shape": input_shape, "feature_columns": columns}
+    write_checkpoint(str(path), model=build_model(cfg.model, input_shape, 3), config=cfg, model_info=info,
+                     metrics={})
+    return str(path)
+
+
+def test_a_table_model_takes_rows_by_column_name_in_any_key_order(tmp_path):
+    predictor = Predictor.load(write_table_model(tmp_path / "ckpt", ["width", "area", "mass"], [3]))
+    assert predictor.info["input"]["columns"] == ["width", "area", "mass"]
+    rows = [{"mass": 3.0, "width": 1.0, "area": 2.0}, {"area": 5, "kind": "b", "mass": 6, "width": 4}]
+    assert np.array_equal(predictor.validate(rows), np.array([[1, 2, 3], [4, 5, 6]], np.float32))
+    for bad, code, words in [
+        ([{"width": 1, "area": 2}], "wrong_columns", "missing columns ['mass']"),
+        ([{"width": 1, "area": 2, "mass": 3, "colour": 4}], "wrong_columns", "unknown columns ['colour']"),
+        ([{"width": 1, "area": 2, "mass": 3}, [1, 2, 3]], "wrong_type", "instance 1 is not an object"),
+        ([{"width": 1, "area": "2", "mass": 3}], "wrong_type", "strings"),
+        ([{"width": 1, "area": None, "mass": 3}], "wrong_type", "numbers"),
+        ([{"width": 1, "area": [2, 2], "mass": 3}], "wrong_shape", ""),
+    ]:
+        with pytest.raises(RequestError) as e:
+            predictor.validate(bad)
+        assert (e.value.status, e.value.code) == (422, code) and words in e.value.message
+    # the columns fill the input shape as they did in training (data.feature_shape)
+    image = Predictor.load(write_table_model(tmp_path / "image", [f"p{i}" for i in range(6)], [2, 3]))
+    assert image.validate([{f"p{i}": i for i in range(6)}]).tolist() == [[[0, 1, 2], [3, 4, 5]]]
+
+
+def test_a_model_without_columns_says_to_send_lists(predictor):
+    with pytest.raises(RequestError) as e:
+        predictor.validate([{"a": 1}])
+    assert e.value.code == "wrong_type" and "nested list of shape [2, 3]" in e.value.message
+
+
+def test_the_predict_command_reads_a_csv_file_by_its_header(tmp_path, capsys):
+    from orchestrator.cli import main
+
+    ckpt = write_table_model(tmp_path / "ckpt", ["width", "area", "mass"], [3])
+    (tmp_path / "rows.csv").write_text("mass,kind,width,area\n3,a,1,2\n6.5,b,4,5\n")
+    (tmp_path / "rows.json").write_text(json.dumps([[1, 2, 3], [4, 5, 6.5]]))
+    assert main(["predict", ckpt, "--input", str(tmp_path / "rows.csv"), "--json"]) == 0
+    by_name = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["predict", ckpt, "--input", str(tmp_path / "rows.json"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == by_name
+    for text, words in [("mass,kind,width,area\n3,a,,2\n", "line 2: no value for ['width']"),
+                        ("mass,kind,width,area\n3,a,1,2,9\n", "line 2: more cells than the header names"),
+                        ("mass,width,aera\n3,1,2\n", "missing columns ['area'], unknown columns ['aera']")]:
+        (tmp_path / "bad.csv").write_text(text)
+        assert main(["predict", ckpt, "--input", str(tmp_path / "bad.csv")]) == 2
+        assert words in capsys.readouterr().err
+
+
 def request(client_host: str, authorization: str | None = None) -> Request:
     headers = [(b"authorization", authorization.encode())] if authorization else []
     return Request({"type": "http", "method": "POST", "path": "/v1/predict", "headers": headers,
