@@ -74,15 +74,22 @@ def split_indices(y: np.ndarray, val_fraction: float, test_fraction: float, seed
     """Seeded train/val/test index arrays, stratified by label where every class allows it."""
     from sklearn.model_selection import train_test_split
 
-    idx = np.arange(len(y))
+    def split(stratify: bool):
+        rest, test = train_test_split(np.arange(len(y)), test_size=test_fraction, random_state=seed,
+                                      stratify=y if stratify else None)
+        train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), random_state=seed,
+                                      stratify=y[rest] if stratify else None)
+        return np.sort(train), np.sort(val), np.sort(test)
+
     _, counts = np.unique(y, return_counts=True)
-    stratify = counts.min() >= 3  # each class must reach all three splits
-    rest, test = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=y if stratify else None)
-    val_share = val_fraction / (1 - test_fraction)
-    train, val = train_test_split(
-        rest, test_size=val_share, random_state=seed, stratify=y[rest] if stratify else None
-    )
-    return np.sort(train), np.sort(val), np.sort(test)
+    try:
+        try:
+            return split(stratify=counts.min() >= 3)  # each class must reach all three splits
+        except ValueError:  # a split too small to hold every class: split at random
+            return split(stratify=False)
+    except ValueError:  # a split would be empty
+        raise DataError(f"{len(y)} rows are too few to split into train, val and test with data.val_fraction "
+                        f"{val_fraction} and data.test_fraction {test_fraction}: add rows") from None
 
 
 def ordered_split(n: int, val_fraction: float, test_fraction: float):
@@ -306,8 +313,24 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData) -> Arrays
     if not np.isfinite(x).all():
         raise DataError("features contain NaN or infinite values; clean or impute them first")
     raw_labels = columns[cfg.label_column]
+    if unlabelled := np.flatnonzero(_missing(raw_labels)).tolist():
+        raise DataError(f"{cfg.label_column!r} is empty in {len(unlabelled)} of {len(raw_labels)} rows (the first is "
+                        f"row {unlabelled[0] + 1} of the data): label those rows or leave them out")
     names, y = np.unique(raw_labels, return_inverse=True)
+    if len(names) < 2:
+        raise DataError(f"label column {cfg.label_column!r} holds one class ({str(names[0])!r} in every row): "
+                        "a classifier needs two or more; is it the right column?")
     return Arrays(x, y.astype(np.int64), [str(n) for n in names], feature_cols)
+
+
+def _missing(values: np.ndarray) -> np.ndarray:
+    """Which cells are empty: null, NaN or blank text."""
+    if values.dtype.kind == "f":
+        return np.isnan(values)
+    if values.dtype.kind in "OUS":
+        return np.array([v is None or (isinstance(v, float) and v != v) or (isinstance(v, (str, bytes)) and not v.strip())
+                         for v in values], dtype=bool)
+    return np.zeros(len(values), dtype=bool)
 
 
 # ---- worker-side helpers (plain torch) --------------------------------------------------

@@ -89,6 +89,26 @@ def test_file_data_errors_say_what_to_change(tmp_path, kwargs, message):
     assert message in str(e.value)
 
 
+@pytest.mark.parametrize("labels, message", [
+    (np.array(["a", "", "b", "a"] * 5), "'label' is empty in 5 of 20 rows (the first is row 2 of the data)"),
+    (np.array([0.0, 1.0, np.nan, 1.0] * 5), "'label' is empty in 5 of 20 rows (the first is row 3 of the data)"),
+    (np.array(["a", None, "b", "a"] * 5, dtype=object), "'label' is empty in 5 of 20 rows"),
+    (np.zeros(20, dtype=np.int64), "holds one class ('0' in every row)"),
+])
+def test_unlabelled_rows_and_a_single_class_are_refused(labels, message):
+    columns = {"x": np.ones(20, np.float32), "label": labels}  # as the Parquet, CSV and NPZ readers give them
+    with pytest.raises(DataError) as e:
+        data._columns_to_arrays(columns, FilesData(name="files", path="d.csv"))
+    assert message in str(e.value)
+
+
+def test_splits_of_tiny_data_fall_back_to_random_and_refuse_too_few_rows():
+    train, val, test = data.split_indices(np.array([0, 1] * 3), 0.15, 0.15, seed=0)  # too few to stratify
+    assert sorted([*train, *val, *test]) == list(range(6)) and len(val) == len(test) == 1
+    with pytest.raises(DataError, match="2 rows are too few to split"):
+        data.split_indices(np.array([0, 1]), 0.15, 0.15, seed=0)
+
+
 def test_non_finite_features_are_refused(tmp_path):
     x = np.ones((10, 4), np.float32)
     x[3, 1] = np.nan
