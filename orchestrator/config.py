@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import json
 import os
+import types
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -523,7 +524,7 @@ def _explain(err: dict, root: type[BaseModel]) -> str:
     if err["type"] == "extra_forbidden":
         cls = _walk(loc[:-1], root)[0]
         valid = list(cls.model_fields) if isinstance(cls, type) and issubclass(cls, BaseModel) else []
-        hint = difflib.get_close_matches(loc[-1], valid, n=1)
+        hint = _paths_to(loc[-1], root) or difflib.get_close_matches(loc[-1], valid, n=1)  # train.lr: optim.lr
         suggestion = f"; did you mean {hint[0]!r}?" if hint else f"; valid keys: {', '.join(valid)}"
         return f"unknown key {where!r}{suggestion}"
     if err["type"] == "missing":
@@ -559,8 +560,30 @@ def _walk(loc: list[str], root: type[BaseModel]) -> tuple[Any, list[str]]:
             continue
         shown.append(part)
         fields = cls.model_fields if is_section else {}
-        cls = fields[part].annotation if part in fields else None
+        cls = _required(fields[part].annotation) if part in fields else None
     return cls, shown
+
+
+def _paths_to(key: str, section: Any, prefix: str = "") -> list[str]:
+    """The dotted paths where `key` is a field, in this section or the sections inside it."""
+    sections = [section] if isinstance(section, type) and issubclass(section, BaseModel) else list(
+        (_tagged_union_members(section) or {}).values())
+    found = []
+    for cls in sections:
+        for name, field in cls.model_fields.items():
+            path = f"{prefix}{name}"
+            if name == key and path not in found:
+                found.append(path)
+            found += [p for p in _paths_to(key, _required(field.annotation), f"{path}.") if p not in found]
+    return found
+
+
+def _required(annotation):
+    """An optional section's annotation (`TuneConfig | None`) without the None."""
+    if typing.get_origin(annotation) in (Union, types.UnionType) and type(None) in typing.get_args(annotation):
+        present = [m for m in typing.get_args(annotation) if m is not type(None)]
+        return present[0] if len(present) == 1 else Union[tuple(present)]
+    return annotation
 
 
 def save_config(cfg: ExperimentConfig) -> str:

@@ -33,6 +33,19 @@ def test_typo_suggests_nearest_key():
     assert "optim.lrr" in msg and "did you mean 'lr'" in msg
 
 
+TUNE = {"space": {"optim.lr": {"uniform": [0.01, 0.1]}}}
+
+
+@pytest.mark.parametrize("raw, words", [
+    ({"train": {"lr": 0.1}}, "unknown key 'train.lr'; did you mean 'optim.lr'?"),  # a key of another section
+    ({"tune": {**TUNE, "grace_period": 2}}, "did you mean 'tune.scheduler.grace_period'?"),
+    ({"optim": {"epochs": 3}}, "did you mean 'train.epochs'?"),  # before the fuzzy 'warmup_epochs'
+    ({"tune": {**TUNE, "colour": 2}}, "unknown key 'tune.colour'; valid keys: space, metric, mode"),  # optional section
+])
+def test_a_key_in_the_wrong_place_names_where_it_goes(raw, words):
+    assert words in _error({**BASE, **raw})
+
+
 def test_typo_inside_a_model_family_names_the_user_path():
     msg = _error({**BASE, "model": {"name": "cnn", "chanels": [8]}})
     assert "'model.chanels'" in msg and "did you mean 'channels'" in msg
