@@ -70,6 +70,7 @@ def _curves_png(curves: dict[str, list[tuple[int, float]]], metric: str) -> byte
 def _params_png(rows: list[dict], tune_cfg) -> bytes:
     keys = list(tune_cfg.space)
     fig, axes = _figure(width=4.0, height=3.6, ncols=len(keys))
+    from matplotlib.ticker import NullFormatter
     best_col = f"best_{tune_cfg.metric}"
     for ax, key in zip(axes[0], keys):
         kind = next(iter(tune_cfg.space[key]))
@@ -78,10 +79,19 @@ def _params_png(rows: list[dict], tune_cfg) -> bytes:
             labels = [json.dumps(v) if isinstance(v, (list, dict)) else str(v) for v in tune_cfg.space[key][kind]]
             xs = [labels.index(json.dumps(x) if isinstance(x, (list, dict)) else str(x)) for x, _ in pts]
             ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=7)
+            ax.set_xlim(-0.5, len(labels) - 0.5)
         else:
             xs = [x for x, _ in pts]
             if kind == "loguniform":
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap on short ranges
+            low, high = tune_cfg.space[key][kind][:2]  # the whole searched range, so gaps in the sampling show
+            if kind == "loguniform":
+                pad = (high / low) ** 0.04
+                ax.set_xlim(low / pad, high * pad)
+            else:
+                pad = (high - low) * 0.04
+                ax.set_xlim(low - pad, high + pad)
         ax.scatter(xs, [y for _, y in pts], s=22, alpha=0.8)
         ax.set_xlabel(key)
         ax.set_ylabel(best_col)
