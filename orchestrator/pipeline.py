@@ -151,7 +151,8 @@ def smoke_generate(url: str, test_split, args: ServeArgs) -> dict:
 
 def smoke_request(url: str, test_split, args: ServeArgs) -> dict:
     """A few real test inputs through the endpoint over HTTP; the response, and whether it holds up."""
-    batch = test_split.take_batch(batch_size=SMOKE_INSTANCES, batch_format="numpy")
+    pool = test_split.take_batch(batch_size=256, batch_format="numpy")
+    batch = {k: v[_varied(pool["y"], SMOKE_INSTANCES)] for k, v in pool.items()}
     keys = endpoint.read_api_keys(args)
     tick = time.perf_counter()
     status, answer = post_json(f"{url}/v1/predict", {"instances": np.asarray(batch["x"]).tolist()},
@@ -168,6 +169,12 @@ def smoke_request(url: str, test_split, args: ServeArgs) -> dict:
     say(f"answered {status} in {latency_ms:.0f} ms: {[p['label'] for p in predictions]} (true {expected})")
     return {"url": f"{url}/v1/predict", "status": status, "latency_ms": round(latency_ms, 1),
             "expected_labels": expected, "correct": correct, "response": answer}
+
+
+def _varied(labels: np.ndarray, n: int) -> list[int]:
+    """n row indices, as many classes among them as there are: the first row of each class, then the rest."""
+    firsts = sorted(np.unique(labels, return_index=True)[1][:n].tolist())
+    return firsts + [i for i in range(len(labels)) if i not in firsts][: n - len(firsts)]
 
 
 def _try(result: dict) -> str:

@@ -71,6 +71,7 @@ def test_run_tunes_trains_registers_serves_and_smoke_tests_digits(pipeline):
     assert r["lineage"]["search"] == r["search"]["experiment"]  # the final run knows the search that chose its config
     smoke = r["smoke"]
     assert smoke["status"] == 200 and len(smoke["response"]["predictions"]) == 4 and smoke["correct"] >= 3
+    assert len(set(smoke["expected_labels"])) == 4  # one input from each of 4 classes
     assert pipeline["exit_code"] == 0  # Ctrl-C stops the endpoint cleanly
 
 
