@@ -316,6 +316,12 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData) -> Arrays
     if unlabelled := np.flatnonzero(_missing(raw_labels)).tolist():
         raise DataError(f"{cfg.label_column!r} is empty in {len(unlabelled)} of {len(raw_labels)} rows (the first is "
                         f"row {unlabelled[0] + 1} of the data): label those rows or leave them out")
+    if raw_labels.dtype.kind == "f":  # a CSV reader's floats for integer classes: 1.0 is class '1'
+        if not np.array_equal(raw_labels, np.round(raw_labels)):
+            example = raw_labels[raw_labels != np.round(raw_labels)][0]
+            raise DataError(f"label column {cfg.label_column!r} holds fractional numbers ({example:g}): models here "
+                            "classify; give each row a class (a name or an integer)")
+        raw_labels = raw_labels.astype(np.int64)
     names, y = np.unique(raw_labels, return_inverse=True)
     if len(names) < 2:
         raise DataError(f"label column {cfg.label_column!r} holds one class ({str(names[0])!r} in every row): "

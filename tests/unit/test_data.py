@@ -94,12 +94,18 @@ def test_file_data_errors_say_what_to_change(tmp_path, kwargs, message):
     (np.array([0.0, 1.0, np.nan, 1.0] * 5), "'label' is empty in 5 of 20 rows (the first is row 3 of the data)"),
     (np.array(["a", None, "b", "a"] * 5, dtype=object), "'label' is empty in 5 of 20 rows"),
     (np.zeros(20, dtype=np.int64), "holds one class ('0' in every row)"),
+    (np.linspace(0, 1, 20), "holds fractional numbers (0.0526316): models here classify"),  # a regression target
 ])
 def test_unlabelled_rows_and_a_single_class_are_refused(labels, message):
     columns = {"x": np.ones(20, np.float32), "label": labels}  # as the Parquet, CSV and NPZ readers give them
     with pytest.raises(DataError) as e:
         data._columns_to_arrays(columns, FilesData(name="files", path="d.csv"))
     assert message in str(e.value)
+
+
+def test_integral_float_labels_are_named_as_integers():
+    columns = {"x": np.ones(20, np.float32), "label": np.array([2.0, 10.0] * 10)}  # CSV's floats, say
+    assert data._columns_to_arrays(columns, FilesData(name="files", path="d.csv")).label_names == ["2", "10"]
 
 
 def test_splits_of_tiny_data_fall_back_to_random_and_refuse_too_few_rows():
