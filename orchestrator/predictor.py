@@ -64,6 +64,8 @@ def _json_object(body: bytes, required: str, example: str) -> dict:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise RequestError(400, "invalid_json", f"the body is not valid JSON ({e})") from None
+    except RecursionError:  # arrays in arrays beyond the parser's depth: no model input is nested so deep
+        raise RequestError(400, "invalid_json", "the body nests arrays or objects too deeply") from None
     if not isinstance(payload, dict) or required not in payload:
         raise RequestError(400, f"missing_{required}", f"send a JSON object {example}")
     return payload

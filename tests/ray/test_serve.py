@@ -191,6 +191,7 @@ def test_every_bad_request_gets_its_4xx_and_the_replica_survives(checkpoints, se
     row = [0.0] * 8
     cases = {
         "not JSON": (b"{instances: oops", JSON, 400, "invalid_json"),
+        "nested too deeply": (b"[" * 2000 + b"]" * 2000, JSON, 400, "invalid_json"),  # the parser's RecursionError
         "wrong content type": (json.dumps({"instances": good}).encode(), {"Content-Type": "text/plain"}, 415,
                                "unsupported_media_type"),
         "no content type": (json.dumps({"instances": good}).encode(), {}, 415, "unsupported_media_type"),

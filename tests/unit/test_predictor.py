@@ -48,6 +48,7 @@ def test_round_trip_matches_the_model(predictor):
 @pytest.mark.parametrize("body, status, code", [
     (b"\xff\xfe", 400, "invalid_json"),
     (b"[1, 2]", 400, "missing_instances"),
+    (b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, "invalid_json"),  # beyond the parser's depth
     (b'{"instances": {"a": 1}}', 422, "invalid_instances"),
     (b'{"instances": []}', 422, "no_instances"),
     (b'{"instances": [[[0,0,0],[0,0,0]], [[0,0,0],[0,0,0]], [[0,0,0],[0,0,0]], [[0,0,0],[0,0,0]]]}', 422,
