@@ -152,7 +152,8 @@ def generate(model: GPT, prompts: list[bytes], sampling: list[Sampling]) -> list
 def _sample(logits: torch.Tensor, s: Sampling, generator: torch.Generator) -> int:
     if s.temperature == 0:
         return int(logits.argmax())
-    logits = logits / s.temperature
+    # in float64 (a float32 1e-40 is 0), the best at 0: a tiny temperature gives -inf to the rest, never inf - inf
+    logits = (logits.double() - logits.max()) / s.temperature
     if s.top_k is not None and s.top_k < len(logits):
         logits[logits < torch.topk(logits, s.top_k).values[-1]] = -float("inf")
     return int(torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator))

@@ -210,6 +210,10 @@ class TextGenerator:
         prompt = payload.get("prompt")
         if not isinstance(prompt, str) or not prompt:
             raise RequestError(422, "invalid_prompt", 'prompt must be a non-empty string, e.g. {"prompt": "def "}')
+        try:
+            prompt_bytes = prompt.encode()
+        except UnicodeEncodeError:  # JSON lets a lone surrogate (\ud800) through; UTF-8 has no bytes for it
+            raise RequestError(422, "invalid_prompt", "prompt holds a lone UTF-16 surrogate: send valid Unicode text")
         default = lm.Sampling()
         n = payload.get("max_new_tokens", min(default.max_new_tokens, self.max_new_tokens))
         if not _is_int(n) or not 1 <= n <= self.max_new_tokens:
@@ -224,7 +228,7 @@ class TextGenerator:
         seed = payload.get("seed")
         if seed is not None and (not _is_int(seed) or not 0 <= seed < 2**63):
             raise RequestError(422, "invalid_seed", "seed must be a non-negative integer or null")
-        return prompt.encode(), lm.Sampling(n, float(temperature), top_k, seed)
+        return prompt_bytes, lm.Sampling(n, float(temperature), top_k, seed)
 
     def generate(self, requests: list[tuple[bytes, lm.Sampling]]) -> list[bytes]:
         """Continuations of every request, generated together."""

@@ -72,6 +72,8 @@ def test_batched_generation_with_left_padding_equals_one_prompt_at_a_time():
     alone = [generate(model, [p], [greedy])[0] for p in prompts]
     together = generate(model, prompts, [greedy] * 3)
     assert together == alone and all(len(t) == 20 for t in together)
+    tiny = Sampling(max_new_tokens=20, temperature=1e-300, seed=0)  # logits / T overflow: still a distribution
+    assert generate(model, prompts, [tiny] * 3) == alone
     # per-row settings: a seed repeats its text, another seed (or none) is free to differ
     seeded = [Sampling(max_new_tokens=30, temperature=1.0, top_k=None, seed=s) for s in (1, 1, 2)]
     a, b, c = generate(model, [b"q"] * 3, seeded)

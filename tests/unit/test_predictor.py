@@ -224,6 +224,7 @@ def write_lm(path) -> str:
     ({"prompt": "x", "top_k": 1.5}, "invalid_top_k"),
     ({"prompt": "x", "seed": -1}, "invalid_seed"),
     ({"prompt": "x", "n": 2}, "unknown_field"),
+    ({"prompt": "\ud800"}, "invalid_prompt"),  # a lone surrogate: valid JSON, no UTF-8
 ])
 def test_generate_requests_are_checked_field_by_field(tmp_path, payload, code):
     from orchestrator import predictor
