@@ -3,7 +3,7 @@
     orchestrator run jobs/digits.yaml [section.field=value ...] [--exit-after-smoke] [--address ADDR] [--json]
     orchestrator train jobs/digits-cnn.yaml [section.field=value ...] [--address ADDR] [--json]
     orchestrator tune jobs/digits-tune.yaml [section.field=value ...] [--resume] [--address ADDR] [--json]
-    orchestrator evaluate CHECKPOINT_URI [--split test] [--json]
+    orchestrator evaluate CHECKPOINT_URI [--split test | --data URI] [--json]
     orchestrator serve CHECKPOINT_URI [field=value ...] [--host H --port P] [--address ADDR] [--json]
     orchestrator serve status|rollback|shutdown --address ADDR
     orchestrator predict URL|CHECKPOINT_URI --input FILE|- [--json]
@@ -101,7 +101,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", parents=[common], help="evaluate a checkpoint on a data split")
     p.add_argument("checkpoint", help="checkpoint directory or s3:// URI")
-    p.add_argument("--split", choices=["train", "val", "test"], default="test")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--split", choices=["train", "val", "test"], default="test",
+                       help="a split of the data the checkpoint was trained on")
+    which.add_argument("--data", metavar="URI", help="other labelled data: Parquet, CSV or NPZ (path or s3://) with "
+                       "the training data's label and feature columns")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("serve", parents=[common], help="serve a checkpoint as an HTTP endpoint with Ray Serve",
@@ -308,9 +312,12 @@ def _follow(model: str, args, root: str) -> list[dict]:
 
 
 def _evaluate(args) -> dict:
-    from orchestrator.evaluate import evaluate_checkpoint
+    from orchestrator.evaluate import evaluate_checkpoint, evaluate_on_data
 
-    result = evaluate_checkpoint(args.checkpoint, args.split, args.address)
+    if args.data:
+        result = evaluate_on_data(args.checkpoint, args.data, args.address)
+    else:
+        result = evaluate_checkpoint(args.checkpoint, args.split, args.address)
     print("  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items()), flush=True)
     return result
 

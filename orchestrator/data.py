@@ -137,6 +137,9 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
         tr, va, te = ordered_split(len(arrays.y), cfg.val_fraction, cfg.test_fraction)
         mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
     else:
+        if len(arrays.label_names) < 2:
+            raise DataError(f"the labels hold one class ({arrays.label_names[0]!r} in every row): a classifier "
+                            "needs two or more; is data.label_column the right column?")
         tr, va, te = split_indices(arrays.y, cfg.val_fraction, cfg.test_fraction, seed)
         mean, std = channel_stats(arrays.x[tr])
     return Splits(
@@ -323,9 +326,6 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData) -> Arrays
                             "classify; give each row a class (a name or an integer)")
         raw_labels = raw_labels.astype(np.int64)
     names, y = np.unique(raw_labels, return_inverse=True)
-    if len(names) < 2:
-        raise DataError(f"label column {cfg.label_column!r} holds one class ({str(names[0])!r} in every row): "
-                        "a classifier needs two or more; is it the right column?")
     return Arrays(x, y.astype(np.int64), [str(n) for n in names], feature_cols)
 
 

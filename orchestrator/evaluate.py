@@ -1,6 +1,8 @@
-"""Evaluate a checkpoint on a split of the data it was trained on, in the driver process.
+"""Evaluate a checkpoint in the driver process: on a split of the data it was trained on, or on
+other labelled data.
 
     orchestrator evaluate runs/digits-cnn-.../epoch-0020 --split test
+    orchestrator evaluate runs/iris-.../epoch-0030 --data holdout.csv
 """
 
 from __future__ import annotations
@@ -9,8 +11,12 @@ import sys
 
 import torch
 
+import numpy as np
+
 from orchestrator import data, engine
 from orchestrator.checkpoint import read_checkpoint
+from orchestrator.config import FilesData
+from orchestrator.errors import ConfigError, DataError
 from orchestrator.lm import GPT
 
 
@@ -43,3 +49,25 @@ def evaluate_checkpoint(uri: str, split: str = "test", address: str | None = Non
         "metrics": {f"{split}_{k}": v for k, v in metrics.items()},
     }
 
+
+def evaluate_on_data(uri: str, data_uri: str, address: str | None = None) -> dict:
+    """Metrics of a classifier checkpoint on labelled data it was not trained on: Parquet, CSV or NPZ
+    (a path or s3://) with the training data's label column and the model's feature columns."""
+    from orchestrator.runtime import ray_session
+
+    ckpt = read_checkpoint(uri)
+    cfg, info = ckpt.config, ckpt.model_info
+    if cfg.model.name == "gpt":
+        raise ConfigError(f"{uri} is a language model: evaluate it on its own text with --split")
+    labels = list(info["label_names"])
+    source = FilesData(name="files", path=data_uri, label_column=getattr(cfg.data, "label_column", "label"),
+                       feature_columns=info.get("feature_columns"), feature_shape=info["input_shape"])
+    with ray_session(address):
+        arrays = data.load_arrays(source, cfg.seed, cfg.storage.endpoint_url)
+        unknown = sorted(set(arrays.label_names) - set(labels))
+        if unknown:
+            raise DataError(f"{data_uri}: labels {unknown} are not classes of this model ({labels})")
+        y = np.array([labels.index(name) for name in arrays.label_names])[arrays.y]  # to the model's class indices
+        metrics = evaluate_model(ckpt.model(), data.to_ray_dataset(arrays.x, y), len(labels),
+                                 cfg.train.eval_batch_size)
+    return {"checkpoint": uri, "data": data_uri, "num_rows": len(y), "metrics": metrics}

@@ -70,6 +70,35 @@ def test_user_files_parquet_on_s3_and_csv_locally(ray_cluster, s3_bucket, tmp_pa
     assert batch["x"].shape[1:] == (2,) and batch["x"].dtype.is_floating_point
 
 
+def test_evaluate_on_other_data_matches_the_model_by_column_and_label_name(ray_cluster, tmp_path):
+    import torch
+
+    from orchestrator.checkpoint import write_checkpoint
+    from orchestrator.config import config_from_dict
+    from orchestrator.errors import DataError
+    from orchestrator.evaluate import evaluate_on_data
+    from orchestrator.models import build_model
+
+    cfg = config_from_dict({"name": "t", "data": {"name": "files", "path": "train.csv", "label_column": "kind"},
+                            "model": {"name": "mlp", "hidden_sizes": [8]}})
+    torch.manual_seed(0)
+    model = build_model(cfg.model, [2], 3)
+    info = {"input_shape": [2], "label_names": ["a", "b", "c"], "feature_columns": ["w", "h"],
+            "normalization": {}, "data_fingerprint": "x"}
+    write_checkpoint(str(tmp_path / "ckpt"), model=model, config=cfg, model_info=info, metrics={})
+    rng = np.random.default_rng(0)
+    w, h, kind = rng.normal(size=60), rng.normal(size=60), np.array(["c", "b"] * 30)  # no 'a', columns reordered
+    (tmp_path / "holdout.csv").write_text("kind,h,w\n" + "".join(f"{k},{b},{a}\n" for a, b, k in zip(w, h, kind)))
+    with torch.no_grad():
+        predicted = model.eval()(torch.tensor(np.stack([w, h], axis=1), dtype=torch.float32)).argmax(1).numpy()
+    expected = float(np.mean(predicted == np.array([{"b": 1, "c": 2}[k] for k in kind])))
+    result = evaluate_on_data(str(tmp_path / "ckpt"), str(tmp_path / "holdout.csv"))
+    assert result["num_rows"] == 60 and result["metrics"]["accuracy"] == pytest.approx(expected, abs=1e-9)
+    (tmp_path / "other.csv").write_text("kind,h,w\nd,1,2\nb,1,2\n")
+    with pytest.raises(DataError, match=r"labels \['d'\] are not classes of this model"):
+        evaluate_on_data(str(tmp_path / "ckpt"), str(tmp_path / "other.csv"))
+
+
 def test_missing_user_data_is_a_clear_error(ray_cluster, tmp_path):
     from orchestrator.errors import DataError
 

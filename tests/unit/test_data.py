@@ -93,7 +93,6 @@ def test_file_data_errors_say_what_to_change(tmp_path, kwargs, message):
     (np.array(["a", "", "b", "a"] * 5), "'label' is empty in 5 of 20 rows (the first is row 2 of the data)"),
     (np.array([0.0, 1.0, np.nan, 1.0] * 5), "'label' is empty in 5 of 20 rows (the first is row 3 of the data)"),
     (np.array(["a", None, "b", "a"] * 5, dtype=object), "'label' is empty in 5 of 20 rows"),
-    (np.zeros(20, dtype=np.int64), "holds one class ('0' in every row)"),
     (np.linspace(0, 1, 20), "holds fractional numbers (0.0526316): models here classify"),  # a regression target
 ])
 def test_unlabelled_rows_and_a_single_class_are_refused(labels, message):
@@ -101,6 +100,12 @@ def test_unlabelled_rows_and_a_single_class_are_refused(labels, message):
     with pytest.raises(DataError) as e:
         data._columns_to_arrays(columns, FilesData(name="files", path="d.csv"))
     assert message in str(e.value)
+
+
+def test_training_on_a_single_class_is_refused(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.ones((20, 3), np.float32), label=np.zeros(20, np.int64))
+    with pytest.raises(DataError, match=r"the labels hold one class \('0' in every row\)"):
+        data.load_splits(FilesData(name="files", path=str(tmp_path / "d.npz")), seed=0)
 
 
 def test_integral_float_labels_are_named_as_integers():
