@@ -363,17 +363,17 @@ def _serve_op(args) -> dict:
 
 
 def _predict(args) -> dict:
-    payload = {"instances": _read_instances(args.input)}
+    instances = _read_instances(args.input)
     if not args.target.startswith(("http://", "https://")):
         from orchestrator.predictor import Predictor, RequestError
 
         predictor = _local_model(args.target, Predictor)
         try:
-            result = predictor.encode(predictor.predict(predictor.validate(payload["instances"])))
+            result = predictor.encode(predictor.predict(predictor.validate(instances)))
         except RequestError as e:
             raise ConfigError(f"--input: {e.message}") from None
     else:
-        result = _call(args.target, "/v1/predict", payload, args.api_key_env)
+        result = _predict_remote(args.target, instances, args.api_key_env)
     if not args.json:
         for p in result["predictions"]:
             print(f"{p['label']}\t{max(p['probabilities']):.4f}", flush=True)
@@ -448,16 +448,42 @@ def _local_model(uri: str, kind: type):
     return model
 
 
+def _predict_remote(target: str, instances: list, api_key_env: str) -> dict:
+    """Every instance, in as few requests as the endpoint takes: a request over its max_instances or
+    max_body_bytes is sent again as two halves, and the answers are joined in order."""
+    start, per_request, joined = 0, len(instances), None
+    while joined is None or start < len(instances):  # no instances: one request, for the endpoint's 422
+        chunk = instances[start : start + per_request]
+        url, status, answer = _post(target, "/v1/predict", {"instances": chunk}, api_key_env)
+        if (answer.get("error") or {}).get("code") in ("too_many_instances", "body_too_large") and per_request > 1:
+            per_request = (per_request + 1) // 2
+            continue
+        answer = _checked(url, status, answer)
+        if joined and answer.get("model") != joined.get("model"):  # an update landed between two requests
+            print(f"warning: predictions from {start} on come from {answer.get('model')}, not {joined.get('model')}",
+                  file=sys.stderr)
+        joined = answer if joined is None else {**answer, "predictions": joined["predictions"] + answer["predictions"]}
+        start += len(chunk)
+    return joined
+
+
 def _call(target: str, route: str, payload: dict, api_key_env: str) -> dict:
     """POST to an endpoint's route with the documented retry policy; 4xx -> ConfigError (exit 2)."""
+    return _checked(*_post(target, route, payload, api_key_env))
+
+
+def _post(target: str, route: str, payload: dict, api_key_env: str) -> tuple[str, int, dict]:
     from orchestrator.client import Unreachable, post_json
 
     url = target.rstrip("/")
     url = url if url.endswith(route) else f"{url}{route}"
     try:  # retried on 5xx and connection errors (the documented client policy), never on 4xx
-        status, result = post_json(url, payload, api_key=os.environ.get(api_key_env))
+        return url, *post_json(url, payload, api_key=os.environ.get(api_key_env))
     except Unreachable as e:
         raise ConfigError(str(e)) from None
+
+
+def _checked(url: str, status: int, result: dict) -> dict:
     if status >= 300:
         message = (result.get("error") or {}).get("message", result)
         if 400 <= status < 500:

@@ -218,6 +218,18 @@ def test_every_bad_request_gets_its_4xx_and_the_replica_survives(checkpoints, se
     assert replicas("strict") == before  # same replica, same process: nothing restarted
 
 
+def test_the_predict_command_sends_a_file_in_requests_the_endpoint_takes(checkpoints, serve_http, tmp_path, capsys):
+    from orchestrator.cli import main
+
+    url = deploy("strict", checkpoints[0][-1], serve_http, max_instances=4, max_body_bytes=4096)["url"]
+    inputs = np.random.default_rng(0).normal(size=(11, 1, 8, 8)).round(2).tolist()  # 11 > 4, and > 4096 bytes
+    (tmp_path / "in.json").write_text(json.dumps(inputs))
+    assert main(["predict", url, "--input", str(tmp_path / "in.json"), "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    offline = Predictor.load(checkpoints[0][-1]).predict(np.asarray(inputs, dtype=np.float32))
+    assert [p["class_index"] for p in answer["predictions"]] == offline.argmax(1).tolist()  # all, in order
+
+
 @pytest.mark.reliability
 def test_api_keys_401_403_never_logged_and_probes_stay_open(checkpoints, serve_http, tmp_path, ray_cluster):
     keys = tmp_path / "keys"
