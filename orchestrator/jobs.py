@@ -110,6 +110,10 @@ def submit(config: str, overrides: list[str], address: str, command: str = "trai
     if "://" not in cfg.storage.path:
         print(f"note: storage.path {cfg.storage.path!r} is on the cluster's disk; use s3:// or gs:// to keep "
               "checkpoints beyond the cluster", flush=True)
+    data_path = getattr(cfg.data, "path", None)
+    if data_path and "://" not in data_path and not (root / data_path).resolve().is_relative_to(root):
+        print(f"note: data.path {data_path!r} is outside the shipped directory, so the job reads it from the "
+              f"cluster's own disk: put the data under {root} or on s3://", flush=True)
     entrypoint = shlex.join(["python", "-m", "orchestrator.cli", command, config_arg, *overrides, *flags,
                              "--address", "auto", "--json"])
     jobs = client(address)

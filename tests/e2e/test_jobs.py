@@ -135,6 +135,20 @@ def test_an_oversized_working_directory_is_refused_before_upload(tmp_path, monke
     assert jobs.package(tmp_path)[0] < 3.1 * 2**20
 
 
+@pytest.mark.parametrize("path, outside", [("data/t.csv", False), ("/elsewhere/t.csv", True), ("../t.csv", True),
+                                           ("s3://bucket/t.csv", False)])
+def test_data_outside_the_shipped_directory_is_pointed_out(tmp_path, monkeypatch, capsys, path, outside):
+    from orchestrator import jobs
+    from orchestrator.errors import ConfigError
+
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "t.yaml").write_text(f"name: t\ndata: {{name: files, path: '{path}'}}\nmodel: {{name: mlp}}\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError):  # nothing listens there: the note comes before any connection
+        jobs.submit("jobs/t.yaml", [], "http://127.0.0.1:9", root=tmp_path)
+    assert ("is outside the shipped directory" in capsys.readouterr().out) == outside
+
+
 @pytest.mark.reliability
 def test_an_unauthenticated_job_submission_is_refused_and_nothing_runs(ray_head, tmp_path):
     planted = tmp_path / "ran"
