@@ -22,6 +22,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
+from starlette.exceptions import HTTPException
 
 from orchestrator import predictor as predictors
 from orchestrator.config import ServeArgs
@@ -94,6 +95,20 @@ def is_loopback(host: str) -> bool:
 def _error(e: RequestError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
     return JSONResponse(e.body(), status_code=e.status, headers=headers)
+
+
+@api.exception_handler(HTTPException)
+async def _routing_error(request: Request, e: HTTPException) -> JSONResponse:
+    """FastAPI's own answers (an unknown path, a method a route does not take) in the endpoint's error shape."""
+    if e.status_code == 405:
+        allowed = {k.lower(): v for k, v in (e.headers or {}).items()}.get("allow", "another method")
+        error = RequestError(405, "method_not_allowed", f"{request.method} {request.url.path} is not served; "
+                             f"use {allowed} (see /docs)")
+    elif e.status_code == 404:
+        error = RequestError(404, "not_found", f"no route {request.url.path}: see /docs for the routes")
+    else:
+        error = RequestError(e.status_code, "http_error", str(e.detail))
+    return JSONResponse(error.body(), status_code=e.status_code, headers=e.headers)
 
 
 GENERATE_DOCS = {
@@ -245,11 +260,11 @@ class Endpoint:
         return {**self.predictor.info, "registry": self.args.registered,
                 "previous_checkpoints": self.args.previous_checkpoints, "limits": limits}
 
-    @api.get("/healthz")
+    @api.api_route("/healthz", methods=["GET", "HEAD"])  # some load balancers probe with HEAD
     async def healthz(self):
         return {"status": "ok"}
 
-    @api.get("/readyz")
+    @api.api_route("/readyz", methods=["GET", "HEAD"])
     async def readyz(self):
         ready = self.predictor is not None and await asyncio.to_thread(_passes_canary, self.predictor)
         body = {"ready": ready, "version": self.predictor.version if self.predictor else None}

@@ -214,6 +214,12 @@ def test_every_bad_request_gets_its_4xx_and_the_replica_survives(checkpoints, se
         got, _, answer = http("POST", f"{url}/v1/predict", body, headers)
         assert (got, answer["error"]["code"]) == (status, code), f"{case}: {got} {answer}"
         assert answer["error"]["message"], case
+    # FastAPI's own answers take the same error shape; probes also answer HEAD
+    status, headers, answer = http("GET", f"{url}/v1/predict")
+    assert (status, answer["error"]["code"], headers["allow"]) == (405, "method_not_allowed", "POST")
+    assert "use POST" in answer["error"]["message"]
+    assert http("GET", f"{url}/v2/predict")[2]["error"]["code"] == "not_found"
+    assert http("HEAD", f"{url}/healthz")[0] == 200 and http("HEAD", f"{url}/readyz")[0] == 200
     assert predict(url, good)[0] == 200
     assert replicas("strict") == before  # same replica, same process: nothing restarted
 
