@@ -334,9 +334,13 @@ def _missing(values: np.ndarray) -> np.ndarray:
     if values.dtype.kind == "f":
         return np.isnan(values)
     if values.dtype.kind in "OUS":
-        return np.array([v is None or (isinstance(v, float) and v != v) or (isinstance(v, (str, bytes)) and not v.strip())
-                         for v in values], dtype=bool)
+        return np.array([_blank(v) for v in values], dtype=bool)
     return np.zeros(len(values), dtype=bool)
+
+
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or (
+        isinstance(value, (str, bytes)) and not value.strip())
 
 
 # ---- worker-side helpers (plain torch) --------------------------------------------------

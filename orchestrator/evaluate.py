@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import sys
 
-import torch
-
 import numpy as np
+import torch
 
 from orchestrator import data, engine
 from orchestrator.checkpoint import read_checkpoint
