@@ -270,6 +270,9 @@ def _read_npz(fs, files: list[str]) -> dict[str, np.ndarray]:
         with fs.open_input_file(f) as fh:
             try:
                 npz = np.load(io.BytesIO(fh.read()), allow_pickle=False)  # never unpickle user files
+                if parts and set(npz.files) != set(parts):
+                    raise DataError(f"{f} holds arrays {npz.files}, {files[0]} holds {list(parts)}: every file of "
+                                    "the data needs the same arrays")
                 for key in npz.files:
                     parts.setdefault(key, []).append(npz[key])
             except (ValueError, OSError) as e:
@@ -288,6 +291,9 @@ def _read_table(fs, files: list[str], fmt: str) -> dict[str, np.ndarray]:
         raise DataError(f"cannot read {fmt} data: {str(e).strip().splitlines()[-1]}") from None
     if not batches:
         raise DataError("the data files hold no rows")
+    if other := next((list(b) for b in batches if set(b) != set(batches[0])), None):
+        raise DataError(f"the data files differ in their columns: some have {list(batches[0])}, others {other}; "
+                        "every file of the data needs the same columns")
     return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
 
 

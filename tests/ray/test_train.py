@@ -11,7 +11,7 @@ import pytest
 from orchestrator import data
 from orchestrator.checkpoint import read_checkpoint
 from orchestrator.config import FilesData, load_config
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, DataError
 from orchestrator.evaluate import evaluate_checkpoint
 from orchestrator.train import train
 from tests.conftest import ROOT
@@ -69,13 +69,21 @@ def test_user_files_parquet_on_s3_and_csv_locally(ray_cluster, s3_bucket, tmp_pa
     batch = next(iter(splits.test.iter_torch_batches(batch_size=100)))
     assert batch["x"].shape[1:] == (2,) and batch["x"].dtype.is_floating_point
 
+    (tmp_path / "parts").mkdir()  # files of one table: columns matched by name, whatever their order
+    (tmp_path / "parts" / "1.csv").write_text("f1,f2,target\n" + "".join(f"{i},{-i},{i % 2}\n" for i in range(20)))
+    (tmp_path / "parts" / "2.csv").write_text("target,f2,f1\n" + "".join(f"{i % 2},{-i},{i}\n" for i in range(20)))
+    arrays = data.load_arrays(FilesData(name="files", path=str(tmp_path / "parts"), label_column="target"), seed=0)
+    assert arrays.feature_columns == ["f1", "f2"] and (arrays.x[:, 1] == -arrays.x[:, 0]).all()
+    (tmp_path / "parts" / "3.csv").write_text("f1,target\n1,0\n")
+    with pytest.raises(DataError, match="the data files differ in their columns"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "parts"), label_column="target"), seed=0)
+
 
 def test_evaluate_on_other_data_matches_the_model_by_column_and_label_name(ray_cluster, tmp_path):
     import torch
 
     from orchestrator.checkpoint import write_checkpoint
     from orchestrator.config import config_from_dict
-    from orchestrator.errors import DataError
     from orchestrator.evaluate import evaluate_on_data
     from orchestrator.models import build_model
 

@@ -66,6 +66,13 @@ def test_table_features_keep_the_file_column_order_and_are_recorded(tmp_path):
     assert data.load_arrays(data.DigitsData(name="digits"), seed=0).feature_columns is None
 
 
+def test_npz_files_with_other_arrays_are_refused_by_name(tmp_path):
+    np.savez(tmp_path / "a.npz", x=np.ones((4, 2)), label=np.arange(4) % 2)
+    np.savez(tmp_path / "b.npz", x=np.ones((4, 2)))
+    with pytest.raises(DataError, match=r"b\.npz holds arrays \['x'\], .*a\.npz holds \['x', 'label'\]"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path)), seed=0)
+
+
 def test_npz_with_pickled_objects_is_refused(tmp_path):
     np.savez(tmp_path / "evil.npz", x=np.array([{"a": 1}], dtype=object), label=np.array([1]))
     with pytest.raises(DataError, match="plain-array"):
