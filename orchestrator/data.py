@@ -305,6 +305,9 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData) -> Arrays
     missing = [c for c in feature_cols if c not in columns]
     if missing or not feature_cols:
         raise DataError(f"feature columns {missing or feature_cols} not in the data; columns: {available}")
+    if text := [c for c in feature_cols if _holds_text(columns[c])]:
+        raise DataError(f"feature columns {text} hold text: encode them as numbers (one column per category, "
+                        "say) or leave them out with data.feature_columns")
     try:
         if len(feature_cols) == 1:  # one tensor/list column, or a single scalar feature
             col = columns[feature_cols[0]]
@@ -342,6 +345,12 @@ def _missing(values: np.ndarray) -> np.ndarray:
     if values.dtype.kind in "OUS":
         return np.array([_blank(v) for v in values], dtype=bool)
     return np.zeros(len(values), dtype=bool)
+
+
+def _holds_text(column: np.ndarray) -> bool:
+    """NPZ gives text as a string array, Parquet and CSV readers as an object array of str."""
+    kind = column.dtype.kind
+    return kind in "US" or (kind == "O" and any(isinstance(v, (str, bytes)) for v in column))
 
 
 def _blank(value) -> bool:

@@ -127,6 +127,13 @@ def test_splits_of_tiny_data_fall_back_to_random_and_refuse_too_few_rows():
         data.split_indices(np.array([0, 1]), 0.15, 0.15, seed=0)
 
 
+def test_text_features_are_named_with_what_to_do():
+    for colour in (np.array(["red", "blue"] * 2), np.array(["red", None] * 2, dtype=object)):  # NPZ, CSV
+        columns = {"size": np.ones(4), "colour": colour, "label": np.arange(4) % 2}
+        with pytest.raises(DataError, match=r"feature columns \['colour'\] hold text: encode them as numbers"):
+            data._columns_to_arrays(columns, FilesData(name="files", path="d.csv"))
+
+
 def test_non_finite_features_are_refused(tmp_path):
     x = np.ones((10, 4), np.float32)
     x[3, 1] = np.nan
