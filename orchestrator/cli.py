@@ -387,6 +387,7 @@ def _read_instances(source: str) -> list:
         text = sys.stdin.read() if source == "-" else Path(source).read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read --input {source}: {getattr(e, 'strerror', None) or e}") from None
+    text = text.removeprefix("\ufeff")  # the byte-order mark spreadsheet programs put before UTF-8 text
     if source.lower().endswith(".csv"):
         import csv
 

@@ -111,7 +111,8 @@ def test_the_predict_command_reads_a_csv_file_by_its_header(tmp_path, capsys):
     from orchestrator.cli import main
 
     ckpt = write_table_model(tmp_path / "ckpt", ["width", "area", "mass"], [3])
-    (tmp_path / "rows.csv").write_text("mass,kind,width,area\n3,a,1,2\n6.5,b,4,5\n")
+    # as a spreadsheet exports it: a byte-order mark, CRLF line ends
+    (tmp_path / "rows.csv").write_bytes(b"\xef\xbb\xbfmass,kind,width,area\r\n3,a,1,2\r\n6.5,b,4,5\r\n")
     (tmp_path / "rows.json").write_text(json.dumps([[1, 2, 3], [4, 5, 6.5]]))
     assert main(["predict", ckpt, "--input", str(tmp_path / "rows.csv"), "--json"]) == 0
     by_name = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
