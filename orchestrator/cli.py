@@ -390,8 +390,9 @@ def _read_instances(source: str) -> list:
     text = text.removeprefix("\ufeff")  # the byte-order mark spreadsheet programs put before UTF-8 text
     if source.lower().endswith(".csv"):
         import csv
+        import io
 
-        rows, reader = [], csv.DictReader(text.splitlines())
+        rows, reader = [], csv.DictReader(io.StringIO(text, newline=""))  # cells may hold quoted line breaks
         for row in reader:
             if None in row:  # DictReader files surplus cells under None
                 raise ConfigError(f"--input {source}, line {reader.line_num}: more cells than the header names")

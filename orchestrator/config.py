@@ -571,11 +571,9 @@ def _paths_to(key: str, section: Any, prefix: str = "") -> list[str]:
     found = []
     for cls in sections:
         for name, field in cls.model_fields.items():
-            path = f"{prefix}{name}"
-            if name == key and path not in found:
-                found.append(path)
-            found += [p for p in _paths_to(key, _required(field.annotation), f"{path}.") if p not in found]
-    return found
+            found += [f"{prefix}{name}"] if name == key else []
+            found += _paths_to(key, _required(field.annotation), f"{prefix}{name}.")
+    return list(dict.fromkeys(found))  # union members share fields: each path once
 
 
 def _required(annotation):

@@ -143,11 +143,12 @@ class Predictor:
             raise RequestError(422, "wrong_type", "this model was not trained on named columns: send each "
                                f"instance as a nested list of shape {list(self.input_shape)}")
         columns, rows = self.columns, []
+        accepted = {*columns, self.label_column}
         for i, instance in enumerate(instances):
             if not isinstance(instance, dict):
                 raise RequestError(422, "wrong_type", f"instance {i} is not an object: send every instance as "
                                    f"an object keyed by column name, or every one as a list")
-            unknown = sorted(set(instance) - set(columns) - {self.label_column})
+            unknown = sorted(set(instance) - accepted)
             missing = [c for c in columns if c not in instance]
             if unknown or missing:
                 wrong = ", ".join(f"{what} columns {names}" for what, names in (("missing", missing),
