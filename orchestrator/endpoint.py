@@ -16,6 +16,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -129,8 +130,9 @@ PREDICT_DOCS = {  # the body is parsed by hand (for its error messages), so desc
         "type": "object", "required": ["instances"],
         "properties": {"instances": {"type": "array", "items": {},
                                      "description": "inputs, each a nested list of numbers of the model's input "
-                                                    "shape (GET /v1/model: input.shape), or, for a model trained "
-                                                    "on a table, an object keyed by column name (input.columns)"}},
+                                                    "shape (GET /v1/model: input.shape) or a flat list of its "
+                                                    "size, or, for a model trained on a table, an object keyed "
+                                                    "by column name (input.columns)"}},
     }}}},
 }
 
@@ -241,12 +243,16 @@ class Endpoint:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise RequestError(413, "body_too_large", f"the body is {declared} bytes; at most {limit}")
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip"):
+            raise RequestError(415, "unsupported_encoding",
+                               f"send the body uncompressed or with Content-Encoding: gzip (got {encoding!r})")
         body = bytearray()
         async for chunk in request.stream():  # also bounds bodies sent without Content-Length
             body += chunk
             if len(body) > limit:
                 raise RequestError(413, "body_too_large", f"the body exceeds {limit} bytes")
-        return bytes(body)
+        return _gunzip(bytes(body), limit) if encoding == "gzip" else bytes(body)
 
     @api.get("/v1/model")
     async def model(self, request: Request):
@@ -292,6 +298,20 @@ def _replica_grpc_on_node_ip() -> None:
 
     on_node_ip.on_node_ip = True
     replica.add_port_to_grpc_server = on_node_ip
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """A gzip body, decompressed no further than `limit` bytes: a small bomb cannot fill the replica's memory."""
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)  # 16+: the gzip header and trailer
+    try:
+        data = inflate.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise RequestError(400, "invalid_gzip", f"Content-Encoding is gzip but the body is not gzip ({e})") from None
+    if len(data) > limit:
+        raise RequestError(413, "body_too_large", f"the body decompresses to more than {limit} bytes")
+    if not inflate.eof:
+        raise RequestError(400, "invalid_gzip", "the gzip body is cut short")
+    return data
 
 
 def _finite(probs: np.ndarray) -> np.ndarray:

@@ -104,8 +104,9 @@ class Predictor:
         return self.validate(payload["instances"])
 
     def validate(self, instances) -> np.ndarray:
-        """Inputs as nested lists of the input shape, or, for a model trained on a table, as objects
-        keyed by column name ({"age": 41, ...}), which fill each input in the training column order."""
+        """Inputs as nested lists of the input shape, as flat lists of its size (filled row-major, as
+        data.feature_shape fills it in training), or, for a model trained on a table, as objects keyed by
+        column name ({"age": 41, ...}), which fill each input in the training column order."""
         shape = list(self.input_shape)
         if not isinstance(instances, list):
             raise RequestError(422, "invalid_instances", f"instances must be a list of inputs of shape {shape}")
@@ -126,10 +127,12 @@ class Predictor:
             raise RequestError(422, "wrong_type", f"instances must hold only numbers, in nested lists of shape {shape}")
         if x.dtype.kind not in "iuf":  # strings, booleans
             raise RequestError(422, "wrong_type", f"instances must hold numbers, got {_kind(x.dtype)}")
-        if named and x.size == len(x) * math.prod(shape):  # the columns fill the input, as in training
-            x = x.reshape(len(x), *shape)
+        if (named or x.ndim == 2) and x.size == len(x) * math.prod(shape):
+            x = x.reshape(len(x), *shape)  # flat rows (a table's columns, a CSV row) fill the input row-major
         if list(x.shape[1:]) != shape:
-            raise RequestError(422, "wrong_shape", f"each instance must have shape {shape}, got {list(x.shape[1:])}")
+            flat = f" (or be a flat list of {math.prod(shape)} numbers)" if len(shape) > 1 else ""
+            raise RequestError(422, "wrong_shape", f"each instance must have shape {shape}{flat}, "
+                               f"got {list(x.shape[1:])}")
         with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused below
             x = x.astype(np.float32)
         if not np.isfinite(x).all():  # NaN, Infinity, or beyond float32's range

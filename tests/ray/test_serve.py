@@ -2,6 +2,7 @@
 one app per behaviour under test, each on its own route prefix."""
 
 import contextlib
+import gzip
 import json
 import os
 import random
@@ -24,6 +25,7 @@ from tests.conftest import ROOT, free_port, http
 
 pytestmark = pytest.mark.ray
 JSON = {"Content-Type": "application/json"}
+GZIP = {**JSON, "Content-Encoding": "gzip"}
 SMALL = {"num_cpus": 0.25, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}  # 2 CPUs hold every app
 
 
@@ -197,7 +199,7 @@ def test_every_bad_request_gets_its_4xx_and_the_replica_survives(checkpoints, se
         "no content type": (json.dumps({"instances": good}).encode(), {}, 415, "unsupported_media_type"),
         "no instances key": (b'{"inputs": []}', JSON, 400, "missing_instances"),
         "instances not a list": (b'{"instances": 3}', JSON, 422, "invalid_instances"),
-        "wrong shape": (json.dumps({"instances": [[1.0] * 64]}).encode(), JSON, 422, "wrong_shape"),
+        "wrong shape": (json.dumps({"instances": [[1.0] * 63]}).encode(), JSON, 422, "wrong_shape"),
         "ragged": (json.dumps({"instances": [[[row] * 8], [[row] * 7]]}).encode(), JSON, 422, "wrong_shape"),
         "strings": (json.dumps({"instances": [[[["a"] * 8] * 8]]}).encode(), JSON, 422, "wrong_type"),
         "booleans": (json.dumps({"instances": [[[[True] * 8] * 8]]}).encode(), JSON, 422, "wrong_type"),
@@ -209,6 +211,10 @@ def test_every_bad_request_gets_its_4xx_and_the_replica_survives(checkpoints, se
         "too many instances": (json.dumps({"instances": good * 5}).encode(), JSON, 422, "too_many_instances"),
         "oversized body": (b" " * 5000, JSON, 413, "body_too_large"),
         "oversized, chunked": ((b" " * 1000 for _ in range(6)), JSON, 413, "body_too_large"),
+        "oversized once gunzipped": (gzip.compress(b" " * 100_000), GZIP, 413, "body_too_large"),
+        "gzip that is not": (json.dumps({"instances": good}).encode(), GZIP, 400, "invalid_gzip"),
+        "another encoding": (json.dumps({"instances": good}).encode(), {**JSON, "Content-Encoding": "br"}, 415,
+                             "unsupported_encoding"),
     }
     for case, (body, headers, status, code) in cases.items():
         got, _, answer = http("POST", f"{url}/v1/predict", body, headers)
@@ -221,6 +227,10 @@ def test_every_bad_request_gets_its_4xx_and_the_replica_survives(checkpoints, se
     assert http("GET", f"{url}/v2/predict")[2]["error"]["code"] == "not_found"
     assert http("HEAD", f"{url}/healthz")[0] == 200 and http("HEAD", f"{url}/readyz")[0] == 200
     assert predict(url, good)[0] == 200
+    flat = [[0.0] * 64]  # a flat row of the input's size fills it row-major
+    assert http("POST", f"{url}/v1/predict", json.dumps({"instances": flat}).encode(), JSON)[0] == 200
+    zipped = http("POST", f"{url}/v1/predict", gzip.compress(json.dumps({"instances": good}).encode()), GZIP)
+    assert zipped[0] == 200 and zipped[2]["predictions"] == predict(url, good)[2]["predictions"]
     assert replicas("strict") == before  # same replica, same process: nothing restarted
 
 

@@ -43,6 +43,8 @@ def test_round_trip_matches_the_model(predictor):
     assert all(abs(sum(p["probabilities"]) - 1) < 1e-5 for p in out["predictions"])
     assert out["model"] == {"name": "t", "version": predictor.version} and len(predictor.version) == 12
     assert predictor.decode(b'{"instances": [[[1, 2, 3], [4, 5, 6]]]}').dtype == np.float32  # ints are numbers
+    flat = predictor.decode(b'{"instances": [[1, 2, 3, 4, 5, 6]]}')  # a flat row fills the shape row-major
+    assert flat.tolist() == [[[1, 2, 3], [4, 5, 6]]]
 
 
 @pytest.mark.parametrize("body, status, code", [
@@ -53,7 +55,7 @@ def test_round_trip_matches_the_model(predictor):
     (b'{"instances": []}', 422, "no_instances"),
     (b'{"instances": [[[0,0,0],[0,0,0]], [[0,0,0],[0,0,0]], [[0,0,0],[0,0,0]], [[0,0,0],[0,0,0]]]}', 422,
      "too_many_instances"),
-    (b'{"instances": [[0, 0, 0, 0, 0, 0]]}', 422, "wrong_shape"),
+    (b'{"instances": [[0, 0, 0, 0, 0]]}', 422, "wrong_shape"),
     (b'{"instances": [[[0,0,0],[0,0]]]}', 422, "wrong_shape"),
     (b'{"instances": [[["0","0","0"],["0","0","0"]]]}', 422, "wrong_type"),
     (b'{"instances": [[[0,0,0],[0,0,{}]]]}', 422, "wrong_type"),
