@@ -196,7 +196,7 @@ def _tune(args) -> dict:
     result = tune(cfg, address=args.address, resume=args.resume).to_dict()
     m = result["best_metrics"]
     print(f"\nsearch {result['experiment']} done in {result['duration_s']}s: {result['num_trials']} trials, "
-          f"{result['num_stopped_early']} stopped early\nbest {result['best_config']}\n"
+          f"{result['num_stopped_early']} stopped early{_failed(result)}\nbest {result['best_config']}\n"
           f"best {headline(m)}\n"
           f"checkpoint {result['best_checkpoint']}\ntrials {result['results_path']}  plots {' '.join(result['plots'])}\n"
           f"next: orchestrator evaluate {result['best_checkpoint']}", flush=True)
@@ -378,6 +378,10 @@ def _predict(args) -> dict:
         for p in result["predictions"]:
             print(f"{p['label']}\t{max(p['probabilities']):.4f}", flush=True)
     return result
+
+
+def _failed(search: dict) -> str:
+    return f", {search['num_failed']} failed (see the errors above)" if search["num_failed"] else ""
 
 
 def _read_instances(source: str) -> list:

@@ -287,6 +287,8 @@ class TuneConfig(Section):
                 raise ValueError(f"space[{key!r}].randint needs integer bounds")
         if self.search.name == "grid" and any(next(iter(d)) != "grid" for d in self.space.values()):
             raise ValueError("search.name: grid needs every space entry to be {grid: [...]}")
+        if self.scheduler.name == "pbt" and (frozen := [k for k in self.space if not k.startswith("optim.")]):
+            raise ValueError(f"scheduler pbt changes values mid-trial: search only optim.* fields, not {frozen}")
         return self
 
     def candidate_values(self, key: str) -> list:

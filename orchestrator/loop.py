@@ -69,10 +69,14 @@ def run(cfg: ExperimentConfig, info: dict, session: Session, invocation: str, ru
         if d is not None:
             ckpt = read_checkpoint(d)
             model.load_state_dict(ckpt.model_state())  # a sharded checkpoint's parts joined: any world size
-            state, optim_state = ckpt.train_state(), ckpt.optimizer_state()
+            state = ckpt.train_state()
             start_epoch, history = state["epoch"], state["history"]
+            switched = ckpt.config.optim.name != cfg.optim.name  # PBT may pick another optimizer for a clone
+            optim_state = None if switched else ckpt.optimizer_state()
             if session.rank == 0:
-                say(f"resuming {session.name} after epoch {start_epoch}")
+                say(f"resuming {session.name} after epoch {start_epoch}" + (
+                    f"; optimizer {ckpt.config.optim.name} -> {cfg.optim.name}, its state starts afresh"
+                    if switched else ""))
 
     device = session.device
     model = engine.shard_model(model, device) if sharded else session.prepare_model(model)
@@ -139,8 +143,10 @@ def _write_shards(directory: str, session: Session, device, model, optimizer) ->
 
 
 def _load_optimizer_state(optimizer, state: dict) -> None:
-    """Full optimizer state (torch's format) into the optimizer. With FSDP, a tensor shaped like its
-    sharded parameter is sharded the same way first, so each rank keeps its part."""
+    """Full optimizer state (torch's format) into the optimizer: the per-parameter state (momentum,
+    moments) from the checkpoint, the hyperparameters from the config, which a resumed run or a PBT
+    clone may have changed. With FSDP, a tensor shaped like its sharded parameter is sharded the same
+    way first, so each rank keeps its part."""
     from torch.distributed.tensor import DTensor, distribute_tensor
 
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -152,7 +158,10 @@ def _load_optimizer_state(optimizer, state: dict) -> None:
                     # every rank holds the full tensor: each takes its part, nothing is sent
                     values[key] = distribute_tensor(value.to(p.device_mesh.device_type), p.device_mesh, p.placements,
                                                     src_data_rank=None)
+    configured = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
     optimizer.load_state_dict(state)
+    for group, settings in zip(optimizer.param_groups, configured):
+        group.update(settings)
 
 
 def say(line: str) -> None:

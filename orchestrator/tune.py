@@ -11,6 +11,7 @@ Ray Train's TuneReportCallback.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -39,6 +40,7 @@ class TuneResult:
     best_trial: str
     num_trials: int
     num_stopped_early: int
+    num_failed: int  # trials that ended in an error (their error files are named in Tune's table above)
     results_path: str  # CSV of every trial
     plots: list[str]
     duration_s: float
@@ -73,12 +75,13 @@ def tune(cfg: ExperimentConfig, address: str | None = None, resume: bool = False
     return TuneResult(
         experiment=name,
         experiment_uri=experiment_uri,
-        best_config=best["params"],
+        best_config=_searched_values(cfg, ckpt.config),
         best_metrics={**best["metrics"], **{f"test_{k}": v for k, v in test.items()}},
         best_checkpoint=exported,
         best_trial=best["trial_id"],
         num_trials=len(rows),
         num_stopped_early=sum(r["stopped_early"] for r in rows),
+        num_failed=sum(r["status"] == "error" for r in rows),
         results_path=results_path,
         plots=plots,
         duration_s=round(time.time() - started, 1),
@@ -163,10 +166,24 @@ def _scheduler(cfg: ExperimentConfig):
     if s.name == "hyperband":
         return schedulers.HyperBandScheduler(max_t=max_t, reduction_factor=s.reduction_factor, **common)
     if s.name == "pbt":
-        mutations = {k: v for k, v in param_space(cfg).items() if not isinstance(v, dict)}
+        from ray.tune.search.sample import Categorical
+
+        # PBT multiplies a number by 0.8 or 1.2 but moves a choice to a neighbouring one: choices go as lists
+        space = {k: v for k, v in param_space(cfg).items() if not isinstance(v, dict)}  # grid dims stay fixed
+        mutations = {k: v.categories if isinstance(v, Categorical) else v for k, v in space.items()}
+        ranges = {k: next(iter(d.items())) for k, d in cfg.tune.space.items()}
+        bounds = {k: values for k, (kind, values) in ranges.items() if kind in ("uniform", "loguniform", "randint")}
         return schedulers.PopulationBasedTraining(perturbation_interval=s.perturbation_interval,
-                                                  hyperparam_mutations=mutations, **common)
+                                                  hyperparam_mutations=mutations,
+                                                  custom_explore_fn=functools.partial(_within, bounds), **common)
     return schedulers.FIFOScheduler()
+
+
+def _within(bounds: dict, config: dict) -> dict:
+    """A PBT-perturbed config with every number back inside the range its space declares."""
+    for key, (low, high) in bounds.items():
+        config[key] = type(config[key])(min(max(config[key], low), high))
+    return config
 
 
 def _search(cfg: ExperimentConfig):
@@ -188,10 +205,6 @@ def _tuner(cfg: ExperimentConfig, name: str, splits: data.Splits, info: dict, ru
     # Tune warns on every trial checkpoint when epochs are short; the trials are the progress to watch
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     t = cfg.tune
-    if t.scheduler.name == "pbt":
-        frozen = [k for k in t.space if not k.startswith("optim.")]
-        if frozen:
-            raise ConfigError(f"tune.scheduler pbt changes values mid-trial: search only optim.* fields, not {frozen}")
     fs, root = storage.filesystem(cfg.storage.path, cfg.storage.endpoint_url, cfg.storage.region)
     if cfg.train.num_workers == 1:
         arrays = {split: _to_numpy(getattr(splits, split)) for split in ("train", "val")}
@@ -217,8 +230,10 @@ def _tuner(cfg: ExperimentConfig, name: str, splits: data.Splits, info: dict, ru
         ),
         run_config=tune.RunConfig(
             name=name, storage_path=root, storage_filesystem=fs,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=t.metric,
-                                                    checkpoint_score_order=t.mode),
+            # PBT clones another trial's latest checkpoint while that trial runs on: keeping one would
+            # delete it before the clone restores from it
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None if t.scheduler.name == "pbt" else 1,
+                                                    checkpoint_score_attribute=t.metric, checkpoint_score_order=t.mode),
             failure_config=tune.FailureConfig(max_failures=max(cfg.train.max_failures, 0)),
             verbose=1,
         ),
@@ -333,13 +348,23 @@ def _best(cfg: ExperimentConfig, grid) -> dict:
     if not candidates:
         raise RuntimeError("no trial produced a checkpoint; see the trial errors above")
     _, _, result, fs, path, metrics = max(candidates, key=lambda c: c[:2])
-    params = {k: v for k, v in (result.config or {}).items() if k in t.space}
     return {
         "trial_id": result.metrics.get("trial_id", ""),
-        "params": decode(cfg.to_dict(), params),
         "metrics": {k: v for k, v in metrics.items() if k in loop.REPORTED},
         "checkpoint": (fs, path),
     }
+
+
+def _searched_values(cfg: ExperimentConfig, chosen: ExperimentConfig) -> dict:
+    """The searched fields as the best checkpoint was trained with them. Read from the checkpoint, not
+    the trial's final config: under PBT a trial's values change after its best epoch."""
+    values = {}
+    for key in cfg.tune.space:
+        value = chosen.to_dict()
+        for part in key.split("."):
+            value = value[part]
+        values[key] = value
+    return values
 
 
 def _checkpoints(cfg: ExperimentConfig, result):

@@ -40,3 +40,21 @@ def test_small_asha_search_exports_the_best_trial(ray_cluster, tmp_path):
     assert result.best_metrics["val_accuracy"] == pytest.approx(best_in_table)
     again = evaluate_checkpoint(result.best_checkpoint)
     assert again["metrics"]["test_accuracy"] == result.best_metrics["test_accuracy"]
+
+
+def test_pbt_clones_and_mutates_trials_across_optimizers(ray_cluster, tmp_path):
+    raw = yaml.safe_load((ROOT / "jobs" / "digits-tune.yaml").read_text())
+    raw["model"] = {"name": "mlp", "hidden_sizes": [32]}
+    raw["train"]["epochs"] = 4
+    raw["storage"]["path"] = str(tmp_path)
+    raw["tune"].update(num_samples=4, scheduler={"name": "pbt", "perturbation_interval": 1},
+                       space={"optim.lr": {"loguniform": [1e-4, 3e-2]}, "optim.name": {"choice": ["sgd", "adam"]},
+                              "optim.momentum": {"uniform": [0.5, 0.95]}})
+    result = tune(config_from_dict(raw))
+    # a clone restores another trial's checkpoint, perhaps under another optimizer: no trial fails
+    assert result.num_trials == 4 and result.num_failed == 0
+    assert list(Path(result.experiment_uri).glob("pbt_policy_*.txt"))  # some trial was exploited
+    ckpt = read_checkpoint(result.best_checkpoint)  # the values the best checkpoint was trained with
+    assert {k: v for k, v in ckpt.config.optim.model_dump().items() if f"optim.{k}" in result.best_config} == {
+        k.removeprefix("optim."): v for k, v in result.best_config.items()}
+    assert 0.5 <= result.best_config["optim.momentum"] <= 0.95 and 1e-4 <= result.best_config["optim.lr"] <= 3e-2

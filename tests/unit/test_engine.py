@@ -101,3 +101,18 @@ def test_shuffling_is_seeded():
     x, y = _data(50)
     order = lambda seed: torch.cat([b[1] for b in engine.batches_from_tensors(x, y, 8, torch.Generator().manual_seed(seed))])  # noqa: E731
     assert torch.equal(order(1), order(1)) and not torch.equal(order(1), order(2))
+
+
+def test_resumed_optimizer_keeps_its_moments_but_takes_the_configs_hyperparameters():
+    from orchestrator.loop import _load_optimizer_state
+
+    model = build_model(MLPConfig(name="mlp", hidden_sizes=[8]), [4], 3)
+    before = engine.make_optimizer(model, OptimConfig(name="sgd", lr=0.1, momentum=0.9, weight_decay=1e-3))
+    model(torch.ones(2, 4)).sum().backward()
+    before.step()
+    # a resumed run (or a PBT clone) with other values: they win; the momentum buffers carry over
+    after = engine.make_optimizer(model, OptimConfig(name="sgd", lr=0.01, momentum=0.5, weight_decay=1e-4))
+    _load_optimizer_state(after, before.state_dict())
+    assert [(g["momentum"], g["weight_decay"]) for g in after.param_groups] == [(0.5, 1e-4), (0.5, 0.0)]
+    buffers = [after.state[p]["momentum_buffer"] for g in after.param_groups for p in g["params"]]
+    assert len(buffers) == len(list(model.parameters())) and all(b.abs().sum() > 0 for b in buffers)

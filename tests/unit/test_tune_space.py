@@ -53,9 +53,25 @@ def test_grid_search_needs_grid_dimensions():
         cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}}, search={"name": "grid"})
 
 
+def test_pbt_refuses_fields_it_cannot_change_mid_trial_before_ray_starts():
+    with pytest.raises(ConfigError, match=r"pbt changes values mid-trial: search only optim\.\* fields, not \['model.dropout'\]"):
+        cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}, "model.dropout": {"uniform": [0, 0.5]}}, scheduler={"name": "pbt"})
+
+
 def test_concurrency_limit_reaches_the_search():
     from orchestrator.tune import _search
 
     # Tune ignores TuneConfig.max_concurrent_trials for the random/grid generator: it must carry the limit
     assert _search(cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}}, max_concurrent_trials=1)).max_concurrent == 1
     assert _search(cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}})).max_concurrent == 0  # unlimited: as many as fit
+
+
+def test_pbt_moves_choices_to_neighbours_and_keeps_numbers_in_their_range():
+    from orchestrator.tune import _scheduler
+
+    cfg = cfg_with({"optim.name": {"choice": ["sgd", "rmsprop"]}, "optim.momentum": {"uniform": [0.5, 0.95]},
+                    "optim.lr": {"loguniform": [1e-3, 1e-1]}}, scheduler={"name": "pbt"})
+    pbt = _scheduler(cfg)
+    assert pbt._hyperparam_mutations["optim.name"] == ["sgd", "rmsprop"]  # a list: shifted, never multiplied
+    explored = pbt._custom_explore_fn({"optim.name": "sgd", "optim.momentum": 0.95 * 1.2, "optim.lr": 1e-3 * 0.8})
+    assert explored == {"optim.name": "sgd", "optim.momentum": 0.95, "optim.lr": 1e-3}
