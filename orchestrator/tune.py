@@ -215,7 +215,9 @@ def _tuner(cfg: ExperimentConfig, name: str, splits: data.Splits, info: dict, ru
         trainable = tune.with_parameters(multi_worker_trial, cfg_dict=cfg.to_dict(), info=info,
                                          run_lineage=run_lineage, datasets={"train": splits.train, "val": splits.val},
                                          num_train_rows=splits.num_rows["train"])
-        trainable = tune.with_resources(trainable, {"cpu": 0.01})  # the trial only waits; its workers hold the CPUs
+        # the trial only waits on its TorchTrainer, whose workers hold the CPUs. It asks for no CPU at all
+        # (Tune refuses an empty request: 1 byte of memory), or 2 workers of 1 CPU never fit on 2 CPUs
+        trainable = tune.with_resources(trainable, {"cpu": 0, "memory": 1})
     if resume:
         return tune.Tuner.restore(storage.uri(fs, f"{root}/{name}"), trainable, resume_unfinished=True, resume_errored=True,
                                   storage_filesystem=fs)

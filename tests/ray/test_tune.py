@@ -58,3 +58,17 @@ def test_pbt_clones_and_mutates_trials_across_optimizers(ray_cluster, tmp_path):
     assert {k: v for k, v in ckpt.config.optim.model_dump().items() if f"optim.{k}" in result.best_config} == {
         k.removeprefix("optim."): v for k, v in result.best_config.items()}
     assert 0.5 <= result.best_config["optim.momentum"] <= 0.95 and 1e-4 <= result.best_config["optim.lr"] <= 3e-2
+
+
+def test_multi_worker_trials_run_a_torch_trainer_each_and_fit_the_cpus_exactly(ray_cluster, tmp_path):
+    raw = yaml.safe_load((ROOT / "jobs" / "digits-tune.yaml").read_text())
+    raw["model"] = {"name": "mlp", "hidden_sizes": [32]}
+    raw["train"].update(epochs=2, num_workers=2)  # 2 workers of 1 CPU: every CPU of this 2-CPU cluster
+    raw["storage"]["path"] = str(tmp_path)
+    raw["tune"].update(num_samples=1, max_concurrent_trials=1, cpus_per_trial=1, time_budget_s=180,
+                       space={"optim.lr": {"loguniform": [1e-3, 1e-2]}})
+    result = tune(config_from_dict(raw))
+    assert result.num_trials == 1 and result.num_failed == 0 and result.best_metrics["epoch"] >= 1
+    assert read_checkpoint(result.best_checkpoint).config.train.num_workers == 2
+    again = evaluate_checkpoint(result.best_checkpoint)
+    assert again["metrics"]["test_accuracy"] == result.best_metrics["test_accuracy"]
