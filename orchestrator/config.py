@@ -526,6 +526,13 @@ def _explain(err: dict, root: type[BaseModel]) -> str:
     if err["type"] == "extra_forbidden":
         cls = _walk(loc[:-1], root)[0]
         valid = list(cls.model_fields) if isinstance(cls, type) and issubclass(cls, BaseModel) else []
+        kinds = _tagged_union_members(_walk(loc[:-2], root)[0]) or {}
+        if owners := [tag for tag, member in kinds.items() if loc[-1] in member.model_fields]:
+            section, kind = ".".join(_walk(loc[:-2], root)[1]), loc[-2]  # e.g. mlp's hidden_sizes with name: cnn
+            have = "has" if len(owners) == 1 else "have"
+            return (f"unknown key {where!r}: {section} {kind!r} has no {loc[-1]!r} ({' and '.join(owners)} {have} it); "
+                    f"the keys of {section} {kind!r}: {', '.join(valid)}. On the command line, set the whole "
+                    f"section: '{section}={{name: {kind}}}'")
         hint = _paths_to(loc[-1], root) or difflib.get_close_matches(loc[-1], valid, n=1)  # train.lr: optim.lr
         suggestion = f"; did you mean {hint[0]!r}?" if hint else f"; valid keys: {', '.join(valid)}"
         return f"unknown key {where!r}{suggestion}"

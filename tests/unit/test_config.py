@@ -41,6 +41,10 @@ TUNE = {"space": {"optim.lr": {"uniform": [0.01, 0.1]}}}
     ({"tune": {**TUNE, "grace_period": 2}}, "did you mean 'tune.scheduler.grace_period'?"),
     ({"optim": {"epochs": 3}}, "did you mean 'train.epochs'?"),  # before the fuzzy 'warmup_epochs'
     ({"tune": {**TUNE, "colour": 2}}, "unknown key 'tune.colour'; valid keys: space, metric, mode"),  # optional section
+    # a key of another kind of the same section: the YAML's mlp sizes left behind by model.name=cnn
+    ({"model": {"name": "cnn", "hidden_sizes": [8]}},
+     "unknown key 'model.hidden_sizes': model 'cnn' has no 'hidden_sizes' (mlp has it); the keys of model 'cnn': "),
+    ({"data": {"name": "digits", "path": "x.csv"}}, "data 'digits' has no 'path' (files and text have it)"),
 ])
 def test_a_key_in_the_wrong_place_names_where_it_goes(raw, words):
     assert words in _error({**BASE, **raw})
