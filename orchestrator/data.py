@@ -308,6 +308,9 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData) -> Arrays
     if text := [c for c in feature_cols if _holds_text(columns[c])]:
         raise DataError(f"feature columns {text} hold text: encode them as numbers (one column per category, "
                         "say) or leave them out with data.feature_columns")
+    if dated := [c for c in feature_cols if columns[c].dtype.kind in "mM"]:
+        raise DataError(f"feature columns {dated} hold dates or times: turn them into numbers (days since a date, "
+                        "say) or leave them out with data.feature_columns")
     try:
         if len(feature_cols) == 1:  # one tensor/list column, or a single scalar feature
             col = columns[feature_cols[0]]
@@ -318,12 +321,12 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData) -> Arrays
         x = x.astype(np.float32)
     except (TypeError, ValueError) as e:
         raise DataError(f"features {feature_cols} are not numeric arrays of one shape: {e}") from None
+    if not np.isfinite(x).all():
+        raise DataError(_not_finite(x, feature_cols))
     if cfg.feature_shape:
         if int(np.prod(cfg.feature_shape)) != int(np.prod(x.shape[1:])):
             raise DataError(f"data.feature_shape {cfg.feature_shape} does not fit samples of shape {list(x.shape[1:])}")
         x = x.reshape(len(x), *cfg.feature_shape)
-    if not np.isfinite(x).all():
-        raise DataError("features contain NaN or infinite values; clean or impute them first")
     raw_labels = columns[cfg.label_column]
     if unlabelled := np.flatnonzero(_missing(raw_labels)).tolist():
         raise DataError(f"{cfg.label_column!r} is empty in {len(unlabelled)} of {len(raw_labels)} rows (the first is "
@@ -345,6 +348,17 @@ def _missing(values: np.ndarray) -> np.ndarray:
     if values.dtype.kind in "OUS":
         return np.array([_blank(v) for v in values], dtype=bool)
     return np.zeros(len(values), dtype=bool)
+
+
+def _not_finite(x: np.ndarray, feature_cols: list[str]) -> str:
+    """Which rows (and columns, for a table) hold NaN or infinity, e.g. the blank cells of a CSV."""
+    bad = ~np.isfinite(x.reshape(len(x), -1))
+    rows = np.flatnonzero(bad.any(axis=1))
+    where = ""
+    if bad.shape[1] == len(feature_cols) > 1:
+        where = " in columns " + str([c for c, b in zip(feature_cols, bad.any(axis=0)) if b])
+    return (f"features hold NaN or infinity (a blank cell, say){where}, in {len(rows)} of {len(x)} rows (the first "
+            f"is row {rows[0] + 1} of the data): fill them in or leave those rows out")
 
 
 def _holds_text(column: np.ndarray) -> bool:

@@ -138,8 +138,17 @@ def test_non_finite_features_are_refused(tmp_path):
     x = np.ones((10, 4), np.float32)
     x[3, 1] = np.nan
     np.savez(tmp_path / "d.npz", x=x, label=np.arange(10) % 2)
-    with pytest.raises(DataError, match="NaN"):
+    with pytest.raises(DataError, match=r"NaN or infinity .*in 1 of 10 rows \(the first is row 4 of the data\)"):
         data.load_arrays(FilesData(name="files", path=str(tmp_path / "d.npz")), seed=0)
+    columns = {"a": np.ones(4), "b": np.array([1.0, np.inf, np.nan, 1.0]), "label": np.arange(4) % 2}
+    with pytest.raises(DataError, match=r"in columns \['b'\], in 2 of 4 rows \(the first is row 2"):
+        data._columns_to_arrays(columns, FilesData(name="files", path="d.csv"))
+
+
+def test_date_features_are_named_with_what_to_do():
+    columns = {"a": np.ones(4), "when": np.arange(4).astype("datetime64[D]"), "label": np.arange(4) % 2}
+    with pytest.raises(DataError, match=r"feature columns \['when'\] hold dates or times: turn them into numbers"):
+        data._columns_to_arrays(columns, FilesData(name="files", path="d.csv"))
 
 
 def test_augment_shifts_within_bounds_and_keeps_shape():
