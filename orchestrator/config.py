@@ -287,6 +287,11 @@ class TuneConfig(Section):
                 raise ValueError(f"space[{key!r}].randint needs integer bounds")
         if self.search.name == "grid" and any(next(iter(d)) != "grid" for d in self.space.values()):
             raise ValueError("search.name: grid needs every space entry to be {grid: [...]}")
+        if self.scheduler.name == "hyperband" and self.max_concurrent_trials:
+            raise ValueError("scheduler hyperband waits for every trial of a bracket at each rung, and "
+                             "max_concurrent_trials caps how many trials exist, so brackets never fill and no trial "
+                             "stops early: leave max_concurrent_trials out (trials run as tune.cpus_per_trial "
+                             "allows) or use scheduler asha")
         if self.scheduler.name == "pbt" and (frozen := [k for k in self.space if not k.startswith("optim.")]):
             raise ValueError(f"scheduler pbt changes values mid-trial: search only optim.* fields, not {frozen}")
         return self

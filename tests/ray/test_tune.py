@@ -72,3 +72,18 @@ def test_multi_worker_trials_run_a_torch_trainer_each_and_fit_the_cpus_exactly(r
     assert read_checkpoint(result.best_checkpoint).config.train.num_workers == 2
     again = evaluate_checkpoint(result.best_checkpoint)
     assert again["metrics"]["test_accuracy"] == result.best_metrics["test_accuracy"]
+
+
+def test_hyperband_pauses_trials_at_its_rungs_and_stops_the_worse_ones(ray_cluster, tmp_path):
+    raw = yaml.safe_load((ROOT / "jobs" / "digits-tune.yaml").read_text())
+    raw["model"] = {"name": "mlp", "hidden_sizes": [32]}
+    raw["train"]["epochs"] = 3
+    raw["storage"]["path"] = str(tmp_path)
+    del raw["tune"]["max_concurrent_trials"]  # trials run as the CPUs allow; HyperBand needs whole brackets
+    # max 3 epochs, reduction 3: a bracket of 2 trials that run 3 epochs, and one of 3 that keeps 1 after epoch 1
+    raw["tune"].update(num_samples=5, scheduler={"name": "hyperband", "reduction_factor": 3},
+                       space={"optim.lr": {"loguniform": [1e-4, 3e-2]}})
+    result = tune(config_from_dict(raw))
+    rows = list(csv.DictReader(open(result.results_path)))
+    assert result.num_trials == 5 and result.num_failed == 0 and result.num_stopped_early == 2
+    assert sorted(int(r["epochs"]) for r in rows) == [1, 1, 3, 3, 3]  # the paused survivor resumed to the end

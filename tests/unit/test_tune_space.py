@@ -58,6 +58,11 @@ def test_pbt_refuses_fields_it_cannot_change_mid_trial_before_ray_starts():
         cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}, "model.dropout": {"uniform": [0, 0.5]}}, scheduler={"name": "pbt"})
 
 
+def test_hyperband_refuses_a_concurrency_cap_that_would_keep_its_brackets_from_filling():
+    with pytest.raises(ConfigError, match="leave max_concurrent_trials out"):
+        cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}}, scheduler={"name": "hyperband"}, max_concurrent_trials=2)
+
+
 def test_concurrency_limit_reaches_the_search():
     from orchestrator.tune import _search
 
