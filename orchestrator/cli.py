@@ -373,7 +373,9 @@ def _predict(args) -> dict:
         except RequestError as e:
             raise ConfigError(f"--input: {e.message}") from None
     else:
-        result = _predict_remote(args.target, instances, args.api_key_env)
+        from orchestrator.client import predict_all
+
+        result = predict_all(args.target, instances, api_key=os.environ.get(args.api_key_env))
     if not args.json:
         for p in result["predictions"]:
             print(f"{p['label']}\t{max(p['probabilities']):.4f}", flush=True)
@@ -437,7 +439,9 @@ def _generate(args) -> dict:
             raise ConfigError(f"--{e.code.removeprefix('invalid_').replace('_', '-')}: {e.message}") from None
         result = generator.encode(request, generator.generate([request])[0])
     else:
-        result = _call(args.target, "/v1/generate", payload, args.api_key_env)
+        from orchestrator.client import call
+
+        result = call(args.target, "/v1/generate", payload, api_key=os.environ.get(args.api_key_env))
     if not args.json:
         print(result["prompt"] + result["completion"], flush=True)
     return result
@@ -452,50 +456,6 @@ def _local_model(uri: str, kind: type):
         command = "generate --prompt TEXT" if isinstance(model, predictor.TextGenerator) else "predict --input FILE"
         raise ConfigError(f"{uri} holds a {model.info['family']} model: use orchestrator {command}")
     return model
-
-
-def _predict_remote(target: str, instances: list, api_key_env: str) -> dict:
-    """Every instance, in as few requests as the endpoint takes: a request over its max_instances or
-    max_body_bytes is sent again as two halves, and the answers are joined in order."""
-    start, per_request, joined = 0, len(instances), None
-    while joined is None or start < len(instances):  # no instances: one request, for the endpoint's 422
-        chunk = instances[start : start + per_request]
-        url, status, answer = _post(target, "/v1/predict", {"instances": chunk}, api_key_env)
-        if (answer.get("error") or {}).get("code") in ("too_many_instances", "body_too_large") and per_request > 1:
-            per_request = (per_request + 1) // 2
-            continue
-        answer = _checked(url, status, answer)
-        if joined and answer.get("model") != joined.get("model"):  # an update landed between two requests
-            print(f"warning: predictions from {start} on come from {answer.get('model')}, not {joined.get('model')}",
-                  file=sys.stderr)
-        joined = answer if joined is None else {**answer, "predictions": joined["predictions"] + answer["predictions"]}
-        start += len(chunk)
-    return joined
-
-
-def _call(target: str, route: str, payload: dict, api_key_env: str) -> dict:
-    """POST to an endpoint's route with the documented retry policy; 4xx -> ConfigError (exit 2)."""
-    return _checked(*_post(target, route, payload, api_key_env))
-
-
-def _post(target: str, route: str, payload: dict, api_key_env: str) -> tuple[str, int, dict]:
-    from orchestrator.client import Unreachable, post_json
-
-    url = target.rstrip("/")
-    url = url if url.endswith(route) else f"{url}{route}"
-    try:  # retried on 5xx and connection errors (the documented client policy), never on 4xx
-        return url, *post_json(url, payload, api_key=os.environ.get(api_key_env))
-    except Unreachable as e:
-        raise ConfigError(str(e)) from None
-
-
-def _checked(url: str, status: int, result: dict) -> dict:
-    if status >= 300:
-        message = (result.get("error") or {}).get("message", result)
-        if 400 <= status < 500:
-            raise ConfigError(f"{url} answered {status}: {message}")
-        raise RuntimeError(f"{url} answered {status}: {message}")
-    return result
 
 
 def _export(args) -> dict:

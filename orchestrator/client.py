@@ -8,15 +8,19 @@ whose replica died mid-request (the client gets a 500), so this policy is what t
 failure into a slower answer instead of an error.
 
     status, body = post_json("http://127.0.0.1:8000/v1/predict", {"instances": [...]}, api_key="...")
+    answer = predict_all("http://127.0.0.1:8000", instances)  # any number, split to fit; 4xx -> ConfigError
 """
 
 from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 import urllib.error
 import urllib.request
+
+from orchestrator.errors import ConfigError
 
 RETRYABLE = (500, 502, 503, 504)
 
@@ -65,3 +69,45 @@ def _seconds(value: str | None) -> float:
         return min(float(value), 60.0) if value else 0.0
     except ValueError:
         return 0.0
+
+
+def predict_all(target: str, instances: list, api_key: str | None = None) -> dict:
+    """Every instance, in as few requests as the endpoint takes: a request over its max_instances or
+    max_body_bytes is sent again as two halves, and the answers are joined in order."""
+    start, per_request, joined = 0, len(instances), None
+    while joined is None or start < len(instances):  # no instances: one request, for the endpoint's 422
+        chunk = instances[start : start + per_request]
+        url, status, answer = _post(target, "/v1/predict", {"instances": chunk}, api_key)
+        if (answer.get("error") or {}).get("code") in ("too_many_instances", "body_too_large") and per_request > 1:
+            per_request = (per_request + 1) // 2
+            continue
+        answer = _checked(url, status, answer)
+        if joined and answer.get("model") != joined.get("model"):  # an update landed between two requests
+            print(f"warning: predictions from {start} on come from {answer.get('model')}, not {joined.get('model')}",
+                  file=sys.stderr)
+        joined = answer if joined is None else {**answer, "predictions": joined["predictions"] + answer["predictions"]}
+        start += len(chunk)
+    return joined
+
+
+def call(target: str, route: str, payload: dict, api_key: str | None = None) -> dict:
+    """POST to an endpoint's route with the retry policy; a 4xx raises ConfigError (the CLI's exit 2)."""
+    return _checked(*_post(target, route, payload, api_key))
+
+
+def _post(target: str, route: str, payload: dict, api_key: str | None) -> tuple[str, int, dict]:
+    url = target.rstrip("/")
+    url = url if url.endswith(route) else f"{url}{route}"
+    try:  # retried on 5xx and connection errors, never on 4xx
+        return url, *post_json(url, payload, api_key=api_key)
+    except Unreachable as e:
+        raise ConfigError(str(e)) from None
+
+
+def _checked(url: str, status: int, result: dict) -> dict:
+    if status >= 300:
+        message = (result.get("error") or {}).get("message", result)
+        if 400 <= status < 500:
+            raise ConfigError(f"{url} answered {status}: {message}")
+        raise RuntimeError(f"{url} answered {status}: {message}")
+    return result
