@@ -234,10 +234,14 @@ def sleep_until_interrupted() -> None:
 
 def _serve_until_interrupted(args, result: dict) -> dict:
     """Keep the embedded Ray's endpoint up until Ctrl-C; the result is printed now, not at exit."""
+    import ray
+
+    result = {**result, "ray_address": ray.get_runtime_context().gcs_address}  # for serve status, rollback, ...
     if args.json:
         print(json.dumps(result, sort_keys=True), flush=True)
         args.json = False
-    print("serving; Ctrl-C stops the endpoint", flush=True)
+    print(f"serving; Ctrl-C stops the endpoint. From another shell: orchestrator serve status --address "
+          f"{result['ray_address']}", flush=True)
     try:
         sleep_until_interrupted()
     except KeyboardInterrupt:

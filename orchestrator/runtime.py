@@ -6,7 +6,10 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import threading
+
+from orchestrator.errors import ConfigError
 
 
 @contextlib.contextmanager
@@ -31,7 +34,11 @@ def ray_session(address: str | None = None):
         return
     quiet = {"logging_level": logging.WARNING, "log_to_driver": True, "configure_logging": True}
     if address:
-        ray.init(address=address, **quiet)
+        try:
+            _join(address, quiet)
+        except ConnectionError as e:
+            raise ConfigError(f"--address {address}: {str(e).splitlines()[0]} Is the cluster up, and is this its "
+                              "address (auto: the Ray running on this machine)?") from None
     else:
         # address="local": always a new cluster, never one that happens to run on this machine
         with _loopback_node():
@@ -41,6 +48,54 @@ def ray_session(address: str | None = None):
         yield ray
     finally:
         ray.shutdown()
+
+
+def _join(address: str, quiet: dict) -> None:
+    """ray.init(address), failing in seconds where Ray would retry for minutes. Ray rewrites a loopback
+    address to the machine's network address; a Ray that listens on 127.0.0.1 only (another process's
+    embedded Ray: `orchestrator serve` in one shell, `serve status --address auto` in the next) is
+    reached on 127.0.0.1 instead, with the token Ray made for it."""
+    import ray
+
+    host, port = _resolve(address, loopback_node=False)  # where Ray itself would connect
+    if not host or _answers(host, port):  # other forms, such as ray:// (Ray Client), go to Ray as they are
+        ray.init(address=address, **quiet)
+        return
+    local_host, local_port = _resolve(address, loopback_node=True)
+    if local_host not in ("127.0.0.1", "localhost", "::1") or not _answers(local_host, local_port):
+        raise ConnectionError(f"nothing answers at {local_host or host}:{local_port or port}.")
+    if os.environ.get("RAY_AUTH_MODE") is None and _token_at_hand():
+        from ray._private.authentication.authentication_token_setup import (
+            _enable_token_auth,
+        )
+
+        _enable_token_auth()  # RAY_AUTH_MODE=token, and Ray's cached config refreshed to see it
+    with _loopback_node():
+        ray.init(address=address, **quiet)
+
+
+def _resolve(address: str, loopback_node: bool) -> tuple[str, str]:
+    """(host, port) that `address` (host:port, or auto: the Ray running on this machine) stands for,
+    as Ray resolves it, or as a node on 127.0.0.1 does; ("", "") for other forms."""
+    from ray._common.network_utils import parse_address
+    from ray._private import services
+
+    with _loopback_node() if loopback_node else contextlib.nullcontext():
+        resolved = services.canonicalize_bootstrap_address(address)
+    return (parse_address(resolved) if resolved else None) or ("", "")
+
+
+def _answers(host: str, port: str) -> bool:
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _token_at_hand() -> bool:
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH", os.path.expanduser("~/.ray/auth_token"))
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or os.path.isfile(path)
 
 
 @contextlib.contextmanager

@@ -194,8 +194,11 @@ def test_serve_cli_answers_as_offline_predict_and_stops_on_ctrl_c(pipeline, tmp_
     inputs = write_inputs(tmp_path / "in.json")
     proc = cli("serve", checkpoint, "--port", str(free_port()), marker=marker)
     try:
-        line = read_until(proc, "serving ", 240)
-        url = line.split(" at ")[1].split()[0]
+        ray_address = read_until(proc, "From another shell", 240).split("--address ")[1].strip()
+        url = next(line for line in proc.seen if line.startswith("serving ")).split(" at ")[1].split()[0]
+        # the embedded Ray listens on 127.0.0.1 only: another process reaches it there, with its token
+        code, status = finish(cli("serve", "status", "--address", ray_address, marker=marker), marker + "-x")
+        assert code == 0 and '"status": "RUNNING"' in "".join(status), status[-10:]
         code, remote = finish(cli("predict", url, "--input", inputs, "--json", marker=marker), marker + "-x")
         assert code == 0, remote[-10:]
         code, local = finish(cli("predict", checkpoint, "--input", inputs, "--json", marker=marker), marker + "-x")

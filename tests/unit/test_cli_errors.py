@@ -56,6 +56,8 @@ CASES = {
     "serve setting typo": (lambda t: ["serve", str(t), "max_batch=4"], "did you mean 'max_batch_size'"),
     "serve bad setting": (lambda t: ["serve", str(t), "autoscaling.min_replicas=-1"], "autoscaling.min_replicas"),
     "serve status without a cluster": (lambda t: ["serve", "status"], "needs --address"),
+    "an address where no Ray listens": (lambda t: ["serve", "status", "--address", f"127.0.0.1:{closed_port()}"],
+                                        "nothing answers at 127.0.0.1:"),  # in seconds; Ray would retry for minutes
     "predict unreadable input": (lambda t: ["predict", "http://127.0.0.1:9", "--input", str(t / "in.json")],
                                  "cannot read --input"),
     "predict input not JSON": (lambda t: ["predict", str(t), "--input", write(t, "{oops")], "is not JSON"),
