@@ -360,9 +360,9 @@ def _best(cfg: ExperimentConfig, grid) -> dict:
 def _searched_values(cfg: ExperimentConfig, chosen: ExperimentConfig) -> dict:
     """The searched fields as the best checkpoint was trained with them. Read from the checkpoint, not
     the trial's final config: under PBT a trial's values change after its best epoch."""
-    values = {}
+    values, trained = {}, chosen.to_dict()
     for key in cfg.tune.space:
-        value = chosen.to_dict()
+        value = trained
         for part in key.split("."):
             value = value[part]
         values[key] = value
