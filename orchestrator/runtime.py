@@ -36,9 +36,13 @@ def ray_session(address: str | None = None):
     if address:
         try:
             _join(address, quiet)
+        except ValueError as e:  # Ray's "Invalid address format"
+            raise ConfigError(f"--address {address}: {e}; give the Ray head's host:port (e.g. 10.0.0.5:6379) "
+                              "or auto (the Ray running on this machine)") from None
         except ConnectionError as e:
-            raise ConfigError(f"--address {address}: {str(e).splitlines()[0]} Is the cluster up, and is this its "
-                              "address (auto: the Ray running on this machine)?") from None
+            reason = str(e).splitlines()[0].rstrip(".")
+            raise ConfigError(f"--address {address}: {reason}. Is the cluster up, and is this its address "
+                              "(auto: the Ray running on this machine)?") from None
     else:
         # address="local": always a new cluster, never one that happens to run on this machine
         with _loopback_node():
@@ -57,8 +61,8 @@ def _join(address: str, quiet: dict) -> None:
     reached on 127.0.0.1 instead, with the token Ray made for it."""
     import ray
 
-    host, port = _resolve(address, loopback_node=False)  # where Ray itself would connect
-    if not host or _answers(host, port):  # other forms, such as ray:// (Ray Client), go to Ray as they are
+    host, port = ("", "") if address.startswith("ray://") else _resolve(address, loopback_node=False)
+    if not host or _answers(host, port):  # where Ray itself connects; Ray Client (ray://) goes to Ray as it is
         ray.init(address=address, **quiet)
         return
     local_host, local_port = _resolve(address, loopback_node=True)

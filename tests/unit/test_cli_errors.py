@@ -58,6 +58,8 @@ CASES = {
     "serve status without a cluster": (lambda t: ["serve", "status"], "needs --address"),
     "an address where no Ray listens": (lambda t: ["serve", "status", "--address", f"127.0.0.1:{closed_port()}"],
                                         "nothing answers at 127.0.0.1:"),  # in seconds; Ray would retry for minutes
+    "a dashboard URL for a Ray address": (lambda t: ["serve", "status", "--address", "http://127.0.0.1:8265"],
+                                          "give the Ray head's host:port"),
     "predict unreadable input": (lambda t: ["predict", "http://127.0.0.1:9", "--input", str(t / "in.json")],
                                  "cannot read --input"),
     "predict input not JSON": (lambda t: ["predict", str(t), "--input", write(t, "{oops")], "is not JSON"),
