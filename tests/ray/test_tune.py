@@ -47,7 +47,9 @@ def test_pbt_clones_and_mutates_trials_across_optimizers(ray_cluster, tmp_path):
     raw["model"] = {"name": "mlp", "hidden_sizes": [32]}
     raw["train"]["epochs"] = 4
     raw["storage"]["path"] = str(tmp_path)
-    raw["tune"].update(num_samples=4, scheduler={"name": "pbt", "perturbation_interval": 1},
+    # all 4 trials at once (half a CPU each): PBT ranks running trials against each other, so the worst one
+    # is cloned from the best at a perturbation; run 2 at a time, the first pair may finish before any ranking
+    raw["tune"].update(num_samples=4, cpus_per_trial=0.5, scheduler={"name": "pbt", "perturbation_interval": 1},
                        space={"optim.lr": {"loguniform": [1e-4, 3e-2]}, "optim.name": {"choice": ["sgd", "adam"]},
                               "optim.momentum": {"uniform": [0.5, 0.95]}})
     result = tune(config_from_dict(raw))
