@@ -203,6 +203,10 @@ def _tune(args) -> dict:
     return result
 
 
+def _failed(search: dict) -> str:
+    return f", {search['num_failed']} failed (see the errors above)" if search["num_failed"] else ""
+
+
 def _run(args) -> dict:
     from orchestrator.config import load_config
 
@@ -384,10 +388,6 @@ def _predict(args) -> dict:
         for p in result["predictions"]:
             print(f"{p['label']}\t{max(p['probabilities']):.4f}", flush=True)
     return result
-
-
-def _failed(search: dict) -> str:
-    return f", {search['num_failed']} failed (see the errors above)" if search["num_failed"] else ""
 
 
 def _read_instances(source: str) -> list:

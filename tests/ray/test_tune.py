@@ -16,11 +16,17 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.ray
 
 
-def test_small_asha_search_exports_the_best_trial(ray_cluster, tmp_path):
+def digits_search(tmp_path, epochs: int, hidden_sizes: list[int]) -> dict:
+    """jobs/digits-tune.yaml made small: an MLP for `epochs` epochs, stored under tmp_path."""
     raw = yaml.safe_load((ROOT / "jobs" / "digits-tune.yaml").read_text())
-    raw["model"] = {"name": "mlp", "hidden_sizes": [64]}
-    raw["train"]["epochs"] = 4
+    raw["model"] = {"name": "mlp", "hidden_sizes": hidden_sizes}
+    raw["train"]["epochs"] = epochs
     raw["storage"]["path"] = str(tmp_path)
+    return raw
+
+
+def test_small_asha_search_exports_the_best_trial(ray_cluster, tmp_path):
+    raw = digits_search(tmp_path, epochs=4, hidden_sizes=[64])
     raw["tune"].update(num_samples=4, space={"optim.lr": {"loguniform": [1e-4, 3e-2]},
                                              "model.hidden_sizes": {"choice": [[32], [64, 32]]}})
     raw["tune"]["scheduler"].update(grace_period=1, reduction_factor=2)
@@ -28,7 +34,7 @@ def test_small_asha_search_exports_the_best_trial(ray_cluster, tmp_path):
     result = tune(cfg)
     print(json.dumps(result.to_dict(), default=str))
     assert result.num_trials == 4 and 1 <= result.num_stopped_early <= 3  # ASHA halves at epochs 1 and 2
-    rows = list(csv.DictReader(open(result.results_path)))
+    rows = list(csv.DictReader(Path(result.results_path).read_text().splitlines()))
     assert len(rows) == 4 and {"optim.lr", "model.hidden_sizes", "best_val_accuracy", "epochs", "stopped_early"} <= set(rows[0])
     assert sum(r["stopped_early"] == "True" for r in rows) == result.num_stopped_early
     for png in result.plots:
@@ -43,10 +49,7 @@ def test_small_asha_search_exports_the_best_trial(ray_cluster, tmp_path):
 
 
 def test_pbt_clones_and_mutates_trials_across_optimizers(ray_cluster, tmp_path):
-    raw = yaml.safe_load((ROOT / "jobs" / "digits-tune.yaml").read_text())
-    raw["model"] = {"name": "mlp", "hidden_sizes": [32]}
-    raw["train"]["epochs"] = 4
-    raw["storage"]["path"] = str(tmp_path)
+    raw = digits_search(tmp_path, epochs=4, hidden_sizes=[32])
     # all 4 trials at once (half a CPU each): PBT ranks running trials against each other, so the worst one
     # is cloned from the best at a perturbation; run 2 at a time, the first pair may finish before any ranking
     raw["tune"].update(num_samples=4, cpus_per_trial=0.5, scheduler={"name": "pbt", "perturbation_interval": 1},
@@ -63,10 +66,8 @@ def test_pbt_clones_and_mutates_trials_across_optimizers(ray_cluster, tmp_path):
 
 
 def test_multi_worker_trials_run_a_torch_trainer_each_and_fit_the_cpus_exactly(ray_cluster, tmp_path):
-    raw = yaml.safe_load((ROOT / "jobs" / "digits-tune.yaml").read_text())
-    raw["model"] = {"name": "mlp", "hidden_sizes": [32]}
-    raw["train"].update(epochs=2, num_workers=2)  # 2 workers of 1 CPU: every CPU of this 2-CPU cluster
-    raw["storage"]["path"] = str(tmp_path)
+    raw = digits_search(tmp_path, epochs=2, hidden_sizes=[32])
+    raw["train"]["num_workers"] = 2  # 2 workers of 1 CPU: every CPU of this 2-CPU cluster
     raw["tune"].update(num_samples=1, max_concurrent_trials=1, cpus_per_trial=1, time_budget_s=180,
                        space={"optim.lr": {"loguniform": [1e-3, 1e-2]}})
     result = tune(config_from_dict(raw))
@@ -77,15 +78,12 @@ def test_multi_worker_trials_run_a_torch_trainer_each_and_fit_the_cpus_exactly(r
 
 
 def test_hyperband_pauses_trials_at_its_rungs_and_stops_the_worse_ones(ray_cluster, tmp_path):
-    raw = yaml.safe_load((ROOT / "jobs" / "digits-tune.yaml").read_text())
-    raw["model"] = {"name": "mlp", "hidden_sizes": [32]}
-    raw["train"]["epochs"] = 3
-    raw["storage"]["path"] = str(tmp_path)
+    raw = digits_search(tmp_path, epochs=3, hidden_sizes=[32])
     del raw["tune"]["max_concurrent_trials"]  # trials run as the CPUs allow; HyperBand needs whole brackets
     # max 3 epochs, reduction 3: a bracket of 2 trials that run 3 epochs, and one of 3 that keeps 1 after epoch 1
     raw["tune"].update(num_samples=5, scheduler={"name": "hyperband", "reduction_factor": 3},
                        space={"optim.lr": {"loguniform": [1e-4, 3e-2]}})
     result = tune(config_from_dict(raw))
-    rows = list(csv.DictReader(open(result.results_path)))
+    rows = list(csv.DictReader(Path(result.results_path).read_text().splitlines()))
     assert result.num_trials == 5 and result.num_failed == 0 and result.num_stopped_early == 2
     assert sorted(int(r["epochs"]) for r in rows) == [1, 1, 3, 3, 3]  # the paused survivor resumed to the end
