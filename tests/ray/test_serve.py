@@ -440,7 +440,7 @@ def test_fuzzing_the_http_api_gets_only_4xx_or_2xx_and_restarts_nothing(checkpoi
     before = replicas("fuzz")
     statuses, unexpected = Counter(), []
 
-    @settings(max_examples=1000, deadline=None, database=None, derandomize=True,
+    @settings(max_examples=500, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(fuzz_cases())
     def one(case):
@@ -453,7 +453,7 @@ def test_fuzzing_the_http_api_gets_only_4xx_or_2xx_and_restarts_nothing(checkpoi
 
     one()
     print(f"fuzz: {sum(statuses.values())} requests, statuses {dict(sorted(statuses.items()))}")
-    assert sum(statuses.values()) >= 1000 and unexpected == []
+    assert sum(statuses.values()) >= 500 and unexpected == []
     assert replicas("fuzz") == before  # the same replica process answered every case
 
 
