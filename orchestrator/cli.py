@@ -193,18 +193,15 @@ def _tune(args) -> dict:
     from orchestrator.report import headline
     from orchestrator.tune import tune
 
-    result = tune(cfg, address=args.address, resume=args.resume).to_dict()
+    searched = tune(cfg, address=args.address, resume=args.resume)
+    result = searched.to_dict()
     m = result["best_metrics"]
-    print(f"\nsearch {result['experiment']} done in {result['duration_s']}s: {result['num_trials']} trials, "
-          f"{result['num_stopped_early']} stopped early{_failed(result)}\nbest {result['best_config']}\n"
+    print(f"\nsearch {result['experiment']} done in {result['duration_s']}s: {searched.outcome()}\n"
+          f"best {result['best_config']}\n"
           f"best {headline(m)}\n"
           f"checkpoint {result['best_checkpoint']}\ntrials {result['results_path']}  plots {' '.join(result['plots'])}\n"
           f"next: orchestrator evaluate {result['best_checkpoint']}", flush=True)
     return result
-
-
-def _failed(search: dict) -> str:
-    return f", {search['num_failed']} failed (see the errors above)" if search["num_failed"] else ""
 
 
 def _run(args) -> dict:

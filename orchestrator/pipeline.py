@@ -75,10 +75,10 @@ def run(cfg: ExperimentConfig, *, address: str | None = None, host: str = "127.0
             final = final_config(cfg, tuned.best_config)
             searched = {"experiment": tuned.experiment, "best_config": tuned.best_config, "best_trial": tuned.best_trial,
                         "num_trials": tuned.num_trials, "num_stopped_early": tuned.num_stopped_early,
-                        "num_failed": tuned.num_failed, "best_val_metric": tuned.best_metrics.get(cfg.tune.metric), "plots": tuned.plots}
+                        "num_failed": tuned.num_failed, "time_budget_reached": tuned.time_budget_reached,
+                        "best_val_metric": tuned.best_metrics.get(cfg.tune.metric), "plots": tuned.plots}
             shown = {k: float(f"{v:.3g}") if isinstance(v, float) else v for k, v in tuned.best_config.items()}
-            failed = f", {tuned.num_failed} failed" if tuned.num_failed else ""
-            say(f"best of {tuned.num_trials} trials ({tuned.num_stopped_early} stopped early{failed}): {json.dumps(shown)}")
+            say(f"best of {tuned.outcome()}: {json.dumps(shown)}")
         say(f"[{next(step)}/{steps}] final training: {final.train.epochs} epochs, {final.train.num_workers} worker(s)")
         search_lineage = {"search": searched["experiment"], "search_trial": searched["best_trial"]} if searched else {}
         trained = train(final, splits=splits, lineage_extra=search_lineage, report_extra={"search": searched})

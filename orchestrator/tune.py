@@ -39,14 +39,25 @@ class TuneResult:
     best_checkpoint: str  # exported copy, in the project's checkpoint format
     best_trial: str
     num_trials: int
-    num_stopped_early: int
+    num_stopped_early: int  # by the scheduler
     num_failed: int  # trials that ended in an error (their error files are named in Tune's table above)
+    time_budget_reached: bool  # tune.time_budget_s ended the search: trials left unstarted, or cut short
+    num_out_of_time: int  # trials still running when the time budget ended them
     results_path: str  # CSV of every trial
     plots: list[str]
     duration_s: float
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def outcome(self) -> str:
+        """'12 trials, 8 stopped early, 1 failed (...); the time budget ended the search, 2 trials cut short'"""
+        text = f"{self.num_trials} trials, {self.num_stopped_early} stopped early"
+        if self.num_failed:
+            text += f", {self.num_failed} failed (see the errors above)"
+        if self.time_budget_reached:
+            text += f"; tune.time_budget_s ended the search, {self.num_out_of_time} trials cut short"
+        return text
 
 
 def tune(cfg: ExperimentConfig, address: str | None = None, resume: bool = False,
@@ -65,12 +76,15 @@ def tune(cfg: ExperimentConfig, address: str | None = None, resume: bool = False
     experiment_uri = storage.join(st.path, name)
     with ray_session(address):
         splits = splits or data.load_splits(cfg.data, cfg.seed, st.endpoint_url)
+        searching = time.time()
         grid = search(cfg, name, splits, resume)
+        # Tune's budget counts from its first check, after this: reached if the search lasted as long
+        budget_reached = cfg.tune.time_budget_s is not None and time.time() - searching >= cfg.tune.time_budget_s
         best = _best(cfg, grid)
         exported = _export(best["checkpoint"], storage.join(experiment_uri, "best"), st)
         ckpt = read_checkpoint(exported, st.endpoint_url)
         test = evaluate_model(ckpt.model(), splits.test, len(splits.label_names), cfg.train.eval_batch_size)
-    rows, curves = _trial_table(cfg, grid)
+    rows, curves = _trial_table(cfg, grid, budget_reached)
     results_path, plots = report.tune_results(rows, curves, cfg.tune, experiment_uri, st)
     return TuneResult(
         experiment=name,
@@ -82,6 +96,8 @@ def tune(cfg: ExperimentConfig, address: str | None = None, resume: bool = False
         num_trials=len(rows),
         num_stopped_early=sum(r["stopped_early"] for r in rows),
         num_failed=sum(r["status"] == "error" for r in rows),
+        time_budget_reached=budget_reached,
+        num_out_of_time=sum(r["status"] == "out_of_time" for r in rows),
         results_path=results_path,
         plots=plots,
         duration_s=round(time.time() - started, 1),
@@ -395,10 +411,27 @@ def _export(checkpoint: tuple, destination_uri: str, st) -> str:
     return destination_uri
 
 
-def _trial_table(cfg: ExperimentConfig, grid) -> tuple[list[dict], dict[str, list[tuple[int, float]]]]:
-    """One row per trial, and each trial's metric per epoch."""
+def _stopping_epochs(cfg: ExperimentConfig) -> set[int] | None:
+    """The epochs after which the scheduler may stop a trial; None where any epoch may be one (HyperBand)."""
+    s = cfg.tune.scheduler
+    max_epochs = s.max_epochs or cfg.train.epochs
+    if s.name == "asha":  # its rungs: grace_period × reduction_factor^k below max_epochs
+        rungs, epoch = set(), s.grace_period
+        while epoch < max_epochs:
+            rungs.add(int(epoch))
+            epoch *= s.reduction_factor
+        return rungs
+    return None if s.name == "hyperband" else set()  # FIFO and PBT stop no trial
+
+
+def _trial_table(cfg: ExperimentConfig, grid, budget_reached: bool = False
+                 ) -> tuple[list[dict], dict[str, list[tuple[int, float]]]]:
+    """One row per trial, and each trial's metric per epoch. Its status: done (all epochs, or stopped
+    early by the scheduler), error, or out_of_time (cut short by the time budget: it ended short of
+    max_epochs where the scheduler stops none)."""
     t = cfg.tune
     max_epochs = t.scheduler.max_epochs or cfg.train.epochs
+    stops = _stopping_epochs(cfg)
     rows, curves = [], {}
     for result in grid:
         m = result.metrics or {}
@@ -411,14 +444,16 @@ def _trial_table(cfg: ExperimentConfig, grid) -> tuple[list[dict], dict[str, lis
         values = [v for _, v in curve]
         best = (max(values) if t.mode == "max" else min(values)) if values else None
         epochs = int(m.get("epoch", 0))
+        short = result.error is None and 0 < epochs < max_epochs
+        out_of_time = short and budget_reached and stops is not None and epochs not in stops
         rows.append({
             "trial_id": trial_id,
             **decode(cfg.to_dict(), {k: v for k, v in (result.config or {}).items() if k in t.space}),
             f"final_{t.metric}": m.get(t.metric),
             f"best_{t.metric}": best,
             "epochs": epochs,
-            "stopped_early": result.error is None and 0 < epochs < max_epochs,
-            "status": "error" if result.error is not None else "done",
+            "stopped_early": short and not out_of_time,
+            "status": "error" if result.error is not None else "out_of_time" if out_of_time else "done",
         })
     return rows, curves
 

@@ -72,6 +72,7 @@ def test_multi_worker_trials_run_a_torch_trainer_each_and_fit_the_cpus_exactly(r
                        space={"optim.lr": {"loguniform": [1e-3, 1e-2]}})
     result = tune(config_from_dict(raw))
     assert result.num_trials == 1 and result.num_failed == 0 and result.best_metrics["epoch"] >= 1
+    assert not result.time_budget_reached and result.num_out_of_time == 0  # 180 s is far more than it takes
     assert read_checkpoint(result.best_checkpoint).config.train.num_workers == 2
     again = evaluate_checkpoint(result.best_checkpoint)
     assert again["metrics"]["test_accuracy"] == result.best_metrics["test_accuracy"]

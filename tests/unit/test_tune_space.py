@@ -80,3 +80,27 @@ def test_pbt_moves_choices_to_neighbours_and_keeps_numbers_in_their_range():
     assert pbt._hyperparam_mutations["optim.name"] == ["sgd", "rmsprop"]  # a list: shifted, never multiplied
     explored = pbt._custom_explore_fn({"optim.name": "sgd", "optim.momentum": 0.95 * 1.2, "optim.lr": 1e-3 * 0.8})
     assert explored == {"optim.name": "sgd", "optim.momentum": 0.95, "optim.lr": 1e-3}
+
+
+def test_a_time_budget_cut_is_told_from_an_early_stop_by_the_epochs_the_scheduler_stops_at():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from orchestrator.tune import _stopping_epochs, _trial_table
+
+    asha = cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}}, scheduler={"name": "asha", "grace_period": 1,
+                                                                         "reduction_factor": 3, "max_epochs": 27})
+    assert _stopping_epochs(asha) == {1, 3, 9}
+    assert _stopping_epochs(cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}}, scheduler={"name": "fifo"})) == set()
+
+    def trial(i, epochs):  # what a Tune Result holds, for the table
+        history = pd.DataFrame({"epoch": range(1, epochs + 1), "val_accuracy": [0.5] * epochs})
+        return SimpleNamespace(metrics={"trial_id": f"t{i}", "epoch": epochs, "val_accuracy": 0.5}, error=None,
+                               metrics_dataframe=history, config={"optim.lr": 0.15}, path=f"/x/t{i}")
+
+    grid = [trial(0, 27), trial(1, 3), trial(2, 5)]  # all epochs; stopped at rung 3; cut after epoch 5
+    rows, _ = _trial_table(asha, grid, budget_reached=True)
+    assert [(r["status"], r["stopped_early"]) for r in rows] == [("done", False), ("done", True), ("out_of_time", False)]
+    rows, _ = _trial_table(asha, grid, budget_reached=False)  # no budget reached: a short trial was stopped early
+    assert [r["status"] for r in rows] == ["done"] * 3 and [r["stopped_early"] for r in rows] == [False, True, True]
