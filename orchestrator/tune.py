@@ -51,7 +51,7 @@ class TuneResult:
         return asdict(self)
 
     def outcome(self) -> str:
-        """'12 trials, 8 stopped early, 1 failed (...); the time budget ended the search, 2 trials cut short'"""
+        """'12 trials, 8 stopped early, 1 failed (...); tune.time_budget_s ended the search, 2 trials cut short'"""
         text = f"{self.num_trials} trials, {self.num_stopped_early} stopped early"
         if self.num_failed:
             text += f", {self.num_failed} failed (see the errors above)"
@@ -415,11 +415,11 @@ def _stopping_epochs(cfg: ExperimentConfig) -> set[int] | None:
     """The epochs after which the scheduler may stop a trial; None where any epoch may be one (HyperBand)."""
     s = cfg.tune.scheduler
     max_epochs = s.max_epochs or cfg.train.epochs
-    if s.name == "asha":  # its rungs: grace_period × reduction_factor^k below max_epochs
-        rungs, epoch = set(), s.grace_period
-        while epoch < max_epochs:
-            rungs.add(int(epoch))
-            epoch *= s.reduction_factor
+    if s.name == "asha":  # a trial stops at the first epoch that reaches a rung: grace_period × reduction_factor^k
+        rungs, rung = set(), s.grace_period
+        while rung < max_epochs:
+            rungs.add(math.ceil(rung))
+            rung *= s.reduction_factor
         return rungs
     return None if s.name == "hyperband" else set()  # FIFO and PBT stop no trial
 
