@@ -78,13 +78,14 @@ def tune(cfg: ExperimentConfig, address: str | None = None, resume: bool = False
         splits = splits or data.load_splits(cfg.data, cfg.seed, st.endpoint_url)
         searching = time.time()
         grid = search(cfg, name, splits, resume)
-        # Tune's budget counts from its first check, after this: reached if the search lasted as long
-        budget_reached = cfg.tune.time_budget_s is not None and time.time() - searching >= cfg.tune.time_budget_s
+        # Tune's budget counts from its first check, after this (on --resume, from what was left of it)
+        lasted_budget = cfg.tune.time_budget_s is not None and time.time() - searching >= cfg.tune.time_budget_s
         best = _best(cfg, grid)
         exported = _export(best["checkpoint"], storage.join(experiment_uri, "best"), st)
         ckpt = read_checkpoint(exported, st.endpoint_url)
         test = evaluate_model(ckpt.model(), splits.test, len(splits.label_names), cfg.train.eval_batch_size)
-    rows, curves = _trial_table(cfg, grid, budget_reached)
+    rows, curves = _trial_table(cfg, grid)
+    num_out_of_time = sum(r["status"] == "out_of_time" for r in rows)
     results_path, plots = report.tune_results(rows, curves, cfg.tune, experiment_uri, st)
     return TuneResult(
         experiment=name,
@@ -96,8 +97,8 @@ def tune(cfg: ExperimentConfig, address: str | None = None, resume: bool = False
         num_trials=len(rows),
         num_stopped_early=sum(r["stopped_early"] for r in rows),
         num_failed=sum(r["status"] == "error" for r in rows),
-        time_budget_reached=budget_reached,
-        num_out_of_time=sum(r["status"] == "out_of_time" for r in rows),
+        time_budget_reached=lasted_budget or num_out_of_time > 0,
+        num_out_of_time=num_out_of_time,
         results_path=results_path,
         plots=plots,
         duration_s=round(time.time() - started, 1),
@@ -424,11 +425,10 @@ def _stopping_epochs(cfg: ExperimentConfig) -> set[int] | None:
     return None if s.name == "hyperband" else set()  # FIFO and PBT stop no trial
 
 
-def _trial_table(cfg: ExperimentConfig, grid, budget_reached: bool = False
-                 ) -> tuple[list[dict], dict[str, list[tuple[int, float]]]]:
+def _trial_table(cfg: ExperimentConfig, grid) -> tuple[list[dict], dict[str, list[tuple[int, float]]]]:
     """One row per trial, and each trial's metric per epoch. Its status: done (all epochs, or stopped
-    early by the scheduler), error, or out_of_time (cut short by the time budget: it ended short of
-    max_epochs where the scheduler stops none)."""
+    early by the scheduler), error, or out_of_time: under a time budget, it ended short of max_epochs
+    at an epoch where the scheduler stops no trial, so the budget stopped it."""
     t = cfg.tune
     max_epochs = t.scheduler.max_epochs or cfg.train.epochs
     stops = _stopping_epochs(cfg)
@@ -445,7 +445,7 @@ def _trial_table(cfg: ExperimentConfig, grid, budget_reached: bool = False
         best = (max(values) if t.mode == "max" else min(values)) if values else None
         epochs = int(m.get("epoch", 0))
         short = result.error is None and 0 < epochs < max_epochs
-        out_of_time = short and budget_reached and stops is not None and epochs not in stops
+        out_of_time = short and t.time_budget_s is not None and stops is not None and epochs not in stops
         rows.append({
             "trial_id": trial_id,
             **decode(cfg.to_dict(), {k: v for k, v in (result.config or {}).items() if k in t.space}),

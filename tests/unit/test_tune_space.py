@@ -90,7 +90,8 @@ def test_a_time_budget_cut_is_told_from_an_early_stop_by_the_epochs_the_schedule
     from orchestrator.tune import _stopping_epochs, _trial_table
 
     asha = cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}}, scheduler={"name": "asha", "grace_period": 1,
-                                                                         "reduction_factor": 3, "max_epochs": 27})
+                                                                         "reduction_factor": 3, "max_epochs": 27},
+                    time_budget_s=60)
     assert _stopping_epochs(asha) == {1, 3, 9}
     assert _stopping_epochs(cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}}, scheduler={"name": "fifo"})) == set()
     halves = cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}}, scheduler={"grace_period": 2, "reduction_factor": 2.5})
@@ -102,7 +103,8 @@ def test_a_time_budget_cut_is_told_from_an_early_stop_by_the_epochs_the_schedule
                                metrics_dataframe=history, config={"optim.lr": 0.15}, path=f"/x/t{i}")
 
     grid = [trial(0, 27), trial(1, 3), trial(2, 5)]  # all epochs; stopped at rung 3; cut after epoch 5
-    rows, _ = _trial_table(asha, grid, budget_reached=True)
+    rows, _ = _trial_table(asha, grid)
     assert [(r["status"], r["stopped_early"]) for r in rows] == [("done", False), ("done", True), ("out_of_time", False)]
-    rows, _ = _trial_table(asha, grid, budget_reached=False)  # no budget reached: a short trial was stopped early
+    asha.tune.time_budget_s = None  # no budget: whatever ended a short trial, it was not the budget
+    rows, _ = _trial_table(asha, grid)
     assert [r["status"] for r in rows] == ["done"] * 3 and [r["stopped_early"] for r in rows] == [False, True, True]
