@@ -49,10 +49,12 @@ def test_small_asha_search_exports_the_best_trial(ray_cluster, tmp_path):
 
 
 def test_pbt_clones_and_mutates_trials_across_optimizers(ray_cluster, tmp_path):
-    raw = digits_search(tmp_path, epochs=4, hidden_sizes=[32])
-    # all 4 trials at once (half a CPU each): PBT ranks running trials against each other, so the worst one
-    # is cloned from the best at a perturbation; run 2 at a time, the first pair may finish before any ranking
-    raw["tune"].update(num_samples=4, cpus_per_trial=0.5, scheduler={"name": "pbt", "perturbation_interval": 1},
+    raw = digits_search(tmp_path, epochs=8, hidden_sizes=[32])
+    # all 4 trials at once (half a CPU each, no cap on concurrency): PBT ranks only running trials against each
+    # other, so the worst one is cloned from the best at a perturbation. Run 2 at a time, a pair of these
+    # sub-second trials could finish before the other was ranked; 8 epochs outlast uneven trial start-ups
+    raw["tune"].update(num_samples=4, cpus_per_trial=0.5, max_concurrent_trials=4,
+                       scheduler={"name": "pbt", "perturbation_interval": 1},
                        space={"optim.lr": {"loguniform": [1e-4, 3e-2]}, "optim.name": {"choice": ["sgd", "adam"]},
                               "optim.momentum": {"uniform": [0.5, 0.95]}})
     result = tune(config_from_dict(raw))
