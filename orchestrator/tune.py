@@ -78,7 +78,8 @@ def tune(cfg: ExperimentConfig, address: str | None = None, resume: bool = False
         splits = splits or data.load_splits(cfg.data, cfg.seed, st.endpoint_url)
         searching = time.time()
         grid = search(cfg, name, splits, resume)
-        # Tune's budget counts from its first check, after this (on --resume, from what was left of it)
+        # Tune's budget counts from its first check, after this; a resumed search has only what was left
+        # of it, so trials cut short (out_of_time, below) tell a reached budget too
         lasted_budget = cfg.tune.time_budget_s is not None and time.time() - searching >= cfg.tune.time_budget_s
         best = _best(cfg, grid)
         exported = _export(best["checkpoint"], storage.join(experiment_uri, "best"), st)
@@ -412,10 +413,8 @@ def _export(checkpoint: tuple, destination_uri: str, st) -> str:
     return destination_uri
 
 
-def _stopping_epochs(cfg: ExperimentConfig) -> set[int] | None:
-    """The epochs after which the scheduler may stop a trial; None where any epoch may be one (HyperBand)."""
-    s = cfg.tune.scheduler
-    max_epochs = s.max_epochs or cfg.train.epochs
+def _stopping_epochs(s, max_epochs: int) -> set[int] | None:
+    """The epochs after which scheduler `s` may stop a trial; None where any epoch may be one (HyperBand)."""
     if s.name == "asha":  # a trial stops at the first epoch that reaches a rung: grace_period × reduction_factor^k
         rungs, rung = set(), s.grace_period
         while rung < max_epochs:
@@ -431,7 +430,7 @@ def _trial_table(cfg: ExperimentConfig, grid) -> tuple[list[dict], dict[str, lis
     at an epoch where the scheduler stops no trial, so the budget stopped it."""
     t = cfg.tune
     max_epochs = t.scheduler.max_epochs or cfg.train.epochs
-    stops = _stopping_epochs(cfg)
+    stops = _stopping_epochs(t.scheduler, max_epochs)
     rows, curves = [], {}
     for result in grid:
         m = result.metrics or {}

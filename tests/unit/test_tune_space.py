@@ -92,10 +92,11 @@ def test_a_time_budget_cut_is_told_from_an_early_stop_by_the_epochs_the_schedule
     asha = cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}}, scheduler={"name": "asha", "grace_period": 1,
                                                                          "reduction_factor": 3, "max_epochs": 27},
                     time_budget_s=60)
-    assert _stopping_epochs(asha) == {1, 3, 9}
-    assert _stopping_epochs(cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}}, scheduler={"name": "fifo"})) == set()
+    assert _stopping_epochs(asha.tune.scheduler, 27) == {1, 3, 9}
+    assert _stopping_epochs(cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}}, scheduler={"name": "fifo"}).tune.scheduler,
+                            7) == set()
     halves = cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}}, scheduler={"grace_period": 2, "reduction_factor": 2.5})
-    assert _stopping_epochs(halves) == {2, 5}  # rungs at 2 and 5; the next, 12.5, is past train.epochs 7
+    assert _stopping_epochs(halves.tune.scheduler, 7) == {2, 5}  # rungs at 2 and 5; the next, 12.5, is past train.epochs 7
 
     def trial(i, epochs):  # what a Tune Result holds, for the table
         history = pd.DataFrame({"epoch": range(1, epochs + 1), "val_accuracy": [0.5] * epochs})
