@@ -20,6 +20,7 @@ from pathlib import Path
 
 from orchestrator.errors import ConfigError, UserError
 from orchestrator.lineage import CODE_VERSION_ENV, code_version
+from orchestrator.runtime import quiet_env
 
 # Shipped code only: version control, environments, outputs and data stay home.
 EXCLUDES = [".git", ".venv", "venv", "env", "runs", "data", "__pycache__", "*.pyc", "*.egg-info", ".pytest_cache",
@@ -122,7 +123,7 @@ def submit(config: str, overrides: list[str], address: str, command: str = "trai
             entrypoint=entrypoint,
             # the shipped copy has no .git: the lineage's code version is measured here
             runtime_env={"working_dir": str(root), "excludes": EXCLUDES,
-                         "env_vars": {CODE_VERSION_ENV: json.dumps(code_version())}},
+                         "env_vars": {CODE_VERSION_ENV: json.dumps(code_version()), **quiet_env({})}},
             entrypoint_num_gpus=gpus or None,
             entrypoint_num_cpus=cpus,
             metadata={"submitted_by": "orchestrator", "config": config_arg},

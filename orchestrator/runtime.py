@@ -11,6 +11,21 @@ import threading
 
 from orchestrator.errors import ConfigError
 
+# Ray Train 2.60 itself passes an option its Ray Data deprecates; the warning would reach the terminal
+# from every run's dataset actor. This ignores that message only.
+RAY_OWN_DEPRECATION = "ignore:`ExecutionOptions.exclude_resources` is deprecated:Warning"
+
+
+def quiet_env(environ) -> dict[str, str]:
+    """Environment for Ray's processes that keeps Ray's own chatter out of a run's output: Ray Data's
+    INFO lines in the actors that feed the workers ("Dataset ... execution finished", its progress
+    reports; once per split per run, nothing a user acts on; its warnings still show) and the
+    deprecation above. What `environ` already sets is kept."""
+    warnings = environ.get("PYTHONWARNINGS", "")
+    if RAY_OWN_DEPRECATION not in warnings:
+        warnings = ",".join(filter(None, [warnings, RAY_OWN_DEPRECATION]))
+    return {"RAY_DATA_LOG_LEVEL": environ.get("RAY_DATA_LOG_LEVEL", "WARNING"), "PYTHONWARNINGS": warnings}
+
 
 @contextlib.contextmanager
 def ray_session(address: str | None = None):
@@ -27,6 +42,7 @@ def ray_session(address: str | None = None):
     # worker's next report waits for that: epochs shorter than the interval were paced at 2 s each.
     # Ray Train passes the variable from the driver to the controller, on a cluster too.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+    os.environ.update(quiet_env(os.environ))  # the embedded Ray's processes inherit them
     import ray
 
     if ray.is_initialized():
@@ -47,7 +63,7 @@ def ray_session(address: str | None = None):
         # address="local": always a new cluster, never one that happens to run on this machine
         with _loopback_node():
             ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", **quiet)
-        _quiet_ray_data()
+    _quiet_ray_data()
     try:
         yield ray
     finally:
@@ -123,11 +139,16 @@ def _loopback_node():
 
 
 def _quiet_ray_data():
-    """Ray Data announces every execution of every small dataset; keep the terminal for training progress."""
+    """Ray Data announces every execution of every small dataset; keep the terminal for training progress.
+    Datasets carry this context to the actors that run them (Ray Train's split coordinators): there,
+    without Ray's tqdm, progress goes to Ray Data's log at INFO, under RAY_DATA_LOG_LEVEL, instead of
+    a screenful of bars per split in the driver's output."""
     from ray.data import DataContext
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)
-    DataContext.get_current().print_on_execution_start = False
+    context = DataContext.get_current()
+    context.print_on_execution_start = False
+    context.use_ray_tqdm = False
 
 
 @contextlib.contextmanager

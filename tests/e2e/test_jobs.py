@@ -61,6 +61,7 @@ def test_submit_run_leaves_the_pipelines_endpoint_serving_on_the_cluster(ray_hea
                         "--address", ray_head["address"], "--wait", "run", "--", "--port", str(port), token_env=token)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "shipping" in proc.stdout and "[5/5] smoke request" in proc.stdout and "SUCCEEDED" in proc.stdout
+    assert "Running Dataset" not in proc.stdout and "exclude_resources" not in proc.stdout  # the job's output is its own
     # the job's own last line: `orchestrator run --json`'s result, as it came back in the logs
     result = next(json.loads(line) for line in reversed(proc.stdout.splitlines())
                   if line.startswith("{") and '"model_version"' in line)

@@ -59,7 +59,7 @@ def pipeline(tmp_path_factory):
     finally:
         kill_marked(marker)
     return {"result": result, "wall": wall, "model": model, "models": json.loads(listed[-1]), "exit_code": exit_code,
-            "storage": storage_path}
+            "storage": storage_path, "printed": "".join(proc.seen)}
 
 
 def test_run_tunes_trains_registers_serves_and_smoke_tests_digits(pipeline):
@@ -73,6 +73,13 @@ def test_run_tunes_trains_registers_serves_and_smoke_tests_digits(pipeline):
     assert smoke["status"] == 200 and len(smoke["response"]["predictions"]) == 4 and smoke["correct"] >= 3
     assert len(set(smoke["expected_labels"])) == 4  # one input from each of 4 classes
     assert pipeline["exit_code"] == 0  # Ctrl-C stops the endpoint cleanly
+
+
+def test_the_terminal_shows_the_pipeline_not_ray_datas_progress_bars(pipeline):
+    printed = pipeline["printed"]
+    assert "[2/5] final training" in printed and "val_accuracy" in printed and "[5/5] smoke request" in printed
+    for noise in ("Running Dataset", "split(1, equal=True)", "execution finished", "exclude_resources"):
+        assert noise not in printed, f"{noise!r} in the output"
 
 
 def test_the_running_endpoint_returns_the_lineage_the_registry_holds(pipeline):
