@@ -12,6 +12,7 @@ Ray Train's TuneReportCallback.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import time
@@ -271,6 +272,7 @@ def _to_numpy(dataset) -> tuple[np.ndarray, np.ndarray]:
 def single_worker_trial(params: dict, cfg_dict: dict, info: dict, arrays: dict, run_lineage: dict) -> None:
     import ray.tune
 
+    _quiet_trial()
     cfg = trial_config(cfg_dict, params)
     ctx = ray.tune.get_context()
     session = TuneSession(ctx.get_trial_name(), arrays, use_gpu=cfg_dict["tune"]["gpus_per_trial"] > 0)
@@ -287,6 +289,7 @@ def multi_worker_trial(params: dict, cfg_dict: dict, info: dict, run_lineage: di
 
     from orchestrator.train import train_loop_per_worker
 
+    _quiet_trial()
     cfg = trial_config(cfg_dict, params)
     t, tc = cfg.train, cfg_dict["tune"]
     ctx = ray.tune.get_context()
@@ -308,6 +311,12 @@ def multi_worker_trial(params: dict, cfg_dict: dict, info: dict, run_lineage: di
         ),
         datasets=datasets,
     ).fit()
+
+
+def _quiet_trial() -> None:
+    """Ray Tune logs "Checkpoint successfully created at: <path>" at every report of every trial; the
+    epoch lines already say each trial's progress, and trials.csv where its checkpoints are."""
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
 
 
 def _trial_info(cfg: ExperimentConfig, info: dict) -> dict:
