@@ -12,6 +12,7 @@ Ray Train's TuneReportCallback.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import os
@@ -134,15 +135,16 @@ def search(cfg: ExperimentConfig, name: str, splits: data.Splits, resume: bool =
 
 
 def param_space(cfg: ExperimentConfig) -> dict:
-    """Tune domains for cfg.tune.space. Choices of lists/dicts are searched by index (Optuna
-    accepts only plain values) and decoded in the trial."""
+    """Tune domains for cfg.tune.space. Choices of lists/dicts are searched as their JSON text
+    (Optuna accepts only plain values), which Tune's progress tables show as written, and decoded
+    in the trial."""
     from ray import tune
 
     space = {}
     for key, dim in cfg.tune.space.items():
         kind, values = next(iter(dim.items()))
         if kind in ("choice", "grid"):
-            options = values if all(isinstance(v, PRIMITIVE) for v in values) else list(range(len(values)))
+            options = values if all(isinstance(v, PRIMITIVE) for v in values) else [json.dumps(v) for v in values]
             space[key] = tune.choice(options) if kind == "choice" else tune.grid_search(options)
         else:
             low, high = values
@@ -154,12 +156,12 @@ def param_space(cfg: ExperimentConfig) -> dict:
 
 
 def decode(cfg_dict: dict, params: dict) -> dict:
-    """The searched values as they go into the config (indices back to the listed choices)."""
+    """The searched values as they go into the config (JSON text back to the listed choices)."""
     out = {}
     for key, value in params.items():
         kind, values = next(iter(cfg_dict["tune"]["space"][key].items()))
         if kind in ("choice", "grid") and not all(isinstance(v, PRIMITIVE) for v in values):
-            value = values[int(value)]
+            value = json.loads(value)
         out[key] = value
     return out
 

@@ -10,14 +10,14 @@ def cfg_with(space, **tune):
     return config_from_dict({**BASE, "tune": {"space": space, **tune}})
 
 
-def test_domains_and_list_choices_by_index():
+def test_domains_and_list_choices_as_their_json_text():
     cfg = cfg_with({"optim.lr": {"loguniform": [1e-4, 1e-1]}, "model.channels": {"choice": [[8], [8, 16]]},
                     "optim.name": {"choice": ["sgd", "adam"]}, "model.hidden_size": {"randint": [16, 64]}})
     space = param_space(cfg)
-    assert space["model.channels"].categories == [0, 1]  # lists go to the searcher as indices
+    assert space["model.channels"].categories == ["[8]", "[8, 16]"]  # lists go to the searcher (and its tables) as text
     assert space["optim.name"].categories == ["sgd", "adam"]
     assert (space["model.hidden_size"].lower, space["model.hidden_size"].upper) == (16, 65)  # inclusive high
-    params = {"optim.lr": 0.01, "model.channels": 1, "optim.name": "adam", "model.hidden_size": 40}
+    params = {"optim.lr": 0.01, "model.channels": "[8, 16]", "optim.name": "adam", "model.hidden_size": 40}
     assert decode(cfg.to_dict(), params)["model.channels"] == [8, 16]
     trial = trial_config(cfg.to_dict(), params)
     assert trial.model.channels == [8, 16] and trial.optim.lr == 0.01 and trial.tune is None
