@@ -200,6 +200,8 @@ def _tune(args) -> dict:
           f"best {result['best_config']}\n"
           f"best {headline(m)}\n"
           f"checkpoint {result['best_checkpoint']}\ntrials {result['results_path']}  plots {' '.join(result['plots'])}\n"
+          # every trial's curves are under the experiment (Ray's own TensorBoard hint names a staging directory)
+          f"curves: tensorboard --logdir {result['results_path'].rsplit('/', 1)[0]}\n"
           f"next: orchestrator evaluate {result['best_checkpoint']}", flush=True)
     return result
 

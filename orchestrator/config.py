@@ -368,6 +368,21 @@ class ExperimentConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _scheduler_fits_the_trials(self):
+        if self.tune is None:
+            return self
+        s = self.tune.scheduler
+        epochs, source = (s.max_epochs, "tune.scheduler.max_epochs") if s.max_epochs else (self.train.epochs, "train.epochs")
+        if s.name == "asha" and s.grace_period > epochs:
+            raise ValueError(f"tune.scheduler.grace_period ({s.grace_period}) is longer than a trial ({source} "
+                             f"{epochs}): lower the grace period or lengthen the trials")
+        if s.name == "pbt" and s.perturbation_interval >= epochs:
+            raise ValueError(f"tune.scheduler.perturbation_interval ({s.perturbation_interval}) leaves no step before a "
+                             f"trial ends ({source} {epochs}), so PBT would never exploit or explore: lower it or "
+                             "lengthen the trials")
+        return self
+
+    @model_validator(mode="after")
     def _space_fits_the_config(self):
         """Every searched field exists and accepts the values the search can give it."""
         if self.tune is None:

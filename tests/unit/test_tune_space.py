@@ -63,6 +63,17 @@ def test_hyperband_refuses_a_concurrency_cap_that_would_keep_its_brackets_from_f
         cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}}, scheduler={"name": "hyperband"}, max_concurrent_trials=2)
 
 
+@pytest.mark.parametrize("scheduler, message", [
+    ({"grace_period": 8}, r"grace_period \(8\) is longer than a trial \(train.epochs 7\)"),
+    ({"grace_period": 3, "max_epochs": 2}, r"grace_period \(3\) is longer than a trial \(tune.scheduler.max_epochs 2\)"),
+    ({"name": "pbt", "perturbation_interval": 7}, r"perturbation_interval \(7\) leaves no step before a trial ends"),
+])
+def test_a_scheduler_that_cannot_act_within_a_trial_is_refused_before_ray_starts(scheduler, message):
+    with pytest.raises(ConfigError, match=message):  # Ray's own check is an assert, a traceback in the search
+        cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}}, scheduler=scheduler)
+    cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}}, scheduler={**scheduler, "max_epochs": 9})  # long enough trials
+
+
 def test_concurrency_limit_reaches_the_search():
     from orchestrator.tune import _search
 
