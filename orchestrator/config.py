@@ -287,6 +287,9 @@ class TuneConfig(Section):
                 raise ValueError(f"space[{key!r}].randint needs integer bounds")
         if self.search.name == "grid" and any(next(iter(d)) != "grid" for d in self.space.values()):
             raise ValueError("search.name: grid needs every space entry to be {grid: [...]}")
+        if self.search.name == "optuna" and (grids := [k for k, d in self.space.items() if next(iter(d)) == "grid"]):
+            raise ValueError(f"search.name: optuna picks every value itself and takes no grid: make {grids} "
+                             "{choice: [...]}, or use search.name random")
         if self.scheduler.name == "hyperband" and self.max_concurrent_trials:
             raise ValueError("scheduler hyperband waits for every trial of a bracket at each rung, and "
                              "max_concurrent_trials caps how many trials exist, so brackets never fill and no trial "

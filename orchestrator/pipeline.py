@@ -57,7 +57,9 @@ def run(cfg: ExperimentConfig, *, address: str | None = None, host: str = "127.0
     """The whole pipeline on the connected (or an embedded) Ray; the summary. The endpoint keeps
     running when this returns, for as long as Ray does. `args`: what check() returned, if called."""
     from orchestrator.runtime import ray_session
+    from orchestrator.train import check_resources as check_training
     from orchestrator.train import train
+    from orchestrator.tune import check_resources as check_search
     from orchestrator.tune import tune
 
     args = args or check(cfg, host)
@@ -67,6 +69,11 @@ def run(cfg: ExperimentConfig, *, address: str | None = None, host: str = "127.0
     steps = 5 if cfg.tune else 4
     step = iter(range(1, steps + 1))
     with ray_session(address):
+        # every step's resources before the first: not a search whose result could not be trained or served
+        if cfg.tune:
+            check_search(cfg)
+        check_training(cfg)
+        serve.check_resources(args)
         splits = data.load_splits(cfg.data, cfg.seed, cfg.storage.endpoint_url)
         searched, final = None, cfg
         if cfg.tune:

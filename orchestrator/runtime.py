@@ -64,10 +64,34 @@ def ray_session(address: str | None = None):
         with _loopback_node():
             ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", **quiet)
     _quiet_ray_data()
+    global _embedded
+    _embedded = not address
     try:
         yield ray
     finally:
+        _embedded = False
         ray.shutdown()
+
+
+_embedded = False  # this process runs the embedded Ray it started
+
+
+def check_fits(what: str, need: dict[str, float], fix: str) -> None:
+    """Refuse, on the embedded Ray, a request that it can never meet: its resources are this machine's
+    and no autoscaler adds more, so Ray would wait for them forever. A cluster may add nodes for it
+    (its autoscaler), so there the request is left to Ray."""
+    if not _embedded:
+        return
+    import ray
+
+    have = ray.cluster_resources()
+    if any(amount > have.get(kind, 0) + 1e-9 for kind, amount in need.items()):
+        raise ConfigError(f"{what} needs {_amounts(need)}, and the local Ray on this machine has "
+                          f"{_amounts({k: have.get(k, 0) for k in need})}: {fix}, or run on a cluster (--address)")
+
+
+def _amounts(resources: dict[str, float]) -> str:
+    return " and ".join(f"{v:g} {k}{'' if v == 1 else 's'}" for k, v in resources.items())
 
 
 def _join(address: str, quiet: dict) -> None:

@@ -31,6 +31,7 @@ from orchestrator.endpoint import (
 )
 from orchestrator.errors import ConfigError
 from orchestrator.predictor import Predictor
+from orchestrator.runtime import check_fits
 
 APP_NAME = "orchestrator"
 HISTORY = 10  # previous checkpoints kept for rollback
@@ -85,6 +86,12 @@ def check_deployable(args: ServeArgs, host: str) -> tuple[ServeArgs, Predictor]:
     return args, predictor
 
 
+def check_resources(args: ServeArgs) -> None:
+    """A replica that the embedded Ray can never fit is refused before the deploy waits for it."""
+    need = {k: v for k, v in {"CPU": args.num_cpus, "GPU": args.num_gpus}.items() if v}
+    check_fits("each replica of the endpoint", need, "lower its num_cpus or num_gpus")
+
+
 def check_auth(args: ServeArgs, host: str) -> None:
     """An endpoint beyond loopback needs API keys (unless auth is none); auth: required needs keys."""
     if args.auth != "none" and not is_loopback(host) and not read_api_keys(args):
@@ -102,6 +109,7 @@ def deploy(args: ServeArgs, *, name: str = APP_NAME, route_prefix: str = "/", ho
     from ray.serve.schema import ServeDeploySchema
 
     args, predictor = (args, checked) if checked else check_deployable(args, host)
+    check_resources(args)
     serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
     client = _client()
     details = client.get_serve_details()

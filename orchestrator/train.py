@@ -20,9 +20,15 @@ import torch
 
 from orchestrator import data, engine, lineage, loop, storage, tracking
 from orchestrator.checkpoint import is_complete, read_checkpoint
-from orchestrator.config import ExperimentConfig, config_from_dict, save_config
+from orchestrator.config import (
+    ExperimentConfig,
+    TrainConfig,
+    config_from_dict,
+    save_config,
+)
 from orchestrator.errors import ConfigError
 from orchestrator.models import build_model, num_parameters
+from orchestrator.runtime import check_fits
 
 SHARD_READ_BATCH = 4096
 
@@ -65,6 +71,7 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
     run_uri = storage.join(st.path, name)
     _check_resumable(cfg, run_uri)
     with ray_session(address):
+        check_resources(cfg)
         splits = splits or data.load_splits(cfg.data, cfg.seed, st.endpoint_url)
         model_info = _model_info(cfg, splits)  # also proves the model fits the data, before any worker starts
         storage.write_bytes(storage.join(run_uri, "config.yaml"), save_config(cfg).encode(), st.endpoint_url, st.region)
@@ -123,6 +130,20 @@ def _check_resumable(cfg: ExperimentConfig, run_uri: str) -> None:
             )
 
 
+def worker_resources(t: TrainConfig) -> dict[str, float]:
+    """What each Ray Train worker reserves."""
+    return {"CPU": t.cpus_per_worker, **t.resources_per_worker, **({"GPU": t.gpus_per_worker or 1} if t.use_gpu else {})}
+
+
+def check_resources(cfg: ExperimentConfig) -> None:
+    """Training that the embedded Ray can never fit is refused before it waits forever."""
+    t = cfg.train
+    need = {k: v * t.num_workers for k, v in worker_resources(t).items() if v}
+    check_fits(f"training on train.num_workers {t.num_workers}", need,
+               "lower train.num_workers, train.cpus_per_worker or what each worker asks for (train.use_gpu, "
+               "train.gpus_per_worker, train.resources_per_worker)")
+
+
 def _trainer(cfg: ExperimentConfig, name: str, splits: data.Splits, model_info: dict, invocation: str,
              run_lineage: dict):
     from ray.train import (
@@ -135,9 +156,7 @@ def _trainer(cfg: ExperimentConfig, name: str, splits: data.Splits, model_info: 
     from ray.train.torch import TorchTrainer
 
     t = cfg.train
-    resources = {"CPU": t.cpus_per_worker, **t.resources_per_worker}
-    if t.use_gpu:
-        resources["GPU"] = t.gpus_per_worker or 1
+    resources = worker_resources(t)
     fs, root = storage.filesystem(cfg.storage.path, cfg.storage.endpoint_url, cfg.storage.region)
     return TorchTrainer(
         train_loop_per_worker,

@@ -28,6 +28,7 @@ from orchestrator.checkpoint import read_checkpoint
 from orchestrator.config import ExperimentConfig, config_from_dict, with_value
 from orchestrator.errors import ConfigError
 from orchestrator.models import build_model, num_parameters
+from orchestrator.runtime import check_fits
 
 PRIMITIVE = (str, int, float, bool, type(None))
 
@@ -77,6 +78,7 @@ def tune(cfg: ExperimentConfig, address: str | None = None, resume: bool = False
     name = _experiment_name(cfg, resume)
     experiment_uri = storage.join(st.path, name)
     with ray_session(address):
+        check_resources(cfg)
         splits = splits or data.load_splits(cfg.data, cfg.seed, st.endpoint_url)
         searching = time.time()
         grid = search(cfg, name, splits, resume)
@@ -129,6 +131,14 @@ def search(cfg: ExperimentConfig, name: str, splits: data.Splits, resume: bool =
     run_lineage = lineage.collect(cfg, splits.fingerprint, search=name)
     with restore_sigint():
         return _tuner(cfg, name, splits, splits.info(), run_lineage, resume).fit()
+
+
+def check_resources(cfg: ExperimentConfig) -> None:
+    """A trial that the embedded Ray can never fit is refused before the search waits forever."""
+    t, workers = cfg.tune, cfg.train.num_workers
+    need = {k: v * workers for k, v in {"CPU": t.cpus_per_trial, "GPU": t.gpus_per_trial}.items() if v}
+    check_fits(f"each trial ({workers} worker(s))", need,
+               "lower tune.cpus_per_trial or tune.gpus_per_trial" + (" or train.num_workers" if workers > 1 else ""))
 
 
 # ---- the search space -------------------------------------------------------------------

@@ -36,6 +36,25 @@ def test_resuming_with_another_model_is_refused(ray_cluster, tmp_path):
         train(load_config(MLP, [f"storage.path={tmp_path}", "train.run_name=r"]))
 
 
+def test_what_the_local_ray_can_never_fit_is_refused_rather_than_waited_for(ray_cluster, tmp_path):
+    from orchestrator import serve, tune
+    from orchestrator.config import ServeArgs
+    from orchestrator.train import check_resources
+
+    cpus = ray_cluster.cluster_resources()["CPU"]
+    tuned = ROOT / "jobs" / "digits-tune.yaml"
+    with pytest.raises(ConfigError, match=f"train.num_workers {int(cpus) + 1} needs {cpus + 1:g} CPUs, and the "
+                                          f"local Ray on this machine has {cpus:g} CPUs: lower train.num_workers"):
+        train(load_config(MLP, [f"storage.path={tmp_path}", f"train.num_workers={int(cpus) + 1}"]))
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+    with pytest.raises(ConfigError, match="0 GPUs: lower tune.cpus_per_trial or tune.gpus_per_trial"):
+        tune.check_resources(load_config(tuned, ["tune.gpus_per_trial=1"]))
+    with pytest.raises(ConfigError, match="each replica of the endpoint needs 1 CPU and 0.5 GPUs"):
+        serve.check_resources(ServeArgs(checkpoint="-", num_gpus=0.5))
+    check_resources(load_config(MLP, [f"train.num_workers={int(cpus)}"]))  # what fits passes
+    tune.check_resources(load_config(tuned, [f"tune.cpus_per_trial={cpus:g}"]))
+
+
 def test_s3_storage_writes_checkpoints_and_reads_them_back(ray_cluster, s3_bucket):
     cfg = load_config(MLP, [f"storage.path=s3://{s3_bucket}/runs", "train.run_name=s3run", "train.epochs=2"])
     result = train(cfg)

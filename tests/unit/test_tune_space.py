@@ -53,6 +53,11 @@ def test_grid_search_needs_grid_dimensions():
         cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}}, search={"name": "grid"})
 
 
+def test_optuna_refuses_grid_dimensions_before_ray_starts():
+    with pytest.raises(ConfigError, match=r"optuna picks every value itself and takes no grid: make \['optim.name'\]"):
+        cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}, "optim.name": {"grid": ["sgd", "adam"]}}, search={"name": "optuna"})
+
+
 def test_pbt_refuses_fields_it_cannot_change_mid_trial_before_ray_starts():
     with pytest.raises(ConfigError, match=r"pbt changes values mid-trial: search only optim\.\* fields, not \['model.dropout'\]"):
         cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}, "model.dropout": {"uniform": [0, 0.5]}}, scheduler={"name": "pbt"})
