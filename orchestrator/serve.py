@@ -219,7 +219,9 @@ def _json_options(args: ServeArgs) -> dict:
 
 
 def _url_host(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host  # an IPv6 address goes in brackets in a URL
 
 
 def _wait_serving(client, name: str, url: str, version: str, timeout_s: float) -> None:

@@ -204,6 +204,13 @@ def test_binding_beyond_loopback_without_keys_is_refused(tmp_path, monkeypatch):
     assert resolved.checkpoint == str((tmp_path / "ckpt").resolve())  # replicas do not share our cwd
 
 
+def test_the_printed_url_is_one_a_client_can_open():
+    from orchestrator.serve import _url_host
+
+    assert [_url_host(h) for h in ("127.0.0.1", "0.0.0.0", "::", "::1", "fd00::5", "10.0.0.5")] == [
+        "127.0.0.1", "127.0.0.1", "127.0.0.1", "[::1]", "[fd00::5]", "10.0.0.5"]  # IPv6 in brackets
+
+
 LM_CFG = config_from_dict({"name": "lm", "data": {"name": "text", "block_size": 16},
                            "model": {"name": "gpt", "n_layer": 1, "n_head": 2, "d_model": 16}})
 LM_INFO = {"input_shape": [16], "label_names": [str(b) for b in range(256)], "normalization": {},
