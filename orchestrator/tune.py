@@ -137,7 +137,7 @@ def check_resources(cfg: ExperimentConfig) -> None:
     """A trial that the embedded Ray can never fit is refused before the search waits forever."""
     t, workers = cfg.tune, cfg.train.num_workers
     need = {k: v * workers for k, v in {"CPU": t.cpus_per_trial, "GPU": t.gpus_per_trial}.items() if v}
-    check_fits(f"each trial ({workers} worker(s))", need,
+    check_fits("each trial" + (f" of train.num_workers {workers}" if workers > 1 else ""), need,
                "lower tune.cpus_per_trial or tune.gpus_per_trial" + (" or train.num_workers" if workers > 1 else ""))
 
 
