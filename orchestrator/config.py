@@ -370,12 +370,17 @@ class ExperimentConfig(Section):
             raise ValueError(str(e)) from None
         return self
 
+    @property
+    def trial_epochs(self) -> int:
+        """Epochs of a full search trial: tune.scheduler.max_epochs, else train.epochs."""
+        return (self.tune and self.tune.scheduler.max_epochs) or self.train.epochs
+
     @model_validator(mode="after")
     def _scheduler_fits_the_trials(self):
         if self.tune is None:
             return self
-        s = self.tune.scheduler
-        epochs, source = (s.max_epochs, "tune.scheduler.max_epochs") if s.max_epochs else (self.train.epochs, "train.epochs")
+        s, epochs = self.tune.scheduler, self.trial_epochs
+        source = "tune.scheduler.max_epochs" if s.max_epochs else "train.epochs"
         if s.name == "asha" and s.grace_period > epochs:
             raise ValueError(f"tune.scheduler.grace_period ({s.grace_period}) is longer than a trial ({source} "
                              f"{epochs}): lower the grace period or lengthen the trials")

@@ -189,13 +189,12 @@ def _scheduler(cfg: ExperimentConfig):
     from ray.tune import schedulers
 
     s = cfg.tune.scheduler
-    max_t = s.max_epochs or cfg.train.epochs
     common = dict(time_attr="epoch")  # metric and mode come from the TuneConfig
     if s.name == "asha":
-        return schedulers.ASHAScheduler(max_t=max_t, grace_period=s.grace_period, reduction_factor=s.reduction_factor,
-                                        **common)
+        return schedulers.ASHAScheduler(max_t=cfg.trial_epochs, grace_period=s.grace_period,
+                                        reduction_factor=s.reduction_factor, **common)
     if s.name == "hyperband":
-        return schedulers.HyperBandScheduler(max_t=max_t, reduction_factor=s.reduction_factor, **common)
+        return schedulers.HyperBandScheduler(max_t=cfg.trial_epochs, reduction_factor=s.reduction_factor, **common)
     if s.name == "pbt":
         from ray.tune.search.sample import Categorical
 
@@ -450,7 +449,7 @@ def _trial_table(cfg: ExperimentConfig, grid) -> tuple[list[dict], dict[str, lis
     early by the scheduler), error, or out_of_time: under a time budget, it ended short of max_epochs
     at an epoch where the scheduler stops no trial, so the budget stopped it."""
     t = cfg.tune
-    max_epochs = t.scheduler.max_epochs or cfg.train.epochs
+    max_epochs = cfg.trial_epochs
     stops = _stopping_epochs(t.scheduler, max_epochs)
     rows, curves = [], {}
     for result in grid:
