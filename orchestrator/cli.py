@@ -353,12 +353,13 @@ def _serve(args) -> dict:
 
 
 def _serve_op(args) -> dict:
-    from orchestrator import serve
     from orchestrator.runtime import ray_session
 
     if not args.address:
         raise ConfigError(f"serve {args.target} needs --address of the Ray cluster the app runs on (e.g. auto)")
     with ray_session(args.address):
+        from orchestrator import serve  # Ray Serve and torch: seconds to import, so not before the cluster answers
+
         if args.target == "status":
             result = serve.status()
         elif args.target == "shutdown":
