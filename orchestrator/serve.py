@@ -243,5 +243,5 @@ def _wait_serving(client, name: str, url: str, version: str, timeout_s: float) -
         seen = seen + 1 if ready.get("version") == version and app.get("status") == "RUNNING" else 0
         if seen >= 3:
             return
-        time.sleep(0.5)
+        time.sleep(0.2)
     raise RuntimeError(f"{name} did not serve version {version} within {timeout_s:.0f}s; see `orchestrator serve status`")
