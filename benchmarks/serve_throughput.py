@@ -175,6 +175,7 @@ def main() -> None:
     parser.add_argument("--hidden-size", type=int, default=256, help="the LSTM's hidden size (2 layers)")
     parser.add_argument("--d-model", type=int, default=128, help="the Transformer's width")
     parser.add_argument("--num-layers", type=int, default=4, help="the Transformer's encoder layers")
+    parser.add_argument("--batch-wait-ms", type=float, default=2, help="@serve.batch's wait for a batch to fill")
     parser.add_argument("--ray-throughput-mode", action="store_true",
                         help="Serve's HAProxy ingress and throughput-optimized settings")
     parser.add_argument("--uvicorn-server", nargs=2, metavar=("CHECKPOINT", "PORT"), help=argparse.SUPPRESS)
@@ -230,7 +231,7 @@ def main() -> None:
             unbatched_64 = measure(unbatched, one, 64, args)
             print("serve, unbatched, 1 input x 64 clients:", unbatched_64, flush=True)
 
-            batched = deploy(max_batch_size=32, batch_wait_timeout_s=0.002)
+            batched = deploy(max_batch_size=32, batch_wait_timeout_s=args.batch_wait_ms / 1000)
             latency = {c: measure(batched, one, c, args) for c in (1, 8, 64)}
             print("serve, batched:", latency, flush=True)
 
