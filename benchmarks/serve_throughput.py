@@ -180,6 +180,8 @@ def main() -> None:
                         help="Serve's HAProxy ingress and throughput-optimized settings")
     parser.add_argument("--uvicorn-server", nargs=2, metavar=("CHECKPOINT", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.batch_wait_ms < 0:  # before minutes of measurement, not after
+        parser.error(f"--batch-wait-ms must be at least 0, got {args.batch_wait_ms:g}")
     if args.uvicorn_server:
         return uvicorn_server(args.uvicorn_server[0], int(args.uvicorn_server[1]))
 
