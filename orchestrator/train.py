@@ -148,6 +148,7 @@ def _trainer(cfg: ExperimentConfig, name: str, splits: data.Splits, model_info: 
              run_lineage: dict):
     from ray.train import (
         CheckpointConfig,
+        DataConfig,
         FailureConfig,
         LoggingConfig,
         RunConfig,
@@ -176,6 +177,8 @@ def _trainer(cfg: ExperimentConfig, name: str, splits: data.Splits, model_info: 
             logging_config=LoggingConfig(log_level="WARNING"),  # the epoch lines are the progress
         ),
         datasets={"train": splits.train, "val": splits.val},
+        # One worker reads the whole dataset: no SplitCoordinator actors to start (measured: 5 s less per fit)
+        dataset_config=DataConfig(datasets_to_split="all" if t.num_workers > 1 else []),
     )
 
 
