@@ -29,6 +29,7 @@ from pathlib import Path
 
 from orchestrator.config import REGISTRY_DEFAULT
 from orchestrator.errors import ConfigError, UserError
+from orchestrator.runtime import ray_environment
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides"):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides += extra
+    ray_environment()  # before any command imports Ray
     try:
         result = args.func(args)
     except UserError as e:

@@ -27,6 +27,19 @@ def quiet_env(environ) -> dict[str, str]:
     return {"RAY_DATA_LOG_LEVEL": environ.get("RAY_DATA_LOG_LEVEL", "WARNING"), "PYTHONWARNINGS": warnings}
 
 
+def ray_environment() -> None:
+    """Ray's settings for this process and the Ray it starts (its processes inherit them). Ray reads
+    some when it is first imported, so the CLI sets them before anything imports Ray; what the
+    environment already sets is kept."""
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # dedup ignores numbers: it would merge the epoch lines of trials
+    # Ray Train's controller collects each worker's report when it polls (every 2 s by default), and a
+    # worker's next report waits for that: epochs shorter than the interval were paced at 2 s each.
+    # Ray Train passes the variable from the driver to the controller, on a cluster too.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+    os.environ.update(quiet_env(os.environ))
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None = None):
     """Use the Ray already initialized in this process, join `address`, or start a local Ray.
@@ -35,14 +48,7 @@ def ray_session(address: str | None = None):
     cluster with token auth needs RAY_AUTH_MODE=token and the token (RAY_AUTH_TOKEN,
     RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token).
     """
-    # read when ray is imported, so set first
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # dedup ignores numbers: it would merge the epoch lines of trials
-    # Ray Train's controller collects each worker's report when it polls (every 2 s by default), and a
-    # worker's next report waits for that: epochs shorter than the interval were paced at 2 s each.
-    # Ray Train passes the variable from the driver to the controller, on a cluster too.
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
-    os.environ.update(quiet_env(os.environ))  # the embedded Ray's processes inherit them
+    ray_environment()
     import ray
 
     if ray.is_initialized():

@@ -24,7 +24,9 @@ pytestmark = pytest.mark.e2e
 
 
 def cli(*args, marker: str, timeout=420):
-    env = {**os.environ, "ORCHESTRATOR_TEST_MARKER": marker, "PYTHONUNBUFFERED": "1"}
+    # a user's shell has no RAY_DEDUP_LOGS (the session's Ray fixture sets it)
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_DEDUP_LOGS"}, "ORCHESTRATOR_TEST_MARKER": marker,
+           "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
 
@@ -81,6 +83,11 @@ def test_the_terminal_shows_the_pipeline_not_rays_chatter(pipeline):
     for noise in ("Running Dataset", "split(1, equal=True)", "execution finished", "exclude_resources",
                   "Checkpoint successfully created"):
         assert noise not in printed, f"{noise!r} in the output"
+    # every epoch's progress line, none merged by Ray's log deduplication ("[repeated 7x across cluster]")
+    epochs = yaml.safe_load((ROOT / "jobs" / "digits.yaml").read_text())["train"]["epochs"]
+    final = printed.split("[2/5] final training")[1]
+    assert [int(n) for n in re.findall(rf"epoch +(\d+)/{epochs} ", final)] == list(range(1, epochs + 1))
+    assert "repeated" not in printed
 
 
 def test_the_running_endpoint_returns_the_lineage_the_registry_holds(pipeline):
