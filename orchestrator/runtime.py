@@ -66,6 +66,9 @@ def ray_session(address: str | None = None):
             raise ConfigError(f"--address {address}: {reason}. Is the cluster up, and is this its address "
                               "(auto: the Ray running on this machine)?") from None
     else:
+        # One machine is never preempted: Ray Train's PreemptionWatcher would be one more actor per
+        # fit, watching nothing, and print an error line about its own constructor in every run.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
         # address="local": always a new cluster, never one that happens to run on this machine
         with _loopback_node():
             ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", **quiet)
