@@ -294,7 +294,7 @@ def single_worker_trial(params: dict, cfg_dict: dict, info: dict, arrays: dict, 
 def multi_worker_trial(params: dict, cfg_dict: dict, info: dict, run_lineage: dict, datasets: dict,
                        num_train_rows: int) -> None:
     import ray.tune
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -318,6 +318,7 @@ def multi_worker_trial(params: dict, cfg_dict: dict, info: dict, run_lineage: di
             checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=tc["metric"],
                                                checkpoint_score_order=tc["mode"]),
             failure_config=FailureConfig(max_failures=t.max_failures),
+            logging_config=LoggingConfig(log_level="WARNING"),  # as in train: the epoch lines are the progress
             callbacks=[TuneReportCallback()],
         ),
         datasets=datasets,
