@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -476,9 +477,21 @@ class ServeArgs(Section):
     )
     api_keys_file: str | None = Field(None, description="File on the Ray nodes with one API key per line.")
     health_check_period_s: float = Field(10, gt=0, description="How often Serve runs the replica health check.")
+    cors_origins: list[str] = Field(
+        [], description='Web origins whose pages may call the endpoint from a browser (CORS), e.g. '
+        '["https://app.example.com"]; "*" lets any. Empty: browsers refuse calls from other origins. API keys still apply.'
+    )
     previous_checkpoints: list[str] = Field(
         [], description="Checkpoints served before, newest first: what `orchestrator serve rollback` returns to."
     )
+
+    @model_validator(mode="after")
+    def _check_origins(self):
+        for origin in self.cors_origins:  # a browser sends its page's origin exactly so: no path, no slash
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"cors_origins: {origin!r} is not an origin; give scheme://host[:port] with no path "
+                                 '(e.g. https://app.example.com), or "*" for any')
+        return self
 
 
 # ---- loading ----------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 
 from orchestrator import predictor as predictors
 from orchestrator.config import ServeArgs
@@ -38,6 +39,31 @@ api = FastAPI(
     description="Predictions from an orchestrator checkpoint. Send `Authorization: Bearer <API key>`.",
     version="1",
 )
+
+
+class Cors:
+    """Calls from the web pages of ServeArgs.cors_origins: Starlette's CORSMiddleware for the origins
+    the replica runs with, or none. Preflights (OPTIONS) are answered here, before auth, as browsers
+    send them without the API key. A middleware is built once, but the origins arrive with each
+    reconfigure: they are class state (a process holds one replica), and a change rebuilds it."""
+
+    origins: tuple[str, ...] = ()
+
+    def __init__(self, app):
+        self.app = app
+        self.built = ((), app)  # (origins, the ASGI app that serves them)
+
+    async def __call__(self, scope, receive, send):
+        if self.built[0] != Cors.origins:
+            origins = Cors.origins
+            self.built = (origins, CORSMiddleware(
+                self.app, allow_origins=list(origins), allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "Content-Encoding"], max_age=600,
+            ) if origins else self.app)
+        await self.built[1](scope, receive, send)
+
+
+api.add_middleware(Cors)
 
 
 # ---- auth ---------------------------------------------------------------------------------
@@ -161,6 +187,7 @@ class Endpoint:
             batched.set_max_batch_size(args.max_batch_size)
             batched.set_batch_wait_timeout_s(args.batch_wait_timeout_s)
         self.keys = ApiKeys(args)
+        Cors.origins = tuple(args.cors_origins)
         self.args, self.predictor = args, predictor
 
     def check_health(self) -> None:

@@ -152,8 +152,9 @@ def test_predictions_equal_offline_prediction_and_evaluate(checkpoints, serve_ht
     url = deploy("main", served, serve_http)["url"]
     labels, probs = [], []
     for chunk in np.array_split(x, 4):
-        status, _, body = predict(url, chunk.tolist())
+        status, headers, body = predict(url, chunk.tolist(), {**JSON, "Origin": "https://app.example.com"})
         assert status == 200, body
+        assert "access-control-allow-origin" not in headers  # no cors_origins: no web page may read it
         labels += [p["class_index"] for p in body["predictions"]]
         probs += [p["probabilities"] for p in body["predictions"]]
     offline = Predictor.load(served)
@@ -250,7 +251,9 @@ def test_the_predict_command_sends_a_file_in_requests_the_endpoint_takes(checkpo
 def test_api_keys_401_403_never_logged_and_probes_stay_open(checkpoints, serve_http, tmp_path, ray_cluster):
     keys = tmp_path / "keys"
     keys.write_text("# one per line\nfirst-key-0123456789\nsecond-key-abcdef\n")
-    url = deploy("locked", checkpoints[0][-1], serve_http, auth="required", api_keys_file=str(keys))["url"]
+    app = "https://app.example.com"
+    url = deploy("locked", checkpoints[0][-1], serve_http, auth="required", api_keys_file=str(keys),
+                 cors_origins=[app])["url"]
     x = zeros(1)
     status, headers, body = predict(url, x)
     assert status == 401 and headers["www-authenticate"] == "Bearer" and body["error"]["code"] == "missing_api_key"
@@ -266,6 +269,23 @@ def test_api_keys_401_403_never_logged_and_probes_stay_open(checkpoints, serve_h
         k in f.read_bytes() for k in (b"first-key-0123456789", b"second-key-abcdef"))]
     print(f"api keys: searched {sum(1 for f in logs.rglob('*') if f.is_file())} Ray log files, keys in {leaked}")
     assert leaked == []  # neither the keys nor the requests that carried them are logged
+
+    # a web page of an allowed origin: its preflight, sent without the key, passes; its call needs the key
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}
+    status, headers, _ = http("OPTIONS", f"{url}/v1/predict", headers={"Origin": app, **preflight})
+    assert status == 200 and headers["access-control-allow-origin"] == app
+    assert "authorization" in headers["access-control-allow-headers"].lower()
+    status, headers, _ = predict(url, x, {**JSON, "Origin": app, "Authorization": "Bearer first-key-0123456789"})
+    assert status == 200 and headers["access-control-allow-origin"] == app
+    status, headers, _ = predict(url, x, {**JSON, "Origin": app})
+    assert status == 401 and headers["access-control-allow-origin"] == app  # the page can read why
+    other = {"Origin": "https://elsewhere.example", **preflight}
+    assert http("OPTIONS", f"{url}/v1/predict", headers=other)[0] == 400
+    # a new origin list applies in place, as every setting does
+    deploy("locked", checkpoints[0][-1], serve_http, auth="required", api_keys_file=str(keys),
+           cors_origins=["https://elsewhere.example"])
+    assert http("OPTIONS", f"{url}/v1/predict", headers=other)[0] == 200
+    assert http("OPTIONS", f"{url}/v1/predict", headers={"Origin": app, **preflight})[0] == 400
 
     (tmp_path / "empty").write_text("# no keys yet\n")
     with pytest.raises(ConfigError, match="no API keys"):

@@ -55,6 +55,8 @@ CASES = {
     "serve a missing checkpoint": (lambda t: ["serve", str(t / "nope")], "no manifest.json"),
     "serve setting typo": (lambda t: ["serve", str(t), "max_batch=4"], "did you mean 'max_batch_size'"),
     "serve bad setting": (lambda t: ["serve", str(t), "autoscaling.min_replicas=-1"], "autoscaling.min_replicas"),
+    "serve a URL for an origin": (lambda t: ["serve", str(t), "cors_origins=[https://app.example.com/login]"],
+                                  "cors_origins: 'https://app.example.com/login' is not an origin"),
     "serve status without a cluster": (lambda t: ["serve", "status"], "needs --address"),
     "an address where no Ray listens": (lambda t: ["serve", "status", "--address", f"127.0.0.1:{closed_port()}"],
                                         "nothing answers at 127.0.0.1:"),  # in seconds; Ray would retry for minutes
