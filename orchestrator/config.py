@@ -212,6 +212,10 @@ class TrainConfig(Section):
         "val_accuracy", description="Metric that ranks checkpoints (and picks the one evaluated on test)."
     )
     checkpoint_mode: Literal["max", "min"] = Field("max", description="Whether a larger metric is better.")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop once checkpoint_metric has not improved for this many epochs in a row (the best "
+        "checkpoint is the result, as always); none: run every epoch."
+    )
     max_failures: int = Field(1, ge=-1, description="Worker-group restarts from the last checkpoint (-1: no limit).")
     run_name: str | None = Field(
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name; the same name resumes the run."

@@ -52,7 +52,8 @@ class Session(Protocol):
 
 def run(cfg: ExperimentConfig, info: dict, session: Session, invocation: str, run_lineage: dict | None = None,
         trial_id: str | None = None) -> None:
-    """Train cfg.train.epochs epochs, resuming after the latest checkpoint if there is one.
+    """Train cfg.train.epochs epochs (fewer if early_stopping_patience says so), resuming after the
+    latest checkpoint if there is one.
     `run_lineage` (lineage.collect) is stamped into every checkpoint."""
     t = cfg.train
     torch.set_num_threads(max(1, int(t.cpus_per_worker)))
@@ -91,6 +92,10 @@ def run(cfg: ExperimentConfig, info: dict, session: Session, invocation: str, ru
     std = torch.tensor(norm["std"])
 
     for epoch in range(start_epoch, t.epochs):
+        if (why := stalled(history, t.checkpoint_metric, t.checkpoint_mode, t.early_stopping_patience)) is not None:
+            if session.rank == 0:  # every rank has the same history: all stop together
+                say(f"{session.name}: {why}")
+            break
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch * 1_009 + session.rank)
         augmented = aug is not None and aug.enabled
         transform = (lambda x: data.augment(x, aug.max_shift_px, aug.noise_std, std, gen)) if augmented else None
@@ -128,6 +133,20 @@ def run(cfg: ExperimentConfig, info: dict, session: Session, invocation: str, ru
                                  metrics=metrics, optimizer=optimizer, train_state=train_state, lineage=stamp,
                                  shards=shards)
             session.report(metrics, tmp, f"epoch-{epoch + 1:04d}")
+
+
+def stalled(history: list[dict], metric: str, mode: str, patience: int | None) -> str | None:
+    """Why to stop early, or None: the best `metric` so far is `patience` or more epochs old (a tie
+    with it is no improvement)."""
+    if patience is None or not history:
+        return None
+    values = [h[metric] for h in history]
+    best = values.index(max(values) if mode == "max" else min(values))
+    since = len(values) - 1 - best
+    if since < patience:
+        return None
+    return (f"stopping early: {metric} has not improved for {since} epochs "
+            f"(best {values[best]:.4f} at epoch {history[best]['epoch']})")
 
 
 def _write_shards(directory: str, session: Session, device, model, optimizer) -> dict[str, dict]:

@@ -42,7 +42,7 @@ class TuneResult:
     best_checkpoint: str  # exported copy, in the project's checkpoint format
     best_trial: str
     num_trials: int
-    num_stopped_early: int  # by the scheduler
+    num_stopped_early: int  # by the scheduler (or train.early_stopping_patience)
     num_failed: int  # trials that ended in an error (their error files are named in Tune's table above)
     time_budget_reached: bool  # tune.time_budget_s ended the search: trials left unstarted, or cut short
     num_out_of_time: int  # trials still running when the time budget ended them

@@ -1,0 +1,62 @@
+"""The training loop without Ray: early stopping, through a Session that records what it is handed."""
+
+import contextlib
+
+import numpy as np
+import pytest
+
+from orchestrator import data
+from orchestrator.config import config_from_dict
+from orchestrator.loop import run, stalled
+from orchestrator.tune import TuneSession
+
+
+def epochs(*values, metric="val_accuracy"):
+    return [{"epoch": i + 1, metric: v} for i, v in enumerate(values)]
+
+
+@pytest.mark.parametrize("history, mode, patience, stops", [
+    (epochs(0.5, 0.6, 0.6, 0.6), "max", 2, True),  # a tie is no improvement
+    (epochs(0.5, 0.6, 0.6, 0.7), "max", 2, False),
+    (epochs(0.5, 0.6, 0.59), "max", 2, False),  # only one epoch since the best
+    (epochs(0.9, 0.8, 0.7), "min", 2, False),  # a loss still falling
+    (epochs(0.7, 0.8, 0.9), "min", 2, True),
+    (epochs(0.5, 0.4, 0.3, 0.2), "max", None, False),  # patience unset: every epoch runs
+    ([], "max", 1, False),
+])
+def test_stalled_counts_epochs_since_the_best(history, mode, patience, stops):
+    assert (stalled(history, "val_accuracy", mode, patience) is not None) == stops
+
+
+class Recording(TuneSession):
+    """TuneSession with no Tune around it: nothing to resume, reports kept here."""
+
+    def __init__(self, arrays):
+        super().__init__("unit", arrays, use_gpu=False)
+        self.reports = []
+
+    def resume_dir(self):
+        return contextlib.nullcontext()
+
+    def report(self, metrics, checkpoint_dir, dir_name):
+        self.reports.append(metrics)
+
+
+@pytest.mark.parametrize("lr, patience, ran", [(1e-12, 2, 3), (1e-12, None, 6)])
+def test_a_run_whose_metric_stops_improving_ends_after_patience_epochs(lr, patience, ran, capsys):
+    cfg = config_from_dict({
+        "name": "stall", "data": {"name": "synthetic", "num_samples": 300, "feature_shape": [4], "num_classes": 3},
+        "model": {"name": "mlp", "hidden_sizes": [8]},
+        "optim": {"name": "sgd", "lr": lr, "schedule": "constant"},  # too small a step to change any prediction
+        "train": {"epochs": 6, "batch_size_per_worker": 32, "early_stopping_patience": patience},
+    })
+    arrays = data.load_arrays(cfg.data, cfg.seed)
+    x, y = arrays.x.astype(np.float32), arrays.y
+    mean, std = data.channel_stats(x)
+    info = {"input_shape": [4], "input_dtype": "float32", "label_names": arrays.label_names, "feature_columns": None,
+            "normalization": {"mean": mean.tolist(), "std": std.tolist()}, "data_fingerprint": "unit"}
+    session = Recording({"train": (x[:200], y[:200]), "val": (x[200:], y[200:])})
+    run(cfg, info, session, invocation="unit")
+    assert [m["epoch"] for m in session.reports] == list(range(1, ran + 1))
+    if patience:
+        assert "unit: stopping early: val_accuracy has not improved for 2 epochs (best" in capsys.readouterr().out
