@@ -85,6 +85,11 @@ def ray_session(address: str | None = None):
 _embedded = False  # this process runs the embedded Ray it started
 
 
+def embedded() -> bool:
+    """Whether this process runs on the embedded Ray it started: one machine, no autoscaler."""
+    return _embedded
+
+
 def check_fits(what: str, need: dict[str, float], fix: str) -> None:
     """Refuse, on the embedded Ray, a request that it can never meet: its resources are this machine's
     and no autoscaler adds more, so Ray would wait for them forever. A cluster may add nodes for it
