@@ -259,9 +259,9 @@ def test_rays_own_serve_run_brings_up_deploy_serve_yaml(pipeline, tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:  # Ray's CLI sleeps in 10 s steps, so a SIGINT that lands on another of
             # its threads waits up to 10 s, then serve.shutdown(): how fast it stops is not what this test checks
-            print("serve run had not exited 30 s after Ctrl-C; ended by its marker")
+            print("serve run had not exited 10 s after Ctrl-C; ended by its marker")
         finally:
             kill_marked(marker)
