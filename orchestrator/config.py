@@ -463,7 +463,8 @@ class ServeArgs(Section):
     max_new_tokens: int = Field(512, ge=1, description="Most bytes one /v1/generate request may ask for (language models).")
     max_batch_size: int = Field(32, ge=1, description="Requests merged into one forward pass; 1 turns batching off.")
     batch_wait_timeout_s: float = Field(0.005, ge=0, description="How long a batch waits to fill, seconds.")
-    max_ongoing_requests: int = Field(64, ge=1, description="Requests a replica works on at once.")
+    max_ongoing_requests: int = Field(64, ge=1, description="Requests a replica works on at once; at least "
+                                      "2 x max_batch_size, as a replica runs two batches at a time.")
     max_queued_requests: int = Field(
         256, ge=1, description="Requests waiting for a replica; beyond it -> 503 with Retry-After."
     )
