@@ -482,6 +482,14 @@ class ServeArgs(Section):
     )
     api_keys_file: str | None = Field(None, description="File on the Ray nodes with one API key per line.")
     health_check_period_s: float = Field(10, gt=0, description="How often Serve runs the replica health check.")
+    graceful_shutdown_timeout_s: float = Field(
+        20, gt=0, description="How long a stopping replica (rolling update, downscale) lets its requests finish "
+        "before it is killed, seconds: above your slowest request (long /v1/generate calls)."
+    )
+    graceful_shutdown_wait_loop_s: float = Field(
+        2, gt=0, description="How often a stopping replica checks for requests still running, seconds; also the "
+        "least time it stays up after it leaves the routing table."
+    )
     cors_origins: list[str] = Field(
         [], description='Web origins whose pages may call the endpoint from a browser (CORS), e.g. '
         '["https://app.example.com"]; "*" lets any. Empty: browsers refuse calls from other origins. API keys still apply.'

@@ -69,6 +69,8 @@ def deployment_options(args: ServeArgs) -> dict:
         "backpressure_config": BackpressureConfig(status_code=503, retry_after_s=args.retry_after_s),
         "ray_actor_options": {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
         "health_check_period_s": args.health_check_period_s,
+        "graceful_shutdown_timeout_s": args.graceful_shutdown_timeout_s,
+        "graceful_shutdown_wait_loop_s": args.graceful_shutdown_wait_loop_s,
     }
 
 

@@ -26,7 +26,8 @@ from tests.conftest import ROOT, free_port, http
 pytestmark = pytest.mark.ray
 JSON = {"Content-Type": "application/json"}
 GZIP = {**JSON, "Content-Encoding": "gzip"}
-SMALL = {"num_cpus": 0.25, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}  # 2 CPUs hold every app
+SMALL = {"num_cpus": 0.25, "autoscaling": {"min_replicas": 1, "max_replicas": 1},  # 2 CPUs hold every app
+         "graceful_shutdown_wait_loop_s": 0.25}  # a stopping replica checks for requests every 0.25 s, not 2
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +133,13 @@ def running_replicas(name) -> list[dict]:
     app = _get_global_client().get_serve_details()["applications"][name]
     return sorted((r for d in app["deployments"].values() for r in d["replicas"] if r["state"] == "RUNNING"),
                   key=lambda r: r["replica_id"])
+
+
+def deployment_config(name) -> dict:
+    from ray.serve.context import _get_global_client
+
+    (deployment,) = _get_global_client().get_serve_details()["applications"][name]["deployments"].values()
+    return deployment["deployment_config"]
 
 
 def replicas(name) -> list[tuple[str, int]]:
@@ -374,8 +382,15 @@ def test_rolling_update_and_rollback_under_steady_load_fail_no_request(checkpoin
         time.sleep(1)
         back = serve.rollback("rolling", **serve_http)
         time.sleep(1)
+        # a resource change restarts the replica: the old one drains (checking every 0.25 s) as the new one serves
+        before = replicas("rolling")
+        deploy("rolling", paths[1], serve_http, num_cpus=0.2)
+        assert wait_for(lambda: len(now := replicas("rolling")) == 1 and now != before), "the replica did not restart"
+        time.sleep(1)
     assert failures == []
     assert back["checkpoint"] == paths[1] and back["previous_checkpoints"] == [paths[0]]
+    shutdown = {k: v for k, v in deployment_config("rolling").items() if k.startswith("graceful_shutdown")}
+    assert shutdown == {"graceful_shutdown_wait_loop_s": 0.25, "graceful_shutdown_timeout_s": 20}
     assert {versions[p] for p in paths} <= set(seen), seen  # every version answered, none failed
     assert http("GET", f"{url}/v1/model")[2]["version"] == versions[paths[1]]
     status = serve.status()["applications"]["rolling"]
