@@ -78,7 +78,8 @@ def serve_batching(shape: dict, clients: int, new_tokens: int, seconds: float) -
             args = ServeArgs.model_validate({
                 "checkpoint": ckpt, "max_batch_size": batch, "batch_wait_timeout_s": 0.01, "num_cpus": 1,
                 "num_gpus": 1 if torch.cuda.is_available() else 0, "max_new_tokens": new_tokens,
-                "autoscaling": {"min_replicas": 1, "max_replicas": 1}})
+                "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+                "graceful_shutdown_wait_loop_s": 0.25})  # deleted once its load has ended: nothing to drain
             name = f"generate-batch-{batch}"
             deployed = serve.deploy(args, name=name, route_prefix=f"/{name}", host="127.0.0.1", port=port,
                                     request_timeout_s=120)

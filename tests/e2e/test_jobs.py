@@ -97,8 +97,8 @@ def test_stop_ends_a_running_job(ray_head, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     job_id = json.loads(proc.stdout.splitlines()[-1])["job_id"]
     deadline = time.time() + 120
-    while time.time() < deadline:  # running, with its first progress out
-        if "epoch" in orchestrator("logs", job_id, "--address", ray_head["address"], token_env=token).stdout:
+    while time.time() < deadline:  # running: its run line is out, and Ray Train is starting its workers
+        if "parameters" in orchestrator("logs", job_id, "--address", ray_head["address"], token_env=token).stdout:
             break
         time.sleep(2)
     assert orchestrator("stop", job_id, "--address", ray_head["address"], token_env=token).returncode == 0
