@@ -488,7 +488,7 @@ class ServeArgs(Section):
     )
     graceful_shutdown_wait_loop_s: float = Field(
         2, gt=0, description="How often a stopping replica checks for requests still running, seconds; also the "
-        "least time it stays up after it leaves the routing table."
+        "least time it stays up after it leaves the routing table, while proxies learn it is going."
     )
     cors_origins: list[str] = Field(
         [], description='Web origins whose pages may call the endpoint from a browser (CORS), e.g. '
