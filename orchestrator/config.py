@@ -482,6 +482,11 @@ class ServeArgs(Section):
     )
     api_keys_file: str | None = Field(None, description="File on the Ray nodes with one API key per line.")
     health_check_period_s: float = Field(10, gt=0, description="How often Serve runs the replica health check.")
+    max_surge_percent: int = Field(
+        25, ge=0, le=100, description="Extra replicas a restart (a resource change) may start, as a percent of the "
+        "replicas, rounded up: new replicas serve before old ones stop. 0 stops old ones first (no spare capacity "
+        "needed, but with one replica requests wait or fail until the new one is up)."
+    )
     graceful_shutdown_timeout_s: float = Field(
         20, gt=0, description="How long a stopping replica (rolling update, downscale) lets its requests finish "
         "before it is killed, seconds: above your slowest request (long /v1/generate calls)."

@@ -8,7 +8,8 @@
 
 The replica itself is orchestrator/endpoint.py. Every setting travels in the deployment's
 user_config, so deploying a new checkpoint or limit reconfigures the running replicas in
-place (no restart, no failed request); only resources restart replicas, one at a time.
+place (no restart, no failed request); only resources restart replicas, and a new replica serves
+before the old one stops (max_surge_percent).
 
 API: POST /v1/predict {"instances": [...]} (classifiers), POST /v1/generate {"prompt": "..."}
 (language models), GET /v1/model, GET /healthz, GET /readyz, /docs.
@@ -69,6 +70,7 @@ def deployment_options(args: ServeArgs) -> dict:
         "backpressure_config": BackpressureConfig(status_code=503, retry_after_s=args.retry_after_s),
         "ray_actor_options": {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
         "health_check_period_s": args.health_check_period_s,
+        "max_surge_percent": args.max_surge_percent,
         "graceful_shutdown_timeout_s": args.graceful_shutdown_timeout_s,
         "graceful_shutdown_wait_loop_s": args.graceful_shutdown_wait_loop_s,
     }
@@ -246,4 +248,5 @@ def _wait_serving(client, name: str, url: str, version: str, timeout_s: float) -
         if seen >= 3:
             return
         time.sleep(0.2)
-    raise RuntimeError(f"{name} did not serve version {version} within {timeout_s:.0f}s; see `orchestrator serve status`")
+    raise RuntimeError(f"{name} did not serve version {version} within {timeout_s:.0f}s; see `orchestrator serve "
+                       "status` (a restart starts new replicas first: with no room for them, set max_surge_percent=0)")

@@ -370,8 +370,9 @@ def test_rolling_update_and_rollback_under_steady_load_fail_no_request(checkpoin
 
     paths, _ = checkpoints
     url = deploy("rolling", paths[0], serve_http, graceful_shutdown_timeout_s=30)["url"]
-    shutdown = {k: v for k, v in deployment_config("rolling").items() if k.startswith("graceful_shutdown")}
-    assert shutdown == {"graceful_shutdown_wait_loop_s": 2, "graceful_shutdown_timeout_s": 30}  # they reach Serve
+    rollout = {k: v for k, v in deployment_config("rolling").items() if k.startswith(("graceful_shutdown", "max_surge"))}
+    assert rollout == {"graceful_shutdown_wait_loop_s": 2, "graceful_shutdown_timeout_s": 30,
+                       "max_surge_percent": 25}  # they reach Serve
     versions = {p: Predictor.load(p).version for p in paths}
     assert len(set(versions.values())) == 3
     with steady_load(url) as (seen, failures, _):
@@ -382,6 +383,11 @@ def test_rolling_update_and_rollback_under_steady_load_fail_no_request(checkpoin
         deploy("rolling", paths[2], serve_http)
         time.sleep(1)
         back = serve.rollback("rolling", **serve_http)
+        time.sleep(1)
+        # a resource change restarts the replica: the new one starts first (max_surge_percent), then the old drains
+        before = replicas("rolling")
+        deploy("rolling", paths[1], serve_http, num_cpus=0.2)
+        assert wait_for(lambda: len(now := replicas("rolling")) == 1 and now != before), "the replica did not restart"
         time.sleep(1)
     assert failures == []
     assert back["checkpoint"] == paths[1] and back["previous_checkpoints"] == [paths[0]]
