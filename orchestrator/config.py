@@ -423,6 +423,7 @@ class ExperimentConfig(Section):
 
 
 REGISTRY_DEFAULT = "runs/registry"  # the default storage.path's registry
+SERVE_DEPLOYMENT = "Model"  # the endpoint's deployment, by the name Serve configs give it
 
 
 class AutoscalingArgs(Section):

@@ -1,4 +1,4 @@
-"""The endpoint's replica: FastAPI routes, API-key auth, batching, and the model.
+"""The endpoint's replica: FastAPI routes, batching, and the model (API keys: orchestrator/auth.py).
 
 One deployment, `Model`, is both the FastAPI ingress and the model. Each request already
 passes Serve's HTTP proxy; a separate ingress deployment would add a second actor call per
@@ -11,13 +11,8 @@ tell the model's fault (503, the replica is replaced) from the input's (422).
 """
 
 import asyncio
-import hashlib
-import hmac
-import ipaddress
 import logging
-import os
 import zlib
-from pathlib import Path
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -27,11 +22,10 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from orchestrator import predictor as predictors
-from orchestrator.config import ServeArgs
-from orchestrator.errors import ConfigError
+from orchestrator.auth import ApiKeys
+from orchestrator.config import SERVE_DEPLOYMENT, ServeArgs
 from orchestrator.predictor import Predictor, RequestError, TextGenerator
 
-DEPLOYMENT = "Model"
 logger = logging.getLogger("ray.serve")
 
 api = FastAPI(
@@ -64,56 +58,6 @@ class Cors:
 
 
 api.add_middleware(Cors)
-
-
-# ---- auth ---------------------------------------------------------------------------------
-
-
-class ApiKeys:
-    """Bearer API keys, kept as sha256 digests and compared in constant time; never logged."""
-
-    def __init__(self, args: ServeArgs):
-        self.mode = args.auth
-        self.source = args.api_keys_file or f"${args.api_keys_env}"
-        self.digests = [hashlib.sha256(k.encode()).digest() for k in read_api_keys(args)]
-        if self.mode == "required" and not self.digests:
-            raise ConfigError(f"auth is required but {self.source} holds no API keys")
-
-    def check(self, request: Request) -> None:
-        if self.mode == "none":
-            return
-        if not self.digests:
-            if is_loopback(request.client.host if request.client else ""):
-                return
-            raise RequestError(401, "api_key_required",
-                               f"this endpoint has no API keys, so it answers loopback clients only; "
-                               f"set {self.source} on the Ray nodes")
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise RequestError(401, "missing_api_key", "send the header Authorization: Bearer <API key>")
-        digest = hashlib.sha256(token.strip().encode()).digest()
-        valid = False
-        for known in self.digests:  # no early exit: the time taken does not say which key matched
-            valid |= hmac.compare_digest(known, digest)
-        if not valid:
-            raise RequestError(403, "invalid_api_key", "the API key is not valid")
-
-
-def read_api_keys(args: ServeArgs) -> list[str]:
-    if args.api_keys_file:
-        try:
-            text = Path(args.api_keys_file).read_text()
-        except OSError as e:
-            raise ConfigError(f"cannot read api_keys_file {args.api_keys_file}: {e.strerror}") from None
-        return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    return [k.strip() for k in os.environ.get(args.api_keys_env, "").split(",") if k.strip()]
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 # ---- the deployment -----------------------------------------------------------------------
@@ -357,5 +301,5 @@ def _passes_canary(predictor: Predictor) -> bool:
         return False
 
 
-ModelServer = serve.deployment(name=DEPLOYMENT)(serve.ingress(api)(Endpoint))
+ModelServer = serve.deployment(name=SERVE_DEPLOYMENT)(serve.ingress(api)(Endpoint))
 

@@ -16,7 +16,8 @@ import time
 
 import numpy as np
 
-from orchestrator import data, endpoint, registry, report, serve, storage, tracking
+from orchestrator import data, registry, report, serve, storage, tracking
+from orchestrator.auth import read_api_keys
 from orchestrator.client import post_json
 from orchestrator.config import ExperimentConfig, ServeArgs, config_from_dict, parse, with_value
 from orchestrator.loop import say
@@ -145,7 +146,7 @@ def _promotion_line(model: str, version: int, promotion: dict | None) -> str:
 def smoke_generate(url: str, test_split, args: ServeArgs) -> dict:
     """The start of a test sequence as a prompt: the endpoint must continue it with as many bytes as asked."""
     prompt = bytes(np.asarray(test_split.take_batch(batch_size=1, batch_format="numpy")["x"][0][:32], dtype=np.uint8))
-    keys = endpoint.read_api_keys(args)
+    keys = read_api_keys(args)
     tick = time.perf_counter()
     asked = min(64, args.max_new_tokens)
     status, answer = post_json(f"{url}/v1/generate", {"prompt": prompt.decode(errors="replace"), "max_new_tokens": asked,
@@ -161,7 +162,7 @@ def smoke_request(url: str, test_split, args: ServeArgs) -> dict:
     """A few real test inputs through the endpoint over HTTP; the response, and whether it holds up."""
     pool = test_split.take_batch(batch_size=256, batch_format="numpy")
     batch = {k: v[_varied(pool["y"], SMOKE_INSTANCES)] for k, v in pool.items()}
-    keys = endpoint.read_api_keys(args)
+    keys = read_api_keys(args)
     tick = time.perf_counter()
     status, answer = post_json(f"{url}/v1/predict", {"instances": np.asarray(batch["x"]).tolist()},
                                api_key=keys[0] if keys else None, timeout_s=30)

@@ -18,18 +18,9 @@ API: POST /v1/predict {"instances": [...]} (classifiers), POST /v1/generate {"pr
 import time
 from pathlib import Path
 
-from ray import serve
-from ray.serve.config import BackpressureConfig
-
 from orchestrator import predictor as predictors
-from orchestrator.config import REGISTRY_DEFAULT, ServeArgs, parse
-from orchestrator.endpoint import (
-    DEPLOYMENT,
-    ApiKeys,
-    ModelServer,
-    is_loopback,
-    read_api_keys,
-)
+from orchestrator.auth import ApiKeys, is_loopback, read_api_keys
+from orchestrator.config import REGISTRY_DEFAULT, SERVE_DEPLOYMENT, ServeArgs, parse
 from orchestrator.errors import ConfigError
 from orchestrator.predictor import Predictor
 from orchestrator.runtime import check_fits
@@ -40,6 +31,8 @@ HISTORY = 10  # previous checkpoints kept for rollback
 
 def build_app(args: ServeArgs):
     """The Serve app for a checkpoint: the import_path target of deploy/serve.yaml."""
+    from orchestrator.endpoint import ModelServer
+
     if isinstance(args, dict):
         args = parse(ServeArgs, args, source="serve args")
     return ModelServer.options(**deployment_options(resolve(args))).bind()
@@ -62,6 +55,8 @@ def resolve(args: ServeArgs) -> ServeArgs:
 
 
 def deployment_options(args: ServeArgs) -> dict:
+    from ray.serve.config import BackpressureConfig
+
     return {
         "user_config": {"args": args.model_dump(mode="json")},
         "autoscaling_config": args.autoscaling.model_dump(),
@@ -110,6 +105,7 @@ def deploy(args: ServeArgs, *, name: str = APP_NAME, route_prefix: str = "/", ho
     """Deploy the app on the connected Ray, or update it in place if it runs; wait until it serves
     the new checkpoint. The checkpoint it replaces becomes the rollback target. `checked`: the
     predictor check_deployable already loaded for these args (not loaded twice)."""
+    from ray import serve
     from ray.serve.schema import ServeDeploySchema
 
     args, predictor = (args, checked) if checked else check_deployable(args, host)
@@ -129,7 +125,7 @@ def deploy(args: ServeArgs, *, name: str = APP_NAME, route_prefix: str = "/", ho
     # The app's args are part of Serve's code version: changing them would restart every replica.
     # Deployment options (user_config above all) are not: replicas reconfigure in place. So the
     # app keeps its first args, and every deploy, the first included, sets the options.
-    apps[name] = {**apps[name], "deployments": [{"name": DEPLOYMENT, **_json_options(args)}]}
+    apps[name] = {**apps[name], "deployments": [{"name": SERVE_DEPLOYMENT, **_json_options(args)}]}
     client.deploy_apps(ServeDeploySchema.model_validate({"applications": list(apps.values())}))
     http = details.get("http_options") or {"host": host, "port": port}
     prefix = apps[name]["route_prefix"] or "/"
@@ -190,6 +186,8 @@ def status() -> dict:
 
 
 def shutdown(name: str = APP_NAME) -> dict:
+    from ray import serve
+
     running_args(name)  # a clear error if it is not there
     serve.delete(name)
     return {"app": name, "deleted": True}
@@ -212,7 +210,7 @@ def _args_of(app_config: dict | None) -> ServeArgs | None:
     if not app_config or app_config.get("import_path") != f"{__name__}:build_app":
         return None
     for d in app_config.get("deployments") or []:
-        if d.get("name") == DEPLOYMENT and isinstance(d.get("user_config"), dict) and "args" in d["user_config"]:
+        if d.get("name") == SERVE_DEPLOYMENT and isinstance(d.get("user_config"), dict) and "args" in d["user_config"]:
             return ServeArgs.model_validate(d["user_config"]["args"])
     return ServeArgs.model_validate(app_config.get("args") or {})
 

@@ -13,7 +13,8 @@ from orchestrator.config import ServeArgs, config_from_dict, parse
 from orchestrator.errors import ConfigError
 from orchestrator.models import build_model
 from orchestrator.predictor import Predictor, RequestError
-from orchestrator.endpoint import ApiKeys, Endpoint
+from orchestrator.auth import ApiKeys
+from orchestrator.endpoint import Endpoint
 
 CFG = config_from_dict({"name": "t", "data": {"name": "digits"}, "model": {"name": "mlp", "hidden_sizes": [16]}})
 INFO = {"input_shape": [2, 3], "label_names": ["a", "b", "c"], "normalization": {}, "data_fingerprint": "x"}
