@@ -205,9 +205,11 @@ class TrainConfig(Section):
         2, ge=0, description="Batches copied ahead to the GPU (from pinned memory) while the current one trains."
     )
     streaming: bool = Field(
-        False, description="Stream each epoch from Ray Data instead of caching the shard in worker memory."
+        False, description="Stream each worker's shard of the Ray Datasets every epoch, for data too big to hold "
+        "in memory; by default each worker takes its share of the arrays from Ray's object store once."
     )
-    num_to_keep: int = Field(2, ge=1, description="Checkpoints kept, best by checkpoint_metric.")
+    num_to_keep: int = Field(2, ge=1, description="Checkpoints kept, best by checkpoint_metric, besides the "
+                             "latest (which resume needs).")
     checkpoint_metric: Literal["val_accuracy", "val_f1", "val_precision", "val_recall", "val_loss", "train_loss"] = Field(
         "val_accuracy", description="Metric that ranks checkpoints (and picks the one evaluated on test)."
     )

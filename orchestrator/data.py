@@ -4,8 +4,9 @@ Every classification source becomes (features float32 [N, *shape], labels int64 
 names), split train/val/test with the experiment seed (stratified), and normalization
 statistics are computed on the training split only. Text becomes byte sequences for a
 language model: x int64 [N, T] and y the same bytes shifted by one, split in order (the
-test split is the end of the corpus, never interleaved with training text). The splits go
-to the workers as Ray Datasets, which Ray Train shards across them.
+test split is the end of the corpus, never interleaved with training text). The splits are
+kept as arrays, which trainers and trials get through the object store, and as Ray Datasets,
+which Ray Train streams to its workers when train.streaming is set.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Splits:
     std: np.ndarray
     fingerprint: str  # sha256 of the features and labels before splitting
     num_rows: dict[str, int]
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]]  # (x, y) of each split, in memory
 
     def normalization(self) -> dict:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
@@ -131,7 +133,7 @@ def to_ray_dataset(x: np.ndarray, y: np.ndarray):
 
 
 def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> Splits:
-    """The experiment's data as Ray Datasets. Needs a running Ray (local or cluster)."""
+    """The experiment's data as arrays and Ray Datasets. Needs a running Ray (local or cluster)."""
     arrays = load_arrays(cfg, seed, endpoint_url)
     if isinstance(cfg, TextData):  # in corpus order; bytes are token ids, nothing to normalize
         tr, va, te = ordered_split(len(arrays.y), cfg.val_fraction, cfg.test_fraction)
@@ -142,10 +144,11 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
                             "needs two or more; is data.label_column the right column?")
         tr, va, te = split_indices(arrays.y, cfg.val_fraction, cfg.test_fraction, seed)
         mean, std = channel_stats(arrays.x[tr])
+    parts = {split: (arrays.x[rows], arrays.y[rows]) for split, rows in (("train", tr), ("val", va), ("test", te))}
     return Splits(
-        train=to_ray_dataset(arrays.x[tr], arrays.y[tr]),
-        val=to_ray_dataset(arrays.x[va], arrays.y[va]),
-        test=to_ray_dataset(arrays.x[te], arrays.y[te]),
+        train=to_ray_dataset(*parts["train"]),
+        val=to_ray_dataset(*parts["val"]),
+        test=to_ray_dataset(*parts["test"]),
         input_shape=list(arrays.x.shape[1:]),
         input_dtype=str(arrays.x.dtype),
         label_names=arrays.label_names,
@@ -154,6 +157,7 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
         std=std,
         fingerprint=fingerprint(arrays),
         num_rows={"train": len(tr), "val": len(va), "test": len(te)},
+        arrays=parts,
     )
 
 

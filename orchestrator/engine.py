@@ -12,8 +12,10 @@ import math
 import queue
 import threading
 import time
+import warnings
 from typing import Callable, Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -248,6 +250,16 @@ def per_class(confusion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torc
     recall = torch.where(cm.sum(1) > 0, tp / cm.sum(1).clamp(min=1), torch.zeros_like(tp))
     f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), 0.0)
     return precision, recall, f1
+
+
+def worker_share(x: np.ndarray, y: np.ndarray, rank: int, world: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A worker's rows of a split, as tensors: every world-th row from its rank, as many on every worker
+    (DDP and FSDP workers step together: one batch more on one worker would hang the others)."""
+    n = len(y) // world
+    x, y = np.ascontiguousarray(x[rank::world][:n]), np.ascontiguousarray(y[rank::world][:n])
+    with warnings.catch_warnings():  # arrays from the object store are read-only; training never writes them
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(x), torch.from_numpy(y)
 
 
 def batches_from_tensors(

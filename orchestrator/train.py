@@ -16,8 +16,6 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
 from orchestrator import data, engine, lineage, loop, storage, tracking
 from orchestrator.checkpoint import is_complete, read_checkpoint
 from orchestrator.config import (
@@ -29,8 +27,6 @@ from orchestrator.config import (
 from orchestrator.errors import ConfigError
 from orchestrator.models import build_model, num_parameters
 from orchestrator.runtime import check_fits, embedded
-
-SHARD_READ_BATCH = 4096
 
 
 @dataclass
@@ -148,7 +144,6 @@ def _trainer(cfg: ExperimentConfig, name: str, splits: data.Splits, model_info: 
              run_lineage: dict):
     from ray.train import (
         CheckpointConfig,
-        DataConfig,
         FailureConfig,
         LoggingConfig,
         RunConfig,
@@ -159,10 +154,11 @@ def _trainer(cfg: ExperimentConfig, name: str, splits: data.Splits, model_info: 
     t = cfg.train
     resources = worker_resources(t)
     fs, root = storage.filesystem(cfg.storage.path, cfg.storage.endpoint_url, cfg.storage.region)
+    trainer_data, loop_data = worker_data(cfg, splits)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "model_info": model_info, "invocation": invocation,
-                           "num_train_rows": splits.num_rows["train"], "lineage": run_lineage},
+                           "num_train_rows": splits.num_rows["train"], "lineage": run_lineage, **loop_data},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=name,
@@ -176,13 +172,31 @@ def _trainer(cfg: ExperimentConfig, name: str, splits: data.Splits, model_info: 
             failure_config=FailureConfig(max_failures=t.max_failures),
             logging_config=LoggingConfig(log_level="WARNING"),  # the epoch lines are the progress
         ),
-        datasets={"train": splits.train, "val": splits.val},
-        # Ray Data leaves a detached stats actor on the node where a dataset first runs. On a cluster that
-        # must be the driver's (Ray Train's split coordinators run there), never a GPU node, which the
-        # actor would keep from ever going idle. On the embedded Ray, one node: one worker reads the
-        # whole dataset itself, with no split coordinators to start (5 s less per fit).
-        dataset_config=DataConfig(datasets_to_split=[] if t.num_workers == 1 and embedded() else "all"),
+        **trainer_data,
     )
+
+
+def worker_data(cfg: ExperimentConfig, splits: data.Splits) -> tuple[dict, dict]:
+    """How a TorchTrainer's workers get the train and val splits: (TorchTrainer keyword arguments,
+    train_loop_config entries).
+
+    In memory (the default), the arrays go through the object store and each worker takes its share:
+    no Ray Data in training. Ray Datasets handed to Ray Train are set up for the run, with split
+    coordinators for several workers, before the first step: 1 s more per fit with 1 worker here,
+    8 s more with 2. With train.streaming, Ray Train streams each worker's shard every epoch."""
+    import ray
+
+    if not cfg.train.streaming:
+        return {}, {"arrays": ray.put({split: splits.arrays[split] for split in ("train", "val")})}
+    from ray.train import DataConfig
+
+    # Ray Data leaves a detached stats actor on the node where a dataset first runs. On a cluster that
+    # must be the driver's (Ray Train's split coordinators run there), never a GPU node, which the
+    # actor would keep from ever going idle. On the embedded Ray, one node: one worker reads the
+    # whole dataset itself, with no split coordinators to start.
+    split = [] if cfg.train.num_workers == 1 and embedded() else "all"
+    return {"datasets": {"train": splits.train, "val": splits.val},
+            "dataset_config": DataConfig(datasets_to_split=split)}, {}
 
 
 def _uri(checkpoint) -> str:
@@ -206,16 +220,17 @@ def train_loop_per_worker(loop_config: dict) -> None:
     _quiet_train_reports()
     cfg = config_from_dict(loop_config["config"])
     # Tune trials have TensorBoard files from Tune already
-    session = RayTrainSession(cfg.train.streaming, loop_config["num_train_rows"],
+    session = RayTrainSession(loop_config.get("arrays"), loop_config["num_train_rows"],
                               None if loop_config.get("trial_id") else cfg.storage)
     loop.run(cfg, loop_config["model_info"], session, loop_config["invocation"], loop_config.get("lineage"),
              loop_config.get("trial_id"))
 
 
 class RayTrainSession:
-    """loop.Session on a Ray Train worker: DDP, this worker's dataset shards, ray.train.report."""
+    """loop.Session on a Ray Train worker: DDP, this worker's share of the data, ray.train.report.
+    `arrays`: the object-store reference from worker_data, or None to stream Ray Data shards."""
 
-    def __init__(self, streaming: bool, num_train_rows: int, st=None):
+    def __init__(self, arrays, num_train_rows: int, st=None):
         import ray.train
         import ray.train.torch
 
@@ -229,11 +244,13 @@ class RayTrainSession:
         if self.rank == 0 and st is not None:  # `st`: the storage config, where TensorBoard files go
             self.tensorboard = TensorBoard(storage.join(st.path, self.name, "tensorboard"), st.endpoint_url, st.region)
         self.device = ray.train.torch.get_device()
-        self.streaming = streaming
-        self._shards = {split: ray.train.get_dataset_shard(split) for split in ("train", "val")}
-        # read once, then every epoch runs from memory (no Ray Data cost per epoch)
-        self._cached = {} if streaming else {split: _read_shard(shard) for split, shard in self._shards.items()}
-        self._train_rows = -(-num_train_rows // self.world)  # equal split across workers
+        if arrays is None:
+            self._shards = {split: ray.train.get_dataset_shard(split) for split in ("train", "val")}
+            self._cached = {}
+        else:
+            self._cached = {split: engine.worker_share(x, y, self.rank, self.world)
+                            for split, (x, y) in ray.get(arrays).items()}
+        self._train_rows = num_train_rows // self.world  # Ray Data's equal split drops the remainder too
 
     def resume_dir(self):
         """The newest complete checkpoint of the run. Ray registers a reported checkpoint a moment
@@ -292,7 +309,7 @@ def _epoch_of(path: str) -> int:
 
 def _prune(st, run: str, result) -> None:
     """Remove the run's checkpoints Ray does not track (written before a crash, never registered), so
-    exactly train.num_to_keep remain."""
+    what remains is what Ray keeps: the train.num_to_keep best and the latest (resume needs it)."""
     if result.checkpoint is None:
         return
     kept = {_epoch_of(c.path) for c, _ in result.best_checkpoints or []} | {_epoch_of(result.checkpoint.path)}
@@ -312,14 +329,6 @@ def _quiet_train_reports() -> None:
     from ray.train.v2._internal.execution import context
 
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
-
-
-def _read_shard(shard) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, ys = [], []
-    for batch in shard.iter_torch_batches(batch_size=SHARD_READ_BATCH):
-        xs.append(batch["x"])
-        ys.append(batch["y"])
-    return torch.cat(xs), torch.cat(ys)
 
 
 def _stream(shard, batch_size: int, transform=None, seed: int | None = None):

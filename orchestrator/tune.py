@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import time
-import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -237,13 +236,16 @@ def _tuner(cfg: ExperimentConfig, name: str, splits: data.Splits, info: dict, ru
     t = cfg.tune
     fs, root = storage.filesystem(cfg.storage.path, cfg.storage.endpoint_url, cfg.storage.region)
     if cfg.train.num_workers == 1:
-        arrays = {split: _to_numpy(getattr(splits, split)) for split in ("train", "val")}
+        arrays = {split: splits.arrays[split] for split in ("train", "val")}
         trainable = tune.with_parameters(single_worker_trial, cfg_dict=cfg.to_dict(), info=info, arrays=arrays,
                                          run_lineage=run_lineage)
         trainable = tune.with_resources(trainable, {"cpu": t.cpus_per_trial, "gpu": t.gpus_per_trial})
     else:
+        from orchestrator.train import worker_data
+
+        trainer_data, loop_data = worker_data(cfg, splits)
         trainable = tune.with_parameters(multi_worker_trial, cfg_dict=cfg.to_dict(), info=info,
-                                         run_lineage=run_lineage, datasets={"train": splits.train, "val": splits.val},
+                                         run_lineage=run_lineage, trainer_data=trainer_data, loop_data=loop_data,
                                          num_train_rows=splits.num_rows["train"])
         # the trial only waits on its TorchTrainer, whose workers hold the CPUs. It asks for no CPU at all
         # (Tune refuses an empty request: 1 byte of memory), or 2 workers of 1 CPU never fit on 2 CPUs
@@ -272,11 +274,6 @@ def _tuner(cfg: ExperimentConfig, name: str, splits: data.Splits, info: dict, ru
     )
 
 
-def _to_numpy(dataset) -> tuple[np.ndarray, np.ndarray]:
-    batch = dataset.take_batch(batch_size=dataset.count(), batch_format="numpy")
-    return batch["x"], batch["y"]
-
-
 # ---- in each trial ----------------------------------------------------------------------
 
 
@@ -291,8 +288,9 @@ def single_worker_trial(params: dict, cfg_dict: dict, info: dict, arrays: dict, 
              trial_id=ctx.get_trial_id())
 
 
-def multi_worker_trial(params: dict, cfg_dict: dict, info: dict, run_lineage: dict, datasets: dict,
-                       num_train_rows: int) -> None:
+def multi_worker_trial(params: dict, cfg_dict: dict, info: dict, run_lineage: dict, trainer_data: dict,
+                       loop_data: dict, num_train_rows: int) -> None:
+    """`trainer_data`, `loop_data`: the trial's TorchTrainer's data, from train.worker_data."""
     import ray.tune
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -310,7 +308,7 @@ def multi_worker_trial(params: dict, cfg_dict: dict, info: dict, run_lineage: di
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "model_info": _trial_info(cfg, info),
                            "invocation": ctx.get_trial_id(), "num_train_rows": num_train_rows,
-                           "lineage": run_lineage, "trial_id": ctx.get_trial_id()},
+                           "lineage": run_lineage, "trial_id": ctx.get_trial_id(), **loop_data},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=tc["gpus_per_trial"] > 0,
                                      resources_per_worker=resources),
         run_config=RunConfig(
@@ -321,7 +319,7 @@ def multi_worker_trial(params: dict, cfg_dict: dict, info: dict, run_lineage: di
             logging_config=LoggingConfig(log_level="WARNING"),  # as in train: the epoch lines are the progress
             callbacks=[TuneReportCallback()],
         ),
-        datasets=datasets,
+        **trainer_data,
     ).fit()
 
 
@@ -344,9 +342,7 @@ class TuneSession:
     def __init__(self, name: str, arrays: dict, use_gpu: bool):
         self.name = name
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        with warnings.catch_warnings():  # arrays from the object store are read-only; the loop never writes them
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            self._tensors = {split: (torch.from_numpy(x), torch.from_numpy(y)) for split, (x, y) in arrays.items()}
+        self._tensors = {split: engine.worker_share(x, y, 0, 1) for split, (x, y) in arrays.items()}
 
     def resume_dir(self):
         import contextlib

@@ -79,7 +79,13 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint_and_ends_as_accurate(r
         assert record["last_epoch"] <= latest["start_epoch"] <= record["last_epoch"] + 1, (record, latest["start_epoch"])
         assert [h["epoch"] for h in latest["history"]] == list(range(1, EPOCHS + 1))  # every epoch once
         kept = sorted(p.name for p in (tmp_path / name).glob("epoch-*"))
-        assert len(kept) == 2 and all((tmp_path / name / k / "manifest.json").exists() for k in kept), kept
+        assert all((tmp_path / name / k / "manifest.json").exists() for k in kept), kept
+        # num_to_keep 2, best by val_accuracy, and the latest whatever its score (Ray resumes from it)
+        val = {h["epoch"]: h["val_accuracy"] for h in latest["history"]}
+        best = [e for e in (int(k.split("-")[1]) for k in kept) if e != EPOCHS]
+        pruned = set(val) - set(best) - {EPOCHS}
+        assert f"epoch-{EPOCHS:04d}" in kept and len(kept) in (2, 3), kept
+        assert min(val[e] for e in best) >= max(val[e] for e in pruned), (kept, val)
         accuracy = result.metrics["test_accuracy"]
         rows.append((seed, record["last_epoch"], latest["start_epoch"], accuracy))
         assert abs(accuracy - baseline) <= 0.01, f"seed {seed}: {accuracy:.4f} against {baseline:.4f} uninterrupted"

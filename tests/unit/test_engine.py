@@ -97,6 +97,18 @@ def test_evaluate_counts_every_sample_once():
     assert stats["confusion"].sum() == 100 and torch.equal(stats["confusion"].sum(1), torch.bincount(y, minlength=3))
 
 
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_workers_share_a_split_equally_and_disjointly(world):
+    x = np.arange(103, dtype=np.float32)[:, None].repeat(3, axis=1)
+    x.flags.writeable = False  # as it comes from the object store
+    shares = [engine.worker_share(x, np.arange(103), rank, world) for rank in range(world)]
+    assert len({len(ys) for _, ys in shares}) == 1  # the same number of batches on every worker
+    rows = np.concatenate([ys.numpy() for _, ys in shares])
+    assert len(set(rows)) == len(rows) >= 103 - world + 1  # every row once, but the remainder under world
+    for xs, ys in shares:
+        assert torch.equal(xs[:, 0], ys.float())  # features stay with their labels
+
+
 def test_shuffling_is_seeded():
     x, y = _data(50)
     order = lambda seed: torch.cat([b[1] for b in engine.batches_from_tensors(x, y, 8, torch.Generator().manual_seed(seed))])  # noqa: E731
