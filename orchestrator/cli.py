@@ -60,9 +60,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+    common = argparse.ArgumentParser(add_help=False, parents=[output])
     common.add_argument("--address", help="Ray cluster to join (e.g. auto, 10.0.0.5:6379); default: embedded local Ray")
-    common.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
 
     parser = argparse.ArgumentParser(prog="orchestrator", description="Train, tune and serve PyTorch models on Ray.")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -101,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="promote even if the gates refuse (recorded in the log)")
     p.set_defaults(func=_models)
 
-    p = sub.add_parser("evaluate", parents=[common], help="evaluate a checkpoint on a data split")
+    p = sub.add_parser("evaluate", parents=[output], help="evaluate a checkpoint on a data split (in this process, "
+                       "without Ray)")
     p.add_argument("checkpoint", help="checkpoint directory or s3:// URI")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--split", choices=["train", "val", "test"], default="test",
@@ -151,9 +153,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="cluster YAML, e.g. cluster/aws-gpu.yaml")
     p.set_defaults(func=_cluster)
 
-    jobs_address = argparse.ArgumentParser(add_help=False)
+    jobs_address = argparse.ArgumentParser(add_help=False, parents=[output])
     jobs_address.add_argument("--address", required=True, help="the Jobs API (dashboard) URL, e.g. http://127.0.0.1:8265")
-    jobs_address.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
     p = sub.add_parser("submit", parents=[jobs_address], help="run train/tune on a cluster as a Ray job")
     p.add_argument("config", help="experiment YAML, relative to this directory (which is shipped)")
     p.add_argument("overrides", nargs="*", help="section.field=value")
@@ -323,10 +324,7 @@ def _follow(model: str, args, root: str) -> list[dict]:
 def _evaluate(args) -> dict:
     from orchestrator.evaluate import evaluate_checkpoint, evaluate_on_data
 
-    if args.data:
-        result = evaluate_on_data(args.checkpoint, args.data, args.address)
-    else:
-        result = evaluate_checkpoint(args.checkpoint, args.split, args.address)
+    result = evaluate_on_data(args.checkpoint, args.data) if args.data else evaluate_checkpoint(args.checkpoint, args.split)
     print("  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items()), flush=True)
     return result
 

@@ -1,12 +1,12 @@
-"""Datasets: digits (real), synthetic, user files, and text; split, normalized, handed to Ray Data.
+"""Datasets: digits (real), synthetic, user files, and text; split and normalized, in memory.
 
 Every classification source becomes (features float32 [N, *shape], labels int64 [N], label
 names), split train/val/test with the experiment seed (stratified), and normalization
 statistics are computed on the training split only. Text becomes byte sequences for a
 language model: x int64 [N, T] and y the same bytes shifted by one, split in order (the
 test split is the end of the corpus, never interleaved with training text). The splits are
-kept as arrays, which trainers and trials get through the object store, and as Ray Datasets,
-which Ray Train streams to its workers when train.streaming is set.
+arrays, which trainers and trials get through Ray's object store; with train.streaming they
+become Ray Datasets, which Ray Train streams to its workers.
 """
 
 from __future__ import annotations
@@ -34,9 +34,7 @@ class Arrays:
 class Splits:
     """What training, evaluation and serving need to know about the data."""
 
-    train: object  # ray.data.Dataset with columns x, y
-    val: object
-    test: object
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]]  # (x, y) of train, val and test
     input_shape: list[int]
     input_dtype: str  # float32 features, or int64 bytes of text
     label_names: list[str]
@@ -45,10 +43,13 @@ class Splits:
     std: np.ndarray
     fingerprint: str  # sha256 of the features and labels before splitting
     num_rows: dict[str, int]
-    arrays: dict[str, tuple[np.ndarray, np.ndarray]]  # (x, y) of each split, in memory
 
     def normalization(self) -> dict:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    def dataset(self, split: str):
+        """The split as a Ray Dataset with columns x and y. Needs a running Ray."""
+        return to_ray_dataset(*self.arrays[split])
 
     def info(self) -> dict:
         """What a checkpoint records about its data: serving decodes requests with it."""
@@ -133,7 +134,7 @@ def to_ray_dataset(x: np.ndarray, y: np.ndarray):
 
 
 def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> Splits:
-    """The experiment's data as arrays and Ray Datasets. Needs a running Ray (local or cluster)."""
+    """The experiment's data, split."""
     arrays = load_arrays(cfg, seed, endpoint_url)
     if isinstance(cfg, TextData):  # in corpus order; bytes are token ids, nothing to normalize
         tr, va, te = ordered_split(len(arrays.y), cfg.val_fraction, cfg.test_fraction)
@@ -146,9 +147,7 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
         mean, std = channel_stats(arrays.x[tr])
     parts = {split: (arrays.x[rows], arrays.y[rows]) for split, rows in (("train", tr), ("val", va), ("test", te))}
     return Splits(
-        train=to_ray_dataset(*parts["train"]),
-        val=to_ray_dataset(*parts["val"]),
-        test=to_ray_dataset(*parts["test"]),
+        arrays=parts,
         input_shape=list(arrays.x.shape[1:]),
         input_dtype=str(arrays.x.dtype),
         label_names=arrays.label_names,
@@ -157,7 +156,6 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
         std=std,
         fingerprint=fingerprint(arrays),
         num_rows={"train": len(tr), "val": len(va), "test": len(te)},
-        arrays=parts,
     )
 
 

@@ -1,5 +1,5 @@
-"""Evaluate a checkpoint in the driver process: on a split of the data it was trained on, or on
-other labelled data.
+"""Evaluate a checkpoint in this process, without Ray: on a split of the data it was trained on, or
+on other labelled data.
 
     orchestrator evaluate runs/digits-cnn-.../epoch-0020 --split test
     orchestrator evaluate runs/iris-.../epoch-0030 --data holdout.csv
@@ -19,28 +19,25 @@ from orchestrator.errors import ConfigError, DataError
 from orchestrator.lm import GPT
 
 
-def evaluate_model(model: torch.nn.Module, dataset, num_classes: int, batch_size: int,
+def evaluate_model(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, num_classes: int, batch_size: int,
                    with_confusion: bool = False) -> dict:
     """Loss, accuracy, macro precision/recall/F1 (a language model: per next byte, and perplexity and
-    bits per byte) of `model` on a Ray Dataset with columns x, y (and "confusion", rows truth and
-    columns prediction, if asked)."""
-    batches = ((b["x"], b["y"]) for b in dataset.iter_torch_batches(batch_size=batch_size))
+    bits per byte) of `model` on inputs x with labels y (and "confusion", rows truth and columns
+    prediction, if asked)."""
+    batches = engine.batches_from_tensors(*engine.worker_share(x, y, 0, 1), batch_size)
     stats = engine.evaluate(model, batches, num_classes, torch.device("cpu"))
     metrics = engine.metrics_from_stats(stats, language_model=isinstance(model, GPT))
     return {**metrics, "confusion": stats["confusion"].tolist()} if with_confusion else metrics
 
 
-def evaluate_checkpoint(uri: str, split: str = "test", address: str | None = None) -> dict:
+def evaluate_checkpoint(uri: str, split: str = "test") -> dict:
     """Metrics of a checkpoint on `split`, rebuilt from its own config (same seed, same split)."""
-    from orchestrator.runtime import ray_session
-
     ckpt = read_checkpoint(uri)  # an S3-compatible endpoint comes from AWS_ENDPOINT_URL
     cfg = ckpt.config
-    with ray_session(address):
-        splits = data.load_splits(cfg.data, cfg.seed, cfg.storage.endpoint_url)
-        if splits.fingerprint != ckpt.model_info["data_fingerprint"]:
-            print(f"warning: the data differs from what {uri} was trained on (fingerprint changed)", file=sys.stderr)
-        metrics = evaluate_model(ckpt.model(), getattr(splits, split), len(splits.label_names), cfg.train.eval_batch_size)
+    splits = data.load_splits(cfg.data, cfg.seed, cfg.storage.endpoint_url)
+    if splits.fingerprint != ckpt.model_info["data_fingerprint"]:
+        print(f"warning: the data differs from what {uri} was trained on (fingerprint changed)", file=sys.stderr)
+    metrics = evaluate_model(ckpt.model(), *splits.arrays[split], len(splits.label_names), cfg.train.eval_batch_size)
     return {
         "checkpoint": uri,
         "split": split,
@@ -49,11 +46,9 @@ def evaluate_checkpoint(uri: str, split: str = "test", address: str | None = Non
     }
 
 
-def evaluate_on_data(uri: str, data_uri: str, address: str | None = None) -> dict:
+def evaluate_on_data(uri: str, data_uri: str) -> dict:
     """Metrics of a classifier checkpoint on labelled data it was not trained on: Parquet, CSV or NPZ
     (a path or s3://) with the training data's label column and the model's feature columns."""
-    from orchestrator.runtime import ray_session
-
     ckpt = read_checkpoint(uri)
     cfg, info = ckpt.config, ckpt.model_info
     if cfg.model.name == "gpt":
@@ -61,12 +56,10 @@ def evaluate_on_data(uri: str, data_uri: str, address: str | None = None) -> dic
     labels = list(info["label_names"])
     source = FilesData(name="files", path=data_uri, label_column=getattr(cfg.data, "label_column", "label"),
                        feature_columns=info.get("feature_columns"), feature_shape=info["input_shape"])
-    with ray_session(address):
-        arrays = data.load_arrays(source, cfg.seed, cfg.storage.endpoint_url)
-        unknown = sorted(set(arrays.label_names) - set(labels))
-        if unknown:
-            raise DataError(f"{data_uri}: labels {unknown} are not classes of this model ({labels})")
-        y = np.array([labels.index(name) for name in arrays.label_names])[arrays.y]  # to the model's class indices
-        metrics = evaluate_model(ckpt.model(), data.to_ray_dataset(arrays.x, y), len(labels),
-                                 cfg.train.eval_batch_size)
+    arrays = data.load_arrays(source, cfg.seed, cfg.storage.endpoint_url)
+    unknown = sorted(set(arrays.label_names) - set(labels))
+    if unknown:
+        raise DataError(f"{data_uri}: labels {unknown} are not classes of this model ({labels})")
+    y = np.array([labels.index(name) for name in arrays.label_names])[arrays.y]  # to the model's class indices
+    metrics = evaluate_model(ckpt.model(), arrays.x, y, len(labels), cfg.train.eval_batch_size)
     return {"checkpoint": uri, "data": data_uri, "num_rows": len(y), "metrics": metrics}

@@ -108,10 +108,10 @@ def run(cfg: ExperimentConfig, *, address: str | None = None, host: str = "127.0
                                 request_timeout_s=request_timeout_s)
         if cfg.model.name == "gpt":
             say(f"[{next(step)}/{steps}] smoke request: a test prompt to {deployed['url']}/v1/generate")
-            smoke = smoke_generate(deployed["url"], splits.test, args)
+            smoke = smoke_generate(deployed["url"], splits.arrays["test"], args)
         else:
             say(f"[{next(step)}/{steps}] smoke request: {SMOKE_INSTANCES} test inputs to {deployed['url']}/v1/predict")
-            smoke = smoke_request(deployed["url"], splits.test, args)
+            smoke = smoke_request(deployed["url"], splits.arrays["test"], args)
     served = reg.resolve(model, production)  # the new version, or production as it was if refused
     return {
         "model": model,
@@ -143,9 +143,9 @@ def _promotion_line(model: str, version: int, promotion: dict | None) -> str:
             f"registered {model} v{version} as candidate; NOT promoted: {'; '.join(promotion['reasons'])}")
 
 
-def smoke_generate(url: str, test_split, args: ServeArgs) -> dict:
+def smoke_generate(url: str, test_split: tuple[np.ndarray, np.ndarray], args: ServeArgs) -> dict:
     """The start of a test sequence as a prompt: the endpoint must continue it with as many bytes as asked."""
-    prompt = bytes(np.asarray(test_split.take_batch(batch_size=1, batch_format="numpy")["x"][0][:32], dtype=np.uint8))
+    prompt = bytes(np.asarray(test_split[0][0][:32], dtype=np.uint8))
     keys = read_api_keys(args)
     tick = time.perf_counter()
     asked = min(64, args.max_new_tokens)
@@ -158,10 +158,11 @@ def smoke_generate(url: str, test_split, args: ServeArgs) -> dict:
     return {"url": f"{url}/v1/generate", "status": status, "latency_ms": round(latency_ms, 1), "response": answer}
 
 
-def smoke_request(url: str, test_split, args: ServeArgs) -> dict:
+def smoke_request(url: str, test_split: tuple[np.ndarray, np.ndarray], args: ServeArgs) -> dict:
     """A few real test inputs through the endpoint over HTTP; the response, and whether it holds up."""
-    pool = test_split.take_batch(batch_size=256, batch_format="numpy")
-    batch = {k: v[_varied(pool["y"], SMOKE_INSTANCES)] for k, v in pool.items()}
+    x, y = test_split
+    rows = _varied(y[:256], SMOKE_INSTANCES)
+    batch = {"x": x[rows], "y": y[rows]}
     keys = read_api_keys(args)
     tick = time.perf_counter()
     status, answer = post_json(f"{url}/v1/predict", {"instances": np.asarray(batch["x"]).tolist()},

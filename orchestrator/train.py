@@ -80,7 +80,7 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
         _prune(st, name, result)
         best_uri, best_metrics = _best_checkpoint(cfg, result)
         ckpt = read_checkpoint(best_uri, st.endpoint_url)
-        test = evaluate_model(ckpt.model(), splits.test, len(splits.label_names), cfg.train.eval_batch_size,
+        test = evaluate_model(ckpt.model(), *splits.arrays["test"], len(splits.label_names), cfg.train.eval_batch_size,
                               with_confusion=True)
         latest = read_checkpoint(_uri(result.checkpoint), st.endpoint_url).train_state()
     confusion = test.pop("confusion")
@@ -195,7 +195,7 @@ def worker_data(cfg: ExperimentConfig, splits: data.Splits) -> tuple[dict, dict]
     # actor would keep from ever going idle. On the embedded Ray, one node: one worker reads the
     # whole dataset itself, with no split coordinators to start.
     split = [] if cfg.train.num_workers == 1 and embedded() else "all"
-    return {"datasets": {"train": splits.train, "val": splits.val},
+    return {"datasets": {split: splits.dataset(split) for split in ("train", "val")},
             "dataset_config": DataConfig(datasets_to_split=split)}, {}
 
 

@@ -87,7 +87,7 @@ def tune(cfg: ExperimentConfig, address: str | None = None, resume: bool = False
         best = _best(cfg, grid)
         exported = _export(best["checkpoint"], storage.join(experiment_uri, "best"), st)
         ckpt = read_checkpoint(exported, st.endpoint_url)
-        test = evaluate_model(ckpt.model(), splits.test, len(splits.label_names), cfg.train.eval_batch_size)
+        test = evaluate_model(ckpt.model(), *splits.arrays["test"], len(splits.label_names), cfg.train.eval_batch_size)
     rows, curves = _trial_table(cfg, grid)
     num_out_of_time = sum(r["status"] == "out_of_time" for r in rows)
     results_path, plots = report.tune_results(rows, curves, cfg.tune, experiment_uri, st)

@@ -54,13 +54,9 @@ def test_inputs(checkpoints):
     ckpt = Predictor.load(checkpoints[0][-1])
     cfg = load_config(ROOT / "jobs" / "digits-mlp.yaml")
     splits = data.load_splits(cfg.data, cfg.seed)
-    xs, ys = [], []
-    for batch in splits.test.iter_batches(batch_format="numpy", batch_size=1000):
-        xs.append(batch["x"])
-        ys.append(batch["y"])
-    x = np.concatenate(xs).astype(np.float32)
+    x, y = splits.arrays["test"]
     assert tuple(x.shape[1:]) == ckpt.input_shape
-    return x, np.concatenate(ys)
+    return x, y
 
 
 def zeros(n: int) -> list:

@@ -90,14 +90,14 @@ def test_user_files_parquet_on_s3_and_csv_locally(ray_cluster, s3_bucket, tmp_pa
     cfg = FilesData(name="files", path=f"s3://{s3_bucket}/data", feature_columns=["pixels"], feature_shape=[1, 4, 4])
     splits = data.load_splits(cfg, seed=0)
     assert splits.input_shape == [1, 4, 4] and splits.label_names == ["a", "b", "c"]
-    assert sum(splits.num_rows.values()) == 90 and splits.train.count() == splits.num_rows["train"]
+    assert sum(splits.num_rows.values()) == 90 and len(splits.arrays["train"][1]) == splits.num_rows["train"]
 
     csv = tmp_path / "table.csv"
     csv.write_text("f1,f2,target\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(40)))
     splits = data.load_splits(FilesData(name="files", path=str(csv), label_column="target"), seed=0)
     assert splits.input_shape == [2] and splits.label_names == ["0", "1"]
-    batch = next(iter(splits.test.iter_torch_batches(batch_size=100)))
-    assert batch["x"].shape[1:] == (2,) and batch["x"].dtype.is_floating_point
+    x, _ = splits.arrays["test"]
+    assert x.shape[1:] == (2,) and x.dtype == np.float32
 
     (tmp_path / "parts").mkdir()  # files of one table: columns matched by name, whatever their order
     (tmp_path / "parts" / "1.csv").write_text("f1,f2,target\n" + "".join(f"{i},{-i},{i % 2}\n" for i in range(20)))
