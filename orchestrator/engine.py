@@ -256,8 +256,13 @@ def worker_share(x: np.ndarray, y: np.ndarray, rank: int, world: int) -> tuple[t
     """A worker's rows of a split, as tensors: every world-th row from its rank, as many on every worker
     (DDP and FSDP workers step together: one batch more on one worker would hang the others)."""
     n = len(y) // world
-    x, y = np.ascontiguousarray(x[rank::world][:n]), np.ascontiguousarray(y[rank::world][:n])
-    with warnings.catch_warnings():  # arrays from the object store are read-only; training never writes them
+    return as_tensors(np.ascontiguousarray(x[rank::world][:n]), np.ascontiguousarray(y[rank::world][:n]))
+
+
+def as_tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tensors sharing the arrays' memory, also when they are read-only (from Ray's object store: the
+    loop never writes its data)."""
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.from_numpy(x), torch.from_numpy(y)
 

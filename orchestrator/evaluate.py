@@ -24,7 +24,7 @@ def evaluate_model(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, num_cla
     """Loss, accuracy, macro precision/recall/F1 (a language model: per next byte, and perplexity and
     bits per byte) of `model` on inputs x with labels y (and "confusion", rows truth and columns
     prediction, if asked)."""
-    batches = engine.batches_from_tensors(*engine.worker_share(x, y, 0, 1), batch_size)
+    batches = engine.batches_from_tensors(*engine.as_tensors(x, y), batch_size)
     stats = engine.evaluate(model, batches, num_classes, torch.device("cpu"))
     metrics = engine.metrics_from_stats(stats, language_model=isinstance(model, GPT))
     return {**metrics, "confusion": stats["confusion"].tolist()} if with_confusion else metrics

@@ -165,7 +165,7 @@ def smoke_request(url: str, test_split: tuple[np.ndarray, np.ndarray], args: Ser
     batch = {"x": x[rows], "y": y[rows]}
     keys = read_api_keys(args)
     tick = time.perf_counter()
-    status, answer = post_json(f"{url}/v1/predict", {"instances": np.asarray(batch["x"]).tolist()},
+    status, answer = post_json(f"{url}/v1/predict", {"instances": batch["x"].tolist()},
                                api_key=keys[0] if keys else None, timeout_s=30)
     if status != 200:
         raise RuntimeError(f"the smoke request to {url}/v1/predict answered {status}: {answer}")

@@ -158,7 +158,7 @@ def _trainer(cfg: ExperimentConfig, name: str, splits: data.Splits, model_info: 
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "model_info": model_info, "invocation": invocation,
-                           "num_train_rows": splits.num_rows["train"], "lineage": run_lineage, **loop_data},
+                           "lineage": run_lineage, **loop_data},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=name,
@@ -178,7 +178,7 @@ def _trainer(cfg: ExperimentConfig, name: str, splits: data.Splits, model_info: 
 
 def worker_data(cfg: ExperimentConfig, splits: data.Splits) -> tuple[dict, dict]:
     """How a TorchTrainer's workers get the train and val splits: (TorchTrainer keyword arguments,
-    train_loop_config entries).
+    train_loop_config entries for RayTrainSession).
 
     In memory (the default), the arrays go through the object store and each worker takes its share:
     no Ray Data in training. Ray Datasets handed to Ray Train are set up for the run, with split
@@ -194,9 +194,10 @@ def worker_data(cfg: ExperimentConfig, splits: data.Splits) -> tuple[dict, dict]
     # must be the driver's (Ray Train's split coordinators run there), never a GPU node, which the
     # actor would keep from ever going idle. On the embedded Ray, one node: one worker reads the
     # whole dataset itself, with no split coordinators to start.
-    split = [] if cfg.train.num_workers == 1 and embedded() else "all"
-    return {"datasets": {split: splits.dataset(split) for split in ("train", "val")},
-            "dataset_config": DataConfig(datasets_to_split=split)}, {}
+    to_split = [] if cfg.train.num_workers == 1 and embedded() else "all"
+    return ({"datasets": {split: splits.dataset(split) for split in ("train", "val")},
+             "dataset_config": DataConfig(datasets_to_split=to_split)},
+            {"num_train_rows": splits.num_rows["train"]})
 
 
 def _uri(checkpoint) -> str:
@@ -220,7 +221,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     _quiet_train_reports()
     cfg = config_from_dict(loop_config["config"])
     # Tune trials have TensorBoard files from Tune already
-    session = RayTrainSession(loop_config.get("arrays"), loop_config["num_train_rows"],
+    session = RayTrainSession(loop_config.get("arrays"), loop_config.get("num_train_rows"),
                               None if loop_config.get("trial_id") else cfg.storage)
     loop.run(cfg, loop_config["model_info"], session, loop_config["invocation"], loop_config.get("lineage"),
              loop_config.get("trial_id"))
@@ -228,9 +229,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
 class RayTrainSession:
     """loop.Session on a Ray Train worker: DDP, this worker's share of the data, ray.train.report.
-    `arrays`: the object-store reference from worker_data, or None to stream Ray Data shards."""
+    `arrays`: the object-store reference from worker_data; or None to stream Ray Data shards, of
+    `num_train_rows` rows in all."""
 
-    def __init__(self, arrays, num_train_rows: int, st=None):
+    def __init__(self, arrays, num_train_rows: int | None, st=None):
         import ray.train
         import ray.train.torch
 
@@ -247,10 +249,10 @@ class RayTrainSession:
         if arrays is None:
             self._shards = {split: ray.train.get_dataset_shard(split) for split in ("train", "val")}
             self._cached = {}
+            self._train_rows = num_train_rows // self.world  # Ray Data's equal split drops the remainder too
         else:
             self._cached = {split: engine.worker_share(x, y, self.rank, self.world)
                             for split, (x, y) in ray.get(arrays).items()}
-        self._train_rows = num_train_rows // self.world  # Ray Data's equal split drops the remainder too
 
     def resume_dir(self):
         """The newest complete checkpoint of the run. Ray registers a reported checkpoint a moment

@@ -245,8 +245,7 @@ def _tuner(cfg: ExperimentConfig, name: str, splits: data.Splits, info: dict, ru
 
         trainer_data, loop_data = worker_data(cfg, splits)
         trainable = tune.with_parameters(multi_worker_trial, cfg_dict=cfg.to_dict(), info=info,
-                                         run_lineage=run_lineage, trainer_data=trainer_data, loop_data=loop_data,
-                                         num_train_rows=splits.num_rows["train"])
+                                         run_lineage=run_lineage, trainer_data=trainer_data, loop_data=loop_data)
         # the trial only waits on its TorchTrainer, whose workers hold the CPUs. It asks for no CPU at all
         # (Tune refuses an empty request: 1 byte of memory), or 2 workers of 1 CPU never fit on 2 CPUs
         trainable = tune.with_resources(trainable, {"cpu": 0, "memory": 1})
@@ -289,7 +288,7 @@ def single_worker_trial(params: dict, cfg_dict: dict, info: dict, arrays: dict, 
 
 
 def multi_worker_trial(params: dict, cfg_dict: dict, info: dict, run_lineage: dict, trainer_data: dict,
-                       loop_data: dict, num_train_rows: int) -> None:
+                       loop_data: dict) -> None:
     """`trainer_data`, `loop_data`: the trial's TorchTrainer's data, from train.worker_data."""
     import ray.tune
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
@@ -307,8 +306,8 @@ def multi_worker_trial(params: dict, cfg_dict: dict, info: dict, run_lineage: di
     TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "model_info": _trial_info(cfg, info),
-                           "invocation": ctx.get_trial_id(), "num_train_rows": num_train_rows,
-                           "lineage": run_lineage, "trial_id": ctx.get_trial_id(), **loop_data},
+                           "invocation": ctx.get_trial_id(), "lineage": run_lineage, "trial_id": ctx.get_trial_id(),
+                           **loop_data},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=tc["gpus_per_trial"] > 0,
                                      resources_per_worker=resources),
         run_config=RunConfig(
@@ -342,7 +341,7 @@ class TuneSession:
     def __init__(self, name: str, arrays: dict, use_gpu: bool):
         self.name = name
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        self._tensors = {split: engine.worker_share(x, y, 0, 1) for split, (x, y) in arrays.items()}
+        self._tensors = {split: engine.as_tensors(x, y) for split, (x, y) in arrays.items()}
 
     def resume_dir(self):
         import contextlib
