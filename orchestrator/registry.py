@@ -27,7 +27,6 @@ import re
 import pyarrow.fs as pafs
 
 from orchestrator import lineage, storage
-from orchestrator.checkpoint import read_checkpoint
 from orchestrator.config import LOWER_IS_BETTER, RegistryConfig
 from orchestrator.errors import ConfigError
 
@@ -145,6 +144,8 @@ class Registry:
     def register(self, model: str, checkpoint_uri: str, *, metrics: dict, gates: dict, source: dict,
                  checkpoint_endpoint_url: str | None = None) -> dict:
         """Copy a checkpoint in as the next version, with its record; alias it `candidate`."""
+        from orchestrator.checkpoint import read_checkpoint  # imports torch, which listing and aliases do without
+
         source_ckpt = read_checkpoint(checkpoint_uri, checkpoint_endpoint_url)  # only verified checkpoints get in
         version = self._new_version(model)
         dest = self._version_path(model, version, "checkpoint")
