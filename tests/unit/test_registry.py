@@ -111,3 +111,22 @@ def test_the_registry_works_on_s3(s3_bucket, tmp_path):
     assert record["checkpoint"] == f"s3://{s3_bucket}/registry/m/versions/0001/checkpoint"
     assert read_checkpoint(record["checkpoint"]).lineage()["data_fingerprint"] == "d1"
     assert json.loads(json.dumps(reg.aliases("m")))["aliases"] == {"candidate": 1, "production": 1}
+
+
+def test_listing_and_moving_aliases_needs_no_torch(tmp_path):
+    """`orchestrator models list|show|promote|rollback` start in under a second: they read JSON records and
+    never import torch (3 s here); only registering reads a checkpoint."""
+    import subprocess
+    import sys
+
+    reg = Registry(str(tmp_path / "registry"))
+    register(reg, tmp_path, 1, 0.9)
+    register(reg, tmp_path, 2, 0.95)
+    script = ("import sys; from orchestrator.cli import main\n"
+              f"for argv in (['list'], ['show', '1'], ['promote', '1'], ['promote', '2'], ['rollback']):\n"
+              f"    assert main(['models', *argv, '--registry', {str(reg.root)!r}]) == 0, argv\n"
+              "assert 'torch' not in sys.modules, 'torch was imported'")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = [(e["action"], e["to"]) for e in reg.aliases("m")["log"] if e["alias"] == "production"]
+    assert log == [("promote", 1), ("promote", 2), ("rollback", 1)]  # they really ran
