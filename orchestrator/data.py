@@ -42,7 +42,10 @@ class Splits:
     mean: np.ndarray  # broadcasts against one sample
     std: np.ndarray
     fingerprint: str  # sha256 of the features and labels before splitting
-    num_rows: dict[str, int]
+
+    @property
+    def num_rows(self) -> dict[str, int]:
+        return {split: len(y) for split, (_, y) in self.arrays.items()}
 
     def normalization(self) -> dict:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
@@ -155,7 +158,6 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
         mean=mean,
         std=std,
         fingerprint=fingerprint(arrays),
-        num_rows={"train": len(tr), "val": len(va), "test": len(te)},
     )
 
 

@@ -162,19 +162,19 @@ def smoke_request(url: str, test_split: tuple[np.ndarray, np.ndarray], args: Ser
     """A few real test inputs through the endpoint over HTTP; the response, and whether it holds up."""
     x, y = test_split
     rows = _varied(y[:256], SMOKE_INSTANCES)
-    batch = {"x": x[rows], "y": y[rows]}
+    inputs, truth = x[rows], y[rows]
     keys = read_api_keys(args)
     tick = time.perf_counter()
-    status, answer = post_json(f"{url}/v1/predict", {"instances": batch["x"].tolist()},
+    status, answer = post_json(f"{url}/v1/predict", {"instances": inputs.tolist()},
                                api_key=keys[0] if keys else None, timeout_s=30)
     if status != 200:
         raise RuntimeError(f"the smoke request to {url}/v1/predict answered {status}: {answer}")
     latency_ms = (time.perf_counter() - tick) * 1e3
     predictions = answer.get("predictions", [])
-    if len(predictions) != len(batch["y"]):
-        raise RuntimeError(f"the smoke request sent {len(batch['y'])} inputs and got {len(predictions)} predictions")
+    if len(predictions) != len(truth):
+        raise RuntimeError(f"the smoke request sent {len(truth)} inputs and got {len(predictions)} predictions")
     labels = answer["labels"]
-    expected = [labels[int(y)] for y in batch["y"]]
+    expected = [labels[int(label)] for label in truth]
     correct = sum(p["label"] == e for p, e in zip(predictions, expected))
     say(f"answered {status} in {latency_ms:.0f} ms: {[p['label'] for p in predictions]} (true {expected})")
     return {"url": f"{url}/v1/predict", "status": status, "latency_ms": round(latency_ms, 1),
