@@ -12,6 +12,7 @@ become Ray Datasets, which Ray Train streams to its workers.
 from __future__ import annotations
 
 import hashlib
+import json
 import posixpath
 from dataclasses import dataclass
 
@@ -285,20 +286,47 @@ def _read_npz(fs, files: list[str]) -> dict[str, np.ndarray]:
 
 
 def _read_table(fs, files: list[str], fmt: str) -> dict[str, np.ndarray]:
-    import ray.data
+    """The files' columns, matched by name, read with pyarrow in this process. Not with Ray Data:
+    it started a local Ray for `orchestrator evaluate --data` (17.1 s for a 178-row CSV here, 3.6 s
+    without), or joined one already running on the machine."""
+    import pyarrow as pa
+    import pyarrow.csv
+    import pyarrow.parquet
 
-    reader = ray.data.read_parquet if fmt == "parquet" else ray.data.read_csv
-    try:
-        ds = reader(files, filesystem=fs)
-        batches = list(ds.iter_batches(batch_size=None, batch_format="numpy"))
-    except Exception as e:  # Ray Data wraps reader errors in its own types
-        raise DataError(f"cannot read {fmt} data: {str(e).strip().splitlines()[-1]}") from None
-    if not batches:
+    tables = []
+    for f in files:
+        try:
+            with fs.open_input_file(f) as fh:
+                table = pyarrow.parquet.read_table(fh) if fmt == "parquet" else pyarrow.csv.read_csv(fh)
+            names = table.column_names  # decoded here: a binary file's header is not UTF-8
+        except (pa.ArrowException, OSError, ValueError) as e:
+            raise DataError(f"cannot read {storage.uri(fs, f)} as {fmt}: {str(e).strip().splitlines()[0]}") from None
+        if twice := sorted({n for n in names if names.count(n) > 1}):
+            raise DataError(f"{storage.uri(fs, f)} names columns {twice} more than once: give each column its own name")
+        if tables and set(names) != set(tables[0].column_names):
+            raise DataError(f"the data files differ in their columns: {storage.uri(fs, files[0])} has "
+                            f"{tables[0].column_names}, {storage.uri(fs, f)} has {names}; every file of the data "
+                            "needs the same columns")
+        tables.append(table)
+    tables = [t for t in tables if t.num_rows]  # a header-only CSV has untyped (null) columns
+    if not tables:
         raise DataError("the data files hold no rows")
-    if other := next((list(b) for b in batches if set(b) != set(batches[0])), None):
-        raise DataError(f"the data files differ in their columns: some have {list(batches[0])}, others {other}; "
-                        "every file of the data needs the same columns")
-    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    return {name: np.concatenate([_column(t, name) for t in tables]) for name in tables[0].column_names}
+
+
+def _column(table, name: str) -> np.ndarray:
+    """A column as numpy; a tensor column written by Ray Data as [N, *shape]. pyarrow reads one as a
+    list per row, with the shape in its type (ray.data imported) or in the field's metadata (not)."""
+    field = table.schema.field(name)
+    values = table[name].to_numpy(zero_copy_only=False)
+    if getattr(field.type, "extension_name", "").startswith(TENSOR_TYPE):
+        return np.stack(values).reshape(len(values), *field.type.shape)
+    if (field.metadata or {}).get(b"ARROW:extension:name", b"").decode().startswith(TENSOR_TYPE):
+        return np.stack(values).reshape(len(values), *json.loads(field.metadata[b"ARROW:extension:metadata"]))
+    return values
+
+
+TENSOR_TYPE = "ray.data.arrow_tensor"  # Ray Data's fixed-shape tensor columns (v1 and v2)
 
 
 def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData) -> Arrays:

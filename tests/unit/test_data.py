@@ -150,6 +150,115 @@ def test_date_features_are_named_with_what_to_do():
     with pytest.raises(DataError, match=r"feature columns \['when'\] hold dates or times: turn them into numbers"):
         data._columns_to_arrays(columns, FilesData(name="files", path="d.csv"))
 
+# ---- tables (Parquet and CSV, read with pyarrow in this process) ---------------------------
+
+
+def test_parquet_on_s3_and_csv_locally(s3_bucket):
+    import boto3
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    images = rng.random((90, 1, 4, 4)).astype(np.float32)
+    labels = np.array(["a", "b", "c"] * 30)
+    table = pa.table({"pixels": pa.array(list(images.reshape(90, 16))), "label": labels})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    boto3.client("s3").put_object(Bucket=s3_bucket, Key="data/part-0.parquet", Body=sink.getvalue().to_pybytes())
+    cfg = FilesData(name="files", path=f"s3://{s3_bucket}/data", feature_columns=["pixels"], feature_shape=[1, 4, 4])
+    splits = data.load_splits(cfg, seed=0)
+    assert splits.input_shape == [1, 4, 4] and splits.label_names == ["a", "b", "c"]
+    assert sum(splits.num_rows.values()) == 90 and len(splits.arrays["train"][1]) == splits.num_rows["train"]
+    arrays = data.load_arrays(cfg, seed=0)
+    assert np.array_equal(arrays.x, images) and np.array_equal(np.array(arrays.label_names)[arrays.y], labels)
+
+
+def test_csv_files_of_one_table_are_matched_by_column_name(tmp_path):
+    csv = tmp_path / "table.csv"
+    csv.write_text("f1,f2,target\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(40)))
+    splits = data.load_splits(FilesData(name="files", path=str(csv), label_column="target"), seed=0)
+    assert splits.input_shape == [2] and splits.label_names == ["0", "1"]
+    x, _ = splits.arrays["test"]
+    assert x.shape[1:] == (2,) and x.dtype == np.float32 and (x[:, 1] == 2 * x[:, 0]).all()
+
+    (tmp_path / "parts").mkdir()  # files of one table: columns matched by name, whatever their order
+    (tmp_path / "parts" / "1.csv").write_text("f1,f2,target\n" + "".join(f"{i},{-i},{i % 2}\n" for i in range(20)))
+    (tmp_path / "parts" / "2.csv").write_text("target,f2,f1\n" + "".join(f"{i % 2},{-i},{i}\n" for i in range(20)))
+    (tmp_path / "parts" / "3.csv").write_text("f1,f2,target\n")  # a header alone adds no rows
+    arrays = data.load_arrays(FilesData(name="files", path=str(tmp_path / "parts"), label_column="target"), seed=0)
+    assert arrays.feature_columns == ["f1", "f2"] and len(arrays.y) == 40 and (arrays.x[:, 1] == -arrays.x[:, 0]).all()
+    (tmp_path / "parts" / "4.csv").write_text("f1,target\n1,0\n")
+    with pytest.raises(DataError, match=r"the data files differ in their columns: .*1\.csv has \['f1', 'f2', 'target'\]"
+                                        r", .*4\.csv has \['f1', 'target'\]"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "parts"), label_column="target"), seed=0)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"a,b,label\n1,2,x\n3\n", r"cannot read .*bad\.csv as csv: CSV parse error: Expected 3 columns, got 1"),
+    (b"\xff\xfe,b\n1,2\n", r"cannot read .*bad\.csv as csv: 'utf-8' codec can't decode"),
+    (b"a,a,label\n1,2,x\n", r"bad\.csv names columns \['a'\] more than once"),
+    (b"a,label\n", "the data files hold no rows"),
+])
+def test_unreadable_tables_name_the_file_and_the_fault(tmp_path, content, message):
+    (tmp_path / "bad.csv").write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "bad.csv")), seed=0)
+
+
+def test_a_tensor_column_written_by_ray_data_keeps_its_shape(tmp_path):
+    """Ray Data stores an image column as a list per row, with the shape in the field's metadata."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    images = np.arange(6 * 2 * 4, dtype=np.float32).reshape(6, 2, 4)
+    field = pa.field("image", pa.large_list(pa.float32()), metadata={
+        b"ARROW:extension:name": b"ray.data.arrow_tensor_v2", b"ARROW:extension:metadata": json.dumps([2, 4]).encode()})
+    table = pa.table([pa.array(list(images.reshape(6, 8)), pa.large_list(pa.float32())), pa.array([0, 1] * 3)],
+                     schema=pa.schema([field, pa.field("label", pa.int64())]))
+    pq.write_table(table, tmp_path / "images.parquet")
+    arrays = data.load_arrays(FilesData(name="files", path=str(tmp_path / "images.parquet")), seed=0)
+    assert arrays.x.shape == (6, 2, 4) and np.array_equal(arrays.x, images)
+
+
+def test_evaluate_on_other_data_matches_the_model_by_column_and_label_name(tmp_path):
+    """In a fresh interpreter, as `orchestrator evaluate --data` runs: never a Ray (12 s to start here)."""
+    import json
+    import subprocess
+    import sys
+
+    from orchestrator.checkpoint import write_checkpoint
+    from orchestrator.config import config_from_dict
+    from orchestrator.evaluate import evaluate_on_data
+    from orchestrator.models import build_model
+
+    cfg = config_from_dict({"name": "t", "data": {"name": "files", "path": "train.csv", "label_column": "kind"},
+                            "model": {"name": "mlp", "hidden_sizes": [8]}})
+    torch.manual_seed(0)
+    model = build_model(cfg.model, [2], 3)
+    info = {"input_shape": [2], "label_names": ["a", "b", "c"], "feature_columns": ["w", "h"],
+            "normalization": {}, "data_fingerprint": "x"}
+    write_checkpoint(str(tmp_path / "ckpt"), model=model, config=cfg, model_info=info, metrics={})
+    rng = np.random.default_rng(0)
+    w, h, kind = rng.normal(size=60), rng.normal(size=60), np.array(["c", "b"] * 30)  # no 'a', columns reordered
+    (tmp_path / "holdout.csv").write_text("kind,h,w\n" + "".join(f"{k},{b},{a}\n" for a, b, k in zip(w, h, kind)))
+    with torch.no_grad():
+        predicted = model.eval()(torch.tensor(np.stack([w, h], axis=1), dtype=torch.float32)).argmax(1).numpy()
+    expected = float(np.mean(predicted == np.array([{"b": 1, "c": 2}[k] for k in kind])))
+    script = ("import sys; from orchestrator.cli import main\n"
+              f"code = main(['evaluate', {str(tmp_path / 'ckpt')!r}, '--data', {str(tmp_path / 'holdout.csv')!r}, "
+              "'--json'])\n"
+              "assert 'ray' not in sys.modules, 'Ray was imported'\n"
+              "sys.exit(code)")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["num_rows"] == 60 and result["metrics"]["accuracy"] == pytest.approx(expected, abs=1e-9)
+    (tmp_path / "other.csv").write_text("kind,h,w\nd,1,2\nb,1,2\n")
+    with pytest.raises(DataError, match=r"labels \['d'\] are not classes of this model"):
+        evaluate_on_data(str(tmp_path / "ckpt"), str(tmp_path / "other.csv"))
+
 
 def test_augment_shifts_within_bounds_and_keeps_shape():
     x = torch.zeros(64, 1, 8, 8)
