@@ -216,10 +216,10 @@ def _run(args) -> dict:
     from orchestrator import pipeline
     from orchestrator.runtime import ray_session
 
-    serve_args = pipeline.check(cfg, args.host)  # exit 2 before Ray starts
+    checked = pipeline.check(cfg, args.host)  # exit 2 before Ray starts
     with ray_session(args.address):
         result = pipeline.run(cfg, address=args.address, host=args.host, port=args.port, app=args.name,
-                              args=serve_args)
+                              checked=checked)
         pipeline.print_summary(result)
         if args.address or args.exit_after_smoke:
             return result

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from orchestrator.auth import read_api_keys
 from orchestrator.client import post_json
 from orchestrator.config import ExperimentConfig, ServeArgs, config_from_dict, parse, with_value
 from orchestrator.loop import say
+from orchestrator.models import build_model
 
 SMOKE_INSTANCES = 4
 
@@ -29,9 +31,17 @@ def registry_root(cfg: ExperimentConfig) -> str:
     return cfg.registry.path or storage.join(cfg.storage.path, "registry")
 
 
-def check(cfg: ExperimentConfig, host: str) -> ServeArgs:
+class Checked(NamedTuple):
+    """What check() found and run() uses: the endpoint's args, and the data."""
+
+    args: ServeArgs
+    splits: data.Splits
+
+
+def check(cfg: ExperimentConfig, host: str) -> Checked:
     """Everything that can be checked before Ray starts (exit 2, nothing done): storage and
-    registry writable, serve settings and keys, tracking installed. The endpoint's args."""
+    registry writable, serve settings and keys, tracking installed, the data readable and the
+    model fitting it."""
     st = cfg.storage
     storage.check_writable(st.path, st.endpoint_url, st.region)
     storage.check_writable(registry_root(cfg), st.endpoint_url, st.region)
@@ -41,7 +51,9 @@ def check(cfg: ExperimentConfig, host: str) -> ServeArgs:
                              "registry": registry.Registry(registry_root(cfg)).root,
                              "storage_endpoint_url": st.endpoint_url}, source="serve")
     serve.check_auth(args, host)
-    return args
+    splits = data.load_splits(cfg.data, cfg.seed, st.endpoint_url)
+    build_model(cfg.model, splits.input_shape, len(splits.label_names))  # a ConfigError if it does not fit
+    return Checked(args, splits)
 
 
 def final_config(cfg: ExperimentConfig, best: dict) -> ExperimentConfig:
@@ -54,16 +66,16 @@ def final_config(cfg: ExperimentConfig, best: dict) -> ExperimentConfig:
 
 def run(cfg: ExperimentConfig, *, address: str | None = None, host: str = "127.0.0.1", port: int = 8000,
         request_timeout_s: float = 30, app: str = serve.APP_NAME, route_prefix: str = "/",
-        args: ServeArgs | None = None) -> dict:
+        checked: Checked | None = None) -> dict:
     """The whole pipeline on the connected (or an embedded) Ray; the summary. The endpoint keeps
-    running when this returns, for as long as Ray does. `args`: what check() returned, if called."""
+    running when this returns, for as long as Ray does. `checked`: what check() returned, if called."""
     from orchestrator.runtime import ray_session
     from orchestrator.train import check_resources as check_training
     from orchestrator.train import train
     from orchestrator.tune import check_resources as check_search
     from orchestrator.tune import tune
 
-    args = args or check(cfg, host)
+    args, splits = checked or check(cfg, host)
     started = time.time()
     model = cfg.registry.model_name or cfg.name
     reg = registry.Registry(registry_root(cfg), cfg.storage.endpoint_url, cfg.storage.region)
@@ -75,7 +87,6 @@ def run(cfg: ExperimentConfig, *, address: str | None = None, host: str = "127.0
             check_search(cfg)
         check_training(cfg)
         serve.check_resources(args)
-        splits = data.load_splits(cfg.data, cfg.seed, cfg.storage.endpoint_url)
         searched, final = None, cfg
         if cfg.tune:
             say(f"[{next(step)}/{steps}] search: {cfg.tune.num_samples} trials, scheduler {cfg.tune.scheduler.name}")

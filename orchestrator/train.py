@@ -66,10 +66,11 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
     name = run_name(cfg)
     run_uri = storage.join(st.path, name)
     _check_resumable(cfg, run_uri)
+    # bad data, or a model that does not fit it, is refused before Ray starts
+    splits = splits or data.load_splits(cfg.data, cfg.seed, st.endpoint_url)
+    model_info = _model_info(cfg, splits)
     with ray_session(address):
         check_resources(cfg)
-        splits = splits or data.load_splits(cfg.data, cfg.seed, st.endpoint_url)
-        model_info = _model_info(cfg, splits)  # also proves the model fits the data, before any worker starts
         storage.write_bytes(storage.join(run_uri, "config.yaml"), save_config(cfg).encode(), st.endpoint_url, st.region)
         print(f"run {name}: {model_info['num_parameters']:,} parameters, rows {splits.num_rows}, "
               f"{cfg.train.num_workers} worker(s); storage {run_uri}", flush=True)

@@ -76,9 +76,11 @@ def tune(cfg: ExperimentConfig, address: str | None = None, resume: bool = False
     storage.check_writable(st.path, st.endpoint_url, st.region)
     name = _experiment_name(cfg, resume)
     experiment_uri = storage.join(st.path, name)
+    # bad data, or a model that does not fit it, is refused before Ray starts (not by every trial)
+    splits = splits or data.load_splits(cfg.data, cfg.seed, st.endpoint_url)
+    build_model(cfg.model, splits.input_shape, len(splits.label_names))
     with ray_session(address):
         check_resources(cfg)
-        splits = splits or data.load_splits(cfg.data, cfg.seed, st.endpoint_url)
         searching = time.time()
         grid = search(cfg, name, splits, resume)
         # Tune's budget counts from its first check, after this; a resumed search has only what was left

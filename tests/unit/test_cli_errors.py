@@ -30,6 +30,14 @@ def write(tmp_path, text):
     return str(p)
 
 
+def table(tmp_path, csv: str, model: str = "{name: mlp}") -> str:
+    """An experiment on a CSV table (with a search space), for train, tune and run."""
+    (tmp_path / "t.csv").write_text(csv)
+    return write(tmp_path, f"data: {{name: files, path: {tmp_path / 't.csv'}}}\nmodel: {model}\n"
+                           f"storage: {{path: {tmp_path / 'runs'}}}\ntune:\n  space:\n    optim.lr: {{uniform: [0.001, 0.1]}}\n")
+
+
+ROWS = "a,b,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(30))
 TUNE_TYPO = "data: {name: digits}\nmodel: {name: mlp}\ntune:\n  space:\n    optim.lrr: {loguniform: [0.001, 0.1]}\n"
 
 CASES = {
@@ -75,6 +83,11 @@ CASES = {
     "run with a gate on a val metric": (lambda t: ["run", str(ROOT / "jobs" / "digits.yaml"),
                                                    "registry.min_metrics={val_accuracy: 0.9}"], "registry.min_metrics"),
     "models in an empty registry": (lambda t: ["models", "show", "--registry", str(t)], "holds 0 models"),
+    "unreadable table": (lambda t: ["train", table(t, ROWS + "1,2\n")], "t.csv as csv: CSV parse error: Expected 3"),
+    "train a model unfit for the data": (lambda t: ["train", table(t, ROWS, "{name: cnn}")],
+                                         "model 'cnn' needs image-shaped features [C, H, W], got [2]"),
+    "tune a model unfit for the data": (lambda t: ["tune", table(t, ROWS, "{name: cnn}")], "needs image-shaped"),
+    "run a model unfit for the data": (lambda t: ["run", table(t, ROWS, "{name: cnn}")], "needs image-shaped"),
     "serve an unknown model": (lambda t: ["serve", "models:/nope@production", f"registry={t}"], "no model 'nope'"),
     "serve a bad model reference": (lambda t: ["serve", "models:/digits", f"registry={t}"], "not a model reference"),
 }
@@ -82,9 +95,11 @@ S3_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REG
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_bad_input_exits_2_with_a_clear_message(case, tmp_path):
+def test_bad_input_exits_2_with_a_clear_message(case, tmp_path, tmp_path_factory):
     make_args, message = CASES[case]
-    proc = run_cli(*make_args(tmp_path), env=S3_ENV)
+    ray_tmp = tmp_path_factory.mktemp("ray")  # where a Ray started by the command would put its session
+    proc = run_cli(*make_args(tmp_path), env={**S3_ENV, "RAY_TMPDIR": str(ray_tmp)})
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+    assert not any(ray_tmp.iterdir()), "a Ray was started before the input was refused"
