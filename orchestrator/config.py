@@ -598,11 +598,20 @@ def _explain(err: dict, root: type[BaseModel]) -> str:
         hint = _paths_to(loc[-1], root) or difflib.get_close_matches(loc[-1], valid, n=1)  # train.lr: optim.lr
         suggestion = f"; did you mean {hint[0]!r}?" if hint else f"; valid keys: {', '.join(valid)}"
         return f"unknown key {where!r}{suggestion}"
+    kinds = list(_tagged_union_members(_walk(loc, root)[0]) or {})  # a section chosen by its name (model, data)
+    got = err.get("input")
+    if kinds and err["type"] == "missing":
+        return f"{where} is missing: add a {where} section with a name, one of {kinds}"
+    if kinds and err["type"] == "model_attributes_type":  # model=cnn
+        return f"{where} is a section, not a value: set {where}.name, one of {kinds}"
+    if err["type"] == "union_tag_not_found":
+        glued = [k for k in got if ":" in str(k)] if isinstance(got, dict) else []  # {name:cnn} is one key in YAML
+        hint = f" (YAML reads {glued[0]!r} as one key: put a space after the colon)" if glued else ""
+        return f"{where}.name is missing: one of {kinds}{hint}"
     if err["type"] == "missing":
         return f"{where}: required field is missing"
     if err["type"] == "union_tag_invalid":
         return f"{where}.name: {err['ctx']['tag']!r} is not one of {err['ctx']['expected_tags']}"
-    got = err.get("input")
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
     msg = err["msg"].removeprefix("Value error, ")
     return f"{where}: {msg}{shown}" if where else f"{msg}{shown}"

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import BaseModel
 
 from orchestrator import config as C
@@ -66,8 +67,15 @@ def test_unknown_model_and_dataset_list_the_choices():
     assert "data.name" in msg and "digits" in msg
 
 
-def test_missing_required_field():
-    assert "model: required field is missing" in _error({"name": "t", "data": {"name": "digits"}})
+@pytest.mark.parametrize("raw, words", [
+    ({"name": "t", "data": {"name": "digits"}}, "model is missing: add a model section with a name, one of ['mlp', "),
+    ({**BASE, "model": {"hidden_sizes": [8]}}, "model.name is missing: one of ['mlp', 'cnn', "),
+    ({**BASE, "data": {"path": "x.csv"}}, "data.name is missing: one of ['digits', 'synthetic', 'files', 'text']"),
+    ({**BASE, "model": yaml.safe_load("{name:cnn}")}, "(YAML reads 'name:cnn' as one key: put a space after the colon)"),
+    ({**BASE, "model": "cnn"}, "model is a section, not a value: set model.name, one of ['mlp', "),  # model=cnn
+])
+def test_a_missing_section_or_name_lists_the_choices(raw, words):
+    assert words in _error(raw)
 
 
 def test_checkpoint_metric_must_be_a_reported_metric():
