@@ -314,6 +314,9 @@ def _read_table(fs, files: list[str], fmt: str) -> dict[str, np.ndarray]:
     return {name: np.concatenate([_column(t, name) for t in tables]) for name in tables[0].column_names}
 
 
+TENSOR_TYPE = "ray.data.arrow_tensor"  # Ray Data's fixed-shape tensor columns (v1 and v2)
+
+
 def _column(table, name: str) -> np.ndarray:
     """A column as numpy; a tensor column written by Ray Data as [N, *shape]. pyarrow reads one as a
     list per row, with the shape in its type (ray.data imported) or in the field's metadata (not)."""
@@ -324,9 +327,6 @@ def _column(table, name: str) -> np.ndarray:
     if (field.metadata or {}).get(b"ARROW:extension:name", b"").decode().startswith(TENSOR_TYPE):
         return np.stack(values).reshape(len(values), *json.loads(field.metadata[b"ARROW:extension:metadata"]))
     return values
-
-
-TENSOR_TYPE = "ray.data.arrow_tensor"  # Ray Data's fixed-shape tensor columns (v1 and v2)
 
 
 def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData) -> Arrays:
