@@ -7,9 +7,10 @@ Everything runs on this machine over loopback, the load generator included (it s
 cores with the servers, as it would on any one-box measurement). One model, one checkpoint:
 a classifier of 8x8 inputs (--model: a CNN, --channels, by default; a 2-layer LSTM over the
 rows, --hidden-size; or a Transformer encoder over 2x2 patches, --d-model, --num-layers), served by
-  (a) a plain uvicorn + FastAPI process running the same Predictor (decode, predict, encode)
-      with one torch thread, against Serve with one replica of one CPU, both unbatched, at the
-      same concurrency: serve_vs_uvicorn = Serve requests/s / uvicorn requests/s (goal >= 0.85);
+  (a) a plain uvicorn + FastAPI process running the endpoint's own app and replica code
+      (orchestrator/endpoint.py) with one torch thread, against Serve with one replica of one CPU,
+      both unbatched, at the same concurrency: serve_vs_uvicorn = Serve requests/s / uvicorn
+      requests/s (goal >= 0.85);
   (b) Serve with @serve.batch against Serve unbatched at saturation (concurrency 64):
       batching_gain (goal >= 1.5);
   (c) latency p50/p99 of the batched endpoint at concurrency 1, 8 and 64.
@@ -22,9 +23,10 @@ not share, plus the forward pass, which it does. The JSON's `model_alone` gives 
 pass's time for 1 input and per input in a batch of 32 (one torch thread, measured in the same
 run), and its `batching_bound` the gain batching could give if the per-request work were free.
 
---ray-throughput-mode starts the embedded Ray with Ray Serve's documented high-throughput
-settings (RAY_SERVE_ENABLE_HA_PROXY=1, RAY_SERVE_THROUGHPUT_OPTIMIZED=1: HAProxy in place of
-the Python HTTP proxy, requests sent straight to the replicas' own HTTP servers).
+Serve runs as `orchestrator serve` runs it on the embedded Ray: behind HAProxy, which sends each
+request straight to a replica's own HTTP server (orchestrator/ingress.py), where Ray ships HAProxy
+(Linux). --serve-proxy measures Serve's Python HTTP proxy instead (RAY_SERVE_ENABLE_HA_PROXY=0).
+The JSON's `ingress` says which one ran.
 """
 
 import argparse
@@ -126,25 +128,31 @@ def forward_ms(checkpoint: str, seconds: float = 2) -> dict:
 
 
 def uvicorn_server(checkpoint: str, port: int) -> None:
-    """The baseline: the same Predictor behind FastAPI in one uvicorn process, one torch thread."""
+    """The baseline: the endpoint's own FastAPI app and replica code (orchestrator/endpoint.py: auth, limits,
+    decode, predict, encode, unbatched) in one plain uvicorn process, one torch thread; Serve is all that differs."""
+    import contextlib
+
     import torch
     import uvicorn
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
 
-    from orchestrator.predictor import Predictor, RequestError
+    from orchestrator.config import ServeArgs
+    from orchestrator.endpoint import Cors, Endpoint
 
     torch.set_num_threads(1)
-    predictor = Predictor.load(checkpoint)
-    app = FastAPI()
+    endpoint = Endpoint()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        await endpoint.reconfigure({"args": ServeArgs(checkpoint=checkpoint, max_batch_size=1).model_dump(mode="json")})
+        yield
+
+    app = FastAPI(lifespan=lifespan)
+    app.add_middleware(Cors)
 
     @app.post("/v1/predict")
     async def predict(request: Request):
-        try:
-            x = predictor.decode(await request.body())
-        except RequestError as e:
-            return JSONResponse(e.body(), status_code=e.status)
-        return predictor.encode(await asyncio.to_thread(predictor.predict, x))
+        return await endpoint.predict(request)
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
@@ -176,8 +184,8 @@ def main() -> None:
     parser.add_argument("--d-model", type=int, default=128, help="the Transformer's width")
     parser.add_argument("--num-layers", type=int, default=4, help="the Transformer's encoder layers")
     parser.add_argument("--batch-wait-ms", type=float, default=2, help="@serve.batch's wait for a batch to fill")
-    parser.add_argument("--ray-throughput-mode", action="store_true",
-                        help="Serve's HAProxy ingress and throughput-optimized settings")
+    parser.add_argument("--serve-proxy", action="store_true",
+                        help="Serve's Python HTTP proxy as the ingress, not HAProxy")
     parser.add_argument("--uvicorn-server", nargs=2, metavar=("CHECKPOINT", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.batch_wait_ms < 0:  # before minutes of measurement, not after
@@ -185,8 +193,8 @@ def main() -> None:
     if args.uvicorn_server:
         return uvicorn_server(args.uvicorn_server[0], int(args.uvicorn_server[1]))
 
-    if args.ray_throughput_mode:  # read when Ray starts; its processes inherit them
-        os.environ.update(RAY_SERVE_ENABLE_HA_PROXY="1", RAY_SERVE_THROUGHPUT_OPTIMIZED="1")
+    if args.serve_proxy:  # read when Ray starts; its processes inherit it
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "0"
     from orchestrator import serve
     from orchestrator.config import ServeArgs
     from orchestrator.runtime import ray_session
@@ -201,7 +209,7 @@ def main() -> None:
                         "num_heads": 4, "ff_size": 2 * args.d_model},
     }[args.model]
     out = {"benchmark": "serve_throughput", "model": model, "instances_per_request": args.instances,
-           "duration_s": args.duration, "ray_throughput_mode": args.ray_throughput_mode}
+           "duration_s": args.duration}
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = make_checkpoint(f"{tmp}/ckpt", model)
         out["model_alone"] = forward_ms(ckpt, seconds=min(2.0, args.duration))
@@ -220,6 +228,7 @@ def main() -> None:
         print("uvicorn:", plain, flush=True)
 
         with ray_session():
+            out["ingress"] = "haproxy" if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" else "proxy"
             http = {"host": "127.0.0.1", "port": free_port(), "request_timeout_s": 60}
             fixed = {"autoscaling": {"min_replicas": 1, "max_replicas": 1}, "num_cpus": 1, "max_ongoing_requests": 128,
                      "max_queued_requests": 1024}

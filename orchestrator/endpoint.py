@@ -1,8 +1,8 @@
 """The endpoint's replica: FastAPI routes, batching, and the model (API keys: orchestrator/auth.py).
 
 One deployment, `Model`, is both the FastAPI ingress and the model. Each request already
-passes Serve's HTTP proxy; a separate ingress deployment would add a second actor call per
-request for no gain in a one-model endpoint. Every setting arrives through `reconfigure` (the
+passes Serve's ingress (HAProxy, or Serve's Python proxy); a separate ingress deployment would add
+a second hop per request for no gain in a one-model endpoint. Every setting arrives through `reconfigure` (the
 deployment's user_config), so a new checkpoint or limit applies to running replicas in place.
 
 Every request takes the same four steps: check (auth, route, body, input; a 4xx that says
@@ -200,7 +200,7 @@ class Endpoint:
 
     # Two batches at a time: one fills (decoding its requests) while the other runs its forward pass
     # in a thread. With one, the model idles while a batch fills: 435 against 572 requests/s at 64
-    # clients (serve_throughput.py's CNN, throughput mode, 2 cores), where unbatched does 375.
+    # clients (serve_throughput.py's CNN, behind HAProxy, 2 cores), where unbatched does 375.
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, max_concurrent_batches=2)
     async def _predict_batch(self, xs: list[np.ndarray]) -> list[tuple[Predictor, np.ndarray]]:
         """Requests that arrive together share one forward pass (settings from reconfigure)."""

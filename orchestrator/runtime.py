@@ -55,31 +55,33 @@ def ray_session(address: str | None = None):
         yield ray
         return
     quiet = {"logging_level": logging.WARNING, "log_to_driver": True, "configure_logging": True}
-    if address:
+    with contextlib.ExitStack() as stack:
+        if address:
+            try:
+                _join(address, quiet)
+            except ValueError as e:  # Ray's "Invalid address format"
+                raise ConfigError(f"--address {address}: {e}; give the Ray head's host:port (e.g. 10.0.0.5:6379) "
+                                  "or auto (the Ray running on this machine)") from None
+            except ConnectionError as e:
+                reason = str(e).splitlines()[0].rstrip(".")
+                raise ConfigError(f"--address {address}: {reason}. Is the cluster up, and is this its address "
+                                  "(auto: the Ray running on this machine)?") from None
+        else:
+            # One machine is never preempted: Ray Train's PreemptionWatcher would be one more actor per
+            # fit, watching nothing, and print an error line about its own constructor in every run.
+            os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+            stack.enter_context(_serve_ingress())
+            # address="local": always a new cluster, never one that happens to run on this machine
+            with _loopback_node():
+                ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", **quiet)
+        stack.callback(ray.shutdown)
+        _quiet_ray_data()
+        global _embedded
+        _embedded = not address
         try:
-            _join(address, quiet)
-        except ValueError as e:  # Ray's "Invalid address format"
-            raise ConfigError(f"--address {address}: {e}; give the Ray head's host:port (e.g. 10.0.0.5:6379) "
-                              "or auto (the Ray running on this machine)") from None
-        except ConnectionError as e:
-            reason = str(e).splitlines()[0].rstrip(".")
-            raise ConfigError(f"--address {address}: {reason}. Is the cluster up, and is this its address "
-                              "(auto: the Ray running on this machine)?") from None
-    else:
-        # One machine is never preempted: Ray Train's PreemptionWatcher would be one more actor per
-        # fit, watching nothing, and print an error line about its own constructor in every run.
-        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-        # address="local": always a new cluster, never one that happens to run on this machine
-        with _loopback_node():
-            ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", **quiet)
-    _quiet_ray_data()
-    global _embedded
-    _embedded = not address
-    try:
-        yield ray
-    finally:
-        _embedded = False
-        ray.shutdown()
+            yield ray
+        finally:
+            _embedded = False
 
 
 _embedded = False  # this process runs the embedded Ray it started
@@ -154,6 +156,27 @@ def _answers(host: str, port: str) -> bool:
 def _token_at_hand() -> bool:
     path = os.environ.get("RAY_AUTH_TOKEN_PATH", os.path.expanduser("~/.ray/auth_token"))
     return bool(os.environ.get("RAY_AUTH_TOKEN")) or os.path.isfile(path)
+
+
+@contextlib.contextmanager
+def _serve_ingress():
+    """Ray Serve's HAProxy ingress for the embedded Ray, on loopback only (orchestrator/ingress.py): set in
+    the environment the Ray starts with, and taken back, with HAProxy's private directory, when it ends."""
+    import shutil
+    import tempfile
+
+    from orchestrator import ingress
+
+    workdir = tempfile.mkdtemp(prefix="haproxy-", dir="/tmp" if os.path.isdir("/tmp") else None)  # short: sockets
+    env = ingress.embedded_env(workdir)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @contextlib.contextmanager

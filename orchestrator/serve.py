@@ -241,7 +241,7 @@ def _wait_serving(client, name: str, url: str, version: str, timeout_s: float) -
                 ready = json.loads(r.read())
         except OSError:
             ready = {}
-        # several consecutive answers with the new version: the proxy spreads them over replicas
+        # several consecutive answers with the new version: the ingress spreads them over replicas
         seen = seen + 1 if ready.get("version") == version and app.get("status") == "RUNNING" else 0
         if seen >= 3:
             return

@@ -565,7 +565,7 @@ def test_every_ray_and_serve_port_of_the_embedded_ray_listens_on_loopback_only(c
 
     from tests.conftest import MARKER, marked_pids
 
-    deploy("ports", checkpoints[0][-1], serve_http)  # a replica and the HTTP proxy are up
+    deploy("ports", checkpoints[0][-1], serve_http)  # a replica and the HTTP ingress are up
     listening = []
     for pid in {os.getpid(), *marked_pids(MARKER)}:
         with contextlib.suppress(psutil.Error):
@@ -576,3 +576,11 @@ def test_every_ray_and_serve_port_of_the_embedded_ray_listens_on_loopback_only(c
     print(f"ports: {len(listening)} listening sockets in {len({x[0] for x in listening})} kinds of process, "
           f"{len(exposed)} beyond loopback")
     assert len(listening) >= 5 and exposed == [], exposed
+
+    # the ingress is HAProxy (orchestrator/ingress.py): its stats page and exporter were moved to loopback, and
+    # its admin socket, which can repoint every backend, is in a directory no other user can enter
+    stats, exporter = (int(os.environ[f"RAY_SERVE_HAPROXY_{k}_PORT"]) for k in ("STATS", "METRICS"))
+    assert {("haproxy", "127.0.0.1", stats), ("haproxy", "127.0.0.1", exporter)} <= set(listening), listening
+    assert http("GET", f"http://127.0.0.1:{stats}/stats")[0] == 200
+    private = Path(os.environ["RAY_SERVE_HAPROXY_SOCKET_PATH"]).parent
+    assert private.stat().st_mode & 0o077 == 0 and list(private.glob("*/admin.sock"))
