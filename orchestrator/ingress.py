@@ -23,6 +23,7 @@ keeps its Python proxy. Clusters choose for themselves: see the README's Serving
 from __future__ import annotations
 
 import os
+import random
 import re
 import shlex
 import socket
@@ -78,15 +79,29 @@ def _haproxy_binary() -> str | None:
     return str(bundled) if os.access(bundled, os.X_OK) else None
 
 
+# Bound only when Serve starts, perhaps minutes after they are chosen: so not from the kernel's range for
+# outgoing connections (32768 and up), where Ray's traffic may take them meanwhile, nor from Ray's worker
+# ports (10002-19999) or Serve's replica ports (30000 and up)
+PORT_RANGE = range(20000, 30000)
+
+
 def _free_ports(n: int) -> list[int]:
-    """`n` distinct ports free now on 127.0.0.1 (all held until all are chosen)."""
-    sockets = [socket.socket() for _ in range(n)]
+    """`n` distinct ports of PORT_RANGE free now on 127.0.0.1 (all held until all are chosen)."""
+    held = []
     try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
+        for port in random.sample(PORT_RANGE, len(PORT_RANGE)):
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
+            held.append(s)
+            if len(held) == n:
+                return [s.getsockname()[1] for s in held]
+        raise OSError(f"fewer than {n} free ports in {PORT_RANGE.start}-{PORT_RANGE.stop - 1}")
     finally:
-        for s in sockets:
+        for s in held:
             s.close()
 
 
