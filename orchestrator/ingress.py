@@ -47,6 +47,8 @@ def embedded_env(workdir: str) -> dict[str, str]:
     wrapper.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -I {shlex.quote(__file__)} "
                        f"{shlex.quote(real)} {stats} {metrics} \"$@\"\n")
     wrapper.chmod(0o700)
+    if not os.access(wrapper, os.X_OK):  # a noexec /tmp: Serve's Python proxy it is
+        return {}
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
