@@ -216,7 +216,7 @@ def _run(args) -> dict:
     from orchestrator import pipeline
     from orchestrator.runtime import ray_session
 
-    checked = pipeline.check(cfg, args.host)  # exit 2 before Ray starts
+    checked = pipeline.check(cfg, args.host, None if args.address else args.port)  # exit 2 before Ray starts
     with ray_session(args.address):
         result = pipeline.run(cfg, address=args.address, host=args.host, port=args.port, app=args.name,
                               checked=checked)
@@ -342,6 +342,8 @@ def _serve(args) -> dict:
     from orchestrator.runtime import ray_session
 
     serve_args, predictor = serve.check_deployable(serve_args, args.host)  # exit 2 before Ray starts
+    if not args.address:  # the embedded Ray will start Serve on this machine
+        serve.check_port_free(args.host, args.port)
     with ray_session(args.address):
         result = serve.deploy(serve_args, name=args.name, route_prefix=args.route_prefix, host=args.host,
                               port=args.port, request_timeout_s=args.request_timeout_s, checked=predictor)

@@ -38,10 +38,10 @@ class Checked(NamedTuple):
     splits: data.Splits
 
 
-def check(cfg: ExperimentConfig, host: str) -> Checked:
+def check(cfg: ExperimentConfig, host: str, port: int | None = None) -> Checked:
     """Everything that can be checked before Ray starts (exit 2, nothing done): storage and
-    registry writable, serve settings and keys, tracking installed, the data readable and the
-    model fitting it."""
+    registry writable, serve settings and keys, the endpoint's `port` free (when Serve will run on
+    this machine), tracking installed, the data readable and the model fitting it."""
     st = cfg.storage
     storage.check_writable(st.path, st.endpoint_url, st.region)
     storage.check_writable(registry_root(cfg), st.endpoint_url, st.region)
@@ -51,6 +51,8 @@ def check(cfg: ExperimentConfig, host: str) -> Checked:
                              "registry": registry.Registry(registry_root(cfg)).root,
                              "storage_endpoint_url": st.endpoint_url}, source="serve")
     serve.check_auth(args, host)
+    if port is not None:
+        serve.check_port_free(host, port)
     splits = data.load_splits(cfg.data, cfg.seed, st.endpoint_url)
     build_model(cfg.model, splits.input_shape, len(splits.label_names))  # a ConfigError if it does not fit
     return Checked(args, splits)
@@ -75,7 +77,7 @@ def run(cfg: ExperimentConfig, *, address: str | None = None, host: str = "127.0
     from orchestrator.tune import check_resources as check_search
     from orchestrator.tune import tune
 
-    args, splits = checked or check(cfg, host)
+    args, splits = checked or check(cfg, host, None if address else port)
     started = time.time()
     model = cfg.registry.model_name or cfg.name
     reg = registry.Registry(registry_root(cfg), cfg.storage.endpoint_url, cfg.storage.region)

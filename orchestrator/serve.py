@@ -23,7 +23,7 @@ from orchestrator.auth import ApiKeys, is_loopback, read_api_keys
 from orchestrator.config import REGISTRY_DEFAULT, SERVE_DEPLOYMENT, ServeArgs, parse
 from orchestrator.errors import ConfigError
 from orchestrator.predictor import Predictor
-from orchestrator.runtime import check_fits
+from orchestrator.runtime import check_fits, embedded
 
 APP_NAME = "orchestrator"
 HISTORY = 10  # previous checkpoints kept for rollback
@@ -110,6 +110,8 @@ def deploy(args: ServeArgs, *, name: str = APP_NAME, route_prefix: str = "/", ho
 
     args, predictor = (args, checked) if checked else check_deployable(args, host)
     check_resources(args)
+    if embedded() and _client(required=False) is None:  # Serve starts here, on this machine
+        check_port_free(host, port)
     serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
     client = _client()
     details = client.get_serve_details()
@@ -197,12 +199,27 @@ def _plain(value) -> str:
     return str(getattr(value, "value", value))  # Serve's status enums, as JSON-able text
 
 
-def _client():
+def _client(required: bool = True):
+    """The running Serve's controller client; None if Serve is not running and not `required`."""
     from ray.serve.context import (
         _get_global_client,  # what Ray's own `serve run CONFIG` deploys through
     )
 
-    return _get_global_client()
+    return _get_global_client(raise_if_no_controller_running=required)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port that another program holds before Serve tries it (Ray would answer with a traceback
+    from its proxy, whichever ingress it runs)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise ConfigError(f"cannot serve on {host}:{port}: {e.strerror}; choose another port (--port) "
+                              "or stop what listens there") from None
 
 
 def _args_of(app_config: dict | None) -> ServeArgs | None:

@@ -103,3 +103,27 @@ def test_bad_input_exits_2_with_a_clear_message(case, tmp_path, tmp_path_factory
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not any(ray_tmp.iterdir()), "a Ray was started before the input was refused"
+
+
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_a_port_that_another_program_holds_exits_2_before_ray_starts(command, tmp_path, tmp_path_factory):
+    from orchestrator.checkpoint import write_checkpoint
+    from orchestrator.config import config_from_dict
+    from orchestrator.models import build_model
+
+    cfg = config_from_dict({"name": "t", "data": {"name": "digits"}, "model": {"name": "mlp", "hidden_sizes": [8]}})
+    write_checkpoint(str(tmp_path / "ckpt"), model=build_model(cfg.model, [64], 10), config=cfg, metrics={},
+                     model_info={"input_shape": [64], "label_names": [str(i) for i in range(10)], "normalization": {},
+                                 "data_fingerprint": "x"})
+    target = [str(tmp_path / "ckpt")] if command == "serve" else [str(ROOT / "jobs" / "digits.yaml"),
+                                                                   f"storage.path={tmp_path / 'runs'}"]
+    ray_tmp = tmp_path_factory.mktemp("ray")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = run_cli(command, *target, "--port", str(port), env={"RAY_TMPDIR": str(ray_tmp)})
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot serve on 127.0.0.1:{port}: Address already in use; choose another port (--port)" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not any(ray_tmp.iterdir()), "a Ray was started before the port was refused"
