@@ -2,8 +2,9 @@
 
 One deployment, `Model`, is both the FastAPI ingress and the model. Each request already
 passes Serve's ingress (HAProxy, or Serve's Python proxy); a separate ingress deployment would add
-a second hop per request for no gain in a one-model endpoint. Every setting arrives through `reconfigure` (the
-deployment's user_config), so a new checkpoint or limit applies to running replicas in place.
+a second hop per request for no gain in a one-model endpoint. Every setting arrives through
+`reconfigure` (the deployment's user_config), so a new checkpoint or limit applies to running
+replicas in place.
 
 Every request takes the same four steps: check (auth, route, body, input; a 4xx that says
 why), run (batched with others when max_batch_size > 1), encode, and, if the model fails,

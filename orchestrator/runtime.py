@@ -175,7 +175,10 @@ def _serve_ingress():
         yield
     finally:
         for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+            if v is None:
+                os.environ.pop(k)
+            else:
+                os.environ[k] = v
         shutil.rmtree(workdir, ignore_errors=True)
 
 
