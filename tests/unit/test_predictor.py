@@ -191,6 +191,32 @@ def test_a_broken_model_never_serves_answers_503_and_fails_its_health_check(tmp_
         assert answer.status_code == 503 and answer.headers["retry-after"] == str(server.args.retry_after_s)
 
 
+def test_short_forward_passes_run_on_the_event_loop_and_long_ones_in_a_thread(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from orchestrator import endpoint
+
+    server = Endpoint()
+    asyncio.run(server.reconfigure({"args": ServeArgs(checkpoint=write(tmp_path / "ckpt")).model_dump(mode="json")}))
+    fast = server.inputs_on_loop
+    assert fast >= 32  # a 16-unit MLP: far under 2 ms even for a full batch
+
+    async def where(inputs):
+        loop_thread = threading.get_ident()
+        ran_on = await server._run(lambda x: threading.get_ident(), np.zeros(1), inputs=inputs)
+        return "loop" if ran_on == loop_thread else "thread"
+
+    assert asyncio.run(where(1)) == "loop" and asyncio.run(where(fast)) == "loop"
+    assert asyncio.run(where(fast + 1)) == "thread"
+    assert asyncio.run(where(None)) == "thread"  # a generation: many passes
+
+    slow = Predictor.load(str(tmp_path / "ckpt"))
+    slow_pass = slow.predict
+    monkeypatch.setattr(slow, "predict", lambda x: (time.sleep(endpoint.ON_LOOP_S), slow_pass(x))[1])
+    assert endpoint._inputs_on_loop(slow) == 0  # even one input takes too long: every pass in a thread
+
+
 def test_binding_beyond_loopback_without_keys_is_refused(tmp_path, monkeypatch):
     from orchestrator.serve import check_deployable
 
