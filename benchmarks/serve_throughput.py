@@ -10,7 +10,9 @@ rows, --hidden-size; or a Transformer encoder over 2x2 patches, --d-model, --num
   (a) a plain uvicorn + FastAPI process running the endpoint's own app and replica code
       (orchestrator/endpoint.py) with one torch thread, against Serve with one replica of one CPU,
       both unbatched, at the same concurrency: serve_vs_uvicorn = Serve requests/s / uvicorn
-      requests/s (goal >= 0.85);
+      requests/s (goal >= 0.85). Both write an access-log line per request to a file (uvicorn's
+      is on as uvicorn ships; Serve's replica writes its own to Ray's log files); the JSON's
+      uvicorn_without_access_log and serve_vs_uvicorn_without_access_log give uvicorn without it;
   (b) Serve with @serve.batch against Serve unbatched at saturation (concurrency 64):
       batching_gain (goal >= 1.5);
   (c) latency p50/p99 of the batched endpoint at concurrency 1, 8 and 64.
@@ -127,9 +129,10 @@ def forward_ms(checkpoint: str, seconds: float = 2) -> dict:
             "batching_bound": round(per_call[1] / (per_call[32] / 32), 2)}
 
 
-def uvicorn_server(checkpoint: str, port: int) -> None:
+def uvicorn_server(checkpoint: str, port: int, access_log: str) -> None:
     """The baseline: the endpoint's own FastAPI app and replica code (orchestrator/endpoint.py: auth, limits,
-    decode, predict, encode, unbatched) in one plain uvicorn process, one torch thread; Serve is all that differs."""
+    decode, predict, encode, unbatched) in one plain uvicorn process, one torch thread; Serve is all that differs.
+    `access_log`: the file of uvicorn's access log, or "-" for none."""
     import contextlib
 
     import torch
@@ -154,7 +157,30 @@ def uvicorn_server(checkpoint: str, port: int) -> None:
     async def predict(request: Request):
         return await endpoint.predict(request)
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    # uvicorn's access log, on as uvicorn ships it, goes to a file, as Serve's replica writes its own to
+    # Ray's log files; uvicorn's other lines below WARNING are left out
+    logging = {
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"access": {"()": "uvicorn.logging.AccessFormatter",
+                                  "fmt": '%(asctime)s %(client_addr)s - "%(request_line)s" %(status_code)s'}},
+        "handlers": {"access": {"class": "logging.FileHandler", "formatter": "access", "filename": access_log}},
+        "loggers": {"uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False}},
+    }
+    uvicorn.run(app, host="127.0.0.1", port=port, log_config=logging if access_log != "-" else None,
+                access_log=access_log != "-", log_level=None if access_log != "-" else "warning")
+
+
+def measure_uvicorn(checkpoint: str, access_log: str, body: bytes, args) -> dict:
+    """The baseline (uvicorn_server) in its own process, alone on the machine, at args.concurrency."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--uvicorn-server", checkpoint, str(port), access_log],
+                            cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        wait_up(f"http://127.0.0.1:{port}/v1/predict")
+        return measure(f"http://127.0.0.1:{port}/v1/predict", body, args.concurrency, args)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def wait_up(url: str, timeout_s: float = 60) -> None:
@@ -186,12 +212,12 @@ def main() -> None:
     parser.add_argument("--batch-wait-ms", type=float, default=2, help="@serve.batch's wait for a batch to fill")
     parser.add_argument("--serve-proxy", action="store_true",
                         help="Serve's Python HTTP proxy as the ingress, not HAProxy")
-    parser.add_argument("--uvicorn-server", nargs=2, metavar=("CHECKPOINT", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--uvicorn-server", nargs=3, metavar=("CHECKPOINT", "PORT", "ACCESS_LOG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.batch_wait_ms < 0:  # before minutes of measurement, not after
         parser.error(f"--batch-wait-ms must be at least 0, got {args.batch_wait_ms:g}")
     if args.uvicorn_server:
-        return uvicorn_server(args.uvicorn_server[0], int(args.uvicorn_server[1]))
+        return uvicorn_server(args.uvicorn_server[0], int(args.uvicorn_server[1]), args.uvicorn_server[2])
 
     if args.serve_proxy:  # read when Ray starts; its processes inherit it
         os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "0"
@@ -215,17 +241,12 @@ def main() -> None:
         out["model_alone"] = forward_ms(ckpt, seconds=min(2.0, args.duration))
         print("model alone:", out["model_alone"], flush=True)
 
-        # (a) plain uvicorn first, alone on the machine
-        port = free_port()
-        proc = subprocess.Popen([sys.executable, __file__, "--uvicorn-server", ckpt, str(port)], cwd=ROOT,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"})
-        try:
-            wait_up(f"http://127.0.0.1:{port}/v1/predict")
-            plain = measure(f"http://127.0.0.1:{port}/v1/predict", several, args.concurrency, args)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+        # (a) plain uvicorn first, alone on the machine: with its access log, as Serve keeps one, and
+        # without, for reference
+        plain = measure_uvicorn(ckpt, f"{tmp}/uvicorn-access.log", several, args)
         print("uvicorn:", plain, flush=True)
+        quiet = measure_uvicorn(ckpt, "-", several, args)
+        print("uvicorn, no access log:", quiet, flush=True)
 
         with ray_session():
             out["ingress"] = "haproxy" if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" else "proxy"
@@ -249,10 +270,11 @@ def main() -> None:
     ratio = lambda a, b: round(a["requests_per_s"] / b["requests_per_s"], 4) if b["requests_per_s"] else None
     out.update({
         "serve_vs_uvicorn": ratio(served, plain),
+        "serve_vs_uvicorn_without_access_log": ratio(served, quiet),  # Serve still logs: an unequal pair
         "batching_gain": ratio(latency[64], unbatched_64),
         "latency_ms": {str(c): {"p50": r["p50_ms"], "p99": r["p99_ms"], "requests_per_s": r["requests_per_s"]}
                        for c, r in latency.items()},
-        "uvicorn": plain, "serve_unbatched": served, "serve_unbatched_c64": unbatched_64,
+        "uvicorn": plain, "uvicorn_without_access_log": quiet, "serve_unbatched": served, "serve_unbatched_c64": unbatched_64,
         "serve_batched": {str(c): r for c, r in latency.items()},
     })
     print(json.dumps(out), flush=True)
