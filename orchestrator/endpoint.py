@@ -200,8 +200,9 @@ class Endpoint:
         return JSONResponse(body, status_code=503, headers={"Retry-After": str(self.args.retry_after_s)})
 
     # Two batches at a time: one fills (decoding its requests) while the other runs its forward pass
-    # in a thread. With one, the model idles while a batch fills: 435 against 572 requests/s at 64
-    # clients (serve_throughput.py's CNN, behind HAProxy, 2 cores), where unbatched does 375.
+    # in a thread (a pass too long for the event loop: _run). With one, the model idled while a batch
+    # filled: 435 against 572 requests/s at 64 clients (serve_throughput.py's CNN, behind HAProxy,
+    # 2 cores, when every pass ran in a thread), where unbatched did 375.
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, max_concurrent_batches=2)
     async def _predict_batch(self, xs: list[np.ndarray]) -> list[tuple[Predictor, np.ndarray]]:
         """Requests that arrive together share one forward pass (settings from reconfigure)."""
