@@ -1,7 +1,7 @@
 """Calling an endpoint, with the retry policy this project documents for its clients.
 
-A prediction is idempotent, so a client may send it again. Retry on connection errors and on
-500, 502, 503 and 504, at most `retries` times. Wait with exponential backoff and full jitter
+A prediction is idempotent, so a client may send it again. Retry on connection errors (an answer
+cut off midway included) and on 500, 502, 503 and 504, at most `retries` times. Wait with exponential backoff and full jitter
 (`backoff_s * 2**attempt`, capped at `max_backoff_s`), or for a 503's Retry-After when it is
 longer. Never retry a 4xx: the request itself must change. Ray Serve does not retry a request
 whose replica died mid-request (the client gets a 500), so this policy is what turns a replica
@@ -13,6 +13,7 @@ failure into a slower answer instead of an error.
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
 import sys
@@ -47,7 +48,9 @@ def post_json(url: str, payload: dict, *, api_key: str | None = None, retries: i
             if status not in RETRYABLE or attempt == retries:
                 return status, answer
             retry_after = _seconds(e.headers.get("Retry-After"))
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+        # a connection refused, reset or timed out, or an answer cut off (IncompleteRead: the replica died
+        # while it sent the body): nothing usable came back
+        except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as e:
             if attempt == retries:
                 raise Unreachable(f"cannot reach {url}: {getattr(e, 'reason', e)}") from None
         if stats is not None:

@@ -105,7 +105,10 @@ def steady_load(url, clients: int = 4, retries: int = 0):
 
     def client():
         while not stop.is_set():
-            status, body = post_json(f"{url}/v1/predict", {"instances": zeros(1)}, retries=retries, stats=stats)
+            try:
+                status, body = post_json(f"{url}/v1/predict", {"instances": zeros(1)}, retries=retries, stats=stats)
+            except Exception as e:  # noqa: BLE001 (a request that raised failed too; a dead thread would hide it)
+                status, body = None, repr(e)
             if status == 200:
                 seen[body["model"]["version"]] += 1
             else:

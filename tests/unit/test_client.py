@@ -1,0 +1,64 @@
+"""The client retry policy (orchestrator/client.py) against a scripted HTTP server on loopback."""
+
+import json
+import socket
+import threading
+
+import pytest
+
+from orchestrator.client import Unreachable, post_json
+
+
+def scripted_server(answers: list[bytes]):
+    """A loopback server that answers its n-th connection with answers[n] (raw bytes, then it closes),
+    for as many connections as there are answers. Returns (url, the number of connections taken)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    taken = []
+
+    def serve():
+        with listener:
+            for answer in answers:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                with conn:
+                    conn.settimeout(10)
+                    request = b""
+                    while b"\r\n\r\n" not in request:
+                        request += conn.recv(65536)
+                    head, _, body = request.partition(b"\r\n\r\n")
+                    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                      if line.lower().startswith(b"content-length")))
+                    while len(body) < length:
+                        body += conn.recv(65536)
+                    taken.append(body)
+                    conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}/v1/predict", taken
+
+
+def reply(status: str, body: dict) -> bytes:
+    data = json.dumps(body).encode()
+    return f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data
+
+
+def test_an_answer_cut_off_midway_is_sent_again():
+    whole = reply("200 OK", {"predictions": [1]})
+    cut = whole[: whole.index(b"\r\n\r\n") + 6]  # the headers and 2 bytes of the body, then the server closes
+    url, taken = scripted_server([cut, whole])
+    stats = {}
+    assert post_json(url, {"instances": [[0]]}, retries=2, backoff_s=0.01, stats=stats) == (200, {"predictions": [1]})
+    assert stats["retries"] == 1 and len(taken) == 2 and taken[0] == taken[1]
+
+
+def test_a_4xx_is_never_sent_again_and_no_answer_at_all_is_unreachable():
+    url, taken = scripted_server([reply("422 Unprocessable Entity", {"error": {"code": "wrong_shape"}})])
+    status, body = post_json(url, {"instances": []}, retries=3, backoff_s=0.01)
+    assert status == 422 and body["error"]["code"] == "wrong_shape" and len(taken) == 1
+    url, taken = scripted_server([b"", b""])  # closed without a word, twice
+    with pytest.raises(Unreachable, match="cannot reach"):
+        post_json(url, {"instances": []}, retries=1, backoff_s=0.01)
+    assert len(taken) == 2
