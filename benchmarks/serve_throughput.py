@@ -157,17 +157,18 @@ def uvicorn_server(checkpoint: str, port: int, access_log: str) -> None:
     async def predict(request: Request):
         return await endpoint.predict(request)
 
+    if access_log == "-":
+        return uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
     # uvicorn's access log, on as uvicorn ships it, goes to a file, as Serve's replica writes its own to
     # Ray's log files; uvicorn's other lines below WARNING are left out
-    logging = {
+    log_config = {
         "version": 1, "disable_existing_loggers": False,
         "formatters": {"access": {"()": "uvicorn.logging.AccessFormatter",
                                   "fmt": '%(asctime)s %(client_addr)s - "%(request_line)s" %(status_code)s'}},
         "handlers": {"access": {"class": "logging.FileHandler", "formatter": "access", "filename": access_log}},
         "loggers": {"uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False}},
     }
-    uvicorn.run(app, host="127.0.0.1", port=port, log_config=logging if access_log != "-" else None,
-                access_log=access_log != "-", log_level=None if access_log != "-" else "warning")
+    uvicorn.run(app, host="127.0.0.1", port=port, log_config=log_config)
 
 
 def measure_uvicorn(checkpoint: str, access_log: str, body: bytes, args) -> dict:

@@ -1,9 +1,9 @@
 """Calling an endpoint, with the retry policy this project documents for its clients.
 
 A prediction is idempotent, so a client may send it again. Retry on connection errors (an answer
-cut off midway included) and on 500, 502, 503 and 504, at most `retries` times. Wait with exponential backoff and full jitter
-(`backoff_s * 2**attempt`, capped at `max_backoff_s`), or for a 503's Retry-After when it is
-longer. Never retry a 4xx: the request itself must change. Ray Serve does not retry a request
+cut off midway included) and on 500, 502, 503 and 504, at most `retries` times. Wait with
+exponential backoff and full jitter (`backoff_s * 2**attempt`, capped at `max_backoff_s`), or for
+a 503's Retry-After when it is longer. Never retry a 4xx: the request itself must change. Ray Serve does not retry a request
 whose replica died mid-request (the client gets a 500), so this policy is what turns a replica
 failure into a slower answer instead of an error.
 

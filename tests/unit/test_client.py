@@ -11,7 +11,7 @@ from orchestrator.client import Unreachable, post_json
 
 def scripted_server(answers: list[bytes]):
     """A loopback server that answers its n-th connection with answers[n] (raw bytes, then it closes),
-    for as many connections as there are answers. Returns (url, the number of connections taken)."""
+    for as many connections as there are answers. Returns (url, the request bodies it took, in order)."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(10)
     taken = []
@@ -26,13 +26,13 @@ def scripted_server(answers: list[bytes]):
                 with conn:
                     conn.settimeout(10)
                     request = b""
-                    while b"\r\n\r\n" not in request:
-                        request += conn.recv(65536)
+                    while b"\r\n\r\n" not in request and (chunk := conn.recv(65536)):  # b"": the client left
+                        request += chunk
                     head, _, body = request.partition(b"\r\n\r\n")
-                    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                                      if line.lower().startswith(b"content-length")))
-                    while len(body) < length:
-                        body += conn.recv(65536)
+                    length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
+                                       if line.lower().startswith(b"content-length")), 0))
+                    while len(body) < length and (chunk := conn.recv(65536)):
+                        body += chunk
                     taken.append(body)
                     conn.sendall(answer)
 
