@@ -33,10 +33,16 @@ def test_train_overhead_quick_mode_prints_a_ratio():
     assert out["ratio"] > 0 and len(out["plain_runs_samples_per_s"]) == 2 and out["ray_fit_startup_s"] > 0
 
 
-def test_tune_efficiency_quick_mode_prints_its_ratios():
+def test_tune_efficiency_quick_mode_prints_its_ratios_and_replays_its_curves(tmp_path):
     out = run_benchmark("benchmarks/tune_efficiency.py", "--seeds", "1", "--num-samples", "3", "--max-epochs", "2")
     assert {"time_to_target_ratio", "trial_epochs_ratio", "tune_overhead"} <= set(out) and out["tune_overhead"] > 0
     assert len(out["runs"]["asha"]) == len(out["runs"]["fifo"]) == 1
+    assert [len(c) for c in out["runs"]["fifo"][0]["curves"]] == [2, 2, 2]  # every FIFO trial runs every epoch
+    assert out["first_report_s_median"] > 0
+    results = tmp_path / "tune_efficiency.json"
+    results.write_text(json.dumps(out) + "\n")
+    replayed = run_benchmark("benchmarks/tune_replay.py", str(results), "--draws", "20")
+    assert replayed["configurations"] == 3 and replayed["clock"]["first_report"] == out["first_report_s_median"]
 
 
 def test_serve_throughput_quick_mode_prints_its_ratios():

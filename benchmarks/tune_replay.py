@@ -1,0 +1,136 @@
+"""Replay tune_efficiency's learning curves through FIFO, Ray's ASHA rule and an oracle.
+
+    python benchmarks/tune_replay.py benchmarks/results/tune_efficiency.json
+
+tune_efficiency.py measures ASHA against FIFO in 10 seeds. How soon a search reaches the target
+depends on where the first good configuration falls in the order drawn, so 10 seeds estimate
+the expected time_to_target_ratio only loosely, and say nothing of what limits it. This replays
+the learning curves of that run's FIFO trials (every one ran all its epochs) on a simple clock:
+many seeds drawn afresh from those curves go through FIFO, through Ray's own ASHA stopping rule
+(the bracket that ray.tune's ASHAScheduler applies, with the benchmark's settings), and through
+an oracle that knows after one epoch which configurations will never reach the target and stops
+them. The clock: a search's first epochs end `--first-report` seconds after it starts (the trial
+processes' start: Ray's worker, the imports of Ray Tune and torch), every later epoch takes
+`--epoch` seconds, and a trial that follows another in the same process starts `--between`
+seconds after it. It leaves out that epochs vary and that trials compete for the CPUs, so it
+estimates, and measures nothing. As a check, it also replays each measured seed in its own order
+and prints how far the replayed FIFO and ASHA times are from the measured ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import random
+import statistics
+from types import SimpleNamespace
+
+from ray.tune.schedulers.async_hyperband import _Bracket
+
+
+def replay(curves: list[list[float]], rule: str, target: float, clock: dict, concurrency: int, asha: dict):
+    """Seconds from the search's start until a trial first reaches `target` (None: never), trials
+    started in order on `concurrency` processes, under rule "fifo", "asha" or "oracle"."""
+    bracket = _Bracket(asha["grace_period"], asha["max_t"], asha["reduction_factor"], s=0)
+    order, epoch_ends = iter(range(len(curves))), []  # heap of (seconds, process, trial, epoch)
+
+    def start_next(process: int, first_epoch_ends: float) -> None:
+        trial = next(order, None)
+        if trial is not None:
+            heapq.heappush(epoch_ends, (first_epoch_ends, process, trial, 1))
+
+    for process in range(concurrency):
+        start_next(process, clock["first_report"])
+    while epoch_ends:
+        now, process, trial, epoch = heapq.heappop(epoch_ends)
+        accuracy = curves[trial][epoch - 1]
+        if accuracy >= target:
+            return now  # the heap gives epochs in time order: the first hit is the earliest
+        stop = epoch >= len(curves[trial])
+        if not stop and rule == "asha":
+            stop = bracket.on_result(SimpleNamespace(trial_id=trial), epoch, accuracy) == "STOP"
+        if not stop and rule == "oracle":
+            stop = max(curves[trial]) < target
+        if stop:
+            start_next(process, now + clock["between"] + clock["epoch"])
+        else:
+            heapq.heappush(epoch_ends, (now + clock["epoch"], process, trial, epoch + 1))
+    return None
+
+
+def expected_ratios(pool, draws: int, num_samples: int, target: float, clock: dict, concurrency: int, asha: dict,
+                    group: int = 10) -> dict:
+    """ASHA / FIFO and oracle / FIFO, of the mean times over `draws` seeds drawn from `pool`; the
+    spread of that ratio over groups of `group` seeds (what one benchmark run sees); the share of
+    seeds where ASHA stopped every configuration that would have reached the target."""
+    rng, times, lost = random.Random(0), [], 0
+    for _ in range(draws):
+        curves = [rng.choice(pool) for _ in range(num_samples)]
+        fifo, early, oracle = (replay(curves, rule, target, clock, concurrency, asha) for rule in ("fifo", "asha", "oracle"))
+        if fifo is None:
+            continue  # no configuration drawn reaches the target: left out, as in the benchmark
+        if early is None:
+            lost += 1
+            continue
+        times.append((early, oracle, fifo))
+    if not times:
+        return {"asha": None, "oracle": None, "asha_lost_share": None}  # no seed drew a configuration that gets there
+    ratio = lambda rows, k: round(sum(r[k] for r in rows) / sum(r[2] for r in rows), 3)  # noqa: E731
+    groups = sorted(ratio(times[i:i + group], 0) for i in range(0, len(times) - group + 1, group))
+    return {
+        "asha": ratio(times, 0),
+        "oracle": ratio(times, 1),
+        f"asha_{group}_seeds_p5_p95": [groups[len(groups) // 20], groups[-len(groups) // 20 - 1]] if groups else None,
+        "asha_lost_share": round(lost / (len(times) + lost), 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("results", help="the JSON line that tune_efficiency.py printed last (its file)")
+    parser.add_argument("--first-report", type=float, default=None,
+                        help="seconds to a search's first epoch; default: the run's median first_report_s")
+    parser.add_argument("--epoch", type=float, default=0.19, help="seconds per epoch, 2 trials at a time on 2 cores "
+                        "(0.16-0.20 each; 0.19 replays the measured FIFO seeds closest)")
+    parser.add_argument("--between", type=float, default=0.04, help="seconds between trials in one process")
+    parser.add_argument("--target", type=float, default=None, help="default: the run's target validation accuracy")
+    parser.add_argument("--draws", type=int, default=5000)
+    args = parser.parse_args()
+
+    with open(args.results) as f:
+        run = json.loads(f.read().strip().splitlines()[-1])
+    fifo_runs = run["runs"]["fifo"]
+    if "curves" not in fifo_runs[0]:
+        raise SystemExit(f"{args.results} has no learning curves: rerun benchmarks/tune_efficiency.py")
+    target, concurrency = args.target or run["target_val_accuracy"], run["concurrency"]
+    asha = {"grace_period": 1, "reduction_factor": 3, "max_t": run["max_epochs"]}  # as tune_efficiency runs it
+    clock = {"first_report": args.first_report or run["first_report_s_median"], "epoch": args.epoch,
+             "between": args.between}
+    pool = [curve for r in fifo_runs for curve in r["curves"]]
+
+    def off_by(scheduler: str) -> float:  # mean |replayed - measured| over the measured seeds, in their own order
+        measured = [r["time_to_target_s"] if target == run["target_val_accuracy"] else r["time_to_s"].get(str(target))
+                    for r in run["runs"][scheduler]]
+        pairs = [(replay(f["curves"], scheduler, target, clock, concurrency, asha), m)
+                 for m, f in zip(measured, fifo_runs)]  # ASHA's trials were FIFO's, cut short
+        gaps = [abs(a - b) for a, b in pairs if a is not None and b is not None]
+        return round(statistics.mean(gaps), 2) if gaps else None
+
+    out = {
+        "benchmark": "tune_replay",
+        "target_val_accuracy": target,
+        "configurations": len(pool),
+        "target_share": round(sum(max(c) >= target for c in pool) / len(pool), 4),
+        "clock": clock,
+        "expected_ratio": expected_ratios(pool, args.draws, run["num_samples"], target, clock, concurrency, asha),
+        # the same, with a search's first epoch as quick as any other: what the trial processes' start costs
+        "expected_ratio_without_start": expected_ratios(pool, args.draws, run["num_samples"], target,
+                                                        {**clock, "first_report": clock["epoch"]}, concurrency, asha),
+        "replayed_off_by_s": {"fifo": off_by("fifo"), "asha": off_by("asha")},
+    }
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()
