@@ -47,6 +47,9 @@ from orchestrator.runtime import ray_session
 from orchestrator.tune import search
 
 
+ASHA = {"grace_period": 1, "reduction_factor": 3}  # with 27 epochs: rungs at 1, 3, 9 and 27
+
+
 def experiment(args, scheduler: str, seed: int, storage_path: str):
     return config_from_dict({
         "name": f"bench-{scheduler}-{seed}",
@@ -58,7 +61,7 @@ def experiment(args, scheduler: str, seed: int, storage_path: str):
         "storage": {"path": storage_path},
         "tune": {
             "num_samples": args.num_samples, "max_concurrent_trials": args.concurrency, "cpus_per_trial": 1,
-            "scheduler": {"name": scheduler, "grace_period": 1, "reduction_factor": 3},
+            "scheduler": {"name": scheduler, **ASHA},
             "search": {"name": "random", "seed": seed},
             "space": {
                 "optim.lr": {"loguniform": [1e-6, 1.0]},

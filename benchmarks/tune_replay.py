@@ -28,11 +28,13 @@ from types import SimpleNamespace
 
 from ray.tune.schedulers.async_hyperband import _Bracket
 
+from tune_efficiency import ASHA
+
 
 def replay(curves: list[list[float]], rule: str, target: float, clock: dict, concurrency: int, asha: dict):
     """Seconds from the search's start until a trial first reaches `target` (None: never), trials
     started in order on `concurrency` processes, under rule "fifo", "asha" or "oracle"."""
-    bracket = _Bracket(asha["grace_period"], asha["max_t"], asha["reduction_factor"], s=0)
+    bracket = _Bracket(asha["grace_period"], asha["max_t"], asha["reduction_factor"], s=0) if rule == "asha" else None
     order, epoch_ends = iter(range(len(curves))), []  # heap of (seconds, process, trial, epoch)
 
     def start_next(process: int, first_epoch_ends: float) -> None:
@@ -103,9 +105,10 @@ def main() -> None:
     fifo_runs = run["runs"]["fifo"]
     if "curves" not in fifo_runs[0]:
         raise SystemExit(f"{args.results} has no learning curves: rerun benchmarks/tune_efficiency.py")
-    target, concurrency = args.target or run["target_val_accuracy"], run["concurrency"]
-    asha = {"grace_period": 1, "reduction_factor": 3, "max_t": run["max_epochs"]}  # as tune_efficiency runs it
-    clock = {"first_report": args.first_report or run["first_report_s_median"], "epoch": args.epoch,
+    target = args.target if args.target is not None else run["target_val_accuracy"]
+    concurrency, asha = run["concurrency"], {**ASHA, "max_t": run["max_epochs"]}
+    first_report = args.first_report if args.first_report is not None else run["first_report_s_median"]
+    clock = {"first_report": first_report, "epoch": args.epoch,
              "between": args.between}
     pool = [curve for r in fifo_runs for curve in r["curves"]]
 
