@@ -100,11 +100,14 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=5000)
     args = parser.parse_args()
 
-    with open(args.results) as f:
-        run = json.loads(f.read().strip().splitlines()[-1])
-    fifo_runs = run["runs"]["fifo"]
-    if "curves" not in fifo_runs[0]:
-        raise SystemExit(f"{args.results} has no learning curves: rerun benchmarks/tune_efficiency.py")
+    try:
+        with open(args.results) as f:
+            run = json.loads(f.read().strip().splitlines()[-1])
+        fifo_runs = run["runs"]["fifo"]
+    except (OSError, ValueError, IndexError, KeyError, TypeError) as e:
+        parser.error(f"{args.results}: not the JSON line that tune_efficiency.py prints last ({e!r})")
+    if not fifo_runs or "curves" not in fifo_runs[0]:
+        parser.error(f"{args.results} has no learning curves: rerun benchmarks/tune_efficiency.py")
     target = args.target if args.target is not None else run["target_val_accuracy"]
     concurrency, asha = run["concurrency"], {**ASHA, "max_t": run["max_epochs"]}
     first_report = args.first_report if args.first_report is not None else run["first_report_s_median"]

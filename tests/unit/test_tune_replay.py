@@ -2,6 +2,8 @@
 
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))  # as `python benchmarks/tune_replay.py` runs it
@@ -27,3 +29,12 @@ def test_concurrent_processes_and_a_search_that_never_gets_there():
     # two processes: GOOD starts with FAIR, so every rule reaches the target at GOOD's 3rd epoch
     assert times([FAIR, GOOD, BAD], concurrency=2) == {"fifo": 5.0, "asha": 5.0, "oracle": 5.0}
     assert times([FAIR, BAD]) == {"fifo": None, "asha": None, "oracle": None}
+
+
+def test_a_file_that_is_not_a_benchmark_result_exits_2_saying_so(tmp_path, capsys, monkeypatch):
+    other = tmp_path / "other.json"
+    other.write_text('{"benchmark": "serve_throughput"}\n')
+    monkeypatch.setattr(sys, "argv", ["tune_replay.py", str(other)])
+    with pytest.raises(SystemExit) as exit_:
+        tune_replay.main()
+    assert exit_.value.code == 2 and "not the JSON line that tune_efficiency.py prints last" in capsys.readouterr().err
