@@ -111,6 +111,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=10, help="searches per scheduler: the mean time to target must "
                         "include the few seeds whose first trials are all poor")
+    parser.add_argument("--first-seed", type=int, default=0, help="search seeds first-seed .. first-seed+seeds-1: "
+                        "other seeds test a prediction made from an earlier run (benchmarks/tune_replay.py)")
     parser.add_argument("--num-samples", type=int, default=24)
     parser.add_argument("--max-epochs", type=int, default=27, help="ASHA rungs at 1, 3 and 9 epochs")
     parser.add_argument("--concurrency", type=int, default=2)
@@ -124,13 +126,14 @@ def main() -> None:
         # an untimed search of one epoch pays it, not the first timed one, which would always be FIFO's
         warm_up = experiment(argparse.Namespace(**{**vars(args), "num_samples": 1, "max_epochs": 1}), "fifo", 0, tmp)
         search(warm_up, "bench-warm-up", splits)
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for scheduler in ("fifo", "asha"):
                 cfg = experiment(args, scheduler, seed, tmp)
                 print(f"seed {seed}: {scheduler} ...", flush=True)
                 started = time.time()
                 grid = search(cfg, cfg.name, splits)
-                runs[scheduler].append(measure(grid, started, time.time() - started, args.target, args.concurrency))
+                runs[scheduler].append({"seed": seed, **measure(grid, started, time.time() - started, args.target,
+                                                                        args.concurrency)})
                 print(f"seed {seed}: {scheduler}", {k: v for k, v in runs[scheduler][-1].items() if k != "curves"},
                       flush=True)
 
@@ -178,6 +181,7 @@ def main() -> None:
         "tune_overhead_asha": round(statistics.median(r["tune_overhead"] for r in runs["asha"]), 4),
         "target_val_accuracy": args.target,
         "seeds": args.seeds,
+        "first_seed": args.first_seed,
         "num_samples": args.num_samples,
         "max_epochs": args.max_epochs,
         "concurrency": args.concurrency,

@@ -34,9 +34,11 @@ def test_train_overhead_quick_mode_prints_a_ratio():
 
 
 def test_tune_efficiency_quick_mode_prints_its_ratios_and_replays_its_curves(tmp_path):
-    out = run_benchmark("benchmarks/tune_efficiency.py", "--seeds", "1", "--num-samples", "3", "--max-epochs", "2")
+    out = run_benchmark("benchmarks/tune_efficiency.py", "--seeds", "1", "--first-seed", "3", "--num-samples", "3",
+                        "--max-epochs", "2")
     assert {"time_to_target_ratio", "trial_epochs_ratio", "tune_overhead"} <= set(out) and out["tune_overhead"] > 0
     assert len(out["runs"]["asha"]) == len(out["runs"]["fifo"]) == 1
+    assert out["first_seed"] == out["runs"]["asha"][0]["seed"] == out["runs"]["fifo"][0]["seed"] == 3
     assert [len(c) for c in out["runs"]["fifo"][0]["curves"]] == [2, 2, 2]  # every FIFO trial runs every epoch
     assert out["first_report_s_median"] > 0
     results = tmp_path / "tune_efficiency.json"
