@@ -1,4 +1,4 @@
-"""Replay tune_efficiency's learning curves through FIFO, Ray's ASHA rule and an oracle.
+"""Replay tune_efficiency's learning curves through FIFO, two ASHA rules and an oracle.
 
     python benchmarks/tune_replay.py benchmarks/results/tune_efficiency.json
 
@@ -7,9 +7,10 @@ depends on where the first good configuration falls in the order drawn, so 10 se
 the expected time_to_target_ratio only loosely, and say nothing of what limits it. This replays
 the learning curves of that run's FIFO trials (every one ran all its epochs) on a simple clock:
 many seeds drawn afresh from those curves go through FIFO, through Ray's own ASHA stopping rule
-(the bracket that ray.tune's ASHAScheduler applies, with the benchmark's settings), and through
-an oracle that knows after one epoch which configurations will never reach the target and stops
-them. The clock: a search's first epochs end `--first-report` seconds after it starts (the trial
+(the bracket that ray.tune's ASHAScheduler applies, with the benchmark's settings), through ASHA
+as its paper defines it (trials pause at each rung and only the best are promoted; Ray does not
+ship it) and through an oracle that knows after one epoch which configurations will never reach
+the target and stops them. The clock: a search's first epochs end `--first-report` seconds after it starts (the trial
 processes' start: Ray's worker, the imports of Ray Tune and torch), every later epoch takes
 `--epoch` seconds, and a trial that follows another in the same process starts `--between`
 seconds after it. It leaves out that epochs vary and that trials compete for the CPUs, so it
@@ -61,6 +62,59 @@ def replay(curves: list[list[float]], rule: str, target: float, clock: dict, con
     return None
 
 
+def replay_promotion(curves: list[list[float]], target: float, clock: dict, concurrency: int, asha: dict):
+    """Seconds until a trial first reaches `target` (None: never) under ASHA as its paper defines it
+    (Li et al. 2020, Algorithm 2), which Ray does not ship (ray-project/ray#4401): every trial pauses at
+    each rung, and a free process resumes the best paused trial among the top 1/reduction_factor of the
+    highest rung that has one not yet promoted, else starts the next configuration. No trial is let through
+    a rung for being the first there, as Ray's stopping rule does. Once every configuration has started,
+    a free process resumes the best paused trial of the highest rung, so the search still ends. A paused
+    trial resumes as a new trial starts in a used process (`between`): a lower bound on what pausing
+    costs in Tune, which saves and restores the trial."""
+    rf, max_t = asha["reduction_factor"], asha["max_t"]
+    pauses = []  # the rungs' epochs, below max_t
+    while (epoch := asha["grace_period"] * rf ** len(pauses)) < max_t:
+        pauses.append(epoch)
+    rungs = [{} for _ in pauses]  # per rung: trial -> accuracy there
+    promoted = [set() for _ in pauses]
+    order, epoch_ends, idle = iter(range(len(curves))), [], []  # heap of (seconds, process, trial, epoch, until)
+
+    def best_paused(k: int, share_only: bool):
+        ranked = sorted(rungs[k], key=lambda t: -rungs[k][t])  # stable: the earlier trial first on a tie
+        candidates = ranked[:len(ranked) // rf] if share_only else ranked
+        return next((t for t in candidates if t not in promoted[k]), None)
+
+    def take_job(process: int, now: float, first_epoch_ends: float) -> bool:
+        for share_only in (True, False):
+            for k in reversed(range(len(pauses))):
+                if (trial := best_paused(k, share_only)) is not None:
+                    promoted[k].add(trial)
+                    until = pauses[k + 1] if k + 1 < len(pauses) else max_t
+                    heapq.heappush(epoch_ends, (now + clock["between"] + clock["epoch"], process, trial, pauses[k] + 1,
+                                                until))
+                    return True
+            if share_only and (trial := next(order, None)) is not None:
+                heapq.heappush(epoch_ends, (first_epoch_ends, process, trial, 1, pauses[0] if pauses else max_t))
+                return True
+        return False
+
+    for process in range(concurrency):
+        take_job(process, 0.0, clock["first_report"])
+    while epoch_ends:
+        now, process, trial, epoch, until = heapq.heappop(epoch_ends)
+        accuracy = curves[trial][epoch - 1]
+        if accuracy >= target:
+            return now
+        if epoch < min(until, len(curves[trial])):
+            heapq.heappush(epoch_ends, (now + clock["epoch"], process, trial, epoch + 1, until))
+            continue
+        if epoch in pauses and epoch < len(curves[trial]):
+            rungs[pauses.index(epoch)][trial] = accuracy
+        # this process, and any idle one: a trial paused just now may be the one to resume
+        idle = [p for p in [process, *idle] if not take_job(p, now, now + clock["between"] + clock["epoch"])]
+    return None
+
+
 def expected_ratios(pool, draws: int, num_samples: int, target: float, clock: dict, concurrency: int, asha: dict,
                     group: int = 10) -> dict:
     """ASHA / FIFO and oracle / FIFO, of the mean times over `draws` seeds drawn from `pool`; the
@@ -75,14 +129,16 @@ def expected_ratios(pool, draws: int, num_samples: int, target: float, clock: di
         if early is None:
             lost += 1
             continue
-        times.append((early, oracle, fifo))
+        # promotion never loses the target: a trial that reaches it at max_t gets there once the others are done
+        times.append((early, oracle, replay_promotion(curves, target, clock, concurrency, asha), fifo))
     if not times:
         return {"asha": None, "oracle": None, "asha_lost_share": None}  # no seed drew a configuration that gets there
-    ratio = lambda rows, k: round(sum(r[k] for r in rows) / sum(r[2] for r in rows), 3)  # noqa: E731
+    ratio = lambda rows, k: round(sum(r[k] for r in rows) / sum(r[-1] for r in rows), 3)  # noqa: E731
     groups = sorted(ratio(times[i:i + group], 0) for i in range(0, len(times) - group + 1, group))
     return {
         "asha": ratio(times, 0),
         "oracle": ratio(times, 1),
+        "asha_promotion": ratio(times, 2),
         f"asha_{group}_seeds_p5_p95": [groups[len(groups) // 20], groups[-len(groups) // 20 - 1]] if groups else None,
         "asha_lost_share": round(lost / (len(times) + lost), 4),
     }

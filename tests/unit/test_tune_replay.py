@@ -1,4 +1,4 @@
-"""benchmarks/tune_replay.py: its clock and its three rules, on curves worked out by hand."""
+"""benchmarks/tune_replay.py: its clock and its four rules, on curves worked out by hand."""
 
 import sys
 
@@ -29,6 +29,21 @@ def test_concurrent_processes_and_a_search_that_never_gets_there():
     # two processes: GOOD starts with FAIR, so every rule reaches the target at GOOD's 3rd epoch
     assert times([FAIR, GOOD, BAD], concurrency=2) == {"fifo": 5.0, "asha": 5.0, "oracle": 5.0}
     assert times([FAIR, BAD]) == {"fifo": None, "asha": None, "oracle": None}
+
+
+def test_promotion_asha_pauses_every_trial_at_each_rung_and_resumes_only_the_best():
+    # one process: FAIR pauses at rung 1 (3.0), alone there, so BAD starts (epoch ends 4.5), then GOOD (6.0). Rung 1
+    # now holds 3 trials: its best third, GOOD, resumes (7.5, 8.5: the target). Ray's rule takes 16 (above): it
+    # let FAIR through every rung for being the first there.
+    assert tune_replay.replay_promotion([FAIR, BAD, GOOD], 0.98, CLOCK, 1, ASHA) == 8.5
+    # LATE gets there only at max_t: once every configuration has started, the best paused trial of the highest
+    # rung resumes (LATE at rung 3: 8.5 + 0.5 + 1, then 5 epochs), so no configuration is ever lost
+    late = [0.5] * 8 + [0.99]
+    assert tune_replay.replay_promotion([FAIR, BAD, late], 0.98, CLOCK, 1, ASHA) == 15.0
+    # two processes: GOOD pauses at rung 1 beside FAIR (3.0); neither is in the best third of 2 trials, so BAD
+    # starts, and then GOOD, the best paused, resumes: its pause costs `between` (5.5, against 5.0 above)
+    assert tune_replay.replay_promotion([FAIR, GOOD, BAD], 0.98, CLOCK, 2, ASHA) == 5.5
+    assert tune_replay.replay_promotion([FAIR, BAD], 0.98, CLOCK, 1, ASHA) is None
 
 
 def test_a_file_that_is_not_a_benchmark_result_exits_2_saying_so(tmp_path, capsys, monkeypatch):
