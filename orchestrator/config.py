@@ -346,6 +346,27 @@ class TrackingConfig(Section):
     mlflow_experiment: str | None = Field(None, description="MLflow experiment; default the experiment name.")
 
 
+# What a search sets up once, before its trials start, so a trial cannot change it: why, and what to do
+_DATA = ("it loads and splits the data once, so every trial trains on the same split. Search only data.augment.* "
+         "of the data, or run one search per value")
+_SEED = "it splits the data once, by seed, so every trial trains on the same split. Run one search per seed"
+_PROCESSES = ("each trial's processes and resources come from train.num_workers, tune.cpus_per_trial and "
+              "tune.gpus_per_trial. Set them outside tune.space")
+SET_ONCE_PER_SEARCH = {"seed": _SEED, "data": _DATA, **{f"train.{k}": _PROCESSES for k in (
+    "num_workers", "use_gpu", "cpus_per_worker", "gpus_per_worker", "resources_per_worker")}}
+
+
+def _set_once_per_search(config: dict) -> dict:
+    """{key: value} of SET_ONCE_PER_SEARCH in a config dict; data without its training-time augmentation."""
+    out = {}
+    for key in SET_ONCE_PER_SEARCH:
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        out[key] = {k: v for k, v in value.items() if k != "augment"} if key == "data" else value
+    return out
+
+
 class ExperimentConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Experiment name; prefix of run names.")
     seed: int = Field(0, description="Seed for data splits, initialization and shuffling.")
@@ -403,15 +424,31 @@ class ExperimentConfig(Section):
         if self.tune is None:
             return self
         base = {k: v for k, v in self.to_dict().items() if k != "tune"}
+        fixed = _set_once_per_search(base)
         for key in self.tune.space:
             if key.split(".")[0] in ("tune", "storage", "name", "registry", "tracking", "serve") or key == "train.run_name":
                 raise ValueError(f"tune.space[{key!r}]: names, storage and the search itself cannot be searched")
-            for value in self.tune.candidate_values(key):
-                try:
-                    config_from_dict(with_value(base, key, value), source=f"tune.space[{key!r}]")
-                except ConfigError as e:
-                    raise ValueError(str(e)) from None
+            section, _, field = key.rpartition(".")
+            searched_kind = f"{section}.name" if field != "name" and f"{section}.name" in self.tune.space else None
+            for kind in self.tune.candidate_values(searched_kind) if searched_kind else [None]:
+                start = with_searched_values(base, {searched_kind: kind}) if searched_kind else base
+                if searched_kind and field not in start[section]:  # model.hidden_size where model.name may be mlp
+                    raise ValueError(f"tune.space[{key!r}]: {section} {kind!r}, a choice of tune.space[{searched_kind!r}], "
+                                     f"has no {field!r}: search the whole section instead, as {section}: {{choice: "
+                                     f"[{{name: {kind}, ...}}, ...]}}")
+                self._check_values(key, start, fixed)
         return self
+
+    def _check_values(self, key: str, base: dict, fixed: dict) -> None:
+        """Every value the search can give `key` makes a valid trial config that leaves `fixed` as it is."""
+        for value in self.tune.candidate_values(key):
+            try:
+                trial = config_from_dict(with_searched_values(base, {key: value}), source=f"tune.space[{key!r}]")
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+            if changed := [k for k, v in _set_once_per_search(trial.to_dict()).items() if v != fixed[k]]:
+                raise ValueError(f"tune.space[{key!r}]: a search sets {changed[0]} once for all its trials: "
+                                 f"{SET_ONCE_PER_SEARCH[changed[0]]}")
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
@@ -565,6 +602,21 @@ def with_value(raw: dict, key: str, value) -> dict:
             raise ConfigError(f"{key!r}: {part!r} is a value, not a section")
         node = child
     node[leaf] = value
+    return raw
+
+
+def with_searched_values(raw: dict, values: dict) -> dict:
+    """A deep copy of raw with a search's values (dotted keys) set. Searching a section's kind
+    (model.name: {choice: [mlp, cnn]}) keeps of that section only the fields the chosen kind has: the
+    others belong to the kind the YAML names (mlp's hidden_sizes under cnn), so each candidate trains
+    with its own defaults. Kinds go first, so that the fields searched with them stay."""
+    for key, value in sorted(values.items(), key=lambda kv: not kv[0].endswith(".name")):
+        raw = with_value(raw, key, value)
+        section, _, leaf = key.rpartition(".")
+        field = ExperimentConfig.model_fields.get(section) if leaf == "name" else None
+        kinds = (_tagged_union_members(field.annotation) if field else None) or {}
+        if isinstance(value, str) and value in kinds:
+            raw[section] = {k: v for k, v in raw[section].items() if k in kinds[value].model_fields}
     return raw
 
 

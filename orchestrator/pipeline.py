@@ -20,7 +20,7 @@ import numpy as np
 from orchestrator import data, registry, report, serve, storage, tracking
 from orchestrator.auth import read_api_keys
 from orchestrator.client import post_json
-from orchestrator.config import ExperimentConfig, ServeArgs, config_from_dict, parse, with_value
+from orchestrator.config import ExperimentConfig, ServeArgs, config_from_dict, parse, with_searched_values
 from orchestrator.loop import say
 from orchestrator.models import build_model
 
@@ -60,9 +60,7 @@ def check(cfg: ExperimentConfig, host: str, port: int | None = None) -> Checked:
 
 def final_config(cfg: ExperimentConfig, best: dict) -> ExperimentConfig:
     """The config as written, with the search's best values, for the final training."""
-    raw = {k: v for k, v in cfg.to_dict().items() if k != "tune"}
-    for key, value in best.items():
-        raw = with_value(raw, key, value)
+    raw = with_searched_values({k: v for k, v in cfg.to_dict().items() if k != "tune"}, best)
     return config_from_dict(raw, source="final config")
 
 

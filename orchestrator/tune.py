@@ -24,7 +24,7 @@ import torch
 
 from orchestrator import data, engine, lineage, loop, report, storage
 from orchestrator.checkpoint import read_checkpoint
-from orchestrator.config import ExperimentConfig, config_from_dict, with_value
+from orchestrator.config import ExperimentConfig, config_from_dict, with_searched_values, with_value
 from orchestrator.errors import ConfigError
 from orchestrator.models import build_model, num_parameters
 from orchestrator.runtime import check_fits
@@ -178,11 +178,13 @@ def decode(cfg_dict: dict, params: dict) -> dict:
 
 
 def trial_config(cfg_dict: dict, params: dict) -> ExperimentConfig:
-    raw = {k: v for k, v in cfg_dict.items() if k != "tune"}
-    for key, value in decode(cfg_dict, params).items():
-        raw = with_value(raw, key, value.item() if isinstance(value, np.generic) else value)
-    sched = cfg_dict["tune"]["scheduler"]
-    raw = with_value(raw, "train.epochs", sched["max_epochs"] or raw.get("train", {}).get("epochs", 20))
+    """The config a trial trains with: the searched values in, full-length epochs, and torch's threads
+    (train.cpus_per_worker) as many as the CPUs the trial holds (tune.cpus_per_trial)."""
+    values = {k: v.item() if isinstance(v, np.generic) else v for k, v in decode(cfg_dict, params).items()}
+    raw = with_searched_values({k: v for k, v in cfg_dict.items() if k != "tune"}, values)
+    tc = cfg_dict["tune"]
+    raw = with_value(raw, "train.epochs", tc["scheduler"]["max_epochs"] or raw.get("train", {}).get("epochs", 20))
+    raw = with_value(raw, "train.cpus_per_worker", tc["cpus_per_trial"])
     return config_from_dict(raw, source="trial config")
 
 

@@ -24,6 +24,27 @@ def test_domains_and_list_choices_as_their_json_text():
     assert trial.train.epochs == 7  # a full trial is train.epochs unless scheduler.max_epochs says otherwise
 
 
+def test_a_searched_model_family_trains_with_its_own_fields_and_keeps_the_shared_ones():
+    # the YAML's model is a cnn with its own channels; an mlp trial drops them and takes mlp's defaults
+    cfg = config_from_dict({**BASE, "model": {"name": "cnn", "channels": [4, 8], "dropout": 0.3},
+                            "tune": {"space": {"model.dropout": {"uniform": [0, 0.5]},
+                                               "model.name": {"choice": ["cnn", "mlp"]}}}})
+    mlp = trial_config(cfg.to_dict(), {"model.dropout": 0.25, "model.name": "mlp"})  # the kind after the field
+    assert mlp.model.name == "mlp" and mlp.model.dropout == 0.25 and not hasattr(mlp.model, "channels")
+    cnn = trial_config(cfg.to_dict(), {"model.dropout": 0.25, "model.name": "cnn"})
+    assert cnn.model.channels == [4, 8] and cnn.model.dropout == 0.25
+    # and so does the final training of `orchestrator run`, from the best trial's values
+    from orchestrator.pipeline import final_config
+
+    final = final_config(cfg, {"model.dropout": 0.25, "model.name": "mlp"})
+    assert final.model == mlp.model and final.tune is None
+
+
+def test_a_trial_uses_as_many_threads_as_the_cpus_it_holds():
+    cfg = cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}}, cpus_per_trial=3)
+    assert trial_config(cfg.to_dict(), {"optim.lr": 0.15}).train.cpus_per_worker == 3
+
+
 def test_scheduler_max_epochs_sets_the_trial_length():
     cfg = cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}}, scheduler={"max_epochs": 3})
     assert trial_config(cfg.to_dict(), {"optim.lr": 0.15}).train.epochs == 3
@@ -40,12 +61,27 @@ def test_scheduler_max_epochs_sets_the_trial_length():
         ({"model.dropout": {"normal": [0, 1]}}, "must be one of {kind: values}"),
         ({"model.hidden_size": {"randint": [1.5, 4]}}, "randint needs integer bounds"),
         ({"storage.path": {"choice": ["a"]}}, "cannot be searched"),
+        # the data is split once for all trials: a trial's seed or split would be a label, not what it trained on
+        ({"seed": {"randint": [0, 3]}}, "tune.space['seed']: a search sets seed once for all its trials: it splits the "
+                                        "data once, by seed"),
+        ({"data.val_fraction": {"uniform": [0.1, 0.3]}}, "tune.space['data.val_fraction']: a search sets data once"),
+        ({"data": {"choice": [{"name": "digits"}, {"name": "digits", "test_fraction": 0.2}]}}, "sets data once"),
+        ({"train.num_workers": {"choice": [1, 2]}}, "sets train.num_workers once for all its trials: each trial's "
+                                                    "processes and resources come from"),
+        ({"model.name": {"choice": ["mlp", "cnn"]}, "model.channels": {"choice": [[8]]}},
+         "tune.space['model.channels']: model 'mlp', a choice of tune.space['model.name'], has no 'channels': search "
+         "the whole section instead"),
     ],
 )
 def test_bad_spaces_name_the_field(space, message):
     with pytest.raises(ConfigError) as e:
         cfg_with(space)
     assert message in str(e.value)
+
+
+def test_training_time_augmentation_and_whole_model_sections_can_be_searched():
+    cfg_with({"data.augment.enabled": {"choice": [True, False]}})
+    cfg_with({"model": {"choice": [{"name": "mlp", "hidden_sizes": [16]}, {"name": "cnn", "channels": [4, 8]}]}})
 
 
 def test_grid_search_needs_grid_dimensions():
