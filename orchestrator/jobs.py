@@ -68,9 +68,32 @@ def _explain(e: Exception, address: str) -> UserError:
     return UserError(f"{address}: {text.strip().splitlines()[0]}")
 
 
+def exclusion(relative: str) -> str | None:
+    """The EXCLUDES pattern that keeps a path (relative to the shipped root) home, or None: it is shipped."""
+    return next((pattern for part in Path(relative).parts for pattern in EXCLUDES if fnmatch.fnmatch(part, pattern)),
+                None)
+
+
 def excluded(relative: str) -> bool:
-    parts = Path(relative).parts
-    return any(fnmatch.fnmatch(part, pattern) for part in parts for pattern in EXCLUDES)
+    return exclusion(relative) is not None
+
+
+def check_data_path(data_path: str | None, root: Path) -> None:
+    """A local data.path the job cannot read on the cluster: a note where the cluster's own disk may hold
+    it (outside the shipped directory), an error where it cannot (inside, but never shipped)."""
+    if not data_path or "://" in data_path:
+        return
+    where = (root / data_path).resolve()
+    if not where.is_relative_to(root):
+        print(f"note: data.path {data_path!r} is outside the shipped directory, so the job reads it from the "
+              "cluster's own disk: put it on s3:// (submit ships code, not data)", flush=True)
+        return
+    files = [where] if not where.is_dir() else sorted(f for f in where.rglob("*") if f.is_file())
+    for f in files:
+        if pattern := exclusion(str(f.relative_to(root))):
+            raise ConfigError(f"data.path {data_path!r} would not reach the cluster: submit never ships {pattern!r} "
+                              f"({f.relative_to(root)}; code only, data stays home), so the job would not find it. "
+                              "Put the data on s3:// (data.path=s3://BUCKET/KEY)")
 
 
 def package(root: Path) -> tuple[int, dict[str, int]]:
@@ -102,6 +125,7 @@ def submit(config: str, overrides: list[str], address: str, command: str = "trai
         config_arg = str(Path(config).resolve().relative_to(root))
     except ValueError:
         raise ConfigError(f"{config} is outside the directory that is shipped ({root}): run from the project root") from None
+    check_data_path(getattr(cfg.data, "path", None), root)
     size, by_top = package(root)
     if size > limit:
         biggest = ", ".join(f"{k} ({v / 2**20:.1f} MiB)" for k, v in sorted(by_top.items(), key=lambda kv: -kv[1])[:5])
@@ -111,10 +135,6 @@ def submit(config: str, overrides: list[str], address: str, command: str = "trai
     if "://" not in cfg.storage.path:
         print(f"note: storage.path {cfg.storage.path!r} is on the cluster's disk; use s3:// or gs:// to keep "
               "checkpoints beyond the cluster", flush=True)
-    data_path = getattr(cfg.data, "path", None)
-    if data_path and "://" not in data_path and not (root / data_path).resolve().is_relative_to(root):
-        print(f"note: data.path {data_path!r} is outside the shipped directory, so the job reads it from the "
-              f"cluster's own disk: put the data under {root} or on s3://", flush=True)
     entrypoint = shlex.join(["python", "-m", "orchestrator.cli", command, config_arg, *overrides, *flags,
                              "--address", "auto", "--json"])
     jobs = client(address)

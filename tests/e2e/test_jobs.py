@@ -136,17 +136,27 @@ def test_an_oversized_working_directory_is_refused_before_upload(tmp_path, monke
     assert jobs.package(tmp_path)[0] < 3.1 * 2**20
 
 
-@pytest.mark.parametrize("path, outside", [("data/t.csv", False), ("/elsewhere/t.csv", True), ("../t.csv", True),
-                                           ("s3://bucket/t.csv", False)])
-def test_data_outside_the_shipped_directory_is_pointed_out(tmp_path, monkeypatch, capsys, path, outside):
+@pytest.mark.parametrize("path, outside, refused", [
+    ("inputs/t.csv", False, None), ("s3://bucket/t.csv", False, None),
+    ("/elsewhere/t.csv", True, None), ("../t.csv", True, None),  # the cluster's own disk may hold these
+    ("data/t.csv", False, "never ships 'data' (data/t.csv"), ("inputs/t.parquet", False, "never ships '*.parquet'"),
+    ("inputs", False, "never ships '*.npz' (inputs/part-1.npz"),  # a directory: every file in it is read
+])
+def test_data_the_job_cannot_read_on_the_cluster_is_pointed_out_or_refused(tmp_path, monkeypatch, capsys, path,
+                                                                             outside, refused):
     from orchestrator import jobs
     from orchestrator.errors import ConfigError
 
     (tmp_path / "jobs").mkdir()
     (tmp_path / "jobs" / "t.yaml").write_text(f"name: t\ndata: {{name: files, path: '{path}'}}\nmodel: {{name: mlp}}\n")
+    (tmp_path / "inputs").mkdir()
+    (tmp_path / "inputs" / "part-0.csv").write_text("x,label\n1,0\n")
+    (tmp_path / "inputs" / "part-1.npz").write_bytes(b"0")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError):  # nothing listens there: the note comes before any connection
+    with pytest.raises(ConfigError) as e:  # nothing listens there: the checks come before any connection
         jobs.submit("jobs/t.yaml", [], "http://127.0.0.1:9", root=tmp_path)
+    assert (refused in str(e.value) and "Put the data on s3://" in str(e.value)) if refused else \
+        "cannot reach the Jobs API" in str(e.value)
     assert ("is outside the shipped directory" in capsys.readouterr().out) == outside
 
 
