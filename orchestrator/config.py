@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import os
 import re
 import types
@@ -305,6 +306,11 @@ class TuneConfig(Section):
         if self.scheduler.name == "pbt" and (frozen := [k for k in self.space if not k.startswith("optim.")]):
             raise ValueError(f"scheduler pbt changes values mid-trial: search only optim.* fields, not {frozen}")
         return self
+
+    @property
+    def requested_trials(self) -> int:
+        """num_samples, times every grid dimension's size (Tune runs the whole grid per sample)."""
+        return self.num_samples * math.prod(len(d["grid"]) for d in self.space.values() if "grid" in d)
 
     def candidate_values(self, key: str) -> list:
         """Values that stand for a dimension when checking that the config accepts them."""

@@ -81,11 +81,7 @@ def tune(cfg: ExperimentConfig, address: str | None = None, resume: bool = False
     build_model(cfg.model, splits.input_shape, len(splits.label_names))
     with ray_session(address):
         check_resources(cfg)
-        searching = time.time()
         grid = search(cfg, name, splits, resume)
-        # Tune's budget counts from its first check, after this; a resumed search has only what was left
-        # of it, so trials cut short (out_of_time, below) tell a reached budget too
-        lasted_budget = cfg.tune.time_budget_s is not None and time.time() - searching >= cfg.tune.time_budget_s
         best = _best(cfg, grid)
         exported = _export(best["checkpoint"], storage.join(experiment_uri, "best"), st)
         ckpt = read_checkpoint(exported, st.endpoint_url)
@@ -103,7 +99,9 @@ def tune(cfg: ExperimentConfig, address: str | None = None, resume: bool = False
         num_trials=len(rows),
         num_stopped_early=sum(r["stopped_early"] for r in rows),
         num_failed=sum(r["status"] == "error" for r in rows),
-        time_budget_reached=lasted_budget or num_out_of_time > 0,
+        # the budget cut trials short, or left some unstarted (the table leaves those out)
+        time_budget_reached=cfg.tune.time_budget_s is not None and (num_out_of_time > 0 or
+                                                                    len(rows) < cfg.tune.requested_trials),
         num_out_of_time=num_out_of_time,
         results_path=results_path,
         plots=plots,
@@ -444,16 +442,28 @@ def _stopping_epochs(s, max_epochs: int) -> set[int] | None:
     return None if s.name == "hyperband" else set()  # FIFO and PBT stop no trial
 
 
+def _stalled(cfg: ExperimentConfig, result) -> bool:
+    """Whether the trial's own early stopping (train.early_stopping_patience) ended it: the loop's rule, on
+    the epochs it reported."""
+    trial = trial_config(cfg.to_dict(), {k: v for k, v in (result.config or {}).items() if k in cfg.tune.space}).train
+    history = result.metrics_dataframe
+    return history is not None and loop.stalled(history.sort_values("epoch").to_dict("records"), trial.checkpoint_metric,
+                                                trial.checkpoint_mode, trial.early_stopping_patience) is not None
+
+
 def _trial_table(cfg: ExperimentConfig, grid) -> tuple[list[dict], dict[str, list[tuple[int, float]]]]:
-    """One row per trial, and each trial's metric per epoch. Its status: done (all epochs, or stopped
-    early by the scheduler), error, or out_of_time: under a time budget, it ended short of max_epochs
-    at an epoch where the scheduler stops no trial, so the budget stopped it."""
+    """One row per trial that trained an epoch (or failed), and each trial's metric per epoch. Its
+    status: done (all epochs, or stopped early by the scheduler or by train.early_stopping_patience),
+    error, or out_of_time: under a time budget, it ended short of max_epochs at an epoch where neither
+    stops a trial, so the budget did."""
     t = cfg.tune
     max_epochs = cfg.trial_epochs
     stops = _stopping_epochs(t.scheduler, max_epochs)
     rows, curves = [], {}
     for result in grid:
         m = result.metrics or {}
+        if result.error is None and not m.get("epoch"):
+            continue  # never trained an epoch: a trial the time budget left unstarted, or cut in its first
         trial_id = m.get("trial_id") or str(result.path).rsplit("/", 1)[-1]
         history = result.metrics_dataframe
         curve = []
@@ -464,7 +474,8 @@ def _trial_table(cfg: ExperimentConfig, grid) -> tuple[list[dict], dict[str, lis
         best = (max(values) if t.mode == "max" else min(values)) if values else None
         epochs = int(m.get("epoch", 0))
         short = result.error is None and 0 < epochs < max_epochs
-        out_of_time = short and t.time_budget_s is not None and stops is not None and epochs not in stops
+        out_of_time = (short and t.time_budget_s is not None and stops is not None and epochs not in stops
+                       and not _stalled(cfg, result))
         rows.append({
             "trial_id": trial_id,
             **decode(cfg.to_dict(), {k: v for k, v in (result.config or {}).items() if k in t.space}),

@@ -67,6 +67,16 @@ def test_pbt_clones_and_mutates_trials_across_optimizers(ray_cluster, tmp_path):
     assert 0.5 <= result.best_config["optim.momentum"] <= 0.95 and 1e-4 <= result.best_config["optim.lr"] <= 3e-2
 
 
+def test_a_time_budget_that_ends_the_search_is_reported_with_the_trial_it_cut(ray_cluster, tmp_path):
+    raw = digits_search(tmp_path, epochs=400, hidden_sizes=[32])  # a trial would take minutes
+    raw["tune"].update(num_samples=6, max_concurrent_trials=1, time_budget_s=15, scheduler={"name": "fifo"},
+                       space={"optim.lr": {"loguniform": [1e-3, 1e-2]}})
+    result = tune(config_from_dict(raw))
+    # the first trial is cut short; the five never started are left out of the table
+    assert result.time_budget_reached and result.num_out_of_time == 1 and result.num_trials == 1
+    assert 1 <= result.best_metrics["epoch"] < 400
+
+
 def test_multi_worker_trials_run_a_torch_trainer_each_and_fit_the_cpus_exactly(ray_cluster, tmp_path):
     raw = digits_search(tmp_path, epochs=2, hidden_sizes=[32])
     raw["train"]["num_workers"] = 2  # 2 workers of 1 CPU: every CPU of this 2-CPU cluster

@@ -84,6 +84,12 @@ def test_training_time_augmentation_and_whole_model_sections_can_be_searched():
     cfg_with({"model": {"choice": [{"name": "mlp", "hidden_sizes": [16]}, {"name": "cnn", "channels": [4, 8]}]}})
 
 
+def test_requested_trials_count_the_whole_grid_per_sample():
+    assert cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}}, num_samples=5).tune.requested_trials == 5
+    grid = {"optim.name": {"grid": ["sgd", "adam"]}, "model.hidden_size": {"grid": [8, 16, 32]}}
+    assert cfg_with(grid, num_samples=2, search={"name": "grid"}).tune.requested_trials == 12
+
+
 def test_grid_search_needs_grid_dimensions():
     with pytest.raises(ConfigError, match="grid needs every space entry"):
         cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}}, search={"name": "grid"})
@@ -161,3 +167,13 @@ def test_a_time_budget_cut_is_told_from_an_early_stop_by_the_epochs_the_schedule
     asha.tune.time_budget_s = None  # no budget: whatever ended a short trial, it was not the budget
     rows, _ = _trial_table(asha, grid)
     assert [r["status"] for r in rows] == ["done"] * 3 and [r["stopped_early"] for r in rows] == [False, True, True]
+
+    # the trial's own early stopping: a trial whose val_accuracy has not improved for 2 epochs stopped itself
+    raw = asha.to_dict()
+    patient = config_from_dict({**raw, "train": {**raw["train"], "early_stopping_patience": 2},
+                                "tune": {**raw["tune"], "time_budget_s": 60}})
+    improving = trial(3, 5)
+    improving.metrics_dataframe["val_accuracy"] = [0.1, 0.2, 0.3, 0.4, 0.5]
+    unstarted = SimpleNamespace(metrics={}, error=None, metrics_dataframe=None, config={"optim.lr": 0.15}, path="/x/t4")
+    rows, _ = _trial_table(patient, [trial(2, 5), improving, unstarted])  # left out: it trained nothing
+    assert [(r["status"], r["stopped_early"]) for r in rows] == [("done", True), ("out_of_time", False)]
