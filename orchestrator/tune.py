@@ -442,13 +442,12 @@ def _stopping_epochs(s, max_epochs: int) -> set[int] | None:
     return None if s.name == "hyperband" else set()  # FIFO and PBT stop no trial
 
 
-def _stalled(cfg: ExperimentConfig, result) -> bool:
+def _stalled(cfg_dict: dict, params: dict, history) -> bool:
     """Whether the trial's own early stopping (train.early_stopping_patience) ended it: the loop's rule, on
-    the epochs it reported."""
-    trial = trial_config(cfg.to_dict(), {k: v for k, v in (result.config or {}).items() if k in cfg.tune.space}).train
-    history = result.metrics_dataframe
-    return history is not None and loop.stalled(history.sort_values("epoch").to_dict("records"), trial.checkpoint_metric,
-                                                trial.checkpoint_mode, trial.early_stopping_patience) is not None
+    the epochs it reported (`history`, Tune's metrics dataframe)."""
+    t = trial_config(cfg_dict, params).train
+    return history is not None and loop.stalled(history.sort_values("epoch").to_dict("records"), t.checkpoint_metric,
+                                                t.checkpoint_mode, t.early_stopping_patience) is not None
 
 
 def _trial_table(cfg: ExperimentConfig, grid) -> tuple[list[dict], dict[str, list[tuple[int, float]]]]:
@@ -459,11 +458,13 @@ def _trial_table(cfg: ExperimentConfig, grid) -> tuple[list[dict], dict[str, lis
     t = cfg.tune
     max_epochs = cfg.trial_epochs
     stops = _stopping_epochs(t.scheduler, max_epochs)
+    cfg_dict = cfg.to_dict()
     rows, curves = [], {}
     for result in grid:
         m = result.metrics or {}
         if result.error is None and not m.get("epoch"):
             continue  # never trained an epoch: a trial the time budget left unstarted, or cut in its first
+        params = {k: v for k, v in (result.config or {}).items() if k in t.space}
         trial_id = m.get("trial_id") or str(result.path).rsplit("/", 1)[-1]
         history = result.metrics_dataframe
         curve = []
@@ -475,10 +476,10 @@ def _trial_table(cfg: ExperimentConfig, grid) -> tuple[list[dict], dict[str, lis
         epochs = int(m.get("epoch", 0))
         short = result.error is None and 0 < epochs < max_epochs
         out_of_time = (short and t.time_budget_s is not None and stops is not None and epochs not in stops
-                       and not _stalled(cfg, result))
+                       and not _stalled(cfg_dict, params, history))
         rows.append({
             "trial_id": trial_id,
-            **decode(cfg.to_dict(), {k: v for k, v in (result.config or {}).items() if k in t.space}),
+            **decode(cfg_dict, params),
             f"final_{t.metric}": m.get(t.metric),
             f"best_{t.metric}": best,
             "epochs": epochs,
