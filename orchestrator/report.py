@@ -54,15 +54,15 @@ def _png(fig) -> bytes:
 def _curves_png(curves: dict[str, list[tuple[int, float]]], metric: str) -> bytes:
     fig, axes = _figure()
     ax = axes[0][0]
-    for trial_id, curve in sorted(curves.items()):
-        if curve:
-            epochs, values = zip(*curve)
-            ax.plot(epochs, values, marker="o", markersize=3, linewidth=1.2, label=trial_id[-12:])
+    drawn = {trial_id: curve for trial_id, curve in sorted(curves.items()) if curve}
+    for trial_id, curve in drawn.items():
+        epochs, values = zip(*curve)
+        ax.plot(epochs, values, marker="o", markersize=3, linewidth=1.2, label=trial_id[-12:])
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} per epoch, every trial (short lines: stopped early)")
     ax.grid(alpha=0.3)
-    if len(curves) <= 16:
+    if 0 < len(drawn) <= 16:
         ax.legend(fontsize=7, ncol=2)
     return _png(fig)
 

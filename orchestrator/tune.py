@@ -442,12 +442,31 @@ def _stopping_epochs(s, max_epochs: int) -> set[int] | None:
     return None if s.name == "hyperband" else set()  # FIFO and PBT stop no trial
 
 
-def _stalled(cfg_dict: dict, params: dict, history) -> bool:
+def _history(result) -> list[dict]:
+    """A trial's reported metrics per epoch, in epoch order: Tune's metrics dataframe, or, where that came
+    back empty (Tune logs a warning and leaves it empty when it cannot read the trial's result file), the
+    epoch history saved in the trial's latest checkpoint (its state.json: JSON, no weights read). Under PBT
+    that history is the model's: a trial that cloned another's checkpoint lists the other's epochs up to the
+    clone."""
+    df = result.metrics_dataframe
+    if df is not None and not df.empty and "epoch" in df:
+        return df.sort_values("epoch").to_dict("records")
+    ckpt = getattr(result, "checkpoint", None)
+    if ckpt is None:
+        return []
+    try:
+        with ckpt.filesystem.open_input_stream(f"{ckpt.path.rstrip('/')}/state.json") as f:
+            history = json.loads(f.readall()).get("history")
+    except (OSError, ValueError):  # no state.json (a multi-worker trial's checkpoint is reported apart), or unreadable
+        return []
+    return history if isinstance(history, list) else []
+
+
+def _stalled(cfg_dict: dict, params: dict, history: list[dict]) -> bool:
     """Whether the trial's own early stopping (train.early_stopping_patience) ended it: the loop's rule, on
-    the epochs it reported (`history`, Tune's metrics dataframe)."""
+    the epochs it reported."""
     t = trial_config(cfg_dict, params).train
-    return history is not None and loop.stalled(history.sort_values("epoch").to_dict("records"), t.checkpoint_metric,
-                                                t.checkpoint_mode, t.early_stopping_patience) is not None
+    return loop.stalled(history, t.checkpoint_metric, t.checkpoint_mode, t.early_stopping_patience) is not None
 
 
 def _trial_table(cfg: ExperimentConfig, grid) -> tuple[list[dict], dict[str, list[tuple[int, float]]]]:
@@ -466,10 +485,9 @@ def _trial_table(cfg: ExperimentConfig, grid) -> tuple[list[dict], dict[str, lis
             continue  # never trained an epoch: a trial the time budget left unstarted, or cut in its first
         params = {k: v for k, v in (result.config or {}).items() if k in t.space}
         trial_id = m.get("trial_id") or str(result.path).rsplit("/", 1)[-1]
-        history = result.metrics_dataframe
-        curve = []
-        if history is not None and t.metric in history:
-            curve = [(int(e), float(v)) for e, v in zip(history["epoch"], history[t.metric]) if not math.isnan(v)]
+        history = _history(result)
+        curve = [(int(h["epoch"]), float(h[t.metric])) for h in history
+                 if isinstance(h.get(t.metric), (int, float)) and not math.isnan(h[t.metric])]
         curves[trial_id] = curve
         values = [v for _, v in curve]
         best = (max(values) if t.mode == "max" else min(values)) if values else None

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from orchestrator.config import ConfigError, config_from_dict
@@ -177,3 +179,38 @@ def test_a_time_budget_cut_is_told_from_an_early_stop_by_the_epochs_the_schedule
     unstarted = SimpleNamespace(metrics={}, error=None, metrics_dataframe=None, config={"optim.lr": 0.15}, path="/x/t4")
     rows, _ = _trial_table(patient, [trial(2, 5), improving, unstarted])  # left out: it trained nothing
     assert [(r["status"], r["stopped_early"]) for r in rows] == [("done", True), ("out_of_time", False)]
+
+
+def test_a_trial_whose_results_tune_could_not_read_keeps_its_curve_from_its_latest_checkpoint(tmp_path):
+    """Tune leaves a trial's metrics dataframe empty when it cannot read the trial's result file (it logs
+    a warning): the table and plot then take the epoch history the trial saved with its checkpoint."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+    from ray.train import Checkpoint
+
+    from orchestrator.tune import _trial_table
+
+    cfg = cfg_with({"optim.lr": {"uniform": [0.1, 0.2]}}, scheduler={"name": "fifo"})
+    saved = tmp_path / "checkpoint_000002"
+    saved.mkdir()
+    history = [{"epoch": 1, "val_accuracy": 0.6, "finished_at": 1.0}, {"epoch": 2, "val_accuracy": 0.8, "finished_at": 2.0}]
+    (saved / "state.json").write_text(json.dumps({"epoch": 2, "history": history}))
+    unread = SimpleNamespace(metrics={"trial_id": "t0", "epoch": 2, "val_accuracy": 0.8}, error=None,
+                             metrics_dataframe=pd.DataFrame(), checkpoint=Checkpoint(str(saved)),
+                             config={"optim.lr": 0.15}, path="/x/t0")
+    no_checkpoint = SimpleNamespace(metrics={"trial_id": "t1", "epoch": 1, "val_accuracy": 0.5}, error=None,
+                                    metrics_dataframe=pd.DataFrame(), checkpoint=None, config={"optim.lr": 0.12},
+                                    path="/x/t1")
+    rows, curves = _trial_table(cfg, [unread, no_checkpoint])
+    assert curves == {"t0": [(1, 0.6), (2, 0.8)], "t1": []}
+    assert [r["best_val_accuracy"] for r in rows] == [0.8, None]
+    assert [r["epochs"] for r in rows] == [2, 1]
+
+    import warnings
+
+    from orchestrator import report
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns of a legend with nothing in it
+        assert report._curves_png({"t1": []}, "val_accuracy").startswith(b"\x89PNG")
