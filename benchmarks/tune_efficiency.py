@@ -77,8 +77,12 @@ TARGETS = (0.97, 0.98, 0.985, 0.99)  # reported alongside the headline target, t
 
 
 def measure(grid, started: float, wall: float, target: float, concurrency: int) -> dict:
-    results = sorted((r for r in grid if r.metrics_dataframe is not None and not r.metrics_dataframe.empty),
-                     key=lambda r: r.metrics["trial_id"])  # in the order the search drew them
+    unread = [str(r.path) for r in grid if r.error is not None or r.metrics_dataframe is None
+              or r.metrics_dataframe.empty]
+    if unread:  # every figure below sums over all the trials: one missing would skew them all
+        raise RuntimeError(f"{len(unread)} trial(s) failed or Tune could not read their results "
+                           f"(see the warnings above): {unread}; run the benchmark again")
+    results = sorted(grid, key=lambda r: r.metrics["trial_id"])  # in the order the search drew them
     frames = [r.metrics_dataframe for r in results]
     # Each epoch's end, to the millisecond, from the epoch history in each trial's kept (best) checkpoint, which
     # runs up to its best epoch and so past the first that reached any level the trial reached. Tune's own
