@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import numpy as np
 import torch
@@ -221,8 +222,8 @@ class TextGenerator:
         default = lm.Sampling()
         n = payload.get("max_new_tokens", min(default.max_new_tokens, self.max_new_tokens))
         if not _is_int(n) or not 1 <= n <= self.max_new_tokens:
-            raise RequestError(422, "invalid_max_new_tokens", f"max_new_tokens must be an integer from 1 to "
-                               f"{self.max_new_tokens}")
+            bound = f"from 1 to {self.max_new_tokens}" if self.max_new_tokens < sys.maxsize else "of 1 or more"
+            raise RequestError(422, "invalid_max_new_tokens", f"max_new_tokens must be an integer {bound}")
         temperature = payload.get("temperature", default.temperature)
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 10:
             raise RequestError(422, "invalid_temperature", "temperature must be a number from 0 (greedy) to 10")

@@ -291,3 +291,5 @@ def test_the_generate_command_and_its_wrong_model_errors(tmp_path, capsys):
     assert "use orchestrator generate" in capsys.readouterr().err
     assert main(["generate", lm_ckpt, "--prompt", "x", "--temperature", "-1"]) == 2
     assert "--temperature" in capsys.readouterr().err
+    assert main(["generate", lm_ckpt, "--prompt", "x", "--max-new-tokens", "0"]) == 2
+    assert "--max-new-tokens: max_new_tokens must be an integer of 1 or more" in capsys.readouterr().err  # offline: no cap
