@@ -451,13 +451,13 @@ def _history(result) -> list[dict]:
     df = result.metrics_dataframe
     if df is not None and not df.empty and "epoch" in df:
         return df.sort_values("epoch").to_dict("records")
-    ckpt = getattr(result, "checkpoint", None)
+    ckpt = result.checkpoint  # None for a multi-worker trial: Ray Train keeps its checkpoints
     if ckpt is None:
         return []
     try:
         with ckpt.filesystem.open_input_stream(f"{ckpt.path.rstrip('/')}/state.json") as f:
             history = json.loads(f.readall()).get("history")
-    except (OSError, ValueError):  # no state.json (a multi-worker trial's checkpoint is reported apart), or unreadable
+    except (OSError, ValueError):  # no state.json, or not JSON: no curve, as Tune's own read gave
         return []
     return history if isinstance(history, list) else []
 
