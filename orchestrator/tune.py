@@ -195,7 +195,9 @@ def _scheduler(cfg: ExperimentConfig):
         return schedulers.ASHAScheduler(max_t=cfg.trial_epochs, grace_period=s.grace_period,
                                         reduction_factor=s.reduction_factor, **common)
     if s.name == "hyperband":
-        return schedulers.HyperBandScheduler(max_t=cfg.trial_epochs, reduction_factor=s.reduction_factor, **common)
+        from orchestrator.hyperband import HyperBand  # Ray's, less a hang (see there)
+
+        return HyperBand(max_t=cfg.trial_epochs, reduction_factor=s.reduction_factor, **common)
     if s.name == "pbt":
         from ray.tune.search.sample import Categorical
 
