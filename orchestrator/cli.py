@@ -408,6 +408,8 @@ def _read_instances(source: str) -> list:
         for row in reader:
             if None in row:  # DictReader files surplus cells under None
                 raise ConfigError(f"--input {source}, line {reader.line_num}: more cells than the header names")
+            # an unnamed column is the index pandas' to_csv writes, never a model's column (data.index_columns)
+            row = {k: v for k, v in row.items() if k != ""}
             if empty := [k for k, v in row.items() if v in ("", None)]:
                 raise ConfigError(f"--input {source}, line {reader.line_num}: no value for {empty}; "
                                   "fill it in or leave the row out")

@@ -190,8 +190,10 @@ def _files(cfg: FilesData, endpoint_url: str | None) -> Arrays:
     if not files:
         raise DataError(f"data directory {cfg.path!r} holds no files")
     fmt = cfg.format or _infer_format(files[0])
-    columns = _read_npz(fs, files) if fmt == "npz" else _read_table(fs, files, fmt)
-    return _columns_to_arrays(columns, cfg)
+    if fmt == "npz":
+        return _columns_to_arrays(_read_npz(fs, files), cfg)
+    columns, index = _read_table(fs, files, fmt)
+    return _columns_to_arrays(columns, cfg, index)
 
 
 BYTE_NAMES = [chr(b) if 32 < b < 127 else f"0x{b:02x}" for b in range(256)]  # label names of the 256 tokens
@@ -285,15 +287,16 @@ def _read_npz(fs, files: list[str]) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def _read_table(fs, files: list[str], fmt: str) -> dict[str, np.ndarray]:
-    """The files' columns, matched by name, read with pyarrow in this process. Not with Ray Data:
-    it started a local Ray for `orchestrator evaluate --data` (17.1 s for a 178-row CSV here, 3.6 s
+def _read_table(fs, files: list[str], fmt: str) -> tuple[dict[str, np.ndarray], set[str]]:
+    """The files' columns, matched by name, read with pyarrow in this process, and those of them that
+    hold a pandas DataFrame's index rather than data (see `index_columns`). Not with Ray Data: it
+    started a local Ray for `orchestrator evaluate --data` (17.1 s for a 178-row CSV here, 3.6 s
     without), or joined one already running on the machine."""
     import pyarrow as pa
     import pyarrow.csv
     import pyarrow.parquet
 
-    tables = []
+    tables, index = [], set()
     for f in files:
         try:
             with fs.open_input_file(f) as fh:
@@ -308,10 +311,20 @@ def _read_table(fs, files: list[str], fmt: str) -> dict[str, np.ndarray]:
                             f"{tables[0].column_names}, {storage.uri(fs, f)} has {names}; every file of the data "
                             "needs the same columns")
         tables.append(table)
+        index |= index_columns(table)
     tables = [t for t in tables if t.num_rows]  # a header-only CSV has untyped (null) columns
     if not tables:
         raise DataError("the data files hold no rows")
-    return {name: np.concatenate([_column(t, name) for t in tables]) for name in tables[0].column_names}
+    return {name: np.concatenate([_column(t, name) for t in tables]) for name in tables[0].column_names}, index
+
+
+def index_columns(table) -> set[str]:
+    """The columns where pandas stored a DataFrame's index: row numbers or ids, not features. Parquet
+    names them in its pandas metadata (`__index_level_0__`, or the index's name); `to_csv` writes the
+    index as a first column with an empty name. Pandas itself reads them back as the index again, not as
+    columns, and training on row numbers would learn the file's order."""
+    named = (table.schema.pandas_metadata or {}).get("index_columns", [])  # a RangeIndex is metadata, no column
+    return {c for c in named if isinstance(c, str)} | ({""} & set(table.column_names))
 
 
 TENSOR_TYPE = "ray.data.arrow_tensor"  # Ray Data's fixed-shape tensor columns (v1 and v2)
@@ -329,14 +342,17 @@ def _column(table, name: str) -> np.ndarray:
     return values
 
 
-def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData) -> Arrays:
+def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str] = frozenset()) -> Arrays:
+    """`index`: columns that are features only where data.feature_columns names them."""
     available = list(columns)  # in the file's order, which is the order of each sample's features
     if cfg.label_column not in columns:
         raise DataError(f"label column {cfg.label_column!r} not in the data; columns: {available}")
-    feature_cols = cfg.feature_columns or [c for c in available if c != cfg.label_column]
-    missing = [c for c in feature_cols if c not in columns]
-    if missing or not feature_cols:
-        raise DataError(f"feature columns {missing or feature_cols} not in the data; columns: {available}")
+    feature_cols = cfg.feature_columns or [c for c in available if c != cfg.label_column and c not in index]
+    if not feature_cols:
+        raise DataError(f"the data has no feature columns: its columns are {available}, the label and any index "
+                        "pandas wrote (see data.feature_columns)")
+    if missing := [c for c in feature_cols if c not in columns]:
+        raise DataError(f"feature columns {missing} not in the data; columns: {available}")
     if text := [c for c in feature_cols if _holds_text(columns[c])]:
         raise DataError(f"feature columns {text} hold text: encode them as numbers (one column per category, "
                         "say) or leave them out with data.feature_columns")

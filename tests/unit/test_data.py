@@ -193,6 +193,36 @@ def test_csv_files_of_one_table_are_matched_by_column_name(tmp_path):
         data.load_arrays(FilesData(name="files", path=str(tmp_path / "parts"), label_column="target"), seed=0)
 
 
+def test_an_index_that_pandas_wrote_is_not_a_feature(tmp_path):
+    # `df.to_parquet()` keeps a filtered frame's index as a column (a set_index() one under its own name),
+    # `df.to_csv()` writes it first under an empty name: training on row numbers would learn the file's order
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"id": np.arange(60), "f1": rng.random(60), "f2": rng.random(60), "label": np.arange(60) % 3})
+    df = df[df.f1 > 0.1]  # a gap in the index: stored as a column, not as a range
+    df.to_parquet(tmp_path / "filtered.parquet")
+    df.set_index("id").to_parquet(tmp_path / "by_id.parquet")
+    df.drop(columns="id").to_csv(tmp_path / "indexed.csv")
+    assert "__index_level_0__" in pq_columns(tmp_path / "filtered.parquet")
+    for name, features in [("filtered.parquet", ["id", "f1", "f2"]), ("by_id.parquet", ["f1", "f2"]),
+                           ("indexed.csv", ["f1", "f2"])]:
+        arrays = data.load_arrays(FilesData(name="files", path=str(tmp_path / name)), seed=0)
+        assert arrays.feature_columns == features, name
+        assert np.allclose(arrays.x[:, -1], df.f2) and arrays.x.shape == (len(df), len(features))
+    named = FilesData(name="files", path=str(tmp_path / "by_id.parquet"), feature_columns=["id", "f1"])
+    assert np.array_equal(data.load_arrays(named, seed=0).x[:, 0], df.id)  # still a feature where it is asked for
+    df[["label"]].to_csv(tmp_path / "label_only.csv")
+    with pytest.raises(DataError, match=r"no feature columns: its columns are \['', 'label'\]"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "label_only.csv")), seed=0)
+
+
+def pq_columns(path) -> list[str]:
+    import pyarrow.parquet
+
+    return pyarrow.parquet.read_schema(path).names
+
+
 @pytest.mark.parametrize("content, message", [
     (b"a,b,label\n1,2,x\n3\n", r"cannot read .*bad\.csv as csv: CSV parse error: Expected 3 columns, got 1"),
     (b"\xff\xfe,b\n1,2\n", r"cannot read .*bad\.csv as csv: 'utf-8' codec can't decode"),
