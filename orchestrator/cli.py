@@ -108,8 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--split", choices=["train", "val", "test"], default="test",
                        help="a split of the data the checkpoint was trained on")
-    which.add_argument("--data", metavar="URI", help="other labelled data: Parquet, CSV or NPZ (path or s3://) with "
-                       "the training data's label and feature columns")
+    which.add_argument("--data", metavar="URI", help="other labelled data: Parquet, CSV, TSV or NPZ (path or "
+                       "s3://) with the training data's label and feature columns")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("serve", parents=[common], help="serve a checkpoint as an HTTP endpoint with Ray Serve",

@@ -61,10 +61,11 @@ class SyntheticData(SplitFields):
 
 
 class FilesData(SplitFields):
-    name: Literal["files"] = Field(description="User data in Parquet, CSV or NPZ from a local path or s3:// URI.")
+    name: Literal["files"] = Field(description="User data in Parquet, CSV, TSV or NPZ from a local path or s3://.")
     path: str = Field(description="A file or a directory of files: local path or s3://bucket/prefix.")
-    format: Literal["parquet", "csv", "npz"] | None = Field(
-        None, description="File format; inferred from the file suffix when empty."
+    format: Literal["parquet", "csv", "tsv", "npz"] | None = Field(
+        None, description="File format; inferred from the file suffix when empty (.parquet or .pq, .csv, .tsv, .npz; "
+        "a CSV or TSV file may be compressed: .csv.gz, .tsv.zst, ...)."
     )
     label_column: str = Field("label", description="Column (or NPZ array) holding the class label.")
     feature_columns: list[str] | None = Field(

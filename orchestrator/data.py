@@ -261,11 +261,17 @@ def _walk_dir(fs, directory: str, skip: tuple[str, ...]):
             yield from _walk_dir(fs, entry.path, skip)
 
 
+COMPRESSED = ("gz", "bz2", "zst", "lz4")  # the suffixes a CSV or TSV may add, which pyarrow decompresses
+
+
 def _infer_format(path: str) -> str:
-    suffix = posixpath.splitext(path)[1].lower().lstrip(".")
-    fmt = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "npz": "npz"}.get(suffix)
+    stem, suffix = posixpath.splitext(path.lower())
+    if suffix.lstrip(".") in COMPRESSED and posixpath.splitext(stem)[1] in (".csv", ".tsv"):
+        suffix = posixpath.splitext(stem)[1]
+    fmt = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "tsv": "tsv", "npz": "npz"}.get(suffix.lstrip("."))
     if fmt is None:
-        raise DataError(f"cannot tell the format of {path!r}: set data.format to parquet, csv or npz")
+        raise DataError(f"cannot tell the format of {path!r}: set data.format to parquet, csv, tsv or npz "
+                        f"(a CSV or TSV file may be compressed: .csv.gz, {', '.join('.' + c for c in COMPRESSED[1:])})")
     return fmt
 
 
@@ -299,11 +305,21 @@ def _read_table(fs, files: list[str], fmt: str) -> tuple[dict[str, np.ndarray], 
     tables, index = [], set()
     for f in files:
         try:
-            with fs.open_input_file(f) as fh:
-                table = pyarrow.parquet.read_table(fh) if fmt == "parquet" else pyarrow.csv.read_csv(fh)
+            if fmt == "parquet":
+                with fs.open_input_file(f) as fh:
+                    table = pyarrow.parquet.read_table(fh)
+            else:  # decompressed as its suffix says (.gz, ...)
+                with fs.open_input_stream(f, compression="detect") as fh:
+                    table = pyarrow.csv.read_csv(fh, parse_options=pyarrow.csv.ParseOptions(
+                        delimiter="\t" if fmt == "tsv" else ","))
             names = table.column_names  # decoded here: a binary file's header is not UTF-8
         except (pa.ArrowException, OSError, ValueError) as e:
             raise DataError(f"cannot read {storage.uri(fs, f)} as {fmt}: {str(e).strip().splitlines()[0]}") from None
+        if fmt != "parquet" and len(names) == 1 and (sep := next((c for c in ";|\t," if c in names[0]), None)):
+            fix = {",": "set data.format: csv", "\t": "set data.format: tsv"}.get(sep, "save it with commas (.csv) "
+                                                                                 "or tabs (.tsv) between cells")
+            raise DataError(f"{storage.uri(fs, f)} reads as one column named {names[0]!r}: its cells seem separated by "
+                            f"{sep!r}, not {'tabs' if fmt == 'tsv' else 'commas'} as in a {fmt.upper()} file: {fix}")
         if twice := sorted({n for n in names if names.count(n) > 1}):
             raise DataError(f"{storage.uri(fs, f)} names columns {twice} more than once: give each column its own name")
         if tables and set(names) != set(tables[0].column_names):

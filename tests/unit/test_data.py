@@ -228,11 +228,39 @@ def pq_columns(path) -> list[str]:
     (b"\xff\xfe,b\n1,2\n", r"cannot read .*bad\.csv as csv: 'utf-8' codec can't decode"),
     (b"a,a,label\n1,2,x\n", r"bad\.csv names columns \['a'\] more than once"),
     (b"a,label\n", "the data files hold no rows"),
+    (b"a;b;label\n1;2;x\n", r"bad\.csv reads as one column named 'a;b;label': its cells seem separated by ';', not "
+                            r"commas as in a CSV file: save it with commas \(\.csv\) or tabs \(\.tsv\)"),
+    (b"a\tb\tlabel\n1\t2\tx\n", r"separated by '\\t', not commas as in a CSV file: set data.format: tsv"),
 ])
 def test_unreadable_tables_name_the_file_and_the_fault(tmp_path, content, message):
     (tmp_path / "bad.csv").write_bytes(content)
     with pytest.raises(DataError, match=message):
         data.load_arrays(FilesData(name="files", path=str(tmp_path / "bad.csv")), seed=0)
+
+
+def test_tab_separated_and_compressed_tables_are_read_by_their_suffix(tmp_path):
+    import gzip
+    import pyarrow as pa
+
+    rows = "f1,f2,label\n" + "".join(f"{i},{i * 2},{'ab'[i % 2]}\n" for i in range(40))
+    plain = data.load_arrays(FilesData(name="files", path=str(_write(tmp_path / "t.csv", rows.encode()))), seed=0)
+    tabbed = rows.replace(",", "\t").encode()
+    with pa.CompressedOutputStream(str(tmp_path / "t.tsv.zst"), "zstd") as out:
+        out.write(tabbed)
+    files = [_write(tmp_path / "t.csv.gz", gzip.compress(rows.encode())), _write(tmp_path / "t.tsv", tabbed),
+             tmp_path / "t.tsv.zst", _write(tmp_path / "tabs.txt", tabbed)]
+    for path, fmt in zip(files, [None, None, None, "tsv"]):
+        arrays = data.load_arrays(FilesData(name="files", path=str(path), format=fmt), seed=0)
+        assert np.array_equal(arrays.x, plain.x) and np.array_equal(arrays.y, plain.y), path
+        assert arrays.feature_columns == ["f1", "f2"] and arrays.label_names == ["a", "b"]
+    with pytest.raises(DataError, match=r"cannot tell the format of .*t\.csv\.xz': set data.format to parquet, csv, "
+                                         r"tsv or npz \(a CSV or TSV file may be compressed: \.csv\.gz, \.bz2"):
+        data.load_arrays(FilesData(name="files", path=str(_write(tmp_path / "t.csv.xz", b"x"))), seed=0)
+
+
+def _write(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
 
 
 def test_a_tensor_column_written_by_ray_data_keeps_its_shape(tmp_path):
