@@ -28,12 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from orchestrator import storage
-from orchestrator.config import ExperimentConfig, config_from_dict, save_config
+from orchestrator.config import ExperimentConfig, config_from_dict, load_yaml, save_config
 from orchestrator.errors import CheckpointError, ConfigError, StorageError
 from orchestrator.models import build_model
 
@@ -207,7 +206,7 @@ def read_checkpoint(uri: str, endpoint_url: str | None = None) -> Checkpoint:
             raise CheckpointError(f"{uri}: {name} does not match its sha256 in the manifest (tampered or corrupted)")
         files[name] = data
     try:
-        config = config_from_dict(yaml.safe_load(files["config.yaml"]), source=f"{uri}/config.yaml")
+        config = config_from_dict(load_yaml(files["config.yaml"]), source=f"{uri}/config.yaml")
     except ConfigError as e:
         raise CheckpointError(f"checkpoint config is invalid: {e}") from None
     return Checkpoint(uri, config, json.loads(files["model.json"]), json.loads(files["metrics.json"]), files)

@@ -41,7 +41,10 @@ class Finding:
 
 
 def load(path: str | os.PathLike) -> tuple[dict, str]:
-    return read_yaml(path, "cluster file", "a Ray cluster config (a mapping)")
+    import yaml
+
+    # read as `ray up` reads it (YAML 1.1), so the checks see the values Ray will use
+    return read_yaml(path, "cluster file", "a Ray cluster config (a mapping)", load=yaml.safe_load)
 
 
 def validate(path: str | os.PathLike) -> list[Finding]:

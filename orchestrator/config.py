@@ -562,14 +562,30 @@ class ServeArgs(Section):
 # ---- loading ----------------------------------------------------------------------------
 
 
-def read_yaml(path: str | os.PathLike, what: str, expected: str) -> tuple[dict, str]:
+class ConfigLoader(yaml.SafeLoader):
+    """YAML as experiment files are written: `lr: 1e-3` is a number. PyYAML follows YAML 1.1, where a float
+    needs a dot (1.0e-3) and 1e-3 is text; YAML 1.2, and OmegaConf and Hydra, read it as a float."""
+
+
+ConfigLoader.add_implicit_resolver(  # YAML 1.2's floats, tried after 1.1's ints and floats
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str):
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 (a SafeLoader)
+
+
+def read_yaml(path: str | os.PathLike, what: str, expected: str, load=load_yaml) -> tuple[dict, str]:
     """A YAML file that must hold a mapping: (the mapping, the text); ConfigError that says why not."""
     try:
         text = Path(path).read_text()
     except OSError as e:
         raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {e}") from None
     if not isinstance(raw, dict):
@@ -634,7 +650,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like section.field=value")
         try:
-            parsed = yaml.safe_load(value)
+            parsed = load_yaml(value)
         except yaml.YAMLError:
             parsed = value
         raw = with_value(raw, key, parsed)
@@ -672,8 +688,18 @@ def _explain(err: dict, root: type[BaseModel]) -> str:
     if err["type"] == "union_tag_invalid":
         return f"{where}.name: {err['ctx']['tag']!r} is not one of {err['ctx']['expected_tags']}"
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    if err["type"] in ("float_type", "int_type") and _numeric_text(got):  # '0.01', or 1e-3 read by YAML 1.1
+        shown = (f" (got {got!r}: text to a YAML 1.1 reader, as Ray's `serve deploy` is; write {float(got)!r})"
+                 if "e" in got.lower() and "." not in got else f" (got {got!r}: text; write it without quotes)")
     msg = err["msg"].removeprefix("Value error, ")
     return f"{where}: {msg}{shown}" if where else f"{msg}{shown}"
+
+
+def _numeric_text(value) -> bool:
+    try:
+        return isinstance(value, str) and math.isfinite(float(value))
+    except ValueError:
+        return False
 
 
 def _tagged_union_members(annotation) -> dict[str, type[BaseModel]] | None:

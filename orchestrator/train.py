@@ -22,6 +22,7 @@ from orchestrator.config import (
     ExperimentConfig,
     TrainConfig,
     config_from_dict,
+    load_yaml,
     save_config,
 )
 from orchestrator.errors import ConfigError
@@ -116,9 +117,7 @@ def _check_resumable(cfg: ExperimentConfig, run_uri: str) -> None:
         saved = storage.read_bytes(storage.join(run_uri, "config.yaml"), cfg.storage.endpoint_url, cfg.storage.region)
     except (FileNotFoundError, OSError):
         return
-    import yaml
-
-    previous = config_from_dict(yaml.safe_load(saved), source=f"{run_uri}/config.yaml")
+    previous = config_from_dict(load_yaml(saved), source=f"{run_uri}/config.yaml")
     for section in ("seed", "data", "model"):
         if getattr(previous, section) != getattr(cfg, section):
             raise ConfigError(

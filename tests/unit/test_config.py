@@ -106,6 +106,25 @@ def test_file_errors(tmp_path):
         load_config(JOBS[0], ["train.epochs"])
 
 
+def test_exponents_are_numbers_as_ml_configs_write_them(tmp_path):
+    # PyYAML reads YAML 1.1, where 1e-3 is text; every learning rate in the field is written so
+    p = tmp_path / "e.yaml"
+    p.write_text("data: {name: digits}\nmodel: {name: mlp}\noptim: {lr: 1e-3, weight_decay: 5E-4}\n"
+                 "tune: {space: {optim.lr: {loguniform: [1e-5, .5e-1]}}}\n")
+    cfg = load_config(p, ["optim.momentum=9e-1", "train.run_name=1e3x"])
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.momentum) == (0.001, 0.0005, 0.9)
+    assert cfg.tune.space["optim.lr"] == {"loguniform": [1e-05, 0.05]} and cfg.train.run_name == "1e3x"
+    assert [C.load_yaml(t) for t in ("1.2.3", "1e", "0x1f", "10", "1_000")] == ["1.2.3", "1e", 31, 10, 1000]
+
+
+@pytest.mark.parametrize("value, words", [
+    ("1e-3", "got '1e-3': text to a YAML 1.1 reader, as Ray's `serve deploy` is; write 0.001"),  # deploy/serve.yaml
+    ("0.01", "got '0.01': text; write it without quotes"),
+])
+def test_a_number_given_as_text_says_how_to_write_it(value, words):
+    assert words in _error({**BASE, "optim": {"lr": value}})
+
+
 def test_name_defaults_to_file_stem(tmp_path):
     p = tmp_path / "my-exp.yaml"
     p.write_text("data: {name: digits}\nmodel: {name: mlp}\n")
