@@ -171,6 +171,12 @@ def test_parquet_on_s3_and_csv_locally(s3_bucket):
     assert sum(splits.num_rows.values()) == 90 and len(splits.arrays["train"][1]) == splits.num_rows["train"]
     arrays = data.load_arrays(cfg, seed=0)
     assert np.array_equal(arrays.x, images) and np.array_equal(np.array(arrays.label_names)[arrays.y], labels)
+    import gzip  # a compressed CSV on S3: streamed and decompressed by pyarrow
+
+    rows = "f1,f2,label\n" + "".join(f"{i},{-i},{labels[i]}\n" for i in range(90))
+    boto3.client("s3").put_object(Bucket=s3_bucket, Key="table/t.csv.gz", Body=gzip.compress(rows.encode()))
+    table = data.load_arrays(FilesData(name="files", path=f"s3://{s3_bucket}/table/t.csv.gz"), seed=0)
+    assert table.x.shape == (90, 2) and (table.x[:, 1] == -table.x[:, 0]).all() and table.label_names == ["a", "b", "c"]
 
 
 def test_csv_files_of_one_table_are_matched_by_column_name(tmp_path):
