@@ -108,8 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--split", choices=["train", "val", "test"], default="test",
                        help="a split of the data the checkpoint was trained on")
-    which.add_argument("--data", metavar="URI", help="other labelled data: Parquet, CSV, TSV or NPZ (path or "
-                       "s3://) with the training data's label and feature columns")
+    which.add_argument("--data", metavar="URI", help="other labelled data: Parquet, CSV, TSV, JSON Lines, Feather or "
+                       "NPZ (path or s3://) with the training data's label and feature columns")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("serve", parents=[common], help="serve a checkpoint as an HTTP endpoint with Ray Serve",
@@ -126,8 +126,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", parents=[common], help="predictions from an endpoint URL or a checkpoint")
     p.add_argument("target", metavar="URL|CHECKPOINT_URI")
-    p.add_argument("--input", required=True, help='JSON file ({"instances": [...]} or a list of inputs), - for stdin, '
-                        "or a CSV file with a header (each row an input, by column name)")
+    p.add_argument("--input", required=True, help='JSON file ({"instances": [...]} or a list of inputs), - for '
+                   "stdin, or a table file with a header: CSV, TSV, Parquet, JSON Lines, Feather (a row per input, "
+                   "by column name)")
     p.add_argument("--api-key-env", default="ORCHESTRATOR_API_KEY", help="environment variable holding the API key")
     p.set_defaults(func=_predict)
 
@@ -393,28 +394,19 @@ def _predict(args) -> dict:
 
 
 def _read_instances(source: str) -> list:
-    """--input: JSON ({"instances": [...]} or a list of inputs), or a CSV file with a header, whose
-    rows go as objects keyed by column name (for models trained on a table)."""
+    """--input: JSON ({"instances": [...]} or a list of inputs), or a table file with a header (CSV, TSV,
+    Parquet, ...: what `data.name: files` reads), whose rows go as objects keyed by column name."""
+    from orchestrator import data
+
+    if source != "-" and data.is_table_file(source):
+        if not Path(source).is_file():
+            raise ConfigError(f"--input {source}: no such file")
+        return data.read_rows(source)
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read --input {source}: {getattr(e, 'strerror', None) or e}") from None
     text = text.removeprefix("\ufeff")  # the byte-order mark spreadsheet programs put before UTF-8 text
-    if source.lower().endswith(".csv"):
-        import csv
-        import io
-
-        rows, reader = [], csv.DictReader(io.StringIO(text, newline=""))  # cells may hold quoted line breaks
-        for row in reader:
-            if None in row:  # DictReader files surplus cells under None
-                raise ConfigError(f"--input {source}, line {reader.line_num}: more cells than the header names")
-            # an unnamed column is the index pandas' to_csv writes, never a model's column (data.index_columns)
-            row = {k: v for k, v in row.items() if k != ""}
-            if empty := [k for k, v in row.items() if v in ("", None)]:
-                raise ConfigError(f"--input {source}, line {reader.line_num}: no value for {empty}; "
-                                  "fill it in or leave the row out")
-            rows.append({k: _number(v) for k, v in row.items()})
-        return rows
     try:
         payload = json.loads(text)
     except json.JSONDecodeError as e:
@@ -424,14 +416,6 @@ def _read_instances(source: str) -> list:
     if not isinstance(payload, list):
         raise ConfigError(f'--input {source} must hold {{"instances": [...]}} or a list of inputs')
     return payload
-
-
-def _number(cell: str):
-    """A CSV cell as a number where it is one; other text (a label column, say) is left for the model's checks."""
-    try:
-        return float(cell)
-    except ValueError:
-        return cell
 
 
 def _generate(args) -> dict:

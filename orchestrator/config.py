@@ -61,11 +61,13 @@ class SyntheticData(SplitFields):
 
 
 class FilesData(SplitFields):
-    name: Literal["files"] = Field(description="User data in Parquet, CSV, TSV or NPZ from a local path or s3://.")
+    name: Literal["files"] = Field(description="User data in Parquet, CSV, TSV, JSON Lines, Feather (Arrow IPC) or NPZ "
+                                   "from a local path or s3://.")
     path: str = Field(description="A file or a directory of files: local path or s3://bucket/prefix.")
-    format: Literal["parquet", "csv", "tsv", "npz"] | None = Field(
-        None, description="File format; inferred from the file suffix when empty (.parquet or .pq, .csv, .tsv, .npz; "
-        "a CSV or TSV file may be compressed: .csv.gz, .tsv.zst, ...)."
+    format: Literal["parquet", "csv", "tsv", "jsonl", "feather", "npz"] | None = Field(
+        None, description="File format; inferred from the file suffix when empty (.parquet or .pq, .csv, .tsv, "
+        ".jsonl or .ndjson, .feather or .arrow, .npz; a CSV, TSV or JSON Lines file may be compressed: .csv.gz, "
+        ".tsv.zst, .jsonl.bz2, ...)."
     )
     label_column: str = Field("label", description="Column (or NPZ array) holding the class label.")
     feature_columns: list[str] | None = Field(

@@ -185,15 +185,51 @@ def _synthetic(cfg: SyntheticData, seed: int) -> Arrays:
 
 
 def _files(cfg: FilesData, endpoint_url: str | None) -> Arrays:
-    fs, path = storage.filesystem(cfg.path, endpoint_url)
-    files = list(_walk(fs, path, cfg.path))
-    if not files:
-        raise DataError(f"data directory {cfg.path!r} holds no files")
-    fmt = cfg.format or _infer_format(files[0])
+    fs, files, fmt = _data_files(cfg.path, cfg.format, endpoint_url)
     if fmt == "npz":
         return _columns_to_arrays(_read_npz(fs, files), cfg)
     columns, index = _read_table(fs, files, fmt)
     return _columns_to_arrays(columns, cfg, index)
+
+
+def read_rows(path: str) -> list[dict]:
+    """The rows of a table file (or a directory of them), read as `data.name: files` reads it, as objects
+    keyed by column name: inputs to a model trained on a table (`orchestrator predict --input rows.csv`).
+    An index pandas wrote is left out: it is never a model's column."""
+    fs, files, fmt = _data_files(path, None, None)
+    columns, index = _read_table(fs, files, fmt)
+    columns = {k: v for k, v in columns.items() if k not in index}
+    cells = {}
+    for name, values in columns.items():
+        if empty := np.flatnonzero(_missing(values)).tolist():
+            raise DataError(f"{path}: no value for {name!r} in {len(empty)} row(s), the first is row {empty[0] + 1} "
+                            "of the data: fill them in or leave those rows out")
+        cells[name] = [_json_value(v) for v in (values.astype(str) if values.dtype.kind in "mM" else values).tolist()]
+    return [dict(zip(cells, row, strict=True)) for row in zip(*cells.values(), strict=True)]
+
+
+def _json_value(v):
+    """A cell as JSON holds it: numbers, text and lists (a list column's arrays) as they are; dates, decimals
+    and bytes as text, for the model's checks to name (no model trains on them)."""
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v if isinstance(v, (int, float, str, list)) else str(v)
+
+
+def is_table_file(path: str) -> bool:
+    """Whether the name says a table that `read_rows` reads (.csv, .parquet, .jsonl.gz, ...)."""
+    try:
+        return _infer_format(path) != "npz"
+    except DataError:
+        return False
+
+
+def _data_files(path: str, fmt: str | None, endpoint_url: str | None):
+    fs, root = storage.filesystem(path, endpoint_url)
+    files = list(_walk(fs, root, path))
+    if not files:
+        raise DataError(f"data directory {path!r} holds no files")
+    return fs, files, fmt or _infer_format(files[0])
 
 
 BYTE_NAMES = [chr(b) if 32 < b < 127 else f"0x{b:02x}" for b in range(256)]  # label names of the 256 tokens
@@ -261,17 +297,23 @@ def _walk_dir(fs, directory: str, skip: tuple[str, ...]):
             yield from _walk_dir(fs, entry.path, skip)
 
 
-COMPRESSED = ("gz", "bz2", "zst", "lz4")  # the suffixes a CSV or TSV may add, which pyarrow decompresses
+# A file's format by its suffix. CSV, TSV and JSON Lines files may also be compressed (.csv.gz, ...): pyarrow
+# decompresses them as it reads. Feather (Arrow IPC) and Parquet compress inside the file.
+SUFFIXES = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "tsv": "tsv", "jsonl": "jsonl", "ndjson": "jsonl",
+            "feather": "feather", "arrow": "feather", "npz": "npz"}
+TEXT_FORMATS = ("csv", "tsv", "jsonl")
+COMPRESSED = ("gz", "bz2", "zst", "lz4")
 
 
 def _infer_format(path: str) -> str:
     stem, suffix = posixpath.splitext(path.lower())
-    if suffix.lstrip(".") in COMPRESSED and posixpath.splitext(stem)[1] in (".csv", ".tsv"):
+    if suffix.lstrip(".") in COMPRESSED and SUFFIXES.get(posixpath.splitext(stem)[1].lstrip(".")) in TEXT_FORMATS:
         suffix = posixpath.splitext(stem)[1]
-    fmt = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "tsv": "tsv", "npz": "npz"}.get(suffix.lstrip("."))
+    fmt = SUFFIXES.get(suffix.lstrip("."))
     if fmt is None:
-        raise DataError(f"cannot tell the format of {path!r}: set data.format to parquet, csv, tsv or npz "
-                        f"(a CSV or TSV file may be compressed: .csv.gz, {', '.join('.' + c for c in COMPRESSED[1:])})")
+        raise DataError(f"cannot tell the format of {path!r} from its name: name it .{', .'.join(SUFFIXES)} or set "
+                        f"data.format to one of {', '.join(dict.fromkeys(SUFFIXES.values()))} (a CSV, TSV or JSON "
+                        f"Lines file may be compressed: .csv.gz, {', '.join('.' + c for c in COMPRESSED[1:])})")
     return fmt
 
 
@@ -300,22 +342,24 @@ def _read_table(fs, files: list[str], fmt: str) -> tuple[dict[str, np.ndarray], 
     without), or joined one already running on the machine."""
     import pyarrow as pa
     import pyarrow.csv
+    import pyarrow.feather
+    import pyarrow.json
     import pyarrow.parquet
 
     tables, index = [], set()
     for f in files:
         try:
-            if fmt == "parquet":
+            if fmt in ("parquet", "feather"):
                 with fs.open_input_file(f) as fh:
-                    table = pyarrow.parquet.read_table(fh)
+                    table = (pyarrow.parquet if fmt == "parquet" else pyarrow.feather).read_table(fh)
             else:  # decompressed as its suffix says (.gz, ...)
                 with fs.open_input_stream(f, compression="detect") as fh:
-                    table = pyarrow.csv.read_csv(fh, parse_options=pyarrow.csv.ParseOptions(
-                        delimiter="\t" if fmt == "tsv" else ","))
+                    table = pyarrow.json.read_json(fh) if fmt == "jsonl" else pyarrow.csv.read_csv(
+                        fh, parse_options=pyarrow.csv.ParseOptions(delimiter="\t" if fmt == "tsv" else ","))
             names = table.column_names  # decoded here: a binary file's header is not UTF-8
         except (pa.ArrowException, OSError, ValueError) as e:
             raise DataError(f"cannot read {storage.uri(fs, f)} as {fmt}: {str(e).strip().splitlines()[0]}") from None
-        if fmt != "parquet" and len(names) == 1 and (sep := next((c for c in ";|\t," if c in names[0]), None)):
+        if fmt in ("csv", "tsv") and len(names) == 1 and (sep := next((c for c in ";|\t," if c in names[0]), None)):
             fix = {",": "set data.format: csv", "\t": "set data.format: tsv"}.get(sep, "save it with commas (.csv) "
                                                                                  "or tabs (.tsv) between cells")
             raise DataError(f"{storage.uri(fs, f)} reads as one column named {names[0]!r}: its cells seem separated by "

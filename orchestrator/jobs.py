@@ -24,7 +24,8 @@ from orchestrator.runtime import quiet_env
 
 # Shipped code only: version control, environments, outputs and data stay home.
 EXCLUDES = [".git", ".venv", "venv", "env", "runs", "data", "__pycache__", "*.pyc", "*.egg-info", ".pytest_cache",
-            ".ruff_cache", ".devwheels", ".devstage", "*.safetensors", "*.parquet", "*.npz", "*.ckpt", "*.pt"]
+            ".ruff_cache", ".devwheels", ".devstage", "*.safetensors", "*.parquet", "*.feather",
+            "*.arrow", "*.npz", "*.ckpt", "*.pt"]
 # Ray documents 500 MiB for a runtime-env package; uploads fail well below that in practice
 # (ray-project/ray issue 55877), so refuse early and say what to exclude.
 UPLOAD_LIMIT = 100 * 2**20

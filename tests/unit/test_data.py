@@ -259,9 +259,32 @@ def test_tab_separated_and_compressed_tables_are_read_by_their_suffix(tmp_path):
         arrays = data.load_arrays(FilesData(name="files", path=str(path), format=fmt), seed=0)
         assert np.array_equal(arrays.x, plain.x) and np.array_equal(arrays.y, plain.y), path
         assert arrays.feature_columns == ["f1", "f2"] and arrays.label_names == ["a", "b"]
-    with pytest.raises(DataError, match=r"cannot tell the format of .*t\.csv\.xz': set data.format to parquet, csv, "
-                                         r"tsv or npz \(a CSV or TSV file may be compressed: \.csv\.gz, \.bz2"):
+    with pytest.raises(DataError, match=r"cannot tell the format of .*t\.csv\.xz' from its name: name it \.parquet, "
+                                         r"\.pq, \.csv, .* or set data.format to one of parquet, csv, tsv, jsonl, "
+                                         r"feather, npz \(a CSV, TSV or JSON Lines file may be compressed: \.csv\.gz, "
+                                         r"\.bz2"):
         data.load_arrays(FilesData(name="files", path=str(_write(tmp_path / "t.csv.xz", b"x"))), seed=0)
+
+
+def test_json_lines_and_feather_tables_read_as_the_same_csv(tmp_path):
+    # as pandas writes them: df.to_json(orient="records", lines=True, compression=...) and df.to_feather()
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"f1": rng.random(40), "f2": rng.integers(0, 9, 40), "label": list("ab") * 20})
+    df.to_csv(tmp_path / "t.csv", index=False)
+    df.to_json(tmp_path / "t.jsonl", orient="records", lines=True)
+    df.to_json(tmp_path / "t.ndjson.bz2", orient="records", lines=True, compression="bz2")
+    df.to_feather(tmp_path / "t.feather")
+    df.to_feather(tmp_path / "t.arrow", compression="zstd")
+    plain = data.load_arrays(FilesData(name="files", path=str(tmp_path / "t.csv")), seed=0)
+    for name in ["t.jsonl", "t.ndjson.bz2", "t.feather", "t.arrow"]:
+        arrays = data.load_arrays(FilesData(name="files", path=str(tmp_path / name)), seed=0)
+        assert np.array_equal(arrays.x, plain.x) and np.array_equal(arrays.y, plain.y), name
+        assert arrays.feature_columns == ["f1", "f2"] and arrays.label_names == ["a", "b"]
+    (tmp_path / "bad.jsonl").write_text('{"f1": 1, "label": "a"}\n[1, 2]\n')
+    with pytest.raises(DataError, match=r"cannot read .*bad\.jsonl as jsonl: JSON parse error"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "bad.jsonl")), seed=0)
 
 
 def _write(path: Path, content: bytes) -> Path:
