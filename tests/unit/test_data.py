@@ -177,6 +177,32 @@ def test_parquet_on_s3_and_csv_locally(s3_bucket):
     boto3.client("s3").put_object(Bucket=s3_bucket, Key="table/t.csv.gz", Body=gzip.compress(rows.encode()))
     table = data.load_arrays(FilesData(name="files", path=f"s3://{s3_bucket}/table/t.csv.gz"), seed=0)
     assert table.x.shape == (90, 2) and (table.x[:, 1] == -table.x[:, 0]).all() and table.label_names == ["a", "b", "c"]
+    # a table partitioned by its label, as Spark and Ray Data write one: the label is in the directory names
+    for label in "ab":
+        boto3.client("s3").put_object(Bucket=s3_bucket, Key=f"parts/label={label}/part-0.csv", Body=b"f1\n1\n2\n")
+    parts = data.load_arrays(FilesData(name="files", path=f"s3://{s3_bucket}/parts"), seed=0)
+    assert parts.label_names == ["a", "b"] and parts.y.tolist() == [0, 0, 1, 1] and parts.feature_columns == ["f1"]
+
+
+def test_a_table_partitioned_into_directories_has_their_columns(tmp_path):
+    # pandas' (and Spark's, Ray Data's) partition_cols: a column's value is the name of the directory
+    # (`label=b/year=2024/`), not in the files; values that are numbers everywhere are numbers
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"f1": rng.random(60), "year": [2023, 2024] * 30, "label": ["cat", "dog", "a b"] * 20})
+    df.to_parquet(tmp_path / "parts", partition_cols=["label", "year"])
+    assert (tmp_path / "parts" / "label=a%20b" / "year=2024").is_dir()
+    arrays = data.load_arrays(FilesData(name="files", path=str(tmp_path / "parts")), seed=0)
+    assert arrays.feature_columns == ["f1", "year"] and arrays.label_names == ["a b", "cat", "dog"]
+    labels = np.array(arrays.label_names)[arrays.y]
+    rows = sorted(zip(arrays.x[:, 0].tolist(), arrays.x[:, 1].tolist(), labels, strict=True))
+    assert rows == sorted(zip(df.f1.astype(np.float32).tolist(), df.year.astype(float).tolist(), df.label, strict=True))
+    (tmp_path / "parts" / "label=__HIVE_DEFAULT_PARTITION__").mkdir()  # how Spark writes a null value
+    df.head(2).drop(columns=["label", "year"]).assign(year=2024).to_parquet(
+        tmp_path / "parts" / "label=__HIVE_DEFAULT_PARTITION__" / "p.parquet")
+    with pytest.raises(DataError, match="'label' is empty in 2 of 62 rows"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "parts")), seed=0)
 
 
 def test_csv_files_of_one_table_are_matched_by_column_name(tmp_path):
