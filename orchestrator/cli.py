@@ -127,8 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", parents=[common], help="predictions from an endpoint URL or a checkpoint")
     p.add_argument("target", metavar="URL|CHECKPOINT_URI")
     p.add_argument("--input", required=True, help='JSON file ({"instances": [...]} or a list of inputs), - for '
-                   "stdin, or a table file with a header: CSV, TSV, Parquet, JSON Lines, Feather (a row per input, "
-                   "by column name)")
+                   "stdin, a table file with a header: CSV, TSV, Parquet, JSON Lines, Feather (a row per input, by "
+                   "column name), or an image file or a directory of them (decoded to the model's input shape)")
     p.add_argument("--api-key-env", default="ORCHESTRATOR_API_KEY", help="environment variable holding the API key")
     p.set_defaults(func=_predict)
 
@@ -374,22 +374,36 @@ def _serve_op(args) -> dict:
 
 
 def _predict(args) -> dict:
-    instances = _read_instances(args.input)
-    if not args.target.startswith(("http://", "https://")):
+    from orchestrator import data
+
+    remote, api_key = args.target.startswith(("http://", "https://")), os.environ.get(args.api_key_env)
+    images = args.input != "-" and (Path(args.input).is_dir() or data.is_image_file(args.input))
+    instances, names = None if images else _read_instances(args.input), None
+    if not remote:
         from orchestrator.predictor import Predictor, RequestError
 
         predictor = _local_model(args.target, Predictor)
+    if images:
+        from orchestrator.client import model_info
+
+        # decoded here, to the model's input shape: as its training decoded them
+        shape = model_info(args.target, api_key)["input"]["shape"] if remote else predictor.input_shape
+        names, pixels = data.read_images(args.input, shape)
+        instances = pixels.tolist()
+    if remote:
+        from orchestrator.client import predict_all
+
+        result = predict_all(args.target, instances, api_key=api_key)
+    else:
         try:
             result = predictor.encode(predictor.predict(predictor.validate(instances)))
         except RequestError as e:
             raise ConfigError(f"--input: {e.message}") from None
-    else:
-        from orchestrator.client import predict_all
-
-        result = predict_all(args.target, instances, api_key=os.environ.get(args.api_key_env))
+    if names:
+        result["inputs"] = names
     if not args.json:
-        for p in result["predictions"]:
-            print(f"{p['label']}\t{max(p['probabilities']):.4f}", flush=True)
+        for i, p in enumerate(result["predictions"]):
+            print(f"{names[i] + chr(9) if names else ''}{p['label']}\t{max(p['probabilities']):.4f}", flush=True)
     return result
 
 

@@ -61,13 +61,14 @@ class SyntheticData(SplitFields):
 
 
 class FilesData(SplitFields):
-    name: Literal["files"] = Field(description="User data in Parquet, CSV, TSV, JSON Lines, Feather (Arrow IPC) or NPZ "
-                                   "from a local path or s3://.")
-    path: str = Field(description="A file or a directory of files: local path or s3://bucket/prefix.")
-    format: Literal["parquet", "csv", "tsv", "jsonl", "feather", "npz"] | None = Field(
+    name: Literal["files"] = Field(description="User data in Parquet, CSV, TSV, JSON Lines, Feather (Arrow IPC), NPZ "
+                                   "or image files, from a local path or s3://.")
+    path: str = Field(description="A file or a directory of files: local path or s3://bucket/prefix. Images: a "
+                      "directory with one directory of images per class (cat/1.png, dog/2.jpg).")
+    format: Literal["parquet", "csv", "tsv", "jsonl", "feather", "npz", "images"] | None = Field(
         None, description="File format; inferred from the file suffix when empty (.parquet or .pq, .csv, .tsv, "
-        ".jsonl or .ndjson, .feather or .arrow, .npz; a CSV, TSV or JSON Lines file may be compressed: .csv.gz, "
-        ".tsv.zst, .jsonl.bz2, ...)."
+        ".jsonl or .ndjson, .feather or .arrow, .npz; .png, .jpg, .bmp, .gif, .webp, .tif: images; a CSV, TSV or "
+        "JSON Lines file may be compressed: .csv.gz, .tsv.zst, .jsonl.bz2, ...)."
     )
     label_column: str = Field("label", description="Column (or NPZ array) holding the class label.")
     feature_columns: list[str] | None = Field(
@@ -75,7 +76,9 @@ class FilesData(SplitFields):
         "when empty."
     )
     feature_shape: list[int] | None = Field(
-        None, description="Reshape each sample's features to this shape, e.g. [1, 28, 28] for images."
+        None, description="Reshape each sample's features to this shape, e.g. [1, 28, 28] for images. Image files: "
+        "[C, H, W] converts each to grayscale (C 1) or RGB (C 3) and resizes it to H x W (default: every image as "
+        "the first is)."
     )
 
 

@@ -188,6 +188,8 @@ def _files(cfg: FilesData, endpoint_url: str | None) -> Arrays:
     fs, root, files, fmt = _data_files(cfg.path, cfg.format, endpoint_url)
     if fmt == "npz":
         return _columns_to_arrays(_read_npz(fs, files), cfg)
+    if fmt == "images":
+        return _image_folder(fs, root, files, cfg)
     columns, index = _read_table(fs, root, files, fmt)
     return _columns_to_arrays(columns, cfg, index)
 
@@ -197,6 +199,8 @@ def read_rows(path: str) -> list[dict]:
     keyed by column name: inputs to a model trained on a table (`orchestrator predict --input rows.csv`).
     An index pandas wrote is left out: it is never a model's column."""
     fs, root, files, fmt = _data_files(path, None, None)
+    if fmt in ("npz", "images"):
+        raise DataError(f"{path} holds {fmt}, not a table")
     columns, index = _read_table(fs, root, files, fmt)
     columns = {k: v for k, v in columns.items() if k not in index}
     cells = {}
@@ -219,7 +223,7 @@ def _json_value(v):
 def is_table_file(path: str) -> bool:
     """Whether the name says a table that `read_rows` reads (.csv, .parquet, .jsonl.gz, ...)."""
     try:
-        return _infer_format(path) != "npz"
+        return _infer_format(path) not in ("npz", "images")
     except DataError:
         return False
 
@@ -299,8 +303,9 @@ def _walk_dir(fs, directory: str, skip: tuple[str, ...]):
 
 # A file's format by its suffix. CSV, TSV and JSON Lines files may also be compressed (.csv.gz, ...): pyarrow
 # decompresses them as it reads. Feather (Arrow IPC) and Parquet compress inside the file.
+IMAGE_SUFFIXES = ("png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff")
 SUFFIXES = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "tsv": "tsv", "jsonl": "jsonl", "ndjson": "jsonl",
-            "feather": "feather", "arrow": "feather", "npz": "npz"}
+            "feather": "feather", "arrow": "feather", "npz": "npz", **dict.fromkeys(IMAGE_SUFFIXES, "images")}
 TEXT_FORMATS = ("csv", "tsv", "jsonl")
 COMPRESSED = ("gz", "bz2", "zst", "lz4")
 
@@ -311,10 +316,96 @@ def _infer_format(path: str) -> str:
         suffix = posixpath.splitext(stem)[1]
     fmt = SUFFIXES.get(suffix.lstrip("."))
     if fmt is None:
-        raise DataError(f"cannot tell the format of {path!r} from its name: name it .{', .'.join(SUFFIXES)} or set "
-                        f"data.format to one of {', '.join(dict.fromkeys(SUFFIXES.values()))} (a CSV, TSV or JSON "
-                        f"Lines file may be compressed: .csv.gz, {', '.join('.' + c for c in COMPRESSED[1:])})")
+        raise DataError(f"cannot tell the format of {path!r} from its name: set data.format to one of "
+                        f"{', '.join(dict.fromkeys(SUFFIXES.values()))}, or name the file by its format (.csv, "
+                        ".parquet, .png, ...; a CSV, TSV or JSON Lines file may be compressed: .csv.gz, "
+                        f"{', '.join('.' + c for c in COMPRESSED[1:])})")
     return fmt
+
+
+def _image_folder(fs, root: str, files: list[str], cfg: FilesData) -> Arrays:
+    """Images in one directory per class, as torchvision's ImageFolder takes them (`cat/1.png`), or in
+    `label=cat/` directories: [N, C, H, W] float32 pixels (0-255). data.feature_shape [C, H, W] converts
+    every image (C 1: grayscale, 3: RGB) and resizes it; without it every image must have the first's
+    size, and C follows the first image's colours. Files of other kinds in the folder are left out."""
+    files = [f for f in files if posixpath.splitext(f.lower())[1].lstrip(".") in IMAGE_SUFFIXES]
+    shape = cfg.feature_shape
+    images, labels = [], []
+    for f in files:
+        with fs.open_input_file(f) as fh:
+            raw = fh.read()
+        if shape is None:
+            shape = image_shape(raw, storage.uri(fs, f))
+        image = decode_image(raw, shape, storage.uri(fs, f), resize=cfg.feature_shape is not None)
+        if images and image.shape != images[0].shape:
+            raise DataError(f"images differ in size: {storage.uri(fs, files[0])} is {images[0].shape[2]}x"
+                            f"{images[0].shape[1]}, {storage.uri(fs, f)} is {image.shape[2]}x{image.shape[1]} (width x "
+                            "height): set data.feature_shape: [C, H, W] to resize every image to H x W")
+        below = posixpath.relpath(posixpath.dirname(f), root).split("/")
+        label = partition_values(f, root).get(cfg.label_column, below[0] if below[0] != "." else None)
+        if label is None:
+            raise DataError(f"{storage.uri(fs, f)} has no class: put each image in a directory named for its class "
+                            f"({cfg.path.rstrip('/')}/cat/1.png, {cfg.path.rstrip('/')}/dog/2.png)")
+        images.append(image)
+        labels.append(label)
+    if not images:
+        raise DataError(f"{cfg.path!r} holds no image files ({', '.join('.' + s for s in IMAGE_SUFFIXES)})")
+    names, y = np.unique(np.array(labels), return_inverse=True)
+    return Arrays(np.stack(images), y.astype(np.int64), [str(n) for n in names])
+
+
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # Pillow's modes of one colour channel
+
+
+def image_shape(raw: bytes, name: str) -> list[int]:
+    """[C, H, W] of an image file as it is: C 1 for a grayscale image, 3 for any other."""
+    with _open_image(raw, name) as im:
+        return [1 if im.mode in GRAY_MODES else 3, im.height, im.width]
+
+
+def decode_image(raw: bytes, shape: list[int], name: str, resize: bool = True) -> np.ndarray:
+    """An image file's pixels as float32 [C, H, W] (0-255): in grayscale (C 1) or RGB (C 3), resized to
+    H x W when `resize` (bilinear, with Pillow's antialiasing), else as large as it is."""
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        raise DataError(f"images take a shape [C, H, W] with C 1 (grayscale) or 3 (RGB), not {list(shape)}: set "
+                        "data.feature_shape")
+    with _open_image(raw, name) as im:
+        im = im.convert("L" if shape[0] == 1 else "RGB")
+        if resize and im.size != (shape[2], shape[1]):
+            im = im.resize((shape[2], shape[1]))
+        pixels = np.asarray(im, dtype=np.float32)
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
+def _open_image(raw: bytes, name: str):
+    import io
+
+    from PIL import Image
+
+    try:
+        image = Image.open(io.BytesIO(raw))
+        image.load()  # a truncated file fails here, not later
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
+        raise DataError(f"{name}: not an image that Pillow reads ({e})") from None
+    return image
+
+
+def read_images(path: str, shape: list[int]) -> tuple[list[str], np.ndarray]:
+    """An image file, or the image files under a directory, decoded to a model's input shape [C, H, W]:
+    the inputs of `orchestrator predict --input`. Their paths, and the [N, C, H, W] pixels."""
+    fs, root, files, _ = _data_files(path, "images", None)
+    files = [f for f in files if posixpath.splitext(f.lower())[1].lstrip(".") in IMAGE_SUFFIXES]
+    if not files:
+        raise DataError(f"{path!r} holds no image files ({', '.join('.' + s for s in IMAGE_SUFFIXES)})")
+    pixels = []
+    for f in files:
+        with fs.open_input_file(f) as fh:
+            pixels.append(decode_image(fh.read(), list(shape), storage.uri(fs, f)))
+    return [storage.uri(fs, f) for f in files], np.stack(pixels)
+
+
+def is_image_file(path: str) -> bool:
+    return posixpath.splitext(path.lower())[1].lstrip(".") in IMAGE_SUFFIXES
 
 
 def _read_npz(fs, files: list[str]) -> dict[str, np.ndarray]:

@@ -182,6 +182,16 @@ def test_parquet_on_s3_and_csv_locally(s3_bucket):
         boto3.client("s3").put_object(Bucket=s3_bucket, Key=f"parts/label={label}/part-0.csv", Body=b"f1\n1\n2\n")
     parts = data.load_arrays(FilesData(name="files", path=f"s3://{s3_bucket}/parts"), seed=0)
     assert parts.label_names == ["a", "b"] and parts.y.tolist() == [0, 0, 1, 1] and parts.feature_columns == ["f1"]
+    import io  # an image folder on S3
+
+    from PIL import Image
+
+    for i, label in enumerate(["cat", "dog"]):
+        png = io.BytesIO()
+        Image.fromarray(np.full((3, 2), 10 * i, np.uint8)).save(png, "PNG")
+        boto3.client("s3").put_object(Bucket=s3_bucket, Key=f"pets/{label}/{i}.png", Body=png.getvalue())
+    pets = data.load_arrays(FilesData(name="files", path=f"s3://{s3_bucket}/pets"), seed=0)
+    assert pets.x.shape == (2, 1, 3, 2) and pets.x[1].max() == 10 and pets.label_names == ["cat", "dog"]
 
 
 def test_a_table_partitioned_into_directories_has_their_columns(tmp_path):
@@ -285,10 +295,9 @@ def test_tab_separated_and_compressed_tables_are_read_by_their_suffix(tmp_path):
         arrays = data.load_arrays(FilesData(name="files", path=str(path), format=fmt), seed=0)
         assert np.array_equal(arrays.x, plain.x) and np.array_equal(arrays.y, plain.y), path
         assert arrays.feature_columns == ["f1", "f2"] and arrays.label_names == ["a", "b"]
-    with pytest.raises(DataError, match=r"cannot tell the format of .*t\.csv\.xz' from its name: name it \.parquet, "
-                                         r"\.pq, \.csv, .* or set data.format to one of parquet, csv, tsv, jsonl, "
-                                         r"feather, npz \(a CSV, TSV or JSON Lines file may be compressed: \.csv\.gz, "
-                                         r"\.bz2"):
+    with pytest.raises(DataError, match=r"cannot tell the format of .*t\.csv\.xz' from its name: set data.format to "
+                                         r"one of parquet, csv, tsv, jsonl, feather, npz, images, or name the file by "
+                                         r"its format \(\.csv, .*may be compressed: \.csv\.gz, \.bz2"):
         data.load_arrays(FilesData(name="files", path=str(_write(tmp_path / "t.csv.xz", b"x"))), seed=0)
 
 
@@ -439,3 +448,57 @@ def test_text_from_s3(s3_bucket, s3_endpoint):
 def test_text_errors_say_what_to_change(kwargs, message):
     with pytest.raises(DataError, match=message):
         data.load_arrays(TextData(name="text", **kwargs), 0)
+
+
+# ---- image files (one directory per class) ------------------------------------------------------
+
+
+def _png(path: Path, pixels: np.ndarray, fmt: str = "PNG") -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.astype(np.uint8)).save(path, fmt)
+    return path
+
+
+def test_an_image_folder_is_one_directory_per_class(tmp_path):
+    # torchvision's ImageFolder layout: the class is the directory, the pixels are the file's, other files are not data
+    rng = np.random.default_rng(0)
+    pixels = {f"{c}/{i}.png": rng.integers(0, 256, (6, 5)) for c in ["cat", "dog"] for i in range(3)}
+    for name, p in pixels.items():
+        _png(tmp_path / "pets" / name, p)
+    (tmp_path / "pets" / "README.txt").write_text("not an image")
+    arrays = data.load_arrays(FilesData(name="files", path=str(tmp_path / "pets"), format="images"), seed=0)
+    assert arrays.x.shape == (6, 1, 6, 5) and arrays.x.dtype == np.float32 and arrays.label_names == ["cat", "dog"]
+    assert np.array_equal(arrays.x[:, 0], np.stack(list(pixels.values()))) and arrays.y.tolist() == [0, 0, 0, 1, 1, 1]
+    # colour (a JPEG, found by its suffix) is 3 channels; feature_shape converts and resizes every image
+    _png(tmp_path / "rgb" / "red" / "1.jpg", np.full((4, 4, 3), [250, 0, 0]), "JPEG")
+    _png(tmp_path / "rgb" / "gray" / "2.png", np.full((8, 8), 100))
+    color = data.load_arrays(FilesData(name="files", path=str(tmp_path / "rgb"), feature_shape=[3, 4, 4]), seed=0)
+    assert color.x.shape == (2, 3, 4, 4) and color.label_names == ["gray", "red"]
+    assert np.allclose(color.x[0], 100) and np.allclose(color.x[1, :, 0, 0], [250, 0, 0], atol=6)  # JPEG is lossy
+    with pytest.raises(DataError, match=r"images differ in size: .*2\.png is 8x8, .*1\.jpg is 4x4 \(width x height\): "
+                                        r"set data.feature_shape: \[C, H, W\]"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "rgb")), seed=0)
+    # the class in label=NAME directories, as for tables partitioned by their label
+    _png(tmp_path / "hive" / "label=7" / "a.png", np.zeros((3, 3)))
+    _png(tmp_path / "hive" / "label=9" / "b.png", np.ones((3, 3)))
+    assert data.load_arrays(FilesData(name="files", path=str(tmp_path / "hive")), seed=0).label_names == ["7", "9"]
+
+
+@pytest.mark.parametrize("layout, kwargs, message", [
+    ({"1.png": "image"}, {}, r"1\.png has no class: put each image in a directory named for its class"),
+    ({"cat/1.png": b"\x89PNG\r\n\x1a\n truncated"}, {}, r"cat/1\.png: not an image that Pillow reads"),
+    ({"cat/1.png": "image"}, {"feature_shape": [2, 3, 3]}, r"images take a shape \[C, H, W\] with C 1 \(grayscale\) "
+                                                           r"or 3 \(RGB\), not \[2, 3, 3\]"),
+    ({"cat/notes.md": b"x"}, {"format": "images"}, r"holds no image files \(\.png, \.jpg"),
+])
+def test_image_folder_errors_say_what_to_change(tmp_path, layout, kwargs, message):
+    for name, content in layout.items():
+        if content == "image":
+            _png(tmp_path / "d" / name, np.zeros((3, 3)))
+        else:
+            (tmp_path / "d" / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "d" / name).write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "d"), **kwargs), seed=0)

@@ -150,6 +150,36 @@ def test_the_predict_command_reads_a_table_file_by_its_header(tmp_path, capsys):
     assert "--input " + str(tmp_path / "absent.csv") + ": no such file" in capsys.readouterr().err
 
 
+def test_the_predict_command_decodes_image_files_to_the_model_input_shape(tmp_path, capsys):
+    from PIL import Image
+
+    from orchestrator.cli import main
+
+    cfg = config_from_dict({"name": "pets", "data": {"name": "digits"}, "model": {"name": "cnn", "channels": [4]}})
+    torch.manual_seed(0)
+    model = build_model(cfg.model, [3, 6, 5], 2)
+    ckpt = str(tmp_path / "ckpt")
+    write_checkpoint(ckpt, model=model, config=cfg, metrics={},
+                     model_info={**INFO, "input_shape": [3, 6, 5], "label_names": ["cat", "dog"]})
+    rng = np.random.default_rng(0)
+    (tmp_path / "in").mkdir()
+    for name in ["b.png", "a.jpg"]:  # any size and colours: converted to RGB and resized to 5 x 6, as in training
+        Image.fromarray(rng.integers(0, 256, (12, 10)).astype(np.uint8)).save(tmp_path / "in" / name)
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    assert main(["predict", ckpt, "--input", str(tmp_path / "in"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["inputs"] == [str(tmp_path / "in" / "a.jpg"), str(tmp_path / "in" / "b.png")]
+    expected = [np.asarray(Image.open(tmp_path / "in" / n).convert("RGB").resize((5, 6)), np.float32).transpose(2, 0, 1)
+                for n in ["a.jpg", "b.png"]]
+    probs = torch.softmax(model.eval()(torch.tensor(np.stack(expected))), 1)
+    np.testing.assert_allclose([p["probabilities"] for p in out["predictions"]], probs.tolist(), atol=1e-5)
+    assert main(["predict", ckpt, "--input", str(tmp_path / "in" / "b.png")]) == 0
+    assert capsys.readouterr().out.startswith(str(tmp_path / "in" / "b.png") + "\t" + out["predictions"][1]["label"])
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    assert main(["predict", ckpt, "--input", str(tmp_path / "bad.png")]) == 2
+    assert "bad.png: not an image that Pillow reads" in capsys.readouterr().err
+
+
 def request(client_host: str, authorization: str | None = None) -> Request:
     headers = [(b"authorization", authorization.encode())] if authorization else []
     return Request({"type": "http", "method": "POST", "path": "/v1/predict", "headers": headers,
