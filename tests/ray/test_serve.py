@@ -251,6 +251,20 @@ def test_the_predict_command_sends_a_file_in_requests_the_endpoint_takes(checkpo
     answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     offline = Predictor.load(checkpoints[0][-1]).predict(np.asarray(inputs, dtype=np.float32))
     assert [p["class_index"] for p in answer["predictions"]] == offline.argmax(1).tolist()  # all, in order
+    # image files: decoded by the client to the input shape that GET /v1/model gives ([1, 8, 8]), any size in
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 17, (16, 16)).astype(np.uint8)).save(
+            tmp_path / "images" / f"{i}.png")
+    assert main(["predict", url, "--input", str(tmp_path / "images"), "--json"]) == 0
+    remote = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["predict", checkpoints[0][-1], "--input", str(tmp_path / "images"), "--json"]) == 0
+    local = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert remote["inputs"] == local["inputs"] and len(remote["inputs"]) == 3
+    np.testing.assert_allclose([p["probabilities"] for p in remote["predictions"]],
+                               [p["probabilities"] for p in local["predictions"]], atol=1e-6)
 
 
 @pytest.mark.reliability
