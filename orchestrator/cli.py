@@ -403,7 +403,8 @@ def _predict(args) -> dict:
         result["inputs"] = names
     if not args.json:
         for i, p in enumerate(result["predictions"]):
-            print(f"{names[i] + chr(9) if names else ''}{p['label']}\t{max(p['probabilities']):.4f}", flush=True)
+            source = f"{names[i]}\t" if names else ""
+            print(f"{source}{p['label']}\t{max(p['probabilities']):.4f}", flush=True)
     return result
 
 

@@ -393,6 +393,8 @@ def _open_image(raw: bytes, name: str):
 def read_images(path: str, shape: list[int]) -> tuple[list[str], np.ndarray]:
     """An image file, or the image files under a directory, decoded to a model's input shape [C, H, W]:
     the inputs of `orchestrator predict --input`. Their paths, and the [N, C, H, W] pixels."""
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        raise DataError(f"the model takes inputs of shape {list(shape)}, not images ([C, H, W], C 1 or 3)")
     fs, root, files, _ = _data_files(path, "images", None)
     files = [f for f in files if posixpath.splitext(f.lower())[1].lstrip(".") in IMAGE_SUFFIXES]
     if not files:

@@ -178,6 +178,9 @@ def test_the_predict_command_decodes_image_files_to_the_model_input_shape(tmp_pa
     (tmp_path / "bad.png").write_bytes(b"not a png")
     assert main(["predict", ckpt, "--input", str(tmp_path / "bad.png")]) == 2
     assert "bad.png: not an image that Pillow reads" in capsys.readouterr().err
+    table = write_table_model(tmp_path / "table", ["width", "area"], [2])
+    assert main(["predict", table, "--input", str(tmp_path / "in")]) == 2
+    assert "the model takes inputs of shape [2], not images" in capsys.readouterr().err
 
 
 def request(client_host: str, authorization: str | None = None) -> Request:
