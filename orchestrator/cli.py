@@ -128,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="URL|CHECKPOINT_URI")
     p.add_argument("--input", required=True, help='JSON file ({"instances": [...]} or a list of inputs), - for '
                    "stdin, a table file with a header: CSV, TSV, Parquet, JSON Lines, Feather (a row per input, by "
-                   "column name), or an image file or a directory of them (decoded to the model's input shape)")
+                   "column name), or an image file or a directory of them (the model decodes them as in training)")
     p.add_argument("--api-key-env", default="ORCHESTRATOR_API_KEY", help="environment variable holding the API key")
     p.set_defaults(func=_predict)
 
@@ -376,25 +376,22 @@ def _serve_op(args) -> dict:
 def _predict(args) -> dict:
     from orchestrator import data
 
-    remote, api_key = args.target.startswith(("http://", "https://")), os.environ.get(args.api_key_env)
-    images = args.input != "-" and (Path(args.input).is_dir() or data.is_image_file(args.input))
-    instances, names = None if images else _read_instances(args.input), None
-    if not remote:
+    names = None
+    if args.input != "-" and (Path(args.input).is_dir() or data.is_image_file(args.input)):
+        import base64
+
+        names, contents = data.read_image_files(args.input)  # sent as they are: the model decodes them
+        instances = [{"b64": base64.b64encode(raw).decode()} for raw in contents]
+    else:
+        instances = _read_instances(args.input)
+    if args.target.startswith(("http://", "https://")):
+        from orchestrator.client import predict_all
+
+        result = predict_all(args.target, instances, api_key=os.environ.get(args.api_key_env))
+    else:
         from orchestrator.predictor import Predictor, RequestError
 
         predictor = _local_model(args.target, Predictor)
-    if images:
-        from orchestrator.client import model_info
-
-        # decoded here, to the model's input shape: as its training decoded them
-        shape = model_info(args.target, api_key)["input"]["shape"] if remote else predictor.input_shape
-        names, pixels = data.read_images(args.input, shape)
-        instances = pixels.tolist()
-    if remote:
-        from orchestrator.client import predict_all
-
-        result = predict_all(args.target, instances, api_key=api_key)
-    else:
         try:
             result = predictor.encode(predictor.predict(predictor.validate(instances)))
         except RequestError as e:

@@ -93,19 +93,6 @@ def predict_all(target: str, instances: list, api_key: str | None = None) -> dic
     return joined
 
 
-def model_info(target: str, api_key: str | None = None) -> dict:
-    """GET /v1/model: the model's name, version, input shape and columns, labels; 4xx -> ConfigError."""
-    url = f"{target.rstrip('/').removesuffix('/v1/predict')}/v1/model"
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as r:
-            return _checked(url, r.status, _parse(r.read()))
-    except urllib.error.HTTPError as e:
-        return _checked(url, e.code, _parse(e.read()))
-    except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as e:
-        raise ConfigError(f"cannot reach {url}: {getattr(e, 'reason', e)}") from None
-
-
 def call(target: str, route: str, payload: dict, api_key: str | None = None) -> dict:
     """POST to an endpoint's route with the retry policy; a 4xx raises ConfigError (the CLI's exit 2)."""
     return _checked(*_post(target, route, payload, api_key))

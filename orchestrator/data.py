@@ -363,13 +363,19 @@ def image_shape(raw: bytes, name: str) -> list[int]:
         return [1 if im.mode in GRAY_MODES else 3, im.height, im.width]
 
 
-def decode_image(raw: bytes, shape: list[int], name: str, resize: bool = True) -> np.ndarray:
+def takes_images(shape) -> bool:
+    return len(shape) == 3 and shape[0] in (1, 3)
+
+
+def decode_image(raw: bytes, shape: list[int], name: str, resize: bool = True,
+                 max_pixels: int | None = None) -> np.ndarray:
     """An image file's pixels as float32 [C, H, W] (0-255): in grayscale (C 1) or RGB (C 3), resized to
-    H x W when `resize` (bilinear, with Pillow's antialiasing), else as large as it is."""
-    if len(shape) != 3 or shape[0] not in (1, 3):
+    H x W when `resize` (bilinear, with Pillow's antialiasing), else as large as it is. An image of more
+    than `max_pixels` is refused before it is decoded (default: Pillow's own decompression-bomb limit)."""
+    if not takes_images(shape):
         raise DataError(f"images take a shape [C, H, W] with C 1 (grayscale) or 3 (RGB), not {list(shape)}: set "
                         "data.feature_shape")
-    with _open_image(raw, name) as im:
+    with _open_image(raw, name, max_pixels) as im:
         im = im.convert("L" if shape[0] == 1 else "RGB")
         if resize and im.size != (shape[2], shape[1]):
             im = im.resize((shape[2], shape[1]))
@@ -377,33 +383,41 @@ def decode_image(raw: bytes, shape: list[int], name: str, resize: bool = True) -
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
-def _open_image(raw: bytes, name: str):
+def _open_image(raw: bytes, name: str, max_pixels: int | None = None):
     import io
 
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     try:
-        image = Image.open(io.BytesIO(raw))
+        image = Image.open(io.BytesIO(raw))  # reads the header only
+        if max_pixels and image.width * image.height > max_pixels:
+            raise DataError(f"{name} is {image.width}x{image.height} pixels, more than {max_pixels:,}: make it "
+                            "smaller first")
         image.load()  # a truncated file fails here, not later
-    except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
-        raise DataError(f"{name}: not an image that Pillow reads ({e})") from None
+    except DataError:
+        raise
+    except UnidentifiedImageError:
+        raise DataError(f"{name}: not an image file of a kind Pillow reads (PNG, JPEG, BMP, GIF, WebP, TIFF, "
+                        "...)") from None
+    # a truncated or corrupt file: Pillow's decoders raise OSError, SyntaxError, EOFError, struct.error, ...
+    except Exception as e:  # noqa: BLE001 (hostile input must be a 422, never a 500)
+        raise DataError(f"{name}: not an image that Pillow reads ({type(e).__name__}: {e})") from None
     return image
 
 
-def read_images(path: str, shape: list[int]) -> tuple[list[str], np.ndarray]:
-    """An image file, or the image files under a directory, decoded to a model's input shape [C, H, W]:
-    the inputs of `orchestrator predict --input`. Their paths, and the [N, C, H, W] pixels."""
-    if len(shape) != 3 or shape[0] not in (1, 3):
-        raise DataError(f"the model takes inputs of shape {list(shape)}, not images ([C, H, W], C 1 or 3)")
-    fs, root, files, _ = _data_files(path, "images", None)
+def read_image_files(path: str) -> tuple[list[str], list[bytes]]:
+    """An image file, or the image files under a directory, as they are: the inputs of `orchestrator
+    predict --input`, which the model decodes as its training did. Their paths, and their bytes."""
+    fs, _, files, _ = _data_files(path, "images", None)
     files = [f for f in files if posixpath.splitext(f.lower())[1].lstrip(".") in IMAGE_SUFFIXES]
     if not files:
         raise DataError(f"{path!r} holds no image files ({', '.join('.' + s for s in IMAGE_SUFFIXES)})")
-    pixels = []
+    contents = []
     for f in files:
         with fs.open_input_file(f) as fh:
-            pixels.append(decode_image(fh.read(), list(shape), storage.uri(fs, f)))
-    return [storage.uri(fs, f) for f in files], np.stack(pixels)
+            contents.append(fh.read())
+        image_shape(contents[-1], storage.uri(fs, f))  # an unreadable file is named here, not as "instance 7"
+    return [storage.uri(fs, f) for f in files], contents
 
 
 def is_image_file(path: str) -> bool:

@@ -105,7 +105,8 @@ PREDICT_DOCS = {  # the body is parsed by hand (for its error messages), so desc
                                      "description": "inputs, each a nested list of numbers of the model's input "
                                                     "shape (GET /v1/model: input.shape) or a flat list of its "
                                                     "size, or, for a model trained on a table, an object keyed "
-                                                    "by column name (input.columns)"}},
+                                                    "by column name (input.columns), or, for a model of images, "
+                                                    '{"b64": "<base64 of an image file>"}'}},
     }}}},
 }
 
@@ -158,7 +159,9 @@ class Endpoint:
         try:
             self.keys.check(request)
             model = self._serving(kind)
-            item = model.decode(await self._body(request))
+            body = await self._body(request)
+            small = len(body) <= DECODE_ON_LOOP_BYTES
+            item = model.decode(body) if small else await asyncio.to_thread(model.decode, body)
         except RequestError as e:
             return _error(e)
         try:
@@ -275,6 +278,9 @@ def _load(args: ServeArgs) -> tuple[Predictor | TextGenerator, int]:
 # uvicorn answered 731 and 749. A longer pass goes to a thread, as it would hold up every other
 # request's decoding and Serve's own health checks for as long as it runs.
 ON_LOOP_S = 0.002
+# A body larger than this is parsed (and its images decoded) in a thread, for the same reason: parsing
+# 64 KiB of JSON takes about as long as a short pass, and an image request's decoding far longer.
+DECODE_ON_LOOP_BYTES = 64 * 1024
 
 
 def _inputs_on_loop(predictor, probe: int = 32) -> int:

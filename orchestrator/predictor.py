@@ -72,6 +72,11 @@ def _json_object(body: bytes, required: str, example: str) -> dict:
     return payload
 
 
+# An image in a request is refused above this size, before it is decoded: a small compressed file can hold
+# a huge image (a decompression bomb), and a replica decodes several at once. 4096 x 4096 is 48 MiB in RGB.
+MAX_IMAGE_PIXELS = 4096 * 4096
+
+
 class Predictor:
     """A classifier: POST /v1/predict."""
 
@@ -117,6 +122,8 @@ class Predictor:
             raise RequestError(422, "too_many_instances",
                                f"{len(instances)} instances in one request; at most {self.max_instances}: "
                                "split the request")
+        if any(isinstance(i, dict) and "b64" in i for i in instances):
+            instances = self._images(instances)
         named = any(isinstance(i, dict) for i in instances)
         if named:
             instances = self._by_column(instances)
@@ -140,6 +147,32 @@ class Predictor:
             bad = int(np.argwhere(~np.isfinite(x).reshape(len(x), -1).all(axis=1))[0][0])
             raise RequestError(422, "not_finite", f"instance {bad} holds NaN, Infinity or a number beyond float32")
         return x
+
+    def _images(self, instances: list) -> list:
+        """Image files, base64-encoded ({"b64": "..."}, TF Serving's convention), decoded as training decoded
+        the model's images: to its input shape, in grayscale or RGB."""
+        import base64
+        import binascii
+
+        from orchestrator.data import decode_image, takes_images
+        from orchestrator.errors import DataError
+
+        shape = list(self.input_shape)
+        if not takes_images(shape):
+            raise RequestError(422, "wrong_type", f"this model takes inputs of shape {shape}, not images")
+        pixels = []
+        for i, instance in enumerate(instances):
+            if not isinstance(instance, dict) or set(instance) != {"b64"} or not isinstance(instance["b64"], str):
+                raise RequestError(422, "wrong_type", f'instance {i}: send every instance as {{"b64": "<base64 of '
+                                   'an image file>"}, or every one as a nested list')
+            try:
+                raw = base64.b64decode(instance["b64"], validate=True)
+                pixels.append(decode_image(raw, shape, f"instance {i}", max_pixels=MAX_IMAGE_PIXELS))
+            except binascii.Error:
+                raise RequestError(422, "invalid_image", f"instance {i}: b64 is not base64") from None
+            except DataError as e:
+                raise RequestError(422, "invalid_image", str(e)) from None
+        return pixels
 
     def _by_column(self, instances: list) -> list:
         """Objects keyed by column name, as lists in the training column order."""

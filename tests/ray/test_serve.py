@@ -251,7 +251,7 @@ def test_the_predict_command_sends_a_file_in_requests_the_endpoint_takes(checkpo
     answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     offline = Predictor.load(checkpoints[0][-1]).predict(np.asarray(inputs, dtype=np.float32))
     assert [p["class_index"] for p in answer["predictions"]] == offline.argmax(1).tolist()  # all, in order
-    # image files: decoded by the client to the input shape that GET /v1/model gives ([1, 8, 8]), any size in
+    # image files, of any size: sent as they are (base64), decoded by the model to its input shape [1, 8, 8]
     from PIL import Image
 
     (tmp_path / "images").mkdir()

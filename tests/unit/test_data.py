@@ -489,6 +489,7 @@ def test_an_image_folder_is_one_directory_per_class(tmp_path):
 @pytest.mark.parametrize("layout, kwargs, message", [
     ({"1.png": "image"}, {}, r"1\.png has no class: put each image in a directory named for its class"),
     ({"cat/1.png": b"\x89PNG\r\n\x1a\n truncated"}, {}, r"cat/1\.png: not an image that Pillow reads"),
+    ({"cat/1.png": b"GIF89a"}, {}, r"cat/1\.png: not an image file of a kind Pillow reads \(PNG, JPEG"),
     ({"cat/1.png": "image"}, {"feature_shape": [2, 3, 3]}, r"images take a shape \[C, H, W\] with C 1 \(grayscale\) "
                                                            r"or 3 \(RGB\), not \[2, 3, 3\]"),
     ({"cat/notes.md": b"x"}, {"format": "images"}, r"holds no image files \(\.png, \.jpg"),

@@ -177,10 +177,44 @@ def test_the_predict_command_decodes_image_files_to_the_model_input_shape(tmp_pa
     assert capsys.readouterr().out.startswith(str(tmp_path / "in" / "b.png") + "\t" + out["predictions"][1]["label"])
     (tmp_path / "bad.png").write_bytes(b"not a png")
     assert main(["predict", ckpt, "--input", str(tmp_path / "bad.png")]) == 2
-    assert "bad.png: not an image that Pillow reads" in capsys.readouterr().err
+    assert "bad.png: not an image file of a kind Pillow reads (PNG, JPEG" in capsys.readouterr().err
     table = write_table_model(tmp_path / "table", ["width", "area"], [2])
     assert main(["predict", table, "--input", str(tmp_path / "in")]) == 2
-    assert "the model takes inputs of shape [2], not images" in capsys.readouterr().err
+    assert "this model takes inputs of shape [2], not images" in capsys.readouterr().err
+
+
+def test_images_in_a_request_are_base64_files_decoded_as_in_training(tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    cfg = config_from_dict({"name": "pets", "data": {"name": "digits"}, "model": {"name": "cnn", "channels": [4]}})
+    write_checkpoint(str(tmp_path / "ckpt"), model=build_model(cfg.model, [1, 4, 4], 2), config=cfg, metrics={},
+                     model_info={**INFO, "input_shape": [1, 4, 4], "label_names": ["cat", "dog"]})
+    model = Predictor.load(str(tmp_path / "ckpt"))
+
+    def b64(size, fmt="PNG", color=(200, 10, 10)):
+        out = io.BytesIO()
+        Image.new("RGB", size, color).save(out, fmt)
+        return {"b64": base64.b64encode(out.getvalue()).decode()}
+
+    x = model.validate([b64((4, 4)), b64((9, 7), "JPEG")])  # any size and colours: to grayscale 4 x 4
+    gray = np.asarray(Image.new("RGB", (1, 1), (200, 10, 10)).convert("L"))[0, 0]
+    assert x.shape == (2, 1, 4, 4) and np.allclose(x, gray, atol=3)
+    for instances, code, words in [
+        ([{"b64": "not base64!"}], "invalid_image", "instance 0: b64 is not base64"),
+        ([{"b64": base64.b64encode(b"GIF89a...").decode()}], "invalid_image", "instance 0: not an image file of a "
+                                                                                 "kind Pillow"),
+        ([b64((4, 4)), b64((5000, 4000))], "invalid_image", "instance 1 is 5000x4000 pixels, more than 16,777,216"),
+        ([b64((4, 4)), [[[0] * 4] * 4]], "wrong_type", 'instance 1: send every instance as {"b64"'),
+        ([{"b64": "", "x": 1}], "wrong_type", 'instance 0: send every instance as {"b64"'),
+    ]:
+        with pytest.raises(RequestError) as e:
+            model.validate(instances)
+        assert (e.value.status, e.value.code) == (422, code) and words in e.value.message, e.value.message
+    with pytest.raises(RequestError, match=r"this model takes inputs of shape \[2, 3\], not images"):
+        Predictor.load(write(tmp_path / "vectors")).validate([b64((4, 4))])
 
 
 def request(client_host: str, authorization: str | None = None) -> Request:
