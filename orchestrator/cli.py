@@ -375,9 +375,10 @@ def _serve_op(args) -> dict:
 
 def _predict(args) -> dict:
     from orchestrator import data
+    from orchestrator.images import is_image_file
 
     names = None
-    if args.input != "-" and (Path(args.input).is_dir() or data.is_image_file(args.input)):
+    if args.input != "-" and (Path(args.input).is_dir() or is_image_file(args.input)):
         import base64
 
         names, contents = data.read_image_files(args.input)  # sent as they are: the model decodes them

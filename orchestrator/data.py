@@ -21,6 +21,7 @@ import numpy as np
 from orchestrator import storage
 from orchestrator.config import DataConfig, DigitsData, FilesData, SyntheticData, TextData
 from orchestrator.errors import DataError
+from orchestrator.images import IMAGE_SUFFIXES, decode_image, image_shape, is_image_file
 
 
 @dataclass
@@ -199,8 +200,6 @@ def read_rows(path: str) -> list[dict]:
     keyed by column name: inputs to a model trained on a table (`orchestrator predict --input rows.csv`).
     An index pandas wrote is left out: it is never a model's column."""
     fs, root, files, fmt = _data_files(path, None, None)
-    if fmt in ("npz", "images"):
-        raise DataError(f"{path} holds {fmt}, not a table")
     columns, index = _read_table(fs, root, files, fmt)
     columns = {k: v for k, v in columns.items() if k not in index}
     cells = {}
@@ -303,7 +302,6 @@ def _walk_dir(fs, directory: str, skip: tuple[str, ...]):
 
 # A file's format by its suffix. CSV, TSV and JSON Lines files may also be compressed (.csv.gz, ...): pyarrow
 # decompresses them as it reads. Feather (Arrow IPC) and Parquet compress inside the file.
-IMAGE_SUFFIXES = ("png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff")
 SUFFIXES = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "tsv": "tsv", "jsonl": "jsonl", "ndjson": "jsonl",
             "feather": "feather", "arrow": "feather", "npz": "npz", **dict.fromkeys(IMAGE_SUFFIXES, "images")}
 TEXT_FORMATS = ("csv", "tsv", "jsonl")
@@ -328,7 +326,7 @@ def _image_folder(fs, root: str, files: list[str], cfg: FilesData) -> Arrays:
     `label=cat/` directories: [N, C, H, W] float32 pixels (0-255). data.feature_shape [C, H, W] converts
     every image (C 1: grayscale, 3: RGB) and resizes it; without it every image must have the first's
     size, and C follows the first image's colours. Files of other kinds in the folder are left out."""
-    files = [f for f in files if posixpath.splitext(f.lower())[1].lstrip(".") in IMAGE_SUFFIXES]
+    files = _image_files(files, cfg.path)
     shape = cfg.feature_shape
     images, labels = [], []
     for f in files:
@@ -348,70 +346,15 @@ def _image_folder(fs, root: str, files: list[str], cfg: FilesData) -> Arrays:
                             f"({cfg.path.rstrip('/')}/cat/1.png, {cfg.path.rstrip('/')}/dog/2.png)")
         images.append(image)
         labels.append(label)
-    if not images:
-        raise DataError(f"{cfg.path!r} holds no image files ({', '.join('.' + s for s in IMAGE_SUFFIXES)})")
     names, y = np.unique(np.array(labels), return_inverse=True)
     return Arrays(np.stack(images), y.astype(np.int64), [str(n) for n in names])
-
-
-GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # Pillow's modes of one colour channel
-
-
-def image_shape(raw: bytes, name: str) -> list[int]:
-    """[C, H, W] of an image file as it is: C 1 for a grayscale image, 3 for any other."""
-    with _open_image(raw, name) as im:
-        return [1 if im.mode in GRAY_MODES else 3, im.height, im.width]
-
-
-def takes_images(shape) -> bool:
-    return len(shape) == 3 and shape[0] in (1, 3)
-
-
-def decode_image(raw: bytes, shape: list[int], name: str, resize: bool = True,
-                 max_pixels: int | None = None) -> np.ndarray:
-    """An image file's pixels as float32 [C, H, W] (0-255): in grayscale (C 1) or RGB (C 3), resized to
-    H x W when `resize` (bilinear, with Pillow's antialiasing), else as large as it is. An image of more
-    than `max_pixels` is refused before it is decoded (default: Pillow's own decompression-bomb limit)."""
-    if not takes_images(shape):
-        raise DataError(f"images take a shape [C, H, W] with C 1 (grayscale) or 3 (RGB), not {list(shape)}: set "
-                        "data.feature_shape")
-    with _open_image(raw, name, max_pixels) as im:
-        im = im.convert("L" if shape[0] == 1 else "RGB")
-        if resize and im.size != (shape[2], shape[1]):
-            im = im.resize((shape[2], shape[1]))
-        pixels = np.asarray(im, dtype=np.float32)
-    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
-
-
-def _open_image(raw: bytes, name: str, max_pixels: int | None = None):
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        image = Image.open(io.BytesIO(raw))  # reads the header only
-        if max_pixels and image.width * image.height > max_pixels:
-            raise DataError(f"{name} is {image.width}x{image.height} pixels, more than {max_pixels:,}: make it "
-                            "smaller first")
-        image.load()  # a truncated file fails here, not later
-    except DataError:
-        raise
-    except UnidentifiedImageError:
-        raise DataError(f"{name}: not an image file of a kind Pillow reads (PNG, JPEG, BMP, GIF, WebP, TIFF, "
-                        "...)") from None
-    # a truncated or corrupt file: Pillow's decoders raise OSError, SyntaxError, EOFError, struct.error, ...
-    except Exception as e:  # noqa: BLE001 (hostile input must be a 422, never a 500)
-        raise DataError(f"{name}: not an image that Pillow reads ({type(e).__name__}: {e})") from None
-    return image
 
 
 def read_image_files(path: str) -> tuple[list[str], list[bytes]]:
     """An image file, or the image files under a directory, as they are: the inputs of `orchestrator
     predict --input`, which the model decodes as its training did. Their paths, and their bytes."""
     fs, _, files, _ = _data_files(path, "images", None)
-    files = [f for f in files if posixpath.splitext(f.lower())[1].lstrip(".") in IMAGE_SUFFIXES]
-    if not files:
-        raise DataError(f"{path!r} holds no image files ({', '.join('.' + s for s in IMAGE_SUFFIXES)})")
+    files = _image_files(files, path)
     contents = []
     for f in files:
         with fs.open_input_file(f) as fh:
@@ -420,8 +363,11 @@ def read_image_files(path: str) -> tuple[list[str], list[bytes]]:
     return [storage.uri(fs, f) for f in files], contents
 
 
-def is_image_file(path: str) -> bool:
-    return posixpath.splitext(path.lower())[1].lstrip(".") in IMAGE_SUFFIXES
+def _image_files(files: list[str], shown: str) -> list[str]:
+    """The image files among files (an image folder may hold notes, labels, ...)."""
+    if not (images := [f for f in files if is_image_file(f)]):
+        raise DataError(f"{shown!r} holds no image files ({', '.join('.' + s for s in IMAGE_SUFFIXES)})")
+    return images
 
 
 def _read_npz(fs, files: list[str]) -> dict[str, np.ndarray]:

@@ -47,8 +47,9 @@ def evaluate_checkpoint(uri: str, split: str = "test") -> dict:
 
 
 def evaluate_on_data(uri: str, data_uri: str) -> dict:
-    """Metrics of a classifier checkpoint on labelled data it was not trained on: a table file (CSV, Parquet, ...) or NPZ
-    (a path or s3://) with the training data's label column and the model's feature columns."""
+    """Metrics of a classifier checkpoint on labelled data it was not trained on: a table file (CSV, Parquet,
+    ...), NPZ or an image folder (a path or s3://) with the training data's label column and the model's
+    feature columns."""
     ckpt = read_checkpoint(uri)
     cfg, info = ckpt.config, ckpt.model_info
     if cfg.model.name == "gpt":

@@ -154,8 +154,8 @@ class Predictor:
         import base64
         import binascii
 
-        from orchestrator.data import decode_image, takes_images
         from orchestrator.errors import DataError
+        from orchestrator.images import decode_image, takes_images
 
         shape = list(self.input_shape)
         if not takes_images(shape):

@@ -1,0 +1,70 @@
+"""Image files as models take them: float32 [C, H, W] pixels (0-255), grayscale (C 1) or RGB (C 3).
+
+One decoder for training data (data.py's image folders) and for requests (the replica's `{"b64": ...}`
+inputs), so what a model is served is what it was trained on. Pillow reads the files.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+import numpy as np
+
+from orchestrator.errors import DataError
+
+IMAGE_SUFFIXES = ("png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff")
+
+
+def is_image_file(path: str) -> bool:
+    return posixpath.splitext(path.lower())[1].lstrip(".") in IMAGE_SUFFIXES
+
+
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # Pillow's modes of one colour channel
+
+
+def image_shape(raw: bytes, name: str) -> list[int]:
+    """[C, H, W] of an image file as it is: C 1 for a grayscale image, 3 for any other."""
+    with _open_image(raw, name) as im:
+        return [1 if im.mode in GRAY_MODES else 3, im.height, im.width]
+
+
+def takes_images(shape) -> bool:
+    return len(shape) == 3 and shape[0] in (1, 3)
+
+
+def decode_image(raw: bytes, shape: list[int], name: str, resize: bool = True,
+                 max_pixels: int | None = None) -> np.ndarray:
+    """An image file's pixels as float32 [C, H, W] (0-255): in grayscale (C 1) or RGB (C 3), resized to
+    H x W when `resize` (bilinear, with Pillow's antialiasing), else as large as it is. An image of more
+    than `max_pixels` is refused before it is decoded (default: Pillow's own decompression-bomb limit)."""
+    if not takes_images(shape):
+        raise DataError(f"images take a shape [C, H, W] with C 1 (grayscale) or 3 (RGB), not {list(shape)}: set "
+                        "data.feature_shape")
+    with _open_image(raw, name, max_pixels) as im:
+        im = im.convert("L" if shape[0] == 1 else "RGB")
+        if resize and im.size != (shape[2], shape[1]):
+            im = im.resize((shape[2], shape[1]))
+        pixels = np.asarray(im, dtype=np.float32)
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
+def _open_image(raw: bytes, name: str, max_pixels: int | None = None):
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(io.BytesIO(raw))  # reads the header only
+        if max_pixels and image.width * image.height > max_pixels:
+            raise DataError(f"{name} is {image.width}x{image.height} pixels, more than {max_pixels:,}: make it "
+                            "smaller first")
+        image.load()  # a truncated file fails here, not later
+    except DataError:
+        raise
+    except UnidentifiedImageError:
+        raise DataError(f"{name}: not an image file of a kind Pillow reads (PNG, JPEG, BMP, GIF, WebP, TIFF, "
+                        "...)") from None
+    # a truncated or corrupt file: Pillow's decoders raise OSError, SyntaxError, EOFError, struct.error, ...
+    except Exception as e:  # noqa: BLE001 (hostile input must be a 422, never a 500)
+        raise DataError(f"{name}: not an image that Pillow reads ({type(e).__name__}: {e})") from None
+    return image
