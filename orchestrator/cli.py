@@ -381,6 +381,9 @@ def _predict(args) -> dict:
     if args.input != "-" and (Path(args.input).is_dir() or is_image_file(args.input)):
         import base64
 
+        if not Path(args.input).exists():
+            raise ConfigError(f"--input {args.input}: no such file")
+
         names, contents = data.read_image_files(args.input)  # sent as they are: the model decodes them
         instances = [{"b64": base64.b64encode(raw).decode()} for raw in contents]
     else:

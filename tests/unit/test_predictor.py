@@ -178,6 +178,8 @@ def test_the_predict_command_decodes_image_files_to_the_model_input_shape(tmp_pa
     (tmp_path / "bad.png").write_bytes(b"not a png")
     assert main(["predict", ckpt, "--input", str(tmp_path / "bad.png")]) == 2
     assert "bad.png: not an image file of a kind Pillow reads (PNG, JPEG" in capsys.readouterr().err
+    assert main(["predict", ckpt, "--input", str(tmp_path / "absent.png")]) == 2
+    assert f"--input {tmp_path / 'absent.png'}: no such file" in capsys.readouterr().err
     table = write_table_model(tmp_path / "table", ["width", "area"], [2])
     assert main(["predict", table, "--input", str(tmp_path / "in")]) == 2
     assert "this model takes inputs of shape [2], not images" in capsys.readouterr().err
