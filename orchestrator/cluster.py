@@ -56,15 +56,45 @@ def validate(path: str | os.PathLike) -> list[Finding]:
 
 
 def ray_checks(config: dict) -> list[Finding]:
-    """As `ray up` checks: defaults merged by prepare_config, then validate_config."""
+    """As `ray up` checks: defaults merged by prepare_config, then validate_config (Ray's schema and its
+    consistency checks), in Ray's own words, with where in the file."""
+    import jsonschema
     from ray.autoscaler._private.util import prepare_config, validate_config
 
     try:
         validate_config(prepare_config(copy.deepcopy(config)))
-    except Exception as e:  # jsonschema's ValidationError, ValueError, KeyError: Ray's own words
-        message = getattr(e, "message", None) or str(e)
-        return [Finding("error", "ray", message.strip().splitlines()[0])]
+    except (jsonschema.ValidationError, ValueError, RuntimeError) as e:
+        return [Finding("error", "ray", _schema_message(e) if isinstance(e, jsonschema.ValidationError)
+                        else str(e).strip().splitlines()[0])]
+    except Exception as e:  # a KeyError, an AttributeError: Ray tripped over the file's shape
+        return [Finding("error", "ray", _shape_error(config) or f"Ray cannot read the file: {type(e).__name__} {e}")]
     return []
+
+
+def _schema_message(error) -> str:
+    where = ".".join(str(p) for p in error.absolute_path)
+    return error.message.strip().splitlines()[0] + (f" (at {where})" if where else "")
+
+
+def _shape_error(config: dict) -> str | None:
+    """Ray's schema on the file as written, for a file whose missing or empty section (no provider, a node
+    type left empty) stops Ray's check before its schema runs: "'provider' is a required property"."""
+    import json
+
+    import jsonschema
+    import ray.autoscaler
+
+    with open(Path(ray.autoscaler.__file__).parent / "ray-schema.json") as f:
+        schema = json.load(f)
+    # ray up fills cluster_name in when it is missing: not the reason
+    errors = [e for e in jsonschema.Draft7Validator(schema).iter_errors(config)
+              if not (e.validator == "required" and not e.path and "'cluster_name'" in e.message)]
+    if not errors:
+        return None
+    message = _schema_message(jsonschema.exceptions.best_match(errors))
+    if "provider" not in config and {"model", "data", "train", "tune"} & set(config):
+        message += ": this looks like an experiment config (orchestrator train, tune or submit run it), not a cluster file"
+    return message
 
 
 def security_lint(config: dict, text: str) -> list[Finding]:

@@ -56,6 +56,9 @@ BROKEN = {
                             "secrets", "AWS access key id"),
     "node type without resources": (GCP, lambda c: c["available_node_types"]["gpu_t4_spot"].pop("resources"),
                                     "resources", "gpu_t4_spot"),
+    "no provider": (AWS, lambda c: c.pop("provider"), "ray", "'provider' is a required property"),
+    "empty node type": (GCP, lambda c: c["available_node_types"].update(head=None), "ray",
+                        "None is not of type 'object' (at available_node_types.head)"),
     "gcp default network": (GCP, lambda c: c["available_node_types"]["head"]["node_config"].pop("networkInterfaces"),
                             "network", "default network"),
 }
@@ -69,6 +72,12 @@ def test_broken_variants_are_refused_with_the_reason(case, tmp_path):
     assert any(f.check == check and reason in f.message for f in errors), errors
     proc = run_cli("cluster", "validate", path)
     assert proc.returncode == 2 and reason in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_an_experiment_config_is_named_as_such():
+    proc = run_cli("cluster", "validate", str(ROOT / "jobs" / "digits.yaml"))
+    assert proc.returncode == 2 and "looks like an experiment config" in proc.stdout, proc.stdout
+    assert "Traceback" not in proc.stderr
 
 
 def test_rays_world_open_ssh_is_a_warning_unless_the_groups_are_your_own(tmp_path):
