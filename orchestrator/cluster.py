@@ -93,7 +93,8 @@ def _shape_error(config: dict) -> str | None:
         return None
     message = _schema_message(jsonschema.exceptions.best_match(errors))
     if "provider" not in config and {"model", "data", "train", "tune"} & set(config):
-        message += ": this looks like an experiment config (orchestrator train, tune or submit run it), not a cluster file"
+        message += (": this looks like an experiment config (orchestrator train, tune or submit run it), "
+                    "not a cluster file")
     return message
 
 
