@@ -118,7 +118,10 @@ class Registry:
         elif ref in aliases:
             version = aliases[ref]
         else:
-            raise ConfigError(f"model {model!r} has no alias {ref!r} (aliases: {', '.join(aliases) or 'none yet'})")
+            hint = (f"; {ref!r} is a model's name: give it as --model {ref}, and a version (3, v3) or an alias as the "
+                    "reference" if ref in models else "")
+            raise ConfigError(f"model {model!r} has no alias {ref!r} (aliases: {', '.join(aliases) or 'none yet'})"
+                              + hint)
         record = self._read_json(self._version_path(model, version, "record.json"))
         if record is None:
             listed = [r["version"] for r in self.versions(model)]

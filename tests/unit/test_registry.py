@@ -44,6 +44,8 @@ def test_versions_are_numbered_verified_copies_with_lineage(tmp_path):
         reg.resolve("m", 7)
     with pytest.raises(ConfigError, match="no alias 'production'"):
         reg.resolve("m", "production")
+    with pytest.raises(ConfigError, match="'m' is a model's name: give it as --model m"):  # models show m
+        reg.resolve("m", "m")
 
 
 def test_a_tampered_checkpoint_is_not_registered(tmp_path):
