@@ -1,7 +1,10 @@
 """Image files as models take them: float32 [C, H, W] pixels (0-255), grayscale (C 1) or RGB (C 3).
 
 One decoder for training data (data.py's image folders) and for requests (the replica's `{"b64": ...}`
-inputs), so what a model is served is what it was trained on. Pillow reads the files.
+inputs), so what a model is served is what it was trained on. Pillow reads the files. An image stands
+as viewers show it (a phone's EXIF orientation applied). A 16-bit image (a scan, a depth map) keeps its
+precision, scaled to 0-255 without rounding, and a 32-bit integer or float one keeps its values: Pillow's
+own conversion to 8 bits would clip them at 255 or 0.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ def is_image_file(path: str) -> bool:
     return posixpath.splitext(path.lower())[1].lstrip(".") in IMAGE_SUFFIXES
 
 
-GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # Pillow's modes of one colour channel
+# Pillow's modes of one channel beyond 8 bits, and the factor to 0-255 (None: the values as they are)
+DEEP_MODES = {"I;16": 257, "I;16L": 257, "I;16B": 257, "I;16N": 257, "I": None, "F": None}
+GRAY_MODES = ("1", "L", "LA", "La", *DEEP_MODES)  # Pillow's modes of one colour channel
 
 
 def image_shape(raw: bytes, name: str) -> list[int]:
-    """[C, H, W] of an image file as it is: C 1 for a grayscale image, 3 for any other."""
+    """[C, H, W] of an image file as viewers show it: C 1 for a grayscale image, 3 for any other."""
     with _open_image(raw, name) as im:
         return [1 if im.mode in GRAY_MODES else 3, im.height, im.width]
 
@@ -41,17 +46,23 @@ def decode_image(raw: bytes, shape: list[int], name: str, resize: bool = True,
         raise DataError(f"images take a shape [C, H, W] with C 1 (grayscale) or 3 (RGB), not {list(shape)}: set "
                         "data.feature_shape")
     with _open_image(raw, name, max_pixels) as im:
-        im = im.convert("L" if shape[0] == 1 else "RGB")
+        deep = im.mode in DEEP_MODES
+        scale = DEEP_MODES.get(im.mode)
+        im = im.convert("F" if deep else "L" if shape[0] == 1 else "RGB")  # "F": 32-bit float, nothing clipped
         if resize and im.size != (shape[2], shape[1]):
             im = im.resize((shape[2], shape[1]))
         pixels = np.asarray(im, dtype=np.float32)
+    if scale:
+        pixels = pixels / scale
+    if deep and shape[0] == 3:
+        pixels = np.repeat(pixels[..., None], 3, axis=2)  # gray as RGB: the one channel three times
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
 def _open_image(raw: bytes, name: str, max_pixels: int | None = None):
     import io
 
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         image = Image.open(io.BytesIO(raw))  # reads the header only
@@ -59,6 +70,7 @@ def _open_image(raw: bytes, name: str, max_pixels: int | None = None):
             raise DataError(f"{name} is {image.width}x{image.height} pixels, more than {max_pixels:,}: make it "
                             "smaller first")
         image.load()  # a truncated file fails here, not later
+        ImageOps.exif_transpose(image, in_place=True)  # as viewers show it: a phone's portrait photo stands upright
     except DataError:
         raise
     except UnidentifiedImageError:

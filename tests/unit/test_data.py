@@ -486,6 +486,41 @@ def test_an_image_folder_is_one_directory_per_class(tmp_path):
     assert data.load_arrays(FilesData(name="files", path=str(tmp_path / "hive")), seed=0).label_names == ["7", "9"]
 
 
+def test_deep_and_turned_images_decode_as_viewers_show_them():
+    import io
+
+    from PIL import Image
+
+    from orchestrator.images import decode_image, image_shape
+
+    def encoded(image, fmt="PNG", **kwargs) -> bytes:
+        out = io.BytesIO()
+        image.save(out, fmt, **kwargs)
+        return out.getvalue()
+
+    # 16 bits (little- or big-endian): every level kept, scaled to 0-255, where an 8-bit conversion clips at 255
+    ramp = np.linspace(0, 65535, 64).reshape(8, 8).astype(np.uint16)
+    for dtype in ("<u2", ">u2"):
+        raw = encoded(Image.fromarray(ramp.astype(dtype)), "TIFF")
+        gray = decode_image(raw, [1, 8, 8], "deep")
+        assert np.allclose(gray[0], ramp / 257, atol=1e-3) and len(np.unique(gray)) == 64, dtype
+        rgb = decode_image(raw, [3, 4, 4], "deep")  # resized in float, the channel three times
+        assert rgb.shape == (3, 4, 4) and (rgb[0] == rgb[2]).all() and 0 < rgb.min() < rgb.max() < 255
+    assert image_shape(encoded(Image.fromarray(ramp)), "deep") == [1, 8, 8]
+    # 32-bit floats keep their values (a depth map in metres, a 0-1 mask), not rounded to 0 or 1
+    depth = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    assert np.allclose(decode_image(encoded(Image.fromarray(depth, "F"), "TIFF"), [1, 8, 8], "depth")[0], depth)
+    # a phone photo stored landscape with EXIF orientation 6 stands upright, as viewers show it
+    photo = Image.new("RGB", (16, 8))
+    photo.paste((255, 255, 255), (0, 0, 8, 8))  # the left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turn 90 degrees clockwise to view
+    raw = encoded(photo, "PNG", exif=exif.tobytes())
+    upright = decode_image(raw, [3, 16, 8], "photo", resize=False)
+    assert image_shape(raw, "photo") == [3, 16, 8] and upright.shape == (3, 16, 8)
+    assert upright[:, :8].min() == 255 and upright[:, 8:].max() == 0  # the white half is now on top
+
+
 @pytest.mark.parametrize("layout, kwargs, message", [
     ({"1.png": "image"}, {}, r"1\.png has no class: put each image in a directory named for its class"),
     ({"cat/1.png": b"\x89PNG\r\n\x1a\n truncated"}, {}, r"cat/1\.png: not an image that Pillow reads"),
