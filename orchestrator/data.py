@@ -497,6 +497,10 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
     if dated := [c for c in feature_cols if columns[c].dtype.kind in "mM"]:
         raise DataError(f"feature columns {dated} hold dates or times: turn them into numbers (days since a date, "
                         "say) or leave them out with data.feature_columns")
+    lists = [c for c in feature_cols if columns[c].dtype == object]  # a list (tensor) per row
+    if lists and len(feature_cols) > 1:
+        raise DataError(f"feature columns {lists} hold lists, beside other feature columns: a list column is a "
+                        "whole input, so name it alone in data.feature_columns, or give each of its values a column")
     try:
         if len(feature_cols) == 1:  # one tensor/list column, or a single scalar feature
             col = columns[feature_cols[0]]
@@ -506,6 +510,10 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
             x = np.stack([columns[c] for c in feature_cols], axis=1)
         x = x.astype(np.float32)
     except (TypeError, ValueError) as e:
+        if lists and len(sizes := sorted({np.size(v) for v in columns[lists[0]]})) > 1:
+            listed = ", ".join(map(str, sizes[:5])) + (", ..." if len(sizes) > 5 else "")
+            raise DataError(f"feature column {lists[0]!r} holds lists of different sizes ({listed}): every input "
+                            "must have the same size") from None
         raise DataError(f"features {feature_cols} are not numeric arrays of one shape: {e}") from None
     if not np.isfinite(x).all():
         raise DataError(_not_finite(x, feature_cols))

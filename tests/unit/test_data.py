@@ -344,6 +344,25 @@ def test_a_tensor_column_written_by_ray_data_keeps_its_shape(tmp_path):
     assert arrays.x.shape == (6, 2, 4) and np.array_equal(arrays.x, images)
 
 
+def test_list_columns_beside_others_or_of_different_sizes_are_named(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    vectors = pa.array([[1.0, 2.0], [3.0, 4.0]] * 3)
+    pq.write_table(pa.table({"age": [1, 2] * 3, "embedding": vectors, "label": [0, 1] * 3}), tmp_path / "mixed.parquet")
+    with pytest.raises(DataError, match=r"feature columns \['embedding'\] hold lists, beside other feature columns: "
+                                        r"a list column is a whole input, so name it alone in data.feature_columns"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "mixed.parquet")), seed=0)
+    only = data.load_arrays(FilesData(name="files", path=str(tmp_path / "mixed.parquet"),
+                                      feature_columns=["embedding"]), seed=0)
+    assert only.x.shape == (6, 2)
+    ragged = pa.array([[1.0, 2.0], [3.0]] * 3)
+    pq.write_table(pa.table({"embedding": ragged, "label": [0, 1] * 3}), tmp_path / "ragged.parquet")
+    with pytest.raises(DataError, match=r"feature column 'embedding' holds lists of different sizes \(1, 2\): every "
+                                        r"input must have the same size"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "ragged.parquet")), seed=0)
+
+
 def test_evaluate_on_other_data_matches_the_model_by_column_and_label_name(tmp_path):
     """In a fresh interpreter, as `orchestrator evaluate --data` runs: never a Ray (12 s to start here)."""
     import json
