@@ -7,6 +7,7 @@ Unknown keys and wrong types raise ConfigError naming the field (and the nearest
 
 from __future__ import annotations
 
+import collections.abc
 import difflib
 import hashlib
 import json
@@ -567,9 +568,28 @@ class ServeArgs(Section):
 # ---- loading ----------------------------------------------------------------------------
 
 
+class DuplicateKey(yaml.constructor.ConstructorError):
+    pass
+
+
 class ConfigLoader(yaml.SafeLoader):
     """YAML as experiment files are written: `lr: 1e-3` is a number. PyYAML follows YAML 1.1, where a float
-    needs a dot (1.0e-3) and 1e-3 is text; YAML 1.2, and OmegaConf and Hydra, read it as a float."""
+    needs a dot (1.0e-3) and 1e-3 is text; YAML 1.2, and OmegaConf and Hydra, read it as a float. A key
+    written twice in one mapping is refused, as YAML says: PyYAML keeps the last silently, and a second
+    `optim:` section would drop every setting of the first."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: its keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, collections.abc.Hashable) and key in seen:
+                raise DuplicateKey(
+                    None, None, f"{key!r} is set twice in one mapping (first on line {seen[key].line + 1}): "
+                    "keep one", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
 
 
 ConfigLoader.add_implicit_resolver(  # YAML 1.2's floats, tried after 1.1's ints and floats
@@ -592,10 +612,21 @@ def read_yaml(path: str | os.PathLike, what: str, expected: str, load=load_yaml)
     try:
         raw = load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(e)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold {expected}")
     return raw, text
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's error on one line: where, and what."""
+    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(e).split())
+    where = f"line {mark.line + 1}, column {mark.column + 1}"
+    context = getattr(e, "context", None)
+    hint = " (indent with spaces: YAML takes no tabs)" if "\\t" in problem else ""
+    return f"{where}: {problem}{hint}" + (f", {context}" if context else "")
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> ExperimentConfig:
@@ -656,7 +687,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             raise ConfigError(f"override {item!r} must look like section.field=value")
         try:
             parsed = load_yaml(value)
-        except yaml.YAMLError:
+        except DuplicateKey as e:
+            raise ConfigError(f"override {item!r}: {e.problem}") from None
+        except yaml.YAMLError:  # text that is not YAML: the value as written (a run name, say)
             parsed = value
         raw = with_value(raw, key, parsed)
     return raw

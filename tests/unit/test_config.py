@@ -117,6 +117,24 @@ def test_exponents_are_numbers_as_ml_configs_write_them(tmp_path):
     assert [C.load_yaml(t) for t in ("1.2.3", "1e", "0x1f", "10", "1_000")] == ["1.2.3", "1e", 31, 10, 1000]
 
 
+def test_a_key_written_twice_is_refused_and_yaml_errors_say_where(tmp_path):
+    # PyYAML keeps the last of two `optim:` sections: lr 0.1 would be lost without a word
+    p = tmp_path / "twice.yaml"
+    p.write_text("data: {name: digits}\noptim:\n  lr: 0.1\nmodel: {name: mlp}\noptim:\n  name: sgd\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml is not valid YAML: line 5, column 1: 'optim' is set twice in "
+                                          r"one mapping \(first on line 2\): keep one"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="'lr' is set twice"):
+        load_config(JOBS[0], ["optim={lr: 0.1, lr: 0.2}"])
+    # a merge key's values may be overridden: that is what it is for
+    p.write_text("data: {name: digits}\nmodel: {name: mlp}\nbase: &b {lr: 0.1, name: sgd}\noptim: {<<: *b, lr: 0.2}\n")
+    assert C.read_yaml(p, "config", "a mapping")[0]["optim"] == {"lr": 0.2, "name": "sgd"}
+    p.write_text("data:\n\tname: digits\n")
+    with pytest.raises(ConfigError, match=r"line 2, column 1: found character '\\t' that cannot start any token "
+                                          r"\(indent with spaces: YAML takes no tabs\)"):
+        load_config(p)
+
+
 @pytest.mark.parametrize("value, words", [
     ("1e-3", "got '1e-3': text to a YAML 1.1 reader, as Ray's `serve deploy` is; write 0.001"),  # deploy/serve.yaml
     ("0.01", "got '0.01': text; write it without quotes"),
