@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from orchestrator import storage
+from orchestrator.categories import MAX_CATEGORIES, categories_of, names_rows, one_hot, texts
 from orchestrator.config import DataConfig, DigitsData, FilesData, SyntheticData, TextData
 from orchestrator.errors import DataError
 from orchestrator.images import IMAGE_SUFFIXES, decode_image, image_shape, is_image_file
@@ -30,6 +31,7 @@ class Arrays:
     y: np.ndarray  # int64 [N], indices into label_names (text: [N, T], the next bytes)
     label_names: list[str]
     feature_columns: list[str] | None = None  # table columns, in the order they fill each sample
+    categories: dict[str, list[str]] | None = None  # a text column's categories, a feature each (one-hot)
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Splits:
     input_dtype: str  # float32 features, or int64 bytes of text
     label_names: list[str]
     feature_columns: list[str] | None  # the table columns each sample is built from, in order
+    categories: dict[str, list[str]] | None  # of its text columns
     mean: np.ndarray  # broadcasts against one sample
     std: np.ndarray
     fingerprint: str  # sha256 of the features and labels before splitting
@@ -63,19 +66,22 @@ class Splits:
             "input_dtype": self.input_dtype,
             "label_names": self.label_names,
             "feature_columns": self.feature_columns,
+            "categories": self.categories,
             "normalization": self.normalization(),
             "data_fingerprint": self.fingerprint,
         }
 
 
-def load_arrays(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> Arrays:
+def load_arrays(cfg: DataConfig, seed: int, endpoint_url: str | None = None,
+                categories: dict[str, list[str]] | None = None) -> Arrays:
+    """`categories`: a model's, to encode its text columns as in training (evaluate on other data)."""
     if isinstance(cfg, DigitsData):
         return _digits()
     if isinstance(cfg, SyntheticData):
         return _synthetic(cfg, seed)
     if isinstance(cfg, TextData):
         return _text(cfg, endpoint_url)
-    return _files(cfg, endpoint_url)
+    return _files(cfg, endpoint_url, categories)
 
 
 def split_indices(y: np.ndarray, val_fraction: float, test_fraction: float, seed: int):
@@ -157,6 +163,7 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
         input_dtype=str(arrays.x.dtype),
         label_names=arrays.label_names,
         feature_columns=arrays.feature_columns,
+        categories=arrays.categories,
         mean=mean,
         std=std,
         fingerprint=fingerprint(arrays),
@@ -185,14 +192,14 @@ def _synthetic(cfg: SyntheticData, seed: int) -> Arrays:
     return Arrays(x, y.astype(np.int64), [str(c) for c in range(cfg.num_classes)])
 
 
-def _files(cfg: FilesData, endpoint_url: str | None) -> Arrays:
+def _files(cfg: FilesData, endpoint_url: str | None, categories: dict[str, list[str]] | None) -> Arrays:
     fs, root, files, fmt = _data_files(cfg.path, cfg.format, endpoint_url)
     if fmt == "npz":
-        return _columns_to_arrays(_read_npz(fs, files), cfg)
+        return _columns_to_arrays(_read_npz(fs, files), cfg, known_categories=categories)
     if fmt == "images":
         return _image_folder(fs, root, files, cfg)
     columns, index = _read_table(fs, root, files, fmt)
-    return _columns_to_arrays(columns, cfg, index)
+    return _columns_to_arrays(columns, cfg, index, categories)
 
 
 def read_rows(path: str) -> list[dict]:
@@ -204,6 +211,9 @@ def read_rows(path: str) -> list[dict]:
     columns = {k: v for k, v in columns.items() if k not in index}
     cells = {}
     for name, values in columns.items():
+        if _holds_text(values):  # a blank cell of a text column is the category "", as training reads it
+            cells[name] = texts(values).tolist()
+            continue
         if empty := np.flatnonzero(_missing(values)).tolist():
             raise DataError(f"{path}: no value for {name!r} in {len(empty)} row(s), the first is row {empty[0] + 1} "
                             "of the data: fill them in or leave those rows out")
@@ -480,8 +490,10 @@ def _column(table, name: str) -> np.ndarray:
     return values
 
 
-def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str] = frozenset()) -> Arrays:
-    """`index`: columns that are features only where data.feature_columns names them."""
+def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str] = frozenset(),
+                       known_categories: dict[str, list[str]] | None = None) -> Arrays:
+    """`index`: columns that are features only where data.feature_columns names them. Text columns are
+    categories (categories.py): those `known_categories` lists (a model's), else every value in the data."""
     available = list(columns)  # in the file's order, which is the order of each sample's features
     if cfg.label_column not in columns:
         raise DataError(f"label column {cfg.label_column!r} not in the data; columns: {available}")
@@ -491,23 +503,36 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
                         "pandas wrote (see data.feature_columns)")
     if missing := [c for c in feature_cols if c not in columns]:
         raise DataError(f"feature columns {missing} not in the data; columns: {available}")
-    if text := [c for c in feature_cols if _holds_text(columns[c])]:
-        raise DataError(f"feature columns {text} hold text: encode them as numbers (one column per category, "
-                        "say) or leave them out with data.feature_columns")
     if dated := [c for c in feature_cols if columns[c].dtype.kind in "mM"]:
         raise DataError(f"feature columns {dated} hold dates or times: turn them into numbers (days since a date, "
                         "say) or leave them out with data.feature_columns")
-    lists = [c for c in feature_cols if columns[c].dtype == object]  # a list (tensor) per row
+    if known_categories is None:  # training: the text columns, and every value they hold
+        text = {c: texts(columns[c]) for c in feature_cols if _holds_text(columns[c])}
+        found = {c: categories_of(values) for c, values in text.items()}
+    else:  # the model's text columns: its values
+        text = {c: texts(columns[c]) for c in feature_cols if c in known_categories}
+        found = known_categories
+        if numeric := [c for c in feature_cols if c not in text and _holds_text(columns[c])]:
+            raise DataError(f"feature columns {numeric} hold text, where the model was trained on numbers")
+    num_rows = len(columns[cfg.label_column])
+    if known_categories is None and (wide := [c for c in text if names_rows(found[c], num_rows)]):
+        counts = ", ".join(f"{c!r} {len(found[c])}" for c in wide)
+        keep = ", ".join(c for c in feature_cols if c not in wide)
+        raise DataError(f"text columns hold too many different values to be categories ({counts} in {num_rows} rows; "
+                        f"at most {MAX_CATEGORIES}, and under half the rows): ids, names or free text. "
+                        f"Leave them out: data.feature_columns: [{keep}]")
+    lists = [c for c in feature_cols if c not in text and columns[c].dtype == object]  # a list (tensor) per row
     if lists and len(feature_cols) > 1:
         raise DataError(f"feature columns {lists} hold lists, beside other feature columns: a list column is a "
                         "whole input, so name it alone in data.feature_columns, or give each of its values a column")
     try:
-        if len(feature_cols) == 1:  # one tensor/list column, or a single scalar feature
+        if len(feature_cols) == 1 and not text:  # one tensor/list column, or a single scalar feature
             col = columns[feature_cols[0]]
             x = np.stack(col) if col.dtype == object else col
-            x = x.reshape(len(x), -1) if x.ndim == 1 else x
-        else:
-            x = np.stack([columns[c] for c in feature_cols], axis=1)
+        else:  # a feature per number, and per category of a text column
+            x = np.concatenate([one_hot(text[c], found[c]) if c in text else
+                                columns[c].reshape(num_rows, -1) for c in feature_cols], axis=1)
+        x = x.reshape(len(x), -1) if x.ndim == 1 else x
         x = x.astype(np.float32)
     except (TypeError, ValueError) as e:
         if lists and len(sizes := sorted({np.size(v) for v in columns[lists[0]]})) > 1:
@@ -532,7 +557,7 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
                             "classify; give each row a class (a name or an integer)")
         raw_labels = raw_labels.astype(np.int64)
     names, y = np.unique(raw_labels, return_inverse=True)
-    return Arrays(x, y.astype(np.int64), [str(n) for n in names], feature_cols)
+    return Arrays(x, y.astype(np.int64), [str(n) for n in names], feature_cols, {c: found[c] for c in text} or None)
 
 
 def _missing(values: np.ndarray) -> np.ndarray:

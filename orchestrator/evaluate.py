@@ -57,7 +57,7 @@ def evaluate_on_data(uri: str, data_uri: str) -> dict:
     labels = list(info["label_names"])
     source = FilesData(name="files", path=data_uri, label_column=getattr(cfg.data, "label_column", "label"),
                        feature_columns=info.get("feature_columns"), feature_shape=info["input_shape"])
-    arrays = data.load_arrays(source, cfg.seed, cfg.storage.endpoint_url)
+    arrays = data.load_arrays(source, cfg.seed, cfg.storage.endpoint_url, categories=info.get("categories") or {})
     unknown = sorted(set(arrays.label_names) - set(labels))
     if unknown:
         raise DataError(f"{data_uri}: labels {unknown} are not classes of this model ({labels})")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from orchestrator import lm
+from orchestrator.categories import one_hot
 from orchestrator.checkpoint import Checkpoint, read_checkpoint
 
 
@@ -88,13 +89,15 @@ class Predictor:
         self.input_shape = tuple(info["input_shape"])
         self.labels = list(info["label_names"])
         self.columns = info.get("feature_columns")  # a table's columns in the order they fill each input
+        self.categories = info.get("categories") or {}  # of its text columns, a feature each (categories.py)
         # rows read from the training table may still hold their label: that one key is ignored
         self.label_column = getattr(ckpt.config.data, "label_column", None)
         self.max_instances = max_instances
         self.version = ckpt.weights_digest()[:12]  # names the weights, wherever they are stored
         self.info = _describe(ckpt, self.version, route=self.route,
                               input={"shape": list(self.input_shape), "dtype": info.get("input_dtype", "float32"),
-                                     "columns": self.columns, "max_instances": max_instances},
+                                     "columns": self.columns, "categories": self.categories,
+                                     "max_instances": max_instances},
                               labels=self.labels)
 
     @classmethod
@@ -191,8 +194,22 @@ class Predictor:
                 wrong = ", ".join(f"{what} columns {names}" for what, names in (("missing", missing),
                                                                                  ("unknown", unknown)) if names)
                 raise RequestError(422, "wrong_columns", f"instance {i}: {wrong}; the model's columns are {columns}")
-            rows.append(instance[columns[0]] if len(columns) == 1 else [instance[c] for c in columns])
+            if self.categories:
+                rows.append([v for c in columns for v in self._encoded(i, c, instance[c])])
+            else:
+                rows.append(instance[columns[0]] if len(columns) == 1 else [instance[c] for c in columns])
         return rows
+
+    def _encoded(self, i: int, column: str, value) -> list:
+        """A column's value as the model's features: a number as it is, a text column's value a 0/1 per
+        category, as training encoded it."""
+        if column not in self.categories:
+            return [value]
+        if not isinstance(value, str):
+            listed = ", ".join(map(json.dumps, self.categories[column][:10]))
+            raise RequestError(422, "wrong_type", f"instance {i}: {column!r} takes text, such as {listed}; got "
+                               f"{json.dumps(value)}")
+        return one_hot(np.array([value], dtype=str), self.categories[column])[0].tolist()
 
     # ---- predict / encode --------------------------------------------------------------
 

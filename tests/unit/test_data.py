@@ -127,11 +127,29 @@ def test_splits_of_tiny_data_fall_back_to_random_and_refuse_too_few_rows():
         data.split_indices(np.array([0, 1]), 0.15, 0.15, seed=0)
 
 
-def test_text_features_are_named_with_what_to_do():
-    for colour in (np.array(["red", "blue"] * 2), np.array(["red", None] * 2, dtype=object)):  # NPZ, CSV
-        columns = {"size": np.ones(4), "colour": colour, "label": np.arange(4) % 2}
-        with pytest.raises(DataError, match=r"feature columns \['colour'\] hold text: encode them as numbers"):
-            data._columns_to_arrays(columns, FilesData(name="files", path="d.csv"))
+def test_text_columns_are_categories_a_feature_each():
+    files = FilesData(name="files", path="d.csv")
+    npz, csv = np.array(["red", "blue", "red", ""]), np.array(["red", "blue", "red", None], dtype=object)
+    for colour in (npz, csv):
+        columns = {"size": np.arange(4.0), "colour": colour, "label": np.arange(4) % 2}
+        arrays = data._columns_to_arrays(columns, files)
+        # in column order: size, then colour's categories sorted, a blank cell the category ""
+        assert arrays.categories == {"colour": ["", "blue", "red"]} and arrays.feature_columns == ["size", "colour"]
+        assert arrays.x.tolist() == [[0, 0, 0, 1], [1, 0, 1, 0], [2, 0, 0, 1], [3, 1, 0, 0]]
+    # a model's categories encode other data as in training: a value it never saw turns on no feature
+    other = {"size": np.ones(2), "colour": np.array(["red", "green"], dtype=object), "label": np.arange(2)}
+    known = data._columns_to_arrays(other, files, known_categories={"colour": ["", "blue", "red"]})
+    assert known.x.tolist() == [[1, 0, 0, 1], [1, 0, 0, 0]]
+    with pytest.raises(DataError, match=r"feature columns \['colour'\] hold text, where the model was trained on "
+                                        r"numbers"):
+        data._columns_to_arrays(other, files, known_categories={})
+    two = {"n": np.array(["a", "b"] * 20), "label": np.arange(40) % 2}
+    assert data._columns_to_arrays(two, files).x.shape == (40, 2)
+    # a column of ids or names is no category: refused, with the columns to keep
+    ids = {"size": np.ones(40), "name": np.array([f"p{i}" for i in range(40)]), "label": np.arange(40) % 2}
+    with pytest.raises(DataError, match=r"text columns hold too many different values to be categories \('name' 40 "
+                                        r"in 40 rows; .*Leave them out: data.feature_columns: \[size\]"):
+        data._columns_to_arrays(ids, files)
 
 
 def test_non_finite_features_are_refused(tmp_path):

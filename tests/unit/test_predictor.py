@@ -104,6 +104,33 @@ def test_a_table_model_takes_rows_by_column_name_in_any_key_order(tmp_path):
     assert image.validate([{f"p{i}": i for i in range(6)}]).tolist() == [[[0, 1, 2], [3, 4, 5]]]
 
 
+def test_a_table_model_takes_text_columns_by_value_as_training_encoded_them(tmp_path):
+    cfg = config_from_dict(TABLE)
+    torch.manual_seed(0)
+    info = {**INFO, "input_shape": [4], "feature_columns": ["size", "colour"],
+            "categories": {"colour": ["", "blue", "red"]}}
+    write_checkpoint(str(tmp_path / "ckpt"), model=build_model(cfg.model, [4], 3), config=cfg, model_info=info,
+                     metrics={})
+    predictor = Predictor.load(str(tmp_path / "ckpt"))
+    assert predictor.info["input"]["categories"] == {"colour": ["", "blue", "red"]}
+    rows = [{"colour": "red", "size": 2}, {"size": 3, "colour": ""}, {"size": 1, "colour": "green"}]
+    # a category never seen in training turns on no feature
+    assert predictor.validate(rows).tolist() == [[2, 0, 0, 1], [3, 1, 0, 0], [1, 0, 0, 0]]
+    for value in (7, None, ["red"]):
+        with pytest.raises(RequestError) as e:
+            predictor.validate([{"size": 1, "colour": value}])
+        assert (e.value.status, e.value.code) == (422, "wrong_type")
+        assert "'colour' takes text, such as \"\", \"blue\", \"red\"" in e.value.message
+    with pytest.raises(RequestError, match="missing columns"):
+        predictor.validate([{"size": 1}])
+    # predict --input sends a table's text as it is, a blank cell as "", training's category for it
+    from orchestrator.data import read_rows
+
+    (tmp_path / "rows.csv").write_text("colour,size\nred,2\n,3\ngreen,1\n")
+    assert read_rows(str(tmp_path / "rows.csv")) == [{"colour": c, "size": n} for c, n in [("red", 2), ("", 3),
+                                                                                          ("green", 1)]]
+
+
 def test_a_model_without_columns_says_to_send_lists(predictor):
     with pytest.raises(RequestError) as e:
         predictor.validate([{"a": 1}])

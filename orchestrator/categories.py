@@ -1,0 +1,40 @@
+"""Text columns of a table as model inputs: one 0/1 feature per category (one-hot).
+
+Training lists each text column's categories (every value the data holds, sorted; a blank cell is the
+category "") and the checkpoint keeps the lists. Evaluation on other data and the endpoint encode with
+those lists, so a value turns on the same feature in all three. A value that training never saw turns
+on none, as scikit-learn's OneHotEncoder(handle_unknown="ignore") does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MAX_CATEGORIES = 1000  # per column: beyond, one-hot features outnumber what a table model can learn from
+
+
+def texts(values) -> np.ndarray:
+    """A column's cells as text: a blank cell (null, NaN) is ""; a number read where another file held text
+    is its digits, so that it matches a category listed from that file."""
+    return np.array(["" if v is None or v != v else v.decode() if isinstance(v, bytes) else str(v) for v in values],
+                    dtype=str)  # v != v: NaN, pandas' blank
+
+
+def categories_of(values: np.ndarray) -> list[str]:
+    return sorted(set(values.tolist()))
+
+
+def names_rows(categories: list[str], num_rows: int) -> bool:
+    """Whether a text column has so many values that they name rows (ids, names, free text), not categories."""
+    return len(categories) > MAX_CATEGORIES or (len(categories) > 20 and len(categories) > num_rows / 2)
+
+
+def one_hot(values: np.ndarray, categories: list[str]) -> np.ndarray:
+    """[N, K] float32 for N cells of text and K categories: 1 at the cell's category, 0 elsewhere."""
+    known = np.array(categories, dtype=str)
+    at = np.searchsorted(known, values)  # the categories are sorted
+    found = at < len(known)
+    found[found] = known[at[found]] == values[found]
+    out = np.zeros((len(values), len(known)), np.float32)
+    out[np.flatnonzero(found), at[found]] = 1
+    return out
