@@ -58,9 +58,13 @@ def validate(path: str | os.PathLike) -> list[Finding]:
 def ray_checks(config: dict) -> list[Finding]:
     """As `ray up` checks: defaults merged by prepare_config, then validate_config (Ray's schema and its
     consistency checks), in Ray's own words, with where in the file."""
+    import logging
+
     import jsonschema
     from ray.autoscaler._private.util import prepare_config, validate_config
 
+    # prepare_config logs the defaults it fills in ("setting max workers for head node type to 0") at INFO
+    logging.getLogger("ray.autoscaler._private.util").setLevel(logging.WARNING)
     try:
         validate_config(prepare_config(copy.deepcopy(config)))
     except (jsonschema.ValidationError, ValueError, RuntimeError) as e:

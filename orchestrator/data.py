@@ -230,7 +230,10 @@ def _json_value(v):
 
 
 def is_table_file(path: str) -> bool:
-    """Whether the name says a table that `read_rows` reads (.csv, .parquet, .jsonl.gz, ...)."""
+    """Whether the name says a table that `read_rows` reads (.csv, .parquet, .jsonl.gz, ...), or refuses
+    (a spreadsheet)."""
+    if posixpath.splitext(path.lower())[1] in SPREADSHEETS:
+        return True
     try:
         return _infer_format(path) not in ("npz", "images")
     except DataError:
@@ -318,11 +321,17 @@ TEXT_FORMATS = ("csv", "tsv", "jsonl")
 COMPRESSED = ("gz", "bz2", "zst", "lz4")
 
 
+SPREADSHEETS = (".xlsx", ".xls", ".xlsm", ".ods")  # tables too, but not read: refused with what to do
+
+
 def _infer_format(path: str) -> str:
     stem, suffix = posixpath.splitext(path.lower())
     if suffix.lstrip(".") in COMPRESSED and SUFFIXES.get(posixpath.splitext(stem)[1].lstrip(".")) in TEXT_FORMATS:
         suffix = posixpath.splitext(stem)[1]
     fmt = SUFFIXES.get(suffix.lstrip("."))
+    if suffix in SPREADSHEETS:
+        raise DataError(f"{path!r} is a spreadsheet workbook, which is not read here: save its sheet as CSV "
+                        "(File > Save As > CSV) and give that file")
     if fmt is None:
         raise DataError(f"cannot tell the format of {path!r} from its name: set data.format to one of "
                         f"{', '.join(dict.fromkeys(SUFFIXES.values()))}, or name the file by its format (.csv, "

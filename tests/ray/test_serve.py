@@ -178,6 +178,39 @@ def test_predictions_equal_offline_prediction_and_evaluate(checkpoints, serve_ht
     assert http("GET", f"{url}/docs")[0] == 200 and "/v1/predict" in http("GET", f"{url}/openapi.json")[2]["paths"]
 
 
+def test_a_table_with_text_columns_trains_and_serves_rows_as_training_read_them(serve_http, tmp_path):
+    """A CSV as people export them: numbers, a text column of categories (blank cells too), string labels.
+    Trained on 2 workers (DDP), served by column name, evaluated on other rows: one encoding throughout."""
+    from orchestrator.config import config_from_dict
+    from orchestrator.evaluate import evaluate_on_data
+
+    rng = np.random.default_rng(0)
+    size, city = rng.normal(size=600).round(3), rng.choice(["Lyon", "Nice", "Paris", ""], 600)
+    label = np.where((size > 0) ^ (city == "Nice"), "yes", "no")  # the class needs the text column
+    rows = [{"size": float(s), "city": str(c), "label": str(lab)} for s, c, lab in zip(size, city, label, strict=True)]
+    for name, part in (("train.csv", rows[:500]), ("holdout.csv", rows[500:])):
+        (tmp_path / name).write_text("size,city,label\n" + "".join(f"{r['size']},{r['city']},{r['label']}\n"
+                                                                   for r in part))
+    result = train(config_from_dict({
+        "name": "table", "data": {"name": "files", "path": str(tmp_path / "train.csv")},
+        "model": {"name": "mlp", "hidden_sizes": [32]}, "optim": {"name": "adam", "lr": 0.01},
+        "train": {"epochs": 15, "num_workers": 2, "batch_size_per_worker": 32}, "storage": {"path": str(tmp_path)}}))
+    assert result.metrics["test_accuracy"] >= 0.9, result.metrics
+    url = deploy("table", result.checkpoint, serve_http)["url"]
+    status, _, body = predict(url, rows[500:600])  # the label column is ignored
+    assert status == 200, body
+    offline = Predictor.load(result.checkpoint)
+    local = offline.predict(offline.validate([{k: r[k] for k in ("city", "size")} for r in rows[500:600]]))
+    np.testing.assert_allclose([p["probabilities"] for p in body["predictions"]], local, atol=1e-6)
+    answers = zip(body["predictions"], rows[500:600], strict=True)
+    served_accuracy = np.mean([p["label"] == r["label"] for p, r in answers])
+    assert evaluate_on_data(result.checkpoint, str(tmp_path / "holdout.csv"))["metrics"]["accuracy"] == \
+        pytest.approx(served_accuracy, abs=1e-12)
+    assert http("GET", f"{url}/v1/model")[2]["input"]["categories"] == {"city": ["", "Lyon", "Nice", "Paris"]}
+    status, _, body = predict(url, [{"size": 1.0, "city": 3}])
+    assert status == 422 and "'city' takes text" in body["error"]["message"]
+
+
 def test_batched_equals_unbatched(checkpoints, serve_http, test_inputs):
     x = test_inputs[0][:48]
     batched = deploy("batched", checkpoints[0][-1], serve_http, max_batch_size=16, batch_wait_timeout_s=0.05)["url"]

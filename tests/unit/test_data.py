@@ -317,6 +317,9 @@ def test_tab_separated_and_compressed_tables_are_read_by_their_suffix(tmp_path):
                                          r"one of parquet, csv, tsv, jsonl, feather, npz, images, or name the file by "
                                          r"its format \(\.csv, .*may be compressed: \.csv\.gz, \.bz2"):
         data.load_arrays(FilesData(name="files", path=str(_write(tmp_path / "t.csv.xz", b"x"))), seed=0)
+    with pytest.raises(DataError, match=r"t\.xlsx' is a spreadsheet workbook, which is not read here: save its sheet "
+                                         r"as CSV"):
+        data.load_arrays(FilesData(name="files", path=str(_write(tmp_path / "t.xlsx", b"PK"))), seed=0)
 
 
 def test_json_lines_and_feather_tables_read_as_the_same_csv(tmp_path):

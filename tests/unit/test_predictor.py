@@ -175,6 +175,9 @@ def test_the_predict_command_reads_a_table_file_by_its_header(tmp_path, capsys):
     assert "unknown columns ['when']" in capsys.readouterr().err
     assert main(["predict", ckpt, "--input", str(tmp_path / "absent.csv")]) == 2
     assert "--input " + str(tmp_path / "absent.csv") + ": no such file" in capsys.readouterr().err
+    (tmp_path / "rows.xlsx").write_bytes(b"PK\x03\x04")
+    assert main(["predict", ckpt, "--input", str(tmp_path / "rows.xlsx")]) == 2
+    assert "is a spreadsheet workbook, which is not read here: save its sheet as CSV" in capsys.readouterr().err
 
 
 def test_the_predict_command_decodes_image_files_to_the_model_input_shape(tmp_path, capsys):
