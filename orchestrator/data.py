@@ -530,17 +530,17 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
         raise DataError(f"text columns hold too many different values to be categories ({counts} in {num_rows} rows; "
                         f"at most {MAX_CATEGORIES}, and under half the rows): ids, names or free text. "
                         f"Leave them out: data.feature_columns: [{keep}]")
-    lists = [c for c in feature_cols if c not in text and columns[c].dtype == object]  # a list (tensor) per row
+    lists = [c for c in feature_cols if c not in text and columns[c].dtype == object  # a list (tensor) per row
+             and any(isinstance(v, (list, tuple, np.ndarray)) for v in columns[c])]
     if lists and len(feature_cols) > 1:
         raise DataError(f"feature columns {lists} hold lists, beside other feature columns: a list column is a "
                         "whole input, so name it alone in data.feature_columns, or give each of its values a column")
     try:
         if len(feature_cols) == 1 and not text:  # one tensor/list column, or a single scalar feature
-            col = columns[feature_cols[0]]
-            x = np.stack(col) if col.dtype == object else col
+            x = np.stack(columns[lists[0]]) if lists else _numbers(columns[feature_cols[0]])
         else:  # a feature per number, and per category of a text column
             x = np.concatenate([one_hot(text[c], found[c]) if c in text else
-                                columns[c].reshape(num_rows, -1) for c in feature_cols], axis=1)
+                                _numbers(columns[c]).reshape(num_rows, -1) for c in feature_cols], axis=1)
         x = x.reshape(len(x), -1) if x.ndim == 1 else x
         x = x.astype(np.float32)
     except (TypeError, ValueError) as e:
@@ -567,6 +567,12 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
         raw_labels = raw_labels.astype(np.int64)
     names, y = np.unique(raw_labels, return_inverse=True)
     return Arrays(x, y.astype(np.int64), [str(n) for n in names], feature_cols, {c: found[c] for c in text} or None)
+
+
+def _numbers(values: np.ndarray) -> np.ndarray:
+    """A column of numbers; a blank cell (null, which pyarrow gives as None) is NaN, for the check that
+    names blank cells."""
+    return np.array([np.nan if v is None else v for v in values], np.float64) if values.dtype == object else values
 
 
 def _missing(values: np.ndarray) -> np.ndarray:

@@ -143,6 +143,10 @@ def test_text_columns_are_categories_a_feature_each():
     with pytest.raises(DataError, match=r"feature columns \['colour'\] hold text, where the model was trained on "
                                         r"numbers"):
         data._columns_to_arrays(other, files, known_categories={})
+    # a column with no value at all (pyarrow's null column): its blank cells are named
+    blank = {"size": np.ones(4), "note": np.array([None] * 4, dtype=object), "label": np.arange(4) % 2}
+    with pytest.raises(DataError, match=r"NaN or infinity \(a blank cell, say\) in columns \['note'\], in 4 of 4"):
+        data._columns_to_arrays(blank, files)
     two = {"n": np.array(["a", "b"] * 20), "label": np.arange(40) % 2}
     assert data._columns_to_arrays(two, files).x.shape == (40, 2)
     # a column of ids or names is no category: refused, with the columns to keep
