@@ -143,6 +143,14 @@ def test_text_columns_are_categories_a_feature_each():
     with pytest.raises(DataError, match=r"feature columns \['colour'\] hold text, where the model was trained on "
                                         r"numbers"):
         data._columns_to_arrays(other, files, known_categories={})
+    # numbers with a few cells of text read as text: those cells are named, not made a category per number
+    ages = np.array([str(20 + i % 50) for i in range(99)] + ["?"], dtype=object)
+    with pytest.raises(DataError, match=r"column 'age' holds numbers, and text in 1 cell \('\?'\), so it reads as "
+                                        r"text: write those cells as numbers, or blank"):
+        data._columns_to_arrays({"age": ages, "label": np.arange(100) % 2}, files)
+    zips = np.array(["75001", "69002", "06000"] * 10, dtype=object)  # every value digits: categories
+    assert data._columns_to_arrays({"zip": zips, "label": np.arange(30) % 2}, files).categories == {
+        "zip": ["06000", "69002", "75001"]}
     # a column with no value at all (pyarrow's null column): its blank cells are named
     blank = {"size": np.ones(4), "note": np.array([None] * 4, dtype=object), "label": np.arange(4) % 2}
     with pytest.raises(DataError, match=r"NaN or infinity \(a blank cell, say\) in columns \['note'\], in 4 of 4"):
