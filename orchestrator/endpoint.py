@@ -105,7 +105,8 @@ PREDICT_DOCS = {  # the body is parsed by hand (for its error messages), so desc
                                      "description": "inputs, each a nested list of numbers of the model's input "
                                                     "shape (GET /v1/model: input.shape) or a flat list of its "
                                                     "size, or, for a model trained on a table, an object keyed "
-                                                    "by column name (input.columns), or, for a model of images, "
+                                                    "by column name (input.columns; a text column's value one of "
+                                                    "input.categories), or, for a model of images, "
                                                     '{"b64": "<base64 of an image file>"}'}},
     }}}},
 }
