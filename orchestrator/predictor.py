@@ -197,6 +197,8 @@ class Predictor:
             if self.categories:
                 rows.append([v for c in columns for v in self._encoded(i, c, instance[c])])
             else:
+                for c in columns:
+                    self._encoded(i, c, instance[c])  # checks each value, naming its column
                 rows.append(instance[columns[0]] if len(columns) == 1 else [instance[c] for c in columns])
         return rows
 
@@ -204,6 +206,9 @@ class Predictor:
         """A column's value as the model's features: a number as it is, a text column's value a 0/1 per
         category, as training encoded it."""
         if column not in self.categories:
+            if isinstance(value, (str, dict)) or value is None:  # a list: a tensor column, checked by its shape
+                raise RequestError(422, "wrong_type", f"instance {i}: {column!r} takes a number, got "
+                                   f"{json.dumps(value)}")
             return [value]
         if not isinstance(value, str):
             listed = ", ".join(map(json.dumps, self.categories[column][:10]))

@@ -92,8 +92,10 @@ def test_a_table_model_takes_rows_by_column_name_in_any_key_order(tmp_path):
         ([{"width": 1, "area": 2}], "wrong_columns", "missing columns ['mass']"),
         ([{"width": 1, "area": 2, "mass": 3, "colour": 4}], "wrong_columns", "unknown columns ['colour']"),
         ([{"width": 1, "area": 2, "mass": 3}, [1, 2, 3]], "wrong_type", "instance 1 is not an object"),
-        ([{"width": 1, "area": "2", "mass": 3}], "wrong_type", "strings"),
-        ([{"width": 1, "area": None, "mass": 3}], "wrong_type", "numbers"),
+        ([{"width": 1, "area": "2", "mass": 3}], "wrong_type", "instance 0: 'area' takes a number, got \"2\""),
+        ([{"width": 1, "area": None, "mass": 3}], "wrong_type", "instance 0: 'area' takes a number, got null"),
+        ([{"width": 1, "area": 2, "mass": 3}, {"width": 1, "area": 2, "mass": "?"}], "wrong_type",
+         "instance 1: 'mass' takes a number, got \"?\""),
         ([{"width": 1, "area": [2, 2], "mass": 3}], "wrong_shape", ""),
     ]:
         with pytest.raises(RequestError) as e:
