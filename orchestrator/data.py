@@ -524,15 +524,15 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
         if numeric := [c for c in feature_cols if c not in text and _holds_text(columns[c])]:
             raise DataError(f"feature columns {numeric} hold text, where the model was trained on numbers")
     num_rows = len(columns[cfg.label_column])
-    if known_categories is None:
+    if known_categories is None:  # training: every text column must be categories
         for c, values in text.items():
             _check_numbers_as_text(c, values)
-    if known_categories is None and (wide := [c for c in text if names_rows(found[c], num_rows)]):
-        counts = ", ".join(f"{c!r} {len(found[c])}" for c in wide)
-        keep = ", ".join(c for c in feature_cols if c not in wide)
-        raise DataError(f"text columns hold too many different values to be categories ({counts} in {num_rows} rows; "
-                        f"at most {MAX_CATEGORIES}, and under half the rows): ids, names or free text. "
-                        f"Leave them out: data.feature_columns: [{keep}]")
+        if wide := [c for c in text if names_rows(found[c], num_rows)]:
+            counts = ", ".join(f"{c!r} {len(found[c])}" for c in wide)
+            keep = ", ".join(c for c in feature_cols if c not in wide)
+            raise DataError(f"text columns hold too many different values to be categories ({counts} in {num_rows} "
+                            f"rows; at most {MAX_CATEGORIES}, and under half the rows): ids, names or free text. "
+                            f"Leave them out: data.feature_columns: [{keep}]")
     lists = [c for c in feature_cols if c not in text and columns[c].dtype == object  # a list (tensor) per row
              and any(isinstance(v, (list, tuple, np.ndarray)) for v in columns[c])]
     if lists and len(feature_cols) > 1:
