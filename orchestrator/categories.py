@@ -3,12 +3,15 @@
 Training lists each text column's categories (every value the data holds, sorted; a blank cell is the
 category "") and the checkpoint keeps the lists. Evaluation on other data and the endpoint encode with
 those lists, so a value turns on the same feature in all three. A value that training never saw turns
-on none, as scikit-learn's OneHotEncoder(handle_unknown="ignore") does.
+on none, as scikit-learn's OneHotEncoder(handle_unknown="ignore") does. A column that is not categories is
+refused: one whose values name rows (ids, names), one of numbers with a few cells of text.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from orchestrator.errors import DataError
 
 MAX_CATEGORIES = 1000  # per column: beyond, one-hot features outnumber what a table model can learn from
 
@@ -38,3 +41,24 @@ def one_hot(values: np.ndarray, categories: list[str]) -> np.ndarray:
     out = np.zeros((len(values), len(known)), np.float32)
     out[np.flatnonzero(found), at[found]] = 1
     return out
+
+
+def check_not_numbers(column: str, values: np.ndarray) -> None:
+    """A column of numbers with a few cells of text ("?", "unknown") reads as text, and would become a
+    category per number: name those cells instead. A column whose every value is digits stays text (zip
+    codes stored as text: categories)."""
+    distinct, counts = np.unique(values[values != ""], return_counts=True)
+    numeric = np.array([_is_number(v) for v in distinct], dtype=bool)
+    if numeric.any() and not numeric.all() and counts[numeric].sum() >= 0.9 * counts.sum():
+        odd, cells = ", ".join(repr(str(v)) for v in distinct[~numeric][:3]), int(counts[~numeric].sum())
+        raise DataError(f"column {column!r} holds numbers, and text in {cells} cell{'s' * (cells > 1)} ({odd}), so "
+                        "it reads as text: write those cells as numbers, or blank, or leave the column out with "
+                        "data.feature_columns")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from orchestrator import storage
-from orchestrator.categories import MAX_CATEGORIES, categories_of, names_rows, one_hot, texts
+from orchestrator.categories import MAX_CATEGORIES, categories_of, check_not_numbers, names_rows, one_hot, texts
 from orchestrator.config import DataConfig, DigitsData, FilesData, SyntheticData, TextData
 from orchestrator.errors import DataError
 from orchestrator.images import IMAGE_SUFFIXES, decode_image, image_shape, is_image_file
@@ -526,7 +526,7 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
     num_rows = len(columns[cfg.label_column])
     if known_categories is None:  # training: every text column must be categories
         for c, values in text.items():
-            _check_numbers_as_text(c, values)
+            check_not_numbers(c, values)
         if wide := [c for c in text if names_rows(found[c], num_rows)]:
             counts = ", ".join(f"{c!r} {len(found[c])}" for c in wide)
             keep = ", ".join(c for c in feature_cols if c not in wide)
@@ -570,27 +570,6 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
         raw_labels = raw_labels.astype(np.int64)
     names, y = np.unique(raw_labels, return_inverse=True)
     return Arrays(x, y.astype(np.int64), [str(n) for n in names], feature_cols, {c: found[c] for c in text} or None)
-
-
-def _check_numbers_as_text(column: str, values: np.ndarray) -> None:
-    """A column of numbers with a few cells of text ("?", "unknown") reads as text, and would become a
-    category per number: name those cells instead. A column whose every value is digits stays text (zip
-    codes stored as text: categories)."""
-    distinct, counts = np.unique(values[values != ""], return_counts=True)
-    numeric = np.array([_is_number(v) for v in distinct], dtype=bool)
-    if numeric.any() and not numeric.all() and counts[numeric].sum() >= 0.9 * counts.sum():
-        odd, cells = ", ".join(repr(str(v)) for v in distinct[~numeric][:3]), int(counts[~numeric].sum())
-        raise DataError(f"column {column!r} holds numbers, and text in {cells} cell{'s' * (cells > 1)} ({odd}), so "
-                        "it reads as text: write those cells as numbers, or blank, or leave the column out with "
-                        "data.feature_columns")
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _numbers(values: np.ndarray) -> np.ndarray:

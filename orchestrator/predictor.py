@@ -194,12 +194,8 @@ class Predictor:
                 wrong = ", ".join(f"{what} columns {names}" for what, names in (("missing", missing),
                                                                                  ("unknown", unknown)) if names)
                 raise RequestError(422, "wrong_columns", f"instance {i}: {wrong}; the model's columns are {columns}")
-            if self.categories:
-                rows.append([v for c in columns for v in self._encoded(i, c, instance[c])])
-            else:
-                for c in columns:
-                    self._encoded(i, c, instance[c])  # checks each value, naming its column
-                rows.append(instance[columns[0]] if len(columns) == 1 else [instance[c] for c in columns])
+            row = [v for c in columns for v in self._encoded(i, c, instance[c])]
+            rows.append(row[0] if len(row) == 1 else row)  # one column: a tensor column's list as it is
         return rows
 
     def _encoded(self, i: int, column: str, value) -> list:
