@@ -148,7 +148,8 @@ class Checkpoint:
 
     def model(self) -> torch.nn.Module:
         info = self.model_info
-        model = build_model(self.config.model, info["input_shape"], len(info["label_names"]))
+        model = build_model(self.config.model, info["input_shape"], len(info["label_names"]),
+                            input_dtype=info.get("input_dtype", "float32"))
         try:
             model.load_state_dict(self.model_state(), strict=True)
         except RuntimeError as e:

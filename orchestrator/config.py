@@ -81,6 +81,25 @@ class FilesData(SplitFields):
         "[C, H, W] converts each to grayscale (C 1) or RGB (C 3) and resizes it to H x W (default: every image as "
         "the first is)."
     )
+    text_column: str | None = Field(
+        None, description="A column of free text (reviews, messages) as the whole input, for text classification: "
+        "its UTF-8 bytes, read in order by model.name rnn or transformer. Leave data.feature_columns unset."
+    )
+    text_bytes: int = Field(256, ge=1, le=65_536, description="With data.text_column: bytes of each text the model "
+                            "reads; a longer text is cut to its first text_bytes, a shorter one padded.")
+
+    @model_validator(mode="after")
+    def _text_alone(self):
+        if self.text_column is None:
+            return self
+        beside = [f"data.{k}" for k in ("feature_columns", "feature_shape") if getattr(self, k)]
+        if self.augment.enabled:
+            beside.append("data.augment.enabled (it shifts images)")
+        if beside:
+            raise ValueError(f"data.text_column is the model's whole input: remove {', '.join(beside)}")
+        if self.text_column == self.label_column:
+            raise ValueError(f"data.text_column and data.label_column are both {self.text_column!r}")
+        return self
 
 
 class TextData(Fractions):

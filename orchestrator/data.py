@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator import storage
+from orchestrator import byte_text, storage
 from orchestrator.categories import MAX_CATEGORIES, categories_of, check_not_numbers, names_rows, one_hot, texts
 from orchestrator.config import DataConfig, DigitsData, FilesData, SyntheticData, TextData
 from orchestrator.errors import DataError
@@ -27,11 +27,12 @@ from orchestrator.images import IMAGE_SUFFIXES, decode_image, image_shape, is_im
 
 @dataclass
 class Arrays:
-    x: np.ndarray  # float32 [N, *input_shape] (text: int64 [N, T] bytes)
+    x: np.ndarray  # float32 [N, *input_shape] (text: int64 [N, T] bytes, as token ids)
     y: np.ndarray  # int64 [N], indices into label_names (text: [N, T], the next bytes)
     label_names: list[str]
     feature_columns: list[str] | None = None  # table columns, in the order they fill each sample
     categories: dict[str, list[str]] | None = None  # a text column's categories, a feature each (one-hot)
+    text_column: str | None = None  # a column of free text, x its bytes (byte_text.py): int64 [N, text_bytes]
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Splits:
     label_names: list[str]
     feature_columns: list[str] | None  # the table columns each sample is built from, in order
     categories: dict[str, list[str]] | None  # of its text columns
+    text_column: str | None  # the column of free text whose bytes are each sample (byte_text.py)
     mean: np.ndarray  # broadcasts against one sample
     std: np.ndarray
     fingerprint: str  # sha256 of the features and labels before splitting
@@ -67,6 +69,7 @@ class Splits:
             "label_names": self.label_names,
             "feature_columns": self.feature_columns,
             "categories": self.categories,
+            "text_column": self.text_column,
             "normalization": self.normalization(),
             "data_fingerprint": self.fingerprint,
         }
@@ -155,7 +158,10 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
             raise DataError(f"the labels hold one class ({arrays.label_names[0]!r} in every row): a classifier "
                             "needs two or more; is data.label_column the right column?")
         tr, va, te = split_indices(arrays.y, cfg.val_fraction, cfg.test_fraction, seed)
-        mean, std = channel_stats(arrays.x[tr])
+        if arrays.text_column:  # bytes of a text column are token ids: nothing to normalize
+            mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
+        else:
+            mean, std = channel_stats(arrays.x[tr])
     parts = {split: (arrays.x[rows], arrays.y[rows]) for split, rows in (("train", tr), ("val", va), ("test", te))}
     return Splits(
         arrays=parts,
@@ -164,6 +170,7 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
         label_names=arrays.label_names,
         feature_columns=arrays.feature_columns,
         categories=arrays.categories,
+        text_column=arrays.text_column,
         mean=mean,
         std=std,
         fingerprint=fingerprint(arrays),
@@ -506,6 +513,30 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
     available = list(columns)  # in the file's order, which is the order of each sample's features
     if cfg.label_column not in columns:
         raise DataError(f"label column {cfg.label_column!r} not in the data; columns: {available}")
+    if cfg.text_column is not None:
+        x, feature_cols, found = _text_input(columns, cfg), [cfg.text_column], {}
+    else:
+        x, feature_cols, found = _features(columns, cfg, index, known_categories)
+    y, label_names = _labels(columns[cfg.label_column], cfg.label_column)
+    return Arrays(x, y, label_names, feature_cols, found or None, cfg.text_column)
+
+
+def _text_input(columns: dict[str, np.ndarray], cfg: FilesData) -> np.ndarray:
+    """The text column's bytes (byte_text.py); a blank cell is the empty text."""
+    name = cfg.text_column
+    if name not in columns:
+        raise DataError(f"data.text_column {name!r} not in the data; columns: {list(columns)}")
+    if not _holds_text(columns[name]):
+        raise DataError(f"data.text_column {name!r} holds {columns[name].dtype.name} values, not text: name a "
+                        "column of text, or leave data.text_column unset to use the column as numbers")
+    return byte_text.encode(texts(columns[name]), cfg.text_bytes)
+
+
+def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str],
+              known_categories: dict[str, list[str]] | None) -> tuple[np.ndarray, list[str], dict[str, list[str]]]:
+    """float32 features [N, ...] from numeric, list and text (category) columns; the columns and the categories
+    of the text ones."""
+    available = list(columns)
     feature_cols = cfg.feature_columns or [c for c in available if c != cfg.label_column and c not in index]
     if not feature_cols:
         raise DataError(f"the data has no feature columns: its columns are {available}, the label and any index "
@@ -532,7 +563,8 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
             keep = ", ".join(c for c in feature_cols if c not in wide)
             raise DataError(f"text columns hold too many different values to be categories ({counts} in {num_rows} "
                             f"rows; at most {MAX_CATEGORIES}, and under half the rows): ids, names or free text. "
-                            f"Leave them out: data.feature_columns: [{keep}]")
+                            f"Leave them out: data.feature_columns: [{keep}]; or, to classify free text, set "
+                            f"data.text_column: {wide[0]} with model.name rnn or transformer")
     lists = [c for c in feature_cols if c not in text and columns[c].dtype == object  # a list (tensor) per row
              and any(isinstance(v, (list, tuple, np.ndarray)) for v in columns[c])]
     if lists and len(feature_cols) > 1:
@@ -558,18 +590,22 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
         if int(np.prod(cfg.feature_shape)) != int(np.prod(x.shape[1:])):
             raise DataError(f"data.feature_shape {cfg.feature_shape} does not fit samples of shape {list(x.shape[1:])}")
         x = x.reshape(len(x), *cfg.feature_shape)
-    raw_labels = columns[cfg.label_column]
-    if unlabelled := np.flatnonzero(_missing(raw_labels)).tolist():
-        raise DataError(f"{cfg.label_column!r} is empty in {len(unlabelled)} of {len(raw_labels)} rows (the first is "
+    return x, feature_cols, {c: found[c] for c in text}
+
+
+def _labels(raw: np.ndarray, column: str) -> tuple[np.ndarray, list[str]]:
+    """int64 class indices and the class names, sorted."""
+    if unlabelled := np.flatnonzero(_missing(raw)).tolist():
+        raise DataError(f"{column!r} is empty in {len(unlabelled)} of {len(raw)} rows (the first is "
                         f"row {unlabelled[0] + 1} of the data): label those rows or leave them out")
-    if raw_labels.dtype.kind == "f":  # a CSV reader's floats for integer classes: 1.0 is class '1'
-        if not np.array_equal(raw_labels, np.round(raw_labels)):
-            example = raw_labels[raw_labels != np.round(raw_labels)][0]
-            raise DataError(f"label column {cfg.label_column!r} holds fractional numbers ({example:g}): models here "
+    if raw.dtype.kind == "f":  # a CSV reader's floats for integer classes: 1.0 is class '1'
+        if not np.array_equal(raw, np.round(raw)):
+            example = raw[raw != np.round(raw)][0]
+            raise DataError(f"label column {column!r} holds fractional numbers ({example:g}): models here "
                             "classify; give each row a class (a name or an integer)")
-        raw_labels = raw_labels.astype(np.int64)
-    names, y = np.unique(raw_labels, return_inverse=True)
-    return Arrays(x, y.astype(np.int64), [str(n) for n in names], feature_cols, {c: found[c] for c in text} or None)
+        raw = raw.astype(np.int64)
+    names, y = np.unique(raw, return_inverse=True)
+    return y.astype(np.int64), [str(n) for n in names]
 
 
 def _numbers(values: np.ndarray) -> np.ndarray:

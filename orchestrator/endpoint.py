@@ -107,7 +107,8 @@ PREDICT_DOCS = {  # the body is parsed by hand (for its error messages), so desc
                                                     "size, or, for a model trained on a table, an object keyed "
                                                     "by column name (input.columns; a text column's value one of "
                                                     "input.categories), or, for a model of images, "
-                                                    '{"b64": "<base64 of an image file>"}'}},
+                                                    '{"b64": "<base64 of an image file>"}, or, for a model of '
+                                                    'text (input.text_column), a string'}},
     }}}},
 }
 
@@ -292,7 +293,7 @@ def _inputs_on_loop(predictor, probe: int = 32) -> int:
         return 0
 
     def seconds(n: int) -> float:
-        x = np.zeros((n, *predictor.input_shape), dtype=np.float32)
+        x = np.zeros((n, *predictor.input_shape), dtype=predictor.input_dtype)
         predictor.predict(x)  # warm: allocations, and a GPU's first kernels
         times = []
         while len(times) < 3 and (not times or times[-1] < ON_LOOP_S):  # a big model: one timed pass will do

@@ -61,7 +61,7 @@ def run(cfg: ExperimentConfig, info: dict, session: Session, invocation: str, ru
     torch.manual_seed(cfg.seed)
     num_classes = len(info["label_names"])
     norm = info["normalization"]
-    model = build_model(cfg.model, info["input_shape"], num_classes, norm["mean"], norm["std"])
+    model = build_model(cfg.model, info["input_shape"], num_classes, norm["mean"], norm["std"], info["input_dtype"])
     language_model = cfg.model.name == "gpt"
     sharded = t.strategy == "fsdp" and session.world > 1
 

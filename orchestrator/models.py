@@ -3,6 +3,8 @@
 Every classifier takes raw features [B, *input_shape] and returns logits [B, num_classes]. The
 training-split normalization is a buffer of the model, so it is saved in the same
 safetensors file and serving can never apply different statistics than training did.
+A classifier of text (data.text_column: input_dtype int64) takes the bytes of each text as token ids
+[B, T] (byte_text.py): the rnn and transformer embed them and leave the padding out.
 The language model (lm.py) takes bytes [B, T] and returns next-byte logits [B, T, 256].
 """
 
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from orchestrator import byte_text
 from orchestrator.config import CNNConfig, GPTConfig, MLPConfig, ModelConfig, RNNConfig, TransformerConfig
 from orchestrator.errors import ConfigError
 
@@ -38,12 +41,19 @@ class Classifier(nn.Module):
         return self.body(self.normalize(x))
 
 
-def build_model(cfg: ModelConfig, input_shape, num_classes: int, mean=None, std=None) -> nn.Module:
+def build_model(cfg: ModelConfig, input_shape, num_classes: int, mean=None, std=None,
+                input_dtype: str = "float32") -> nn.Module:
     """The model for this input shape; mean/std default to identity (they are loaded from checkpoints).
-    gpt: input_shape is [block_size] and num_classes the vocabulary (256 bytes)."""
+    gpt: input_shape is [block_size] and num_classes the vocabulary (256 bytes). input_dtype int64: a
+    classifier of text, input_shape [text_bytes]."""
     input_shape = tuple(int(s) for s in input_shape)
     if isinstance(cfg, GPTConfig):
         return _gpt(cfg, input_shape, num_classes)
+    if input_dtype == "int64":
+        if not isinstance(cfg, (RNNConfig, TransformerConfig)):
+            raise ConfigError(f"model {cfg.name!r} takes numbers, and data.text_column gives it text: use model.name "
+                              "rnn or transformer, which read a text's bytes in order")
+        return Classifier(nn.Identity(), _TextBody(cfg, input_shape[0], num_classes))
     builders = {"mlp": _mlp, "cnn": _cnn, "rnn": _rnn, "transformer": _transformer}
     body = builders[cfg.name](cfg, input_shape, num_classes)
     stat_shape = _stat_shape(input_shape)
@@ -153,9 +163,13 @@ class _RNNBody(nn.Module):
         out = cfg.hidden_size * (2 if cfg.bidirectional else 1)
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(out, num_classes))
 
-    def forward(self, x):
+    def forward(self, x, steps=None):
+        """`steps`: [B, T] bool, the steps to average (a text's bytes, not its padding); default every step."""
         seq, _ = self.rnn(self.as_sequence(x))
-        return self.head(seq.mean(dim=1))  # mean over steps: uses every row, not only the last
+        if steps is None:
+            return self.head(seq.mean(dim=1))  # mean over steps: uses every row, not only the last
+        steps = steps.unsqueeze(-1).to(seq.dtype)
+        return self.head((seq * steps).sum(dim=1) / steps.sum(dim=1).clamp(min=1))
 
 
 def _rnn(cfg: RNNConfig, input_shape, num_classes):
@@ -163,7 +177,8 @@ def _rnn(cfg: RNNConfig, input_shape, num_classes):
 
 
 class _TransformerBody(nn.Module):
-    def __init__(self, cfg: TransformerConfig, input_shape, num_classes):
+    def __init__(self, cfg: TransformerConfig, input_shape, num_classes, embed: nn.Module | None = None):
+        """`embed`: from a [T, F] sample to tokens [T, d_model]; default a linear map."""
         super().__init__()
         self.patch = None
         if len(input_shape) == 3:
@@ -176,7 +191,7 @@ class _TransformerBody(nn.Module):
         else:
             num_tokens, feats = _sequence_shape(input_shape)
             self.as_sequence = _AsSequence(input_shape)
-            self.embed = nn.Linear(feats, cfg.d_model)
+            self.embed = nn.Linear(feats, cfg.d_model) if embed is None else embed
         self.cls = nn.Parameter(torch.zeros(1, 1, cfg.d_model))
         self.pos = nn.Parameter(torch.randn(1, num_tokens + 1, cfg.d_model) * 0.02)
         layer = nn.TransformerEncoderLayer(
@@ -186,17 +201,40 @@ class _TransformerBody(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, num_classes)
 
-    def forward(self, x):
+    def forward(self, x, steps=None):
+        """`steps`: [B, T] bool, the tokens to attend to (a text's bytes, not its padding); default every one."""
         if self.patch is not None:
             tokens = self.patch(x).flatten(2).transpose(1, 2)  # [B, num_patches, d_model]
         else:
             tokens = self.embed(self.as_sequence(x))
         tokens = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], dim=1) + self.pos
-        return self.head(self.norm(self.encoder(tokens))[:, 0])
+        padding = None if steps is None else torch.cat([torch.zeros_like(steps[:, :1]), ~steps], dim=1)
+        return self.head(self.norm(self.encoder(tokens, src_key_padding_mask=padding))[:, 0])
 
 
 def _transformer(cfg: TransformerConfig, input_shape, num_classes):
     return _TransformerBody(cfg, input_shape, num_classes)
+
+
+class _TextBody(nn.Module):
+    """An rnn or transformer over a text's bytes [B, T] (token ids, byte_text.py): each byte embedded, the
+    padding after the text masked out of attention and out of the mean over steps."""
+
+    def __init__(self, cfg: RNNConfig | TransformerConfig, length: int, num_classes: int):
+        super().__init__()
+        width = cfg.hidden_size if isinstance(cfg, RNNConfig) else cfg.d_model
+        self.embed = nn.Embedding(byte_text.VOCAB_SIZE, width, padding_idx=byte_text.PAD)
+        if isinstance(cfg, RNNConfig):
+            self.rnn = _RNNBody(cfg, (length, width), num_classes)
+        else:
+            self.transformer = _TransformerBody(cfg, (length, width), num_classes, embed=nn.Identity())
+
+    def forward(self, tokens):
+        text = tokens != byte_text.PAD
+        x = self.embed(tokens)
+        if hasattr(self, "rnn"):
+            return self.rnn(x, text)
+        return self.transformer(x, text)
 
 
 def _gpt(cfg: GPTConfig, input_shape, vocab_size: int):

@@ -54,7 +54,8 @@ def check(cfg: ExperimentConfig, host: str, port: int | None = None) -> Checked:
     if port is not None:
         serve.check_port_free(host, port)
     splits = data.load_splits(cfg.data, cfg.seed, st.endpoint_url)
-    build_model(cfg.model, splits.input_shape, len(splits.label_names))  # a ConfigError if it does not fit
+    # a ConfigError if it does not fit
+    build_model(cfg.model, splits.input_shape, len(splits.label_names), input_dtype=splits.input_dtype)
     return Checked(args, splits)
 
 

@@ -6,6 +6,7 @@ same code, so the endpoint answers exactly as offline prediction does.
     predictor = Predictor.load("runs/digits-cnn-.../epoch-0025")
     x = predictor.decode(b'{"instances": [[[0, 1, ...], ...]]}')   # RequestError if bad
     x = predictor.decode(b'{"instances": [{"age": 41, "income": 5.2}]}')  # a table's columns, by name
+    x = predictor.decode(b'{"instances": ["a fine film"]}')    # a model of text (data.text_column)
     predictor.encode(predictor.predict(x))
 
     generator = load("runs/text-lm-.../epoch-0004")                # a language model: TextGenerator
@@ -21,7 +22,7 @@ import sys
 import numpy as np
 import torch
 
-from orchestrator import lm
+from orchestrator import byte_text, lm
 from orchestrator.categories import one_hot
 from orchestrator.checkpoint import Checkpoint, read_checkpoint
 
@@ -90,6 +91,8 @@ class Predictor:
         self.labels = list(info["label_names"])
         self.columns = info.get("feature_columns")  # a table's columns in the order they fill each input
         self.categories = info.get("categories") or {}  # of its text columns, a feature each (categories.py)
+        self.text_column = info.get("text_column")  # a column of free text, the whole input (byte_text.py)
+        self.input_dtype = np.dtype(info.get("input_dtype", "float32"))  # int64: the bytes of a text
         # rows read from the training table may still hold their label: that one key is ignored
         self.label_column = getattr(ckpt.config.data, "label_column", None)
         self.max_instances = max_instances
@@ -97,6 +100,7 @@ class Predictor:
         self.info = _describe(ckpt, self.version, route=self.route,
                               input={"shape": list(self.input_shape), "dtype": info.get("input_dtype", "float32"),
                                      "columns": self.columns, "categories": self.categories,
+                                     "text_column": self.text_column,
                                      "max_instances": max_instances},
                               labels=self.labels)
 
@@ -108,14 +112,15 @@ class Predictor:
     # ---- decode / validate -------------------------------------------------------------
 
     def decode(self, body: bytes) -> np.ndarray:
-        """A JSON request body to a float32 array of shape (n, *input_shape)."""
+        """A JSON request body to an array of shape (n, *input_shape): float32, or int64 for a model of text."""
         payload = _json_object(body, "instances", '{"instances": [input, ...]}')
         return self.validate(payload["instances"])
 
     def validate(self, instances) -> np.ndarray:
         """Inputs as nested lists of the input shape, as flat lists of its size (filled row-major, as
         data.feature_shape fills it in training), or, for a model trained on a table, as objects keyed by
-        column name ({"age": 41, ...}), which fill each input in the training column order."""
+        column name ({"age": 41, ...}), which fill each input in the training column order. A model of text
+        takes texts, as strings or keyed by its column ({"review": "..."})."""
         shape = list(self.input_shape)
         if not isinstance(instances, list):
             raise RequestError(422, "invalid_instances", f"instances must be a list of inputs of shape {shape}")
@@ -125,6 +130,8 @@ class Predictor:
             raise RequestError(422, "too_many_instances",
                                f"{len(instances)} instances in one request; at most {self.max_instances}: "
                                "split the request")
+        if self.text_column:
+            return self._texts(instances)
         if any(isinstance(i, dict) and "b64" in i for i in instances):
             instances = self._images(instances)
         named = any(isinstance(i, dict) for i in instances)
@@ -176,6 +183,21 @@ class Predictor:
             except DataError as e:
                 raise RequestError(422, "invalid_image", str(e)) from None
         return pixels
+
+    def _texts(self, instances: list) -> np.ndarray:
+        """Texts, as strings or objects keyed by the text column, as training read them: their bytes."""
+        column, values = self.text_column, []
+        for i, instance in enumerate(instances):
+            if isinstance(instance, dict):
+                if column not in instance or set(instance) - {column, self.label_column}:
+                    raise RequestError(422, "wrong_columns", f"instance {i}: send {{{json.dumps(column)}: "
+                                       f"\"text\"}}, or the text alone; got the keys {sorted(instance)}")
+                instance = instance[column]
+            if not isinstance(instance, str):
+                raise RequestError(422, "wrong_type", f"instance {i}: this model classifies text ({column!r}): send "
+                                   f"a string, got {json.dumps(instance)[:80]}")
+            values.append(instance)
+        return byte_text.encode(values, self.input_shape[0])
 
     def _by_column(self, instances: list) -> list:
         """Objects keyed by column name, as lists in the training column order."""
@@ -232,7 +254,7 @@ class Predictor:
 
     def canary(self) -> bool:
         """A prediction on a zero input comes out as a probability distribution."""
-        probs = self.predict(np.zeros((1, *self.input_shape), dtype=np.float32))
+        probs = self.predict(np.zeros((1, *self.input_shape), dtype=self.input_dtype))
         return bool(np.isfinite(probs).all() and math.isclose(float(probs.sum()), 1.0, abs_tol=1e-3))
 
 

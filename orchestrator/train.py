@@ -107,7 +107,8 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
 
 
 def _model_info(cfg: ExperimentConfig, splits: data.Splits) -> dict:
-    model = build_model(cfg.model, splits.input_shape, len(splits.label_names), splits.mean, splits.std)
+    model = build_model(cfg.model, splits.input_shape, len(splits.label_names), splits.mean, splits.std,
+                        splits.input_dtype)
     return {**splits.info(), "family": cfg.model.name, "num_parameters": num_parameters(model)}
 
 

@@ -78,7 +78,7 @@ def tune(cfg: ExperimentConfig, address: str | None = None, resume: bool = False
     experiment_uri = storage.join(st.path, name)
     # bad data, or a model that does not fit it, is refused before Ray starts (not by every trial)
     splits = splits or data.load_splits(cfg.data, cfg.seed, st.endpoint_url)
-    build_model(cfg.model, splits.input_shape, len(splits.label_names))
+    build_model(cfg.model, splits.input_shape, len(splits.label_names), input_dtype=splits.input_dtype)
     with ray_session(address):
         check_resources(cfg)
         grid = search(cfg, name, splits, resume)
@@ -333,7 +333,7 @@ def _quiet_trial() -> None:
 
 
 def _trial_info(cfg: ExperimentConfig, info: dict) -> dict:
-    model = build_model(cfg.model, info["input_shape"], len(info["label_names"]))
+    model = build_model(cfg.model, info["input_shape"], len(info["label_names"]), input_dtype=info["input_dtype"])
     return {**info, "family": cfg.model.name, "num_parameters": num_parameters(model)}
 
 

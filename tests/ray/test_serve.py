@@ -211,6 +211,46 @@ def test_a_table_with_text_columns_trains_and_serves_rows_as_training_read_them(
     assert status == 422 and "'city' takes text" in body["error"]["message"]
 
 
+def test_a_column_of_free_text_trains_a_classifier_of_text_that_serves_strings(serve_http, tmp_path):
+    """Text classification: reviews (a CSV of text and a label) read byte by byte by a GRU trained on 2 workers
+    (DDP), served as strings, evaluated on other rows: the same bytes throughout."""
+    from orchestrator.config import config_from_dict
+    from orchestrator.evaluate import evaluate_on_data
+
+    rng = np.random.default_rng(0)
+    filler = ["the", "plot", "was", "actors", "and", "film", "quite", "really", "ending", "music"]
+    verdicts = {"pos": ["great", "loved", "superb"], "neg": ["awful", "boring", "dull"]}
+    rows = []
+    for i in range(600):
+        label = ("pos", "neg")[i % 2]
+        words = list(rng.choice(filler, 4)) + [str(rng.choice(verdicts[label]))]
+        rng.shuffle(words)  # the verdict anywhere in the text
+        rows.append({"review": " ".join(words).capitalize() + ".", "sentiment": label})
+    for name, part in (("train.csv", rows[:500]), ("holdout.csv", rows[500:])):
+        (tmp_path / name).write_text("id,review,sentiment\n" + "".join(f'{i},"{r["review"]}",{r["sentiment"]}\n'
+                                                                      for i, r in enumerate(part)))
+    result = train(config_from_dict({
+        "name": "reviews", "data": {"name": "files", "path": str(tmp_path / "train.csv"), "label_column": "sentiment",
+                                    "text_column": "review", "text_bytes": 64},
+        "model": {"name": "rnn", "cell": "gru", "hidden_size": 32}, "optim": {"name": "adamw", "lr": 0.005},
+        "train": {"epochs": 10, "num_workers": 2, "batch_size_per_worker": 16}, "storage": {"path": str(tmp_path)}}))
+    assert result.metrics["test_accuracy"] >= 0.9, result.metrics
+    url = deploy("reviews", result.checkpoint, serve_http)["url"]
+    status, _, body = predict(url, [r["review"] for r in rows[500:]])
+    assert status == 200, body
+    offline = Predictor.load(result.checkpoint)
+    local = offline.predict(offline.validate([{"review": r["review"]} for r in rows[500:]]))
+    np.testing.assert_allclose([p["probabilities"] for p in body["predictions"]], local, atol=1e-6)
+    served_accuracy = np.mean([p["label"] == r["sentiment"] for p, r in zip(body["predictions"], rows[500:],
+                                                                             strict=True)])
+    assert served_accuracy >= 0.9
+    assert evaluate_on_data(result.checkpoint, str(tmp_path / "holdout.csv"))["metrics"]["accuracy"] == \
+        pytest.approx(served_accuracy, abs=1e-12)
+    assert http("GET", f"{url}/v1/model")[2]["input"]["text_column"] == "review"
+    status, _, body = predict(url, [{"review": 3}])
+    assert status == 422 and "this model classifies text ('review')" in body["error"]["message"]
+
+
 def test_batched_equals_unbatched(checkpoints, serve_http, test_inputs):
     x = test_inputs[0][:48]
     batched = deploy("batched", checkpoints[0][-1], serve_http, max_batch_size=16, batch_wait_timeout_s=0.05)["url"]

@@ -164,6 +164,32 @@ def test_text_columns_are_categories_a_feature_each():
         data._columns_to_arrays(ids, files)
 
 
+def test_a_column_of_free_text_is_its_bytes_for_a_model_of_text(tmp_path):
+    reviews = np.array(["good", "é!", None, "a long one"], dtype=object)
+    files = FilesData(name="files", path="d.csv", text_column="review", text_bytes=4)
+    arrays = data._columns_to_arrays({"id": np.arange(4), "review": reviews, "label": np.arange(4) % 2}, files)
+    # byte b is token b + 1, 0 pads; a longer text is cut to its first text_bytes; a blank cell is no text
+    assert arrays.x.dtype == np.int64 and arrays.x.tolist() == [
+        [104, 112, 112, 101], [0xC3 + 1, 0xA9 + 1, ord("!") + 1, 0], [0, 0, 0, 0], [98, 33, 109, 112]]
+    assert (arrays.feature_columns, arrays.text_column, arrays.categories) == (["review"], "review", None)
+    # split and recorded for the checkpoint: no normalization of token ids
+    path = tmp_path / "t.csv"
+    path.write_text("review,label\n" + "".join(f"text {i},{i % 2}\n" for i in range(40)))
+    splits = data.load_splits(FilesData(name="files", path=str(path), text_column="review", text_bytes=8), 0)
+    assert splits.input_shape == [8] and splits.input_dtype == "int64" and splits.info()["text_column"] == "review"
+    assert splits.mean.tolist() == [0] and splits.std.tolist() == [1]
+    # free text given as features is refused with the way to classify it
+    many = {"review": np.array([f"review number {i}" for i in range(40)]), "label": np.arange(40) % 2}
+    with pytest.raises(DataError, match="to classify free text, set data.text_column: review with model.name rnn"):
+        data._columns_to_arrays(many, FilesData(name="files", path="d.csv"))
+    for columns, message in [
+        ({"label": np.arange(4)}, r"data.text_column 'review' not in the data; columns: \['label'\]"),
+        ({"review": np.arange(4.0), "label": np.arange(4)}, "data.text_column 'review' holds float64 values, not text"),
+    ]:
+        with pytest.raises(DataError, match=message):
+            data._columns_to_arrays(columns, files)
+
+
 def test_non_finite_features_are_refused(tmp_path):
     x = np.ones((10, 4), np.float32)
     x[3, 1] = np.nan

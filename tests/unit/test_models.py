@@ -59,3 +59,44 @@ def test_dropout_is_active_only_in_training():
     assert not torch.equal(model(x), model(x))
     model.eval()
     assert torch.equal(model(x), model(x))
+
+
+@pytest.mark.parametrize("family", ["rnn", "gru", "transformer"])
+def test_a_model_of_text_reads_its_bytes_and_not_the_padding(family):
+    from orchestrator.byte_text import encode
+
+    torch.manual_seed(0)
+    model = build_model(FAMILIES[family], (12,), 2, input_dtype="int64").eval()
+    assert "normalize.mean" not in model.state_dict()  # token ids are not scaled
+    texts = ["good film", "bad", "", "great fun!"]  # each within the 12 bytes
+    x = torch.from_numpy(encode(texts, 12))
+    assert model(x).shape == (4, 2)
+    # a text's answer does not depend on how much padding follows it (the rnn's steps after the text run on
+    # padding, so only a one-way rnn's is exact): the model at a longer length, its weights the same
+    if family == "transformer" or not FAMILIES[family].bidirectional:
+        longer = build_model(FAMILIES[family], (20,), 2, input_dtype="int64").eval()
+        state = model.state_dict()
+        if family == "transformer":  # the positions of the 8 more steps are never attended to
+            pos = longer.state_dict()["body.transformer.pos"]
+            state = {**state, "body.transformer.pos": torch.cat([state["body.transformer.pos"], pos[:, 13:]], 1)}
+        longer.load_state_dict(state)
+        assert torch.allclose(longer(torch.from_numpy(encode(texts, 20))), model(x), atol=1e-5)
+    # it learns which word a text holds
+    words = ["good", "bad"]
+    train = [f"the film was {words[i % 2]}" for i in range(16)]
+    x, y = torch.from_numpy(encode(train, 20)), torch.tensor([i % 2 for i in range(16)])
+    model = build_model(FAMILIES[family], (20,), 2, input_dtype="int64")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert (model.eval()(x).argmax(1) == y).all()
+
+
+def test_a_model_of_numbers_given_text_is_a_config_error():
+    for family in ("mlp", "cnn"):
+        with pytest.raises(ConfigError, match=f"model '{family}' takes numbers, and data.text_column gives it text: "
+                                              "use model.name rnn or transformer"):
+            build_model(FAMILIES[family], (12,), 2, input_dtype="int64")

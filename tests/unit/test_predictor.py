@@ -133,6 +133,42 @@ def test_a_table_model_takes_text_columns_by_value_as_training_encoded_them(tmp_
                                                                                           ("green", 1)]]
 
 
+def test_a_model_of_text_takes_texts_and_reads_them_as_training_did(tmp_path):
+    from orchestrator.byte_text import encode
+    from orchestrator.data import read_rows
+    from orchestrator.evaluate import evaluate_on_data
+
+    cfg = config_from_dict({"name": "t", "model": {"name": "rnn", "hidden_size": 8},
+                            "data": {"name": "files", "path": "t.csv", "label_column": "kind", "text_column": "note",
+                                     "text_bytes": 8}})
+    torch.manual_seed(0)
+    model = build_model(cfg.model, [8], 3, input_dtype="int64")
+    info = {**INFO, "input_shape": [8], "input_dtype": "int64", "feature_columns": ["note"], "text_column": "note"}
+    write_checkpoint(str(tmp_path / "ckpt"), model=model, config=cfg, model_info=info, metrics={})
+    predictor = Predictor.load(str(tmp_path / "ckpt"))
+    assert predictor.info["input"]["text_column"] == "note" and predictor.canary()
+    # a string, or an object keyed by the column (with its label, as a training row holds it): the same bytes
+    x = predictor.validate(["a fine film", {"note": "a fine film", "kind": "b"}, {"note": ""}])
+    assert x.dtype == np.int64 and x.tolist() == encode(["a fine fi", "a fine fi", ""], 8).tolist()
+    for bad, code, words in [
+        ([3], "wrong_type", "instance 0: this model classifies text ('note'): send a string, got 3"),
+        (["ok", None], "wrong_type", "instance 1: this model classifies text ('note'): send a string, got null"),
+        ([{"text": "x"}], "wrong_columns", 'instance 0: send {"note": "text"}, or the text alone'),
+        ([{"note": "x", "size": 1}], "wrong_columns", "got the keys ['note', 'size']"),
+    ]:
+        with pytest.raises(RequestError) as e:
+            predictor.validate(bad)
+        assert (e.value.status, e.value.code) == (422, code) and words in e.value.message
+    # predict --input rows.csv, and evaluate --data on the same file, read the text as the endpoint does
+    (tmp_path / "rows.csv").write_text('note,kind\n"good, and long",a\nbad,b\n,c\n')
+    probs = predictor.predict(predictor.validate(read_rows(str(tmp_path / "rows.csv"))))
+    with torch.no_grad():
+        assert np.allclose(probs, torch.softmax(model.eval()(torch.from_numpy(
+            encode(["good, an", "bad", ""], 8))), 1).numpy(), atol=1e-6)
+    result = evaluate_on_data(str(tmp_path / "ckpt"), str(tmp_path / "rows.csv"))
+    assert result["metrics"]["accuracy"] == pytest.approx(np.mean(probs.argmax(1) == [0, 1, 2]))
+
+
 def test_a_model_without_columns_says_to_send_lists(predictor):
     with pytest.raises(RequestError) as e:
         predictor.validate([{"a": 1}])
