@@ -4,7 +4,8 @@ Each text becomes `length` token ids: byte b is token b + 1, and token 0 pads a 
 is cut to its first `length` bytes. An RNN or a Transformer embeds the tokens and reads them in order,
 padding left out (models.py). Byte-level, as the language model (lm.py): no vocabulary to fit, store or
 miss, any language or script. Training, evaluation and the endpoint all encode with `encode`, at the
-model's length (its input shape), so a text is the same tokens in all three.
+model's length (its input shape), so a text is the same tokens in all three; `decode` gives a test row's
+text back, for `orchestrator run`'s smoke request.
 """
 
 from __future__ import annotations
@@ -22,3 +23,9 @@ def encode(values, length: int) -> np.ndarray:
         raw = text.encode(errors="replace")[:length]  # a lone surrogate (JSON lets one through) becomes "?"
         out[row, : len(raw)] = np.frombuffer(raw, np.uint8).astype(np.int64) + 1
     return out
+
+
+def decode(tokens) -> str:
+    """The text of one row of token ids, as far as it was kept: a character cut at the end is left out."""
+    kept = np.asarray(tokens)
+    return bytes((kept[kept != PAD] - 1).astype(np.uint8)).decode(errors="ignore")

@@ -410,8 +410,9 @@ def _predict(args) -> dict:
 
 
 def _read_instances(source: str) -> list:
-    """--input: JSON ({"instances": [...]} or a list of inputs), or a table file with a header (CSV, TSV,
-    Parquet, ...: what `data.name: files` reads), whose rows go as objects keyed by column name."""
+    """--input: JSON ({"instances": [...]} or a list of inputs), a table file with a header (CSV, TSV,
+    Parquet, ...: what `data.name: files` reads), whose rows go as objects keyed by column name, or a .txt
+    file of texts for a model of text, one a line."""
     from orchestrator import data
 
     if source != "-" and data.is_table_file(source):
@@ -423,6 +424,8 @@ def _read_instances(source: str) -> list:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read --input {source}: {getattr(e, 'strerror', None) or e}") from None
     text = text.removeprefix("\ufeff")  # the byte-order mark spreadsheet programs put before UTF-8 text
+    if source.endswith(".txt"):
+        return [line for line in text.splitlines() if line.strip()]
     try:
         payload = json.loads(text)
     except json.JSONDecodeError as e:

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from orchestrator import data, registry, report, serve, storage, tracking
+from orchestrator import byte_text, data, registry, report, serve, storage, tracking
 from orchestrator.auth import read_api_keys
 from orchestrator.client import post_json
 from orchestrator.config import ExperimentConfig, ServeArgs, config_from_dict, parse, with_searched_values
@@ -123,7 +123,7 @@ def run(cfg: ExperimentConfig, *, address: str | None = None, host: str = "127.0
             smoke = smoke_generate(deployed["url"], splits.arrays["test"], args)
         else:
             say(f"[{next(step)}/{steps}] smoke request: {SMOKE_INSTANCES} test inputs to {deployed['url']}/v1/predict")
-            smoke = smoke_request(deployed["url"], splits.arrays["test"], args)
+            smoke = smoke_request(deployed["url"], splits.arrays["test"], args, texts=splits.text_column is not None)
     served = reg.resolve(model, production)  # the new version, or production as it was if refused
     return {
         "model": model,
@@ -170,14 +170,17 @@ def smoke_generate(url: str, test_split: tuple[np.ndarray, np.ndarray], args: Se
     return {"url": f"{url}/v1/generate", "status": status, "latency_ms": round(latency_ms, 1), "response": answer}
 
 
-def smoke_request(url: str, test_split: tuple[np.ndarray, np.ndarray], args: ServeArgs) -> dict:
-    """A few real test inputs through the endpoint over HTTP; the response, and whether it holds up."""
+def smoke_request(url: str, test_split: tuple[np.ndarray, np.ndarray], args: ServeArgs,
+                  texts: bool = False) -> dict:
+    """A few real test inputs through the endpoint over HTTP; the response, and whether it holds up.
+    `texts`: the inputs are the bytes of texts (data.text_column), sent as the strings a client sends."""
     x, y = test_split
     rows = _varied(y[:256], SMOKE_INSTANCES)
     inputs, truth = x[rows], y[rows]
+    instances = [byte_text.decode(row) for row in inputs] if texts else inputs.tolist()
     keys = read_api_keys(args)
     tick = time.perf_counter()
-    status, answer = post_json(f"{url}/v1/predict", {"instances": inputs.tolist()},
+    status, answer = post_json(f"{url}/v1/predict", {"instances": instances},
                                api_key=keys[0] if keys else None, timeout_s=30)
     if status != 200:
         raise RuntimeError(f"the smoke request to {url}/v1/predict answered {status}: {answer}")

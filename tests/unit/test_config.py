@@ -92,7 +92,8 @@ def test_cross_field_rules():
     assert "n_head" in _error({**BASE, "data": {"name": "text"}, "model": {"name": "gpt", "d_model": 30, "n_head": 4}})
     text = {"name": "files", "path": "t.csv", "text_column": "review"}
     assert ("data.text_column is the model's whole input: remove data.feature_columns, data.augment.enabled (it "
-            "shifts images)") in _error({**BASE, "data": {**text, "feature_columns": ["a"], "augment": {"enabled": True}}})
+            "shifts images)") in _error({**BASE, "data": {**text, "feature_columns": ["a"],
+                                                          "augment": {"enabled": True}}})
     assert "data.text_column and data.label_column are both 'label'" in _error(
         {**BASE, "data": {**text, "text_column": "label"}})
 

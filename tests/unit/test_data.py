@@ -172,6 +172,10 @@ def test_a_column_of_free_text_is_its_bytes_for_a_model_of_text(tmp_path):
     assert arrays.x.dtype == np.int64 and arrays.x.tolist() == [
         [104, 112, 112, 101], [0xC3 + 1, 0xA9 + 1, ord("!") + 1, 0], [0, 0, 0, 0], [98, 33, 109, 112]]
     assert (arrays.feature_columns, arrays.text_column, arrays.categories) == (["review"], "review", None)
+    # a row's text back (orchestrator run's smoke request sends it): a character cut at the end left out
+    from orchestrator.byte_text import decode, encode
+
+    assert [decode(row) for row in arrays.x] == ["good", "é!", "", "a lo"] and decode(encode(["aé"], 2)[0]) == "a"
     # split and recorded for the checkpoint: no normalization of token ids
     path = tmp_path / "t.csv"
     path.write_text("review,label\n" + "".join(f"text {i},{i % 2}\n" for i in range(40)))

@@ -133,7 +133,7 @@ def test_a_table_model_takes_text_columns_by_value_as_training_encoded_them(tmp_
                                                                                           ("green", 1)]]
 
 
-def test_a_model_of_text_takes_texts_and_reads_them_as_training_did(tmp_path):
+def test_a_model_of_text_takes_texts_and_reads_them_as_training_did(tmp_path, capsys):
     from orchestrator.byte_text import encode
     from orchestrator.data import read_rows
     from orchestrator.evaluate import evaluate_on_data
@@ -167,6 +167,13 @@ def test_a_model_of_text_takes_texts_and_reads_them_as_training_did(tmp_path):
             encode(["good, an", "bad", ""], 8))), 1).numpy(), atol=1e-6)
     result = evaluate_on_data(str(tmp_path / "ckpt"), str(tmp_path / "rows.csv"))
     assert result["metrics"]["accuracy"] == pytest.approx(np.mean(probs.argmax(1) == [0, 1, 2]))
+    # predict --input texts.txt: a text a line (blank lines skipped)
+    from orchestrator.cli import main
+
+    (tmp_path / "texts.txt").write_text("good, and long\n\nbad\n")
+    assert main(["predict", str(tmp_path / "ckpt"), "--input", str(tmp_path / "texts.txt"), "--json"]) == 0
+    answers = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"]
+    assert np.allclose([a["probabilities"] for a in answers], probs[:2], atol=1e-6)
 
 
 def test_a_model_without_columns_says_to_send_lists(predictor):
