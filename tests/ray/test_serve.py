@@ -247,6 +247,15 @@ def test_a_column_of_free_text_trains_a_classifier_of_text_that_serves_strings(s
     assert evaluate_on_data(result.checkpoint, str(tmp_path / "holdout.csv"))["metrics"]["accuracy"] == \
         pytest.approx(served_accuracy, abs=1e-12)
     assert http("GET", f"{url}/v1/model")[2]["input"]["text_column"] == "review"
+    # orchestrator run's smoke request sends test rows' bytes back as the texts they were
+    from orchestrator.byte_text import encode
+    from orchestrator.pipeline import smoke_request
+
+    labels = offline.labels
+    smoke = smoke_request(url, (encode([r["review"] for r in rows[500:]], 64),
+                                np.array([labels.index(r["sentiment"]) for r in rows[500:]])),
+                          ServeArgs(checkpoint=result.checkpoint), texts=True)
+    assert smoke["status"] == 200 and smoke["correct"] >= 3, smoke
     status, _, body = predict(url, [{"review": 3}])
     assert status == 422 and "this model classifies text ('review')" in body["error"]["message"]
 
