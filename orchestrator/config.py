@@ -246,6 +246,11 @@ class TrainConfig(Section):
         "checkpoint is the result, as always); none: run every epoch."
     )
     max_failures: int = Field(1, ge=-1, description="Worker-group restarts from the last checkpoint (-1: no limit).")
+    class_weight: Literal["none", "balanced"] = Field(
+        "none", description="balanced: weigh each class's training loss by rows / (classes x its rows in the training "
+        "split), as scikit-learn's class_weight='balanced', so that a rare class counts as much as a common one "
+        "(imbalanced data: fraud, faults, rare diseases). Validation loss stays unweighted."
+    )
     run_name: str | None = Field(
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name; the same name resumes the run."
     )
@@ -418,6 +423,8 @@ class ExperimentConfig(Section):
     def _language_model_on_text(self):
         if (self.model.name == "gpt") != (self.data.name == "text"):
             raise ValueError("model.name: gpt trains on data.name: text, and text data needs model.name: gpt")
+        if self.model.name == "gpt" and self.train.class_weight != "none":
+            raise ValueError("train.class_weight weighs the classes of a classifier: a language model has none")
         return self
 
     @model_validator(mode="after")

@@ -63,6 +63,7 @@ class Splits:
 
     def info(self) -> dict:
         """What a checkpoint records about its data: serving decodes requests with it."""
+        labels = self.arrays["train"][1]
         return {
             "input_shape": self.input_shape,
             "input_dtype": self.input_dtype,
@@ -70,6 +71,8 @@ class Splits:
             "feature_columns": self.feature_columns,
             "categories": self.categories,
             "text_column": self.text_column,
+            # rows of each class in the training split (train.class_weight); a language model's targets are bytes
+            "class_counts": np.bincount(labels, minlength=len(self.label_names)).tolist() if labels.ndim == 1 else None,
             "normalization": self.normalization(),
             "data_fingerprint": self.fingerprint,
         }

@@ -74,10 +74,21 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
-def cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean",
+                  weight: torch.Tensor | None = None) -> torch.Tensor:
     """Classifier logits [B, C] against labels [B], or language-model logits [B, T, V] against the
-    next tokens [B, T] (every position counts)."""
-    return nn.functional.cross_entropy(logits.float().flatten(0, -2), y.flatten(), reduction=reduction)
+    next tokens [B, T] (every position counts). `weight`: per class; the mean is then weighted."""
+    return nn.functional.cross_entropy(logits.float().flatten(0, -2), y.flatten(), weight=weight, reduction=reduction)
+
+
+def balanced_class_weights(class_counts: list[int]) -> torch.Tensor:
+    """rows / (classes x rows of the class), scikit-learn's 'balanced': every class weighs the same in all. A
+    class with no training row gets 0 (it never appears in the loss anyway)."""
+    counts = torch.tensor(class_counts, dtype=torch.float32)
+    present = counts > 0
+    weights = torch.zeros_like(counts)
+    weights[present] = counts.sum() / (int(present.sum()) * counts[present])
+    return weights
 
 
 def gradient_sync(model: nn.Module, enabled: bool):
@@ -111,9 +122,11 @@ def train_epoch(
     device: torch.device,
     precision: str = "fp32",
     scaler: torch.amp.GradScaler | None = None,
+    class_weight: torch.Tensor | None = None,
 ) -> dict:
-    """One pass over `batches` of (x, y). Returns the mean loss (per label or per token), the
-    samples seen, and the seconds spent waiting for batches (what prefetching should make small).
+    """One pass over `batches` of (x, y). Returns the mean loss (per label or per token; weighted by
+    `class_weight` when given), the samples seen, and the seconds spent waiting for batches (what
+    prefetching should make small).
 
     Gradients are accumulated over cfg.grad_accum_steps micro-batches; with DDP or FSDP, the
     gradient reduction runs only on the last micro-batch of each step.
@@ -136,7 +149,7 @@ def train_epoch(
         last_micro = micro == cfg.grad_accum_steps
         with gradient_sync(model, last_micro):
             with autocast(device, precision):
-                loss = cross_entropy(model(x), y)
+                loss = cross_entropy(model(x), y, weight=class_weight)
             total = loss + cfg.l1 * l1_penalty(model) if cfg.l1 else loss
             total = total / cfg.grad_accum_steps
             (scaler.scale(total) if scaler else total).backward()

@@ -90,6 +90,9 @@ def run(cfg: ExperimentConfig, info: dict, session: Session, invocation: str, ru
     batches_per_epoch = -(-session.num_rows("train") // t.batch_size_per_worker)
     aug = getattr(cfg.data, "augment", None)
     std = torch.tensor(norm["std"])
+    class_weight = None
+    if t.class_weight == "balanced":
+        class_weight = engine.balanced_class_weights(info["class_counts"]).to(device)
 
     for epoch in range(start_epoch, t.epochs):
         if (why := stalled(history, t.checkpoint_metric, t.checkpoint_mode, t.early_stopping_patience)) is not None:
@@ -103,7 +106,7 @@ def run(cfg: ExperimentConfig, info: dict, session: Session, invocation: str, ru
         batches = engine.prefetch(session.batches("train", t.batch_size_per_worker, gen, transform), device,
                                   t.prefetch_batches)
         stats = engine.train_epoch(step_model, batches, optimizer, cfg.optim, epoch, t.epochs, batches_per_epoch,
-                                   device, t.precision, scaler)
+                                   device, t.precision, scaler, class_weight)
         train_s = time.perf_counter() - tick
         val = engine.evaluate(plain_model, session.batches("val", t.eval_batch_size, None, None), num_classes, device,
                               t.precision)

@@ -94,6 +94,8 @@ def test_cross_field_rules():
     assert ("data.text_column is the model's whole input: remove data.feature_columns, data.augment.enabled (it "
             "shifts images)") in _error({**BASE, "data": {**text, "feature_columns": ["a"],
                                                           "augment": {"enabled": True}}})
+    assert "train.class_weight weighs the classes of a classifier: a language model has none" in _error(
+        {**BASE, "data": {"name": "text"}, "model": {"name": "gpt"}, "train": {"class_weight": "balanced"}})
     assert "data.text_column and data.label_column are both 'label'" in _error(
         {**BASE, "data": {**text, "text_column": "label"}})
 

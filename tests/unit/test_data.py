@@ -22,6 +22,9 @@ def test_digits_split_is_stratified_disjoint_and_seeded():
     other = data.split_indices(arrays.y, 0.15, 0.15, seed=1)
     assert all(np.array_equal(a, b) for a, b in zip((tr, va, te), again))
     assert not np.array_equal(te, other[2])
+    # the checkpoint records each class's training rows (train.class_weight weighs by them)
+    splits = data.load_splits(data.DigitsData(name="digits"), seed=0)
+    assert splits.info()["class_counts"] == np.bincount(arrays.y[tr]).tolist() and sum(splits.num_rows.values()) == 1797
 
 
 def test_channel_stats_per_channel_for_images_and_per_feature_for_vectors():
