@@ -167,7 +167,7 @@ def test_text_columns_are_categories_a_feature_each():
         data._columns_to_arrays(ids, files)
 
 
-def test_a_column_of_free_text_is_its_bytes_for_a_model_of_text(tmp_path):
+def test_a_column_of_free_text_is_its_bytes_for_a_model_of_text(tmp_path, capsys):
     reviews = np.array(["good", "é!", None, "a long one"], dtype=object)
     files = FilesData(name="files", path="d.csv", text_column="review", text_bytes=4)
     arrays = data._columns_to_arrays({"id": np.arange(4), "review": reviews, "label": np.arange(4) % 2}, files)
@@ -175,6 +175,8 @@ def test_a_column_of_free_text_is_its_bytes_for_a_model_of_text(tmp_path):
     assert arrays.x.dtype == np.int64 and arrays.x.tolist() == [
         [104, 112, 112, 101], [0xC3 + 1, 0xA9 + 1, ord("!") + 1, 0], [0, 0, 0, 0], [98, 33, 109, 112]]
     assert (arrays.feature_columns, arrays.text_column, arrays.categories) == (["review"], "review", None)
+    assert ("data.text_column 'review': 1 of 4 texts are longer than data.text_bytes 4 (the longest 10 bytes), and "
+            "the model reads the first 4 bytes of each") in capsys.readouterr().out
     # a row's text back (orchestrator run's smoke request sends it): a character cut at the end left out
     from orchestrator.byte_text import decode, encode
 
