@@ -533,12 +533,11 @@ def _text_input(columns: dict[str, np.ndarray], cfg: FilesData) -> np.ndarray:
         raise DataError(f"data.text_column {name!r} holds {columns[name].dtype.name} values, not text: name a "
                         "column of text, or leave data.text_column unset to use the column as numbers")
     values = texts(columns[name])
-    longest = max((len(text.encode(errors="replace")) for text in values), default=0)
-    if longest > cfg.text_bytes:  # said, not refused: a model may well classify a text by its start
-        cut = sum(len(text.encode(errors="replace")) > cfg.text_bytes for text in values)
+    lengths = np.array([len(text.encode(errors="replace")) for text in values])
+    if cut := int((lengths > cfg.text_bytes).sum()):  # said, not refused: a text's start may well tell its class
         print(f"data.text_column {name!r}: {cut:,} of {len(values):,} texts are longer than data.text_bytes "
-              f"{cfg.text_bytes} (the longest {longest:,} bytes), and the model reads the first {cfg.text_bytes} "
-              "bytes of each: raise data.text_bytes to read more", flush=True)
+              f"{cfg.text_bytes} (the longest {lengths.max():,} bytes), and the model reads the first "
+              f"{cfg.text_bytes} bytes of each: raise data.text_bytes to read more", flush=True)
     return byte_text.encode(values, cfg.text_bytes)
 
 

@@ -185,11 +185,12 @@ class Predictor:
         return pixels
 
     def _texts(self, instances: list) -> np.ndarray:
-        """Texts, as strings or objects keyed by the text column, as training read them: their bytes."""
+        """Texts, as strings or objects keyed by the text column, as training read them: their bytes. Other
+        keys of an object are left, as training left the other columns of its rows (ids, dates)."""
         column, values = self.text_column, []
         for i, instance in enumerate(instances):
             if isinstance(instance, dict):
-                if column not in instance or set(instance) - {column, self.label_column}:
+                if column not in instance:
                     raise RequestError(422, "wrong_columns", f"instance {i}: send {{{json.dumps(column)}: "
                                        f"\"text\"}}, or the text alone; got the keys {sorted(instance)}")
                 instance = instance[column]

@@ -147,20 +147,20 @@ def test_a_model_of_text_takes_texts_and_reads_them_as_training_did(tmp_path, ca
     write_checkpoint(str(tmp_path / "ckpt"), model=model, config=cfg, model_info=info, metrics={})
     predictor = Predictor.load(str(tmp_path / "ckpt"))
     assert predictor.info["input"]["text_column"] == "note" and predictor.canary()
-    # a string, or an object keyed by the column (with its label, as a training row holds it): the same bytes
-    x = predictor.validate(["a fine film", {"note": "a fine film", "kind": "b"}, {"note": ""}])
+    # a string, or an object keyed by the column (with the other columns of a training row): the same bytes
+    x = predictor.validate(["a fine film", {"note": "a fine film", "kind": "b", "id": 7}, {"note": ""}])
     assert x.dtype == np.int64 and x.tolist() == encode(["a fine fi", "a fine fi", ""], 8).tolist()
     for bad, code, words in [
         ([3], "wrong_type", "instance 0: this model classifies text ('note'): send a string, got 3"),
         (["ok", None], "wrong_type", "instance 1: this model classifies text ('note'): send a string, got null"),
         ([{"text": "x"}], "wrong_columns", 'instance 0: send {"note": "text"}, or the text alone'),
-        ([{"note": "x", "size": 1}], "wrong_columns", "got the keys ['note', 'size']"),
+        ([{"text": "x", "size": 1}], "wrong_columns", "got the keys ['size', 'text']"),
     ]:
         with pytest.raises(RequestError) as e:
             predictor.validate(bad)
         assert (e.value.status, e.value.code) == (422, code) and words in e.value.message
     # predict --input rows.csv, and evaluate --data on the same file, read the text as the endpoint does
-    (tmp_path / "rows.csv").write_text('note,kind\n"good, and long",a\nbad,b\n,c\n')
+    (tmp_path / "rows.csv").write_text('id,note,kind\n1,"good, and long",a\n2,bad,b\n3,,c\n')
     probs = predictor.predict(predictor.validate(read_rows(str(tmp_path / "rows.csv"))))
     with torch.no_grad():
         assert np.allclose(probs, torch.softmax(model.eval()(torch.from_numpy(
