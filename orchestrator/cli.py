@@ -402,11 +402,19 @@ def _predict(args) -> dict:
             raise ConfigError(f"--input: {e.message}") from None
     if names:
         result["inputs"] = names
+    elif all(isinstance(i, str) for i in instances):  # texts: each line starts with its text's start
+        names = [_snippet(text) for text in instances]
     if not args.json:
         for i, p in enumerate(result["predictions"]):
             source = f"{names[i]}\t" if names else ""
             print(f"{source}{p['label']}\t{max(p['probabilities']):.4f}", flush=True)
     return result
+
+
+def _snippet(text: str, width: int = 40) -> str:
+    """A text on one line of at most `width` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 3].rstrip() + "..."
 
 
 def _read_instances(source: str) -> list:

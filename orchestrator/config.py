@@ -85,8 +85,9 @@ class FilesData(SplitFields):
         None, description="A column of free text (reviews, messages) as the whole input, for text classification: "
         "its UTF-8 bytes, read in order by model.name rnn or transformer. Leave data.feature_columns unset."
     )
-    text_bytes: int = Field(256, ge=1, le=65_536, description="With data.text_column: bytes of each text the model "
-                            "reads; a longer text is cut to its first text_bytes, a shorter one padded.")
+    text_bytes: int = Field(256, ge=1, le=8192, description="With data.text_column: bytes of each text the model "
+                            "reads; a longer text is cut to its first text_bytes, a shorter one padded. At most "
+                            "8192: an rnn steps through every byte, a transformer attends from each to each.")
 
     @model_validator(mode="after")
     def _text_alone(self):

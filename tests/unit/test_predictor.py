@@ -174,6 +174,9 @@ def test_a_model_of_text_takes_texts_and_reads_them_as_training_did(tmp_path, ca
     assert main(["predict", str(tmp_path / "ckpt"), "--input", str(tmp_path / "texts.txt"), "--json"]) == 0
     answers = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"]
     assert np.allclose([a["probabilities"] for a in answers], probs[:2], atol=1e-6)
+    (tmp_path / "long.txt").write_text("a\tfine film, " + "truly " * 10 + "\n")
+    assert main(["predict", str(tmp_path / "ckpt"), "--input", str(tmp_path / "long.txt")]) == 0
+    assert capsys.readouterr().out.startswith("a fine film, truly truly truly truly...\t")  # the text, on one line
 
 
 def test_a_model_without_columns_says_to_send_lists(predictor):
