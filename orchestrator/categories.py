@@ -32,6 +32,14 @@ def names_rows(categories: list[str], num_rows: int) -> bool:
     return len(categories) > MAX_CATEGORIES or (len(categories) > 20 and len(categories) > num_rows / 2)
 
 
+def sentence_words(categories: list[str]) -> int | None:
+    """The median count of words of a text column's categories when they are sentences (reviews, messages: 4
+    words or more), which a model of text reads better than as categories; else None. "New York" or "Senior
+    Software Engineer" are categories."""
+    words = int(np.median([len(c.split()) for c in categories])) if categories else 0
+    return words if words >= 4 else None
+
+
 def one_hot(values: np.ndarray, categories: list[str]) -> np.ndarray:
     """[N, K] float32 for N cells of text and K categories: 1 at the cell's category, 0 elsewhere."""
     known = np.array(categories, dtype=str)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from orchestrator import byte_text, storage
-from orchestrator.categories import MAX_CATEGORIES, categories_of, check_not_numbers, names_rows, one_hot, texts
+from orchestrator.categories import (MAX_CATEGORIES, categories_of, check_not_numbers, names_rows, one_hot,
+                                     sentence_words, texts)
 from orchestrator.config import DataConfig, DigitsData, FilesData, SyntheticData, TextData
 from orchestrator.errors import DataError
 from orchestrator.images import IMAGE_SUFFIXES, decode_image, image_shape, is_image_file
@@ -574,6 +575,11 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str],
                             f"rows; at most {MAX_CATEGORIES}, and under half the rows): ids, names or free text. "
                             f"Leave them out: data.feature_columns: [{keep}]; or, to classify free text, set "
                             f"data.text_column: {wide[0]} with model.name rnn or transformer")
+        for c in text:
+            if (words := sentence_words(found[c])) is not None:
+                print(f"data: column {c!r} holds sentences (a median of {words} words), made categories: each "
+                      "different text a feature of its own, and one that training never saw turns on none. To "
+                      f"read their words, set data.text_column: {c} (model.name rnn or transformer)", flush=True)
     lists = [c for c in feature_cols if c not in text and columns[c].dtype == object  # a list (tensor) per row
              and any(isinstance(v, (list, tuple, np.ndarray)) for v in columns[c])]
     if lists and len(feature_cols) > 1:

@@ -187,6 +187,17 @@ def test_a_column_of_free_text_is_its_bytes_for_a_model_of_text(tmp_path, capsys
     splits = data.load_splits(FilesData(name="files", path=str(path), text_column="review", text_bytes=8), 0)
     assert splits.input_shape == [8] and splits.input_dtype == "int64" and splits.info()["text_column"] == "review"
     assert splits.mean.tolist() == [0] and splits.std.tolist() == [1]
+    # a few sentences repeated are categories, with a word on reading them as text; places are categories
+    capsys.readouterr()
+    said = {"review": np.array(["the film was good", "the film was not good"] * 10), "label": np.arange(20) % 2}
+    assert data._columns_to_arrays(said, FilesData(name="files", path="d.csv")).categories["review"] == [
+        "the film was good", "the film was not good"]
+    assert ("column 'review' holds sentences (a median of 4 words), made categories: each different text a feature "
+            "of its own, and one that training never saw turns on none. To read their words, set data.text_column: "
+            "review") in capsys.readouterr().out
+    places = {"city": np.array(["New York", "Paris", "Rio de Janeiro"] * 10), "label": np.arange(30) % 2}
+    data._columns_to_arrays(places, FilesData(name="files", path="d.csv"))
+    assert capsys.readouterr().out == ""
     # free text given as features is refused with the way to classify it
     many = {"review": np.array([f"review number {i}" for i in range(40)]), "label": np.arange(40) % 2}
     with pytest.raises(DataError, match="to classify free text, set data.text_column: review with model.name rnn"):
