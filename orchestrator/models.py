@@ -143,7 +143,7 @@ class _AsSequence(nn.Module):
     def forward(self, x):
         if self.channels_first:  # [B, C, H, W] -> [B, H, C*W]: each row is one step
             x = x.permute(0, 2, 1, 3)
-        return x.reshape(x.shape[0], *self.seq_shape)
+        return x.reshape(x.shape[0], -1, self.seq_shape[1])  # -1: a batch of texts is as long as its longest
 
 
 class _RNNBody(nn.Module):
@@ -207,7 +207,8 @@ class _TransformerBody(nn.Module):
             tokens = self.patch(x).flatten(2).transpose(1, 2)  # [B, num_patches, d_model]
         else:
             tokens = self.embed(self.as_sequence(x))
-        tokens = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], dim=1) + self.pos
+        tokens = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], dim=1)
+        tokens = tokens + self.pos[:, : tokens.shape[1]]  # fewer than all: a batch of short texts
         padding = None if steps is None else torch.cat([torch.zeros_like(steps[:, :1]), ~steps], dim=1)
         return self.head(self.norm(self.encoder(tokens, src_key_padding_mask=padding))[:, 0])
 
@@ -218,19 +219,26 @@ def _transformer(cfg: TransformerConfig, input_shape, num_classes):
 
 class _TextBody(nn.Module):
     """An rnn or transformer over a text's bytes [B, T] (token ids, byte_text.py): each byte embedded, the
-    padding after the text masked out of attention and out of the mean over steps."""
+    padding after the text left out of attention and of the mean over steps. So a batch is cut to its longest
+    text (short texts train faster), except for a two-way rnn, whose backward direction starts at the end of
+    the padding: every text is padded alike for it, to text_bytes, in training and serving. (Packed
+    sequences would spare it the padding, but run at half the speed on CPU.)"""
 
     def __init__(self, cfg: RNNConfig | TransformerConfig, length: int, num_classes: int):
         super().__init__()
         width = cfg.hidden_size if isinstance(cfg, RNNConfig) else cfg.d_model
         self.embed = nn.Embedding(byte_text.VOCAB_SIZE, width, padding_idx=byte_text.PAD)
+        self.cut = not (isinstance(cfg, RNNConfig) and cfg.bidirectional)
         if isinstance(cfg, RNNConfig):
             self.rnn = _RNNBody(cfg, (length, width), num_classes)
         else:
             self.transformer = _TransformerBody(cfg, (length, width), num_classes, embed=nn.Identity())
 
     def forward(self, tokens):
-        text = tokens != byte_text.PAD
+        text = tokens != byte_text.PAD  # the padding follows the text: a text of n bytes is its first n tokens
+        if self.cut:
+            longest = max(int(text.sum(dim=1).max()), 1)
+            tokens, text = tokens[:, :longest], text[:, :longest]
         x = self.embed(tokens)
         if hasattr(self, "rnn"):
             return self.rnn(x, text)
