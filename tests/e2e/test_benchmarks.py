@@ -68,3 +68,9 @@ def test_gpu_mfu_runs_its_tiny_shape_on_cpu():
     for mode in ("batched", "unbatched"):  # every generate request answered, some bytes generated
         assert set(out["serve_generate"][mode]["statuses"]) == {"200"} and out["serve_generate"][mode]["bytes_per_s"] > 0
     assert out["serve_batching_gain"] > 0
+
+
+def test_text_batches_quick_mode_prints_its_speedups():
+    out = run_benchmark("benchmarks/text_batches.py", "--num-texts", "200", "--repeats", "1")
+    assert out["gru_speedup"] > 0 and out["transformer_speedup"] > 0 and out["num_texts"] == 200
+    assert 25 <= out["mean_text_bytes"] <= out["text_bytes"]  # lines of 25 bytes or more, padded to text_bytes
