@@ -55,13 +55,11 @@ def evaluate_on_data(uri: str, data_uri: str) -> dict:
     if cfg.model.name == "gpt":
         raise ConfigError(f"{uri} is a language model: evaluate it on its own text with --split")
     labels = list(info["label_names"])
-    label_column = getattr(cfg.data, "label_column", "label")
     if text_column := info.get("text_column"):  # read as training read it: its bytes, as many as the model takes
-        source = FilesData(name="files", path=data_uri, label_column=label_column, text_column=text_column,
-                           text_bytes=info["input_shape"][0])
+        inputs = {"text_column": text_column, "text_bytes": info["input_shape"][0]}
     else:
-        source = FilesData(name="files", path=data_uri, label_column=label_column,
-                           feature_columns=info.get("feature_columns"), feature_shape=info["input_shape"])
+        inputs = {"feature_columns": info.get("feature_columns"), "feature_shape": info["input_shape"]}
+    source = FilesData(name="files", path=data_uri, label_column=getattr(cfg.data, "label_column", "label"), **inputs)
     arrays = data.load_arrays(source, cfg.seed, cfg.storage.endpoint_url, categories=info.get("categories") or {})
     unknown = sorted(set(arrays.label_names) - set(labels))
     if unknown:

@@ -98,7 +98,7 @@ class Predictor:
         self.max_instances = max_instances
         self.version = ckpt.weights_digest()[:12]  # names the weights, wherever they are stored
         self.info = _describe(ckpt, self.version, route=self.route,
-                              input={"shape": list(self.input_shape), "dtype": info.get("input_dtype", "float32"),
+                              input={"shape": list(self.input_shape), "dtype": str(self.input_dtype),
                                      "columns": self.columns, "categories": self.categories,
                                      "text_column": self.text_column,
                                      "max_instances": max_instances},
