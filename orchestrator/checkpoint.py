@@ -34,7 +34,7 @@ from safetensors.torch import save as save_safetensors
 from orchestrator import storage
 from orchestrator.config import ExperimentConfig, config_from_dict, load_yaml, save_config
 from orchestrator.errors import CheckpointError, ConfigError, StorageError
-from orchestrator.models import build_model
+from orchestrator.models import model_for
 
 FORMAT = "orchestrator-checkpoint/1"
 MANIFEST = "manifest.json"
@@ -148,8 +148,7 @@ class Checkpoint:
 
     def model(self) -> torch.nn.Module:
         info = self.model_info
-        model = build_model(self.config.model, info["input_shape"], len(info["label_names"]),
-                            input_dtype=info.get("input_dtype", "float32"))
+        model = model_for(self.config.model, info)
         try:
             model.load_state_dict(self.model_state(), strict=True)
         except RuntimeError as e:

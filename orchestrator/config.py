@@ -81,6 +81,11 @@ class FilesData(SplitFields):
         "[C, H, W] converts each to grayscale (C 1) or RGB (C 3) and resizes it to H x W (default: every image as "
         "the first is)."
     )
+    fill_blanks: bool = Field(
+        True, description="A blank cell of a numeric column (an empty CSV field, a null): filled with the column's "
+        "median over the training rows, with a 0/1 feature per such column saying which rows were blank; false "
+        "refuses them. A blank cell of a text column is a category of its own either way."
+    )
     text_column: str | None = Field(
         None, description="A column of free text (reviews, messages) as the whole input, for text classification: "
         "its UTF-8 bytes, read in order by model.name rnn or transformer. Leave data.feature_columns unset."

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator import byte_text, storage
+from orchestrator import blanks, byte_text, storage
 from orchestrator.categories import (MAX_CATEGORIES, categories_of, check_not_numbers, names_rows, one_hot,
                                      sentence_words, texts)
 from orchestrator.config import DataConfig, DigitsData, FilesData, SyntheticData, TextData
+from orchestrator.blanks import feature_names
 from orchestrator.errors import DataError
 from orchestrator.images import IMAGE_SUFFIXES, decode_image, image_shape, is_image_file
 
@@ -47,7 +48,8 @@ class Splits:
     feature_columns: list[str] | None  # the table columns each sample is built from, in order
     categories: dict[str, list[str]] | None  # of its text columns
     text_column: str | None  # the column of free text whose bytes are each sample (byte_text.py)
-    mean: np.ndarray  # broadcasts against one sample
+    blanks: dict | None  # a table's features with blank cells, and what fills them (blanks.py)
+    mean: np.ndarray  # broadcasts against one sample (of the filled features and their 0/1 blank flags)
     std: np.ndarray
     fingerprint: str  # sha256 of the features and labels before splitting
 
@@ -72,6 +74,7 @@ class Splits:
             "feature_columns": self.feature_columns,
             "categories": self.categories,
             "text_column": self.text_column,
+            "blanks": self.blanks,
             # rows of each class in the training split (train.class_weight); a language model's targets are bytes
             "class_counts": np.bincount(labels, minlength=len(self.label_names)).tolist() if labels.ndim == 1 else None,
             "normalization": self.normalization(),
@@ -154,6 +157,7 @@ def to_ray_dataset(x: np.ndarray, y: np.ndarray):
 def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> Splits:
     """The experiment's data, split."""
     arrays = load_arrays(cfg, seed, endpoint_url)
+    fills = None
     if isinstance(cfg, TextData):  # in corpus order; bytes are token ids, nothing to normalize
         tr, va, te = ordered_split(len(arrays.y), cfg.val_fraction, cfg.test_fraction)
         mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
@@ -165,7 +169,10 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
         if arrays.text_column:  # bytes of a text column are token ids: nothing to normalize
             mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
         else:
-            mean, std = channel_stats(arrays.x[tr])
+            if arrays.feature_columns and np.isnan(arrays.x).any():  # only a table's blank cells get this far
+                fills = blanks.find(arrays.x, tr, feature_names(arrays.feature_columns, arrays.categories))
+                print(blanks.notice(fills, len(arrays.y)), flush=True)
+            mean, std = channel_stats(blanks.fill_numpy(arrays.x[tr], fills) if fills else arrays.x[tr])
     parts = {split: (arrays.x[rows], arrays.y[rows]) for split, rows in (("train", tr), ("val", va), ("test", te))}
     return Splits(
         arrays=parts,
@@ -175,6 +182,7 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
         feature_columns=arrays.feature_columns,
         categories=arrays.categories,
         text_column=arrays.text_column,
+        blanks=fills,
         mean=mean,
         std=std,
         fingerprint=fingerprint(arrays),
@@ -225,10 +233,9 @@ def read_rows(path: str) -> list[dict]:
         if _holds_text(values):  # a blank cell of a text column is the category "", as training reads it
             cells[name] = texts(values).tolist()
             continue
-        if empty := np.flatnonzero(_missing(values)).tolist():
-            raise DataError(f"{path}: no value for {name!r} in {len(empty)} row(s), the first is row {empty[0] + 1} "
-                            "of the data: fill them in or leave those rows out")
-        cells[name] = [_json_value(v) for v in (values.astype(str) if values.dtype.kind in "mM" else values).tolist()]
+        blank = _missing(values)  # null, for the model to fill, or to refuse by name if it cannot
+        values = values.astype(str) if values.dtype.kind in "mM" else values
+        cells[name] = [None if b else _json_value(v) for v, b in zip(values.tolist(), blank, strict=True)]
     return [dict(zip(cells, row, strict=True)) for row in zip(*cells.values(), strict=True)]
 
 
@@ -599,8 +606,13 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str],
             raise DataError(f"feature column {lists[0]!r} holds lists of different sizes ({listed}): every input "
                             "must have the same size") from None
         raise DataError(f"features {feature_cols} are not numeric arrays of one shape: {e}") from None
-    if not np.isfinite(x).all():
-        raise DataError(_not_finite(x, feature_cols))
+    # a table's blank numeric cells stay NaN for the model to fill (blanks.py); anything else not finite is refused
+    names = feature_names(feature_cols, found)
+    table = x.ndim == 2 and len(names) == x.shape[1] and len(cfg.feature_shape or [1]) == 1
+    if np.isinf(x).any() or (np.isnan(x).any() and not (table and cfg.fill_blanks)):
+        raise DataError(_not_finite(x, names if table else [], table and not np.isinf(x).any()))
+    if known_categories is None and (empty := [names[i] for i in np.flatnonzero(np.isnan(x).all(axis=0))]):
+        raise DataError(f"columns {empty} are blank in every row: leave them out with data.feature_columns")
     if cfg.feature_shape:
         if int(np.prod(cfg.feature_shape)) != int(np.prod(x.shape[1:])):
             raise DataError(f"data.feature_shape {cfg.feature_shape} does not fit samples of shape {list(x.shape[1:])}")
@@ -638,15 +650,17 @@ def _missing(values: np.ndarray) -> np.ndarray:
     return np.zeros(len(values), dtype=bool)
 
 
-def _not_finite(x: np.ndarray, feature_cols: list[str]) -> str:
-    """Which rows (and columns, for a table) hold NaN or infinity, e.g. the blank cells of a CSV."""
+def _not_finite(x: np.ndarray, names: list[str], fillable: bool) -> str:
+    """Which rows (and columns, for a table: `names`, a feature's each) hold NaN or infinity, e.g. the blank
+    cells of a CSV. `fillable`: blank cells that data.fill_blanks would fill."""
     bad = ~np.isfinite(x.reshape(len(x), -1))
     rows = np.flatnonzero(bad.any(axis=1))
     where = ""
-    if bad.shape[1] == len(feature_cols) > 1:
-        where = " in columns " + str([c for c, b in zip(feature_cols, bad.any(axis=0)) if b])
+    if names:
+        where = " in columns " + str([c for c, b in zip(names, bad.any(axis=0)) if b])
     return (f"features hold NaN or infinity (a blank cell, say){where}, in {len(rows)} of {len(x)} rows (the first "
-            f"is row {rows[0] + 1} of the data): fill them in or leave those rows out")
+            f"is row {rows[0] + 1} of the data): fill them in or leave those rows out"
+            + (", or set data.fill_blanks: true" if fillable else ""))
 
 
 def _holds_text(column: np.ndarray) -> bool:

@@ -19,7 +19,7 @@ import torch
 from orchestrator import data, engine, lineage
 from orchestrator.checkpoint import read_checkpoint, shard_name, write_checkpoint, write_shard
 from orchestrator.config import ExperimentConfig
-from orchestrator.models import build_model
+from orchestrator.models import model_for
 
 
 # what every epoch reports (and checkpoints carry in metrics.json); a language model adds perplexity
@@ -61,7 +61,7 @@ def run(cfg: ExperimentConfig, info: dict, session: Session, invocation: str, ru
     torch.manual_seed(cfg.seed)
     num_classes = len(info["label_names"])
     norm = info["normalization"]
-    model = build_model(cfg.model, info["input_shape"], num_classes, norm["mean"], norm["std"], info["input_dtype"])
+    model = model_for(cfg.model, info, normalized=True)
     language_model = cfg.model.name == "gpt"
     sharded = t.strategy == "fsdp" and session.world > 1
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from orchestrator import byte_text
+from orchestrator.blanks import FillBlanks
 from orchestrator.config import CNNConfig, GPTConfig, MLPConfig, ModelConfig, RNNConfig, TransformerConfig
 from orchestrator.errors import ConfigError
 
@@ -32,21 +33,26 @@ class Normalize(nn.Module):
 
 
 class Classifier(nn.Module):
-    def __init__(self, normalize: Normalize, body: nn.Module):
+    def __init__(self, normalize: Normalize, body: nn.Module, fill: nn.Module | None = None):
         super().__init__()
+        self.fill = fill or nn.Identity()  # a table's blank cells (blanks.py)
         self.normalize = normalize
         self.body = body
 
     def forward(self, x):
-        return self.body(self.normalize(x))
+        return self.body(self.normalize(self.fill(x)))
 
 
 def build_model(cfg: ModelConfig, input_shape, num_classes: int, mean=None, std=None,
-                input_dtype: str = "float32") -> nn.Module:
+                input_dtype: str = "float32", blanks: dict | None = None) -> nn.Module:
     """The model for this input shape; mean/std default to identity (they are loaded from checkpoints).
     gpt: input_shape is [block_size] and num_classes the vocabulary (256 bytes). input_dtype int64: a
-    classifier of text, input_shape [text_bytes]."""
+    classifier of text, input_shape [text_bytes]. `blanks`: a table's features with blank cells (blanks.py),
+    which the model fills, adding a 0/1 feature each."""
     input_shape = tuple(int(s) for s in input_shape)
+    fill = None
+    if blanks:
+        fill, input_shape = FillBlanks(blanks), (input_shape[0] + len(blanks["index"]),)
     if isinstance(cfg, GPTConfig):
         return _gpt(cfg, input_shape, num_classes)
     if input_dtype == "int64":
@@ -59,7 +65,15 @@ def build_model(cfg: ModelConfig, input_shape, num_classes: int, mean=None, std=
     stat_shape = _stat_shape(input_shape)
     mean = np.zeros(stat_shape, np.float32) if mean is None else mean
     std = np.ones(stat_shape, np.float32) if std is None else std
-    return Classifier(Normalize(mean, std), body)
+    return Classifier(Normalize(mean, std), body, fill)
+
+
+def model_for(cfg: ModelConfig, info: dict, normalized: bool = False) -> nn.Module:
+    """build_model for the data that `info` describes (data.Splits.info(), a checkpoint's model_info);
+    `normalized`: with its training-split normalization (else identity, for weights loaded after)."""
+    norm = info["normalization"] if normalized else {}
+    return build_model(cfg, info["input_shape"], len(info["label_names"]), norm.get("mean"), norm.get("std"),
+                       info.get("input_dtype", "float32"), info.get("blanks"))
 
 
 def _stat_shape(input_shape) -> tuple[int, ...]:

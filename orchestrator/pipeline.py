@@ -22,7 +22,7 @@ from orchestrator.auth import read_api_keys
 from orchestrator.client import post_json
 from orchestrator.config import ExperimentConfig, ServeArgs, config_from_dict, parse, with_searched_values
 from orchestrator.loop import say
-from orchestrator.models import build_model
+from orchestrator.models import model_for
 
 SMOKE_INSTANCES = 4
 
@@ -55,7 +55,7 @@ def check(cfg: ExperimentConfig, host: str, port: int | None = None) -> Checked:
         serve.check_port_free(host, port)
     splits = data.load_splits(cfg.data, cfg.seed, st.endpoint_url)
     # a ConfigError if it does not fit
-    build_model(cfg.model, splits.input_shape, len(splits.label_names), input_dtype=splits.input_dtype)
+    model_for(cfg.model, splits.info())
     return Checked(args, splits)
 
 
@@ -178,6 +178,8 @@ def smoke_request(url: str, test_split: tuple[np.ndarray, np.ndarray], args: Ser
     rows = _varied(y[:256], SMOKE_INSTANCES)
     inputs, truth = x[rows], y[rows]
     instances = [byte_text.decode(row) for row in inputs] if texts else inputs.tolist()
+    if inputs.ndim == 2 and not texts:  # a table's blank cell as a client sends it: null
+        instances = [[None if v != v else v for v in row] for row in instances]  # v != v: NaN
     keys = read_api_keys(args)
     tick = time.perf_counter()
     status, answer = post_json(f"{url}/v1/predict", {"instances": instances},

@@ -92,6 +92,9 @@ class Predictor:
         self.columns = info.get("feature_columns")  # a table's columns in the order they fill each input
         self.categories = info.get("categories") or {}  # of its text columns, a feature each (categories.py)
         self.text_column = info.get("text_column")  # a column of free text, the whole input (byte_text.py)
+        blanks = info.get("blanks") or {"index": [], "columns": [], "fill": []}  # filled by the model (blanks.py)
+        self.fillable = blanks["index"]  # the features where a blank (null) is filled
+        self.fillable_columns = blanks["columns"]
         self.input_dtype = np.dtype(info.get("input_dtype", "float32"))  # int64: the bytes of a text
         # rows read from the training table may still hold their label: that one key is ignored
         self.label_column = getattr(ckpt.config.data, "label_column", None)
@@ -101,6 +104,8 @@ class Predictor:
                               input={"shape": list(self.input_shape), "dtype": str(self.input_dtype),
                                      "columns": self.columns, "categories": self.categories,
                                      "text_column": self.text_column,
+                                     # a null for these columns is filled with the value given
+                                     "blank_columns": dict(zip(blanks["columns"], blanks["fill"], strict=True)) or None,
                                      "max_instances": max_instances},
                               labels=self.labels)
 
@@ -120,7 +125,8 @@ class Predictor:
         """Inputs as nested lists of the input shape, as flat lists of its size (filled row-major, as
         data.feature_shape fills it in training), or, for a model trained on a table, as objects keyed by
         column name ({"age": 41, ...}), which fill each input in the training column order. A model of text
-        takes texts, as strings or keyed by its column ({"review": "..."})."""
+        takes texts, as strings or keyed by its column ({"review": "..."}). A table's cell that training saw
+        blank may be null (in a row as a list too): the model fills it."""
         shape = list(self.input_shape)
         if not isinstance(instances, list):
             raise RequestError(422, "invalid_instances", f"instances must be a list of inputs of shape {shape}")
@@ -141,6 +147,9 @@ class Predictor:
             x = np.asarray(instances)
         except ValueError:  # ragged nesting
             raise RequestError(422, "wrong_shape", f"each instance must be a nested list of shape {shape}") from None
+        if x.dtype == object and self.fillable and x.ndim == 2 and all(
+                v is None or type(v) in (int, float) for v in x.flat):  # rows of numbers and nulls
+            x = np.array([math.nan if v is None else v for v in x.flat], np.float64).reshape(x.shape)  # checked below
         if x.dtype == object:  # null, objects, integers beyond 64 bits
             raise RequestError(422, "wrong_type", f"instances must hold only numbers, in nested lists of shape {shape}")
         if x.dtype.kind not in "iuf":  # strings, booleans
@@ -153,9 +162,14 @@ class Predictor:
                                f"got {list(x.shape[1:])}")
         with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused below
             x = x.astype(np.float32)
-        if not np.isfinite(x).all():  # NaN, Infinity, or beyond float32's range
-            bad = int(np.argwhere(~np.isfinite(x).reshape(len(x), -1).all(axis=1))[0][0])
-            raise RequestError(422, "not_finite", f"instance {bad} holds NaN, Infinity or a number beyond float32")
+        bad = ~np.isfinite(x)
+        if self.fillable:
+            bad[:, self.fillable] &= ~np.isnan(x[:, self.fillable])  # blank cells the model fills
+        if bad.any():  # NaN, Infinity, or beyond float32's range
+            row = int(np.argwhere(bad.reshape(len(x), -1).any(axis=1))[0][0])
+            raise RequestError(422, "not_finite", f"instance {row} holds NaN, Infinity or a number beyond float32"
+                               + (f" (null is taken for {self.fillable_columns} only, the columns "
+                                            "training saw blank)" if self.fillable else ""))
         return x
 
     def _images(self, instances: list) -> list:
@@ -225,9 +239,13 @@ class Predictor:
         """A column's value as the model's features: a number as it is, a text column's value a 0/1 per
         category, as training encoded it."""
         if column not in self.categories:
+            if value is None and column in self.fillable_columns:
+                return [math.nan]  # a blank cell, which the model fills as training taught it
             if isinstance(value, (str, dict)) or value is None:  # a list: a tensor column, checked by its shape
+                blank = (f" (null is taken for {self.fillable_columns}, the columns training saw blank)"
+                         if value is None and self.fillable_columns else "")
                 raise RequestError(422, "wrong_type", f"instance {i}: {column!r} takes a number, got "
-                                   f"{json.dumps(value)}")
+                                   f"{json.dumps(value)}{blank}")
             return [value]
         if not isinstance(value, str):
             listed = ", ".join(map(json.dumps, self.categories[column][:10]))

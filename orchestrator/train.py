@@ -26,7 +26,7 @@ from orchestrator.config import (
     save_config,
 )
 from orchestrator.errors import ConfigError
-from orchestrator.models import build_model, num_parameters
+from orchestrator.models import model_for, num_parameters
 from orchestrator.runtime import check_fits, embedded
 
 
@@ -107,9 +107,8 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
 
 
 def _model_info(cfg: ExperimentConfig, splits: data.Splits) -> dict:
-    model = build_model(cfg.model, splits.input_shape, len(splits.label_names), splits.mean, splits.std,
-                        splits.input_dtype)
-    return {**splits.info(), "family": cfg.model.name, "num_parameters": num_parameters(model)}
+    info = splits.info()
+    return {**info, "family": cfg.model.name, "num_parameters": num_parameters(model_for(cfg.model, info))}
 
 
 def _check_resumable(cfg: ExperimentConfig, run_uri: str) -> None:

@@ -26,7 +26,7 @@ from orchestrator import data, engine, lineage, loop, report, storage
 from orchestrator.checkpoint import read_checkpoint
 from orchestrator.config import ExperimentConfig, config_from_dict, with_searched_values, with_value
 from orchestrator.errors import ConfigError
-from orchestrator.models import build_model, num_parameters
+from orchestrator.models import model_for, num_parameters
 from orchestrator.runtime import check_fits
 
 PRIMITIVE = (str, int, float, bool, type(None))
@@ -78,7 +78,7 @@ def tune(cfg: ExperimentConfig, address: str | None = None, resume: bool = False
     experiment_uri = storage.join(st.path, name)
     # bad data, or a model that does not fit it, is refused before Ray starts (not by every trial)
     splits = splits or data.load_splits(cfg.data, cfg.seed, st.endpoint_url)
-    build_model(cfg.model, splits.input_shape, len(splits.label_names), input_dtype=splits.input_dtype)
+    model_for(cfg.model, splits.info())
     with ray_session(address):
         check_resources(cfg)
         grid = search(cfg, name, splits, resume)
@@ -333,7 +333,7 @@ def _quiet_trial() -> None:
 
 
 def _trial_info(cfg: ExperimentConfig, info: dict) -> dict:
-    model = build_model(cfg.model, info["input_shape"], len(info["label_names"]), input_dtype=info["input_dtype"])
+    model = model_for(cfg.model, info)
     return {**info, "family": cfg.model.name, "num_parameters": num_parameters(model)}
 
 

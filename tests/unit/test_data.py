@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -154,10 +155,13 @@ def test_text_columns_are_categories_a_feature_each():
     zips = np.array(["75001", "69002", "06000"] * 10, dtype=object)  # every value digits: categories
     assert data._columns_to_arrays({"zip": zips, "label": np.arange(30) % 2}, files).categories == {
         "zip": ["06000", "69002", "75001"]}
-    # a column with no value at all (pyarrow's null column): its blank cells are named
+    # a column with no value at all (pyarrow's null column) is named
     blank = {"size": np.ones(4), "note": np.array([None] * 4, dtype=object), "label": np.arange(4) % 2}
-    with pytest.raises(DataError, match=r"NaN or infinity \(a blank cell, say\) in columns \['note'\], in 4 of 4"):
+    with pytest.raises(DataError, match=r"columns \['note'\] are blank in every row: leave them out"):
         data._columns_to_arrays(blank, files)
+    with pytest.raises(DataError, match=r"NaN or infinity \(a blank cell, say\) in columns \['note'\], in 4 of 4 "
+                                        r".*or set data.fill_blanks: true"):
+        data._columns_to_arrays(blank, files.model_copy(update={"fill_blanks": False}))
     two = {"n": np.array(["a", "b"] * 20), "label": np.arange(40) % 2}
     assert data._columns_to_arrays(two, files).x.shape == (40, 2)
     # a column of ids or names is no category: refused, with the columns to keep
@@ -636,3 +640,39 @@ def test_image_folder_errors_say_what_to_change(tmp_path, layout, kwargs, messag
             (tmp_path / "d" / name).write_bytes(content)
     with pytest.raises(DataError, match=message):
         data.load_arrays(FilesData(name="files", path=str(tmp_path / "d"), **kwargs), seed=0)
+
+
+def test_blank_numeric_cells_stay_blank_for_the_model_to_fill_with_training_medians(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"age": rng.uniform(1, 80, 200).round(1), "kind": rng.choice(["a", "b"], 200),
+                          "fare": rng.uniform(5, 50, 200).round(2), "label": rng.integers(0, 2, 200)})
+    frame.loc[::5, "age"] = np.nan  # 40 blank ages
+    frame.loc[[3, 7], "fare"] = np.nan
+    frame.to_csv(tmp_path / "people.csv", index=False)
+    cfg = FilesData(name="files", path=str(tmp_path / "people.csv"))
+    splits = data.load_splits(cfg, seed=0)
+    # features: age, kind=a, kind=b, fare; the blank ones are named with what fills them
+    train_rows = data.split_indices(frame["label"].to_numpy(), 0.15, 0.15, seed=0)[0]
+    assert splits.blanks["columns"] == ["age", "fare"] and splits.blanks["index"] == [0, 3]
+    assert splits.blanks["fill"] == pytest.approx([frame["age"].iloc[train_rows].median(),
+                                                   frame["fare"].iloc[train_rows].median()], rel=1e-6)
+    assert splits.input_shape == [4] and np.isnan(splits.arrays["train"][0][:, 0]).sum() > 0  # the model fills them
+    assert "blank cells in 2 column(s) of 200 rows ('age' 40, 'fare' 2)" in capsys.readouterr().out
+    # normalization covers the filled features and the two 0/1 flags after them: the flag of age is 1 in 1/5 rows
+    assert splits.mean.shape == (6,) and splits.mean[4] == pytest.approx(np.isnan(frame["age"].iloc[train_rows]).mean())
+    assert splits.info()["blanks"] == splits.blanks
+    # refused where filling is off, or where a blank cell is no table's cell
+    with pytest.raises(DataError, match=r"in columns \['age', 'fare'\], in 42 of 200 rows.*or set data.fill_blanks"):
+        data.load_splits(cfg.model_copy(update={"fill_blanks": False}), seed=0)
+    with pytest.raises(DataError, match="fill them in or leave those rows out$"):
+        data.load_splits(cfg.model_copy(update={"feature_shape": [2, 2]}), seed=0)
+    frame.loc[0, "fare"] = np.inf
+    frame.to_csv(tmp_path / "inf.csv", index=False)
+    with pytest.raises(DataError, match="NaN or infinity"):
+        data.load_splits(cfg.model_copy(update={"path": str(tmp_path / "inf.csv")}), seed=0)
+    # a column whose only values are outside the training rows has nothing to fill with
+    frame = frame.assign(fare=1.0, note=np.nan)
+    frame.loc[frame.index.difference(train_rows)[0], "note"] = 2.0
+    frame.to_csv(tmp_path / "note.csv", index=False)
+    with pytest.raises(DataError, match=r"columns \['note'\] are blank in every training row"):
+        data.load_splits(cfg.model_copy(update={"path": str(tmp_path / "note.csv")}), seed=0)

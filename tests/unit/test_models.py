@@ -3,6 +3,7 @@ import torch
 
 from orchestrator.config import CNNConfig, MLPConfig, RNNConfig, TransformerConfig
 from orchestrator.errors import ConfigError
+from orchestrator.blanks import FillBlanks
 from orchestrator.models import build_model
 
 FAMILIES = {
@@ -103,3 +104,34 @@ def test_a_model_of_numbers_given_text_is_a_config_error():
         with pytest.raises(ConfigError, match=f"model '{family}' takes numbers, and data.text_column gives it text: "
                                               "use model.name rnn or transformer"):
             build_model(FAMILIES[family], (12,), 2, input_dtype="int64")
+
+
+def test_a_model_fills_blank_cells_and_learns_from_a_cell_being_blank(tmp_path):
+    from orchestrator.checkpoint import read_checkpoint, write_checkpoint
+    from orchestrator.config import config_from_dict
+
+    blanks = {"index": [1, 2], "columns": ["age", "fare"], "fill": [40.0, 9.5]}
+    x = torch.tensor([[1.0, float("nan"), 3.0], [4.0, 5.0, float("nan")]])
+    # the blanks filled with their medians, then a 0/1 flag per blank feature
+    assert torch.equal(FillBlanks(blanks)(x), torch.tensor([[1.0, 40.0, 3.0, 1.0, 0.0], [4.0, 5.0, 9.5, 0.0, 1.0]]))
+    # a class that only a cell being blank tells: learnt from the flag (the filled value alone is a common value)
+    torch.manual_seed(0)
+    rows = torch.randn(256, 3)
+    y = (torch.rand(256) < 0.5).long()
+    rows[y == 1, 1] = float("nan")
+    rows[(y == 0) & (torch.rand(256) < 0.3), 1] = 0.0  # the fill value is frequent among the known cells
+    model = build_model(FAMILIES["mlp"], (3,), 2, blanks={**blanks, "fill": [0.0, 0.0]})
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(150):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(rows), y)
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    assert (model(rows).argmax(1) == y).float().mean() > 0.97
+    # the fill travels in the checkpoint, as the model's buffers
+    cfg = config_from_dict({"name": "t", "data": {"name": "digits"}, "model": FAMILIES["mlp"].model_dump()})
+    info = {"input_shape": [3], "label_names": ["a", "b"], "normalization": {}, "data_fingerprint": "x",
+            "blanks": {**blanks, "fill": [0.0, 0.0]}}
+    write_checkpoint(str(tmp_path / "ckpt"), model=model, config=cfg, model_info=info, metrics={})
+    assert torch.equal(read_checkpoint(str(tmp_path / "ckpt")).model()(rows), model(rows))

@@ -10,7 +10,7 @@ from starlette.requests import Request
 
 from orchestrator.checkpoint import write_checkpoint
 from orchestrator.config import ServeArgs, config_from_dict, parse
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, DataError
 from orchestrator.models import build_model
 from orchestrator.predictor import Predictor, RequestError
 from orchestrator.auth import ApiKeys
@@ -104,6 +104,48 @@ def test_a_table_model_takes_rows_by_column_name_in_any_key_order(tmp_path):
     # the columns fill the input shape as they did in training (data.feature_shape)
     image = Predictor.load(write_table_model(tmp_path / "image", [f"p{i}" for i in range(6)], [2, 3]))
     assert image.validate([{f"p{i}": i for i in range(6)}]).tolist() == [[[0, 1, 2], [3, 4, 5]]]
+
+
+def test_a_table_model_fills_a_null_where_training_saw_blank_cells_and_refuses_it_elsewhere(tmp_path, capsys):
+    from orchestrator.cli import main
+    from orchestrator.evaluate import evaluate_on_data
+
+    cfg = config_from_dict({**TABLE, "data": {**TABLE["data"], "label_column": "label"}})
+    blanks = {"index": [1], "columns": ["area"], "fill": [2.5], "blank_rows": [7]}
+    info = {**INFO, "input_shape": [3], "feature_columns": ["width", "area", "mass"], "blanks": blanks}
+    torch.manual_seed(0)
+    write_checkpoint(str(tmp_path / "ckpt"), model=build_model(cfg.model, [3], 3, blanks=blanks), config=cfg,
+                     model_info=info, metrics={})
+    predictor = Predictor.load(str(tmp_path / "ckpt"))
+    assert predictor.info["input"]["blank_columns"] == {"area": 2.5}
+    named = predictor.validate([{"width": 1, "area": None, "mass": 3}, {"width": 4, "area": 5, "mass": 6}])
+    listed = predictor.validate([[1, None, 3], [4, 5, 6]])  # a row as a list: null in its place
+    assert np.array_equal(named, listed, equal_nan=True) and np.isnan(named[0, 1]) and named[1].tolist() == [4, 5, 6]
+    probs = predictor.predict(named)
+    filled = torch.tensor([[1, 2.5, 3, 1], [4, 5, 6, 0]])  # what the model sees: the median, and the blank flag
+    assert np.allclose(probs, torch.softmax(predictor.model.body(predictor.model.normalize(filled)), -1).detach())
+    for bad, words in [([{"width": None, "area": 1, "mass": 3}], "instance 0: 'width' takes a number, got null "
+                                                                  "(null is taken for ['area']"),
+                       ([[None, 1, 3]], "instance 0 holds NaN, Infinity or a number beyond float32 (null is taken "
+                                        "for ['area'] only"),
+                       ([[1, "2", None]], "instances must hold only numbers")]:
+        with pytest.raises(RequestError) as e:
+            predictor.validate(bad)
+        assert e.value.status == 422 and words in e.value.message, e.value.message
+    # a file of rows: a blank cell goes as null, for the model to fill, or to be named where it cannot
+    (tmp_path / "rows.csv").write_text("width,area,mass,label\n1,,3,a\n4,5,6,b\n")
+    assert main(["predict", str(tmp_path / "ckpt"), "--input", str(tmp_path / "rows.csv"), "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    np.testing.assert_allclose([p["probabilities"] for p in answer["predictions"]], probs, atol=1e-6)
+    (tmp_path / "bad.csv").write_text("width,area,mass,label\n,2,3,a\n")
+    assert main(["predict", str(tmp_path / "ckpt"), "--input", str(tmp_path / "bad.csv")]) == 2
+    assert "'width' takes a number, got null" in capsys.readouterr().err
+    # evaluate --data fills as the endpoint does; a blank the model cannot fill is named
+    metrics = evaluate_on_data(str(tmp_path / "ckpt"), str(tmp_path / "rows.csv"))["metrics"]
+    assert metrics["loss"] == pytest.approx(float(-np.log(probs[[0, 1], [0, 1]]).mean()), rel=1e-5)
+    with pytest.raises(DataError, match=r"columns \['width'\] have blank cells, and the model fills only those that "
+                                        r"training saw blank \(\['area'\]\)"):
+        evaluate_on_data(str(tmp_path / "ckpt"), str(tmp_path / "bad.csv"))
 
 
 def test_a_table_model_takes_text_columns_by_value_as_training_encoded_them(tmp_path):
@@ -210,8 +252,7 @@ def test_the_predict_command_reads_a_table_file_by_its_header(tmp_path, capsys):
     for name in ["rows.tsv.gz", "rows.parquet", "rows.jsonl"]:
         assert main(["predict", ckpt, "--input", str(tmp_path / name), "--json"]) == 0
         assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == by_name, name
-    for text, words in [("mass,kind,width,area\n3,a,1,2\n3,a,,2\n", "no value for 'width' in 1 row(s), the first is "
-                                                                 "row 2 of the data"),
+    for text, words in [("mass,kind,width,area\n3,a,1,2\n3,a,,2\n", "instance 1: 'width' takes a number, got null"),
                         ("mass,kind,width,area\n3,a,1,2,9\n", "Expected 4 columns, got 5"),
                         ("mass,width,aera\n3,1,2\n", "missing columns ['area'], unknown columns ['aera']")]:
         (tmp_path / "bad.csv").write_text(text)
