@@ -22,7 +22,6 @@ from orchestrator import blanks, byte_text, storage
 from orchestrator.categories import (MAX_CATEGORIES, categories_of, check_not_numbers, names_rows, one_hot,
                                      sentence_words, texts)
 from orchestrator.config import DataConfig, DigitsData, FilesData, SyntheticData, TextData
-from orchestrator.blanks import feature_names
 from orchestrator.errors import DataError
 from orchestrator.images import IMAGE_SUFFIXES, decode_image, image_shape, is_image_file
 
@@ -170,7 +169,7 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
             mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
         else:
             if arrays.feature_columns and np.isnan(arrays.x).any():  # only a table's blank cells get this far
-                fills = blanks.find(arrays.x, tr, feature_names(arrays.feature_columns, arrays.categories))
+                fills = blanks.find(arrays.x, tr, blanks.feature_names(arrays.feature_columns, arrays.categories))
                 print(blanks.notice(fills, len(arrays.y)), flush=True)
             mean, std = channel_stats(blanks.fill_numpy(arrays.x[tr], fills) if fills else arrays.x[tr])
     parts = {split: (arrays.x[rows], arrays.y[rows]) for split, rows in (("train", tr), ("val", va), ("test", te))}
@@ -607,7 +606,7 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str],
                             "must have the same size") from None
         raise DataError(f"features {feature_cols} are not numeric arrays of one shape: {e}") from None
     # a table's blank numeric cells stay NaN for the model to fill (blanks.py); anything else not finite is refused
-    names = feature_names(feature_cols, found)
+    names = blanks.feature_names(feature_cols, found)
     table = x.ndim == 2 and len(names) == x.shape[1] and len(cfg.feature_shape or [1]) == 1
     if np.isinf(x).any() or (np.isnan(x).any() and not (table and cfg.fill_blanks)):
         raise DataError(_not_finite(x, names if table else [], table and not np.isinf(x).any()))
@@ -657,7 +656,7 @@ def _not_finite(x: np.ndarray, names: list[str], fillable: bool) -> str:
     rows = np.flatnonzero(bad.any(axis=1))
     where = ""
     if names:
-        where = " in columns " + str([c for c, b in zip(names, bad.any(axis=0)) if b])
+        where = " in columns " + str([c for c, b in zip(names, bad.any(axis=0), strict=True) if b])
     return (f"features hold NaN or infinity (a blank cell, say){where}, in {len(rows)} of {len(x)} rows (the first "
             f"is row {rows[0] + 1} of the data): fill them in or leave those rows out"
             + (", or set data.fill_blanks: true" if fillable else ""))
