@@ -62,11 +62,13 @@ def evaluate_on_data(uri: str, data_uri: str) -> dict:
         inputs = {"feature_columns": info.get("feature_columns"), "feature_shape": info["input_shape"]}
     source = FilesData(name="files", path=data_uri, label_column=getattr(cfg.data, "label_column", "label"), **inputs)
     arrays = data.load_arrays(source, cfg.seed, cfg.storage.endpoint_url, categories=info.get("categories") or {})
-    if arrays.feature_columns and (blank := unfilled(arrays.x, info.get("blanks"),
-                                                     feature_names(arrays.feature_columns, arrays.categories))):
-        raise DataError(f"{data_uri}: columns {blank} have blank cells, and the model fills only those that training "
-                        f"saw blank ({(info.get('blanks') or {}).get('columns', [])}): fill them in or leave those "
-                        "rows out")
+    fills = info.get("blanks")
+    if arrays.feature_columns and (blank := unfilled(arrays.x, fills, feature_names(arrays.feature_columns,
+                                                                                 arrays.categories))):
+        fillable = (f"fills only those that training saw blank ({fills['columns']})" if fills else
+                    "saw no blank cell in training")
+        raise DataError(f"{data_uri}: columns {blank} have blank cells, and the model {fillable}: fill them in or "
+                        "leave those rows out")
     unknown = sorted(set(arrays.label_names) - set(labels))
     if unknown:
         raise DataError(f"{data_uri}: labels {unknown} are not classes of this model ({labels})")
