@@ -149,7 +149,8 @@ def test_a_table_model_fills_a_null_where_training_saw_blank_cells_and_refuses_i
     (tmp_path / "blank.csv").write_text("width,area,mass,kind\n1,,3,a\n")  # to a model trained without blanks
     with pytest.raises(DataError, match=r"columns \['area'\] have blank cells, and the model saw no blank cell in "
                                         "training: fill them in"):
-        evaluate_on_data(write_table_model(tmp_path / "whole", ["width", "area", "mass"], [3]), str(tmp_path / "blank.csv"))
+        whole = write_table_model(tmp_path / "whole", ["width", "area", "mass"], [3])
+        evaluate_on_data(whole, str(tmp_path / "blank.csv"))
 
 
 def test_a_table_model_takes_text_columns_by_value_as_training_encoded_them(tmp_path):
