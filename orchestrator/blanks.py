@@ -16,13 +16,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from orchestrator import dates
 from orchestrator.errors import DataError
 
 
-def feature_names(columns: list[str], categories: dict[str, list[str]] | None) -> list[str]:
-    """The name of each feature of a table: its column, or 'column=category' for a category's 0/1 feature."""
-    categories = categories or {}
-    return [name for c in columns for name in ([f"{c}={k}" for k in categories[c]] if c in categories else [c])]
+def feature_names(columns: list[str], categories: dict[str, list[str]] | None, dated: list[str] | None) -> list[str]:
+    """The name of each feature of a table: its column, 'column=category' for a category's 0/1 feature, or
+    'column.part' for a date's (dates.py)."""
+    categories, dated = categories or {}, dated or []
+
+    def names(c: str) -> list[str]:
+        return [f"{c}={k}" for k in categories[c]] if c in categories else dates.feature_names(c) if c in dated else [c]
+
+    return [name for c in columns for name in names(c)]
 
 
 def find(x: np.ndarray, train_rows: np.ndarray, names: list[str]) -> dict | None:

@@ -74,7 +74,8 @@ class FilesData(SplitFields):
     label_column: str = Field("label", description="Column (or NPZ array) holding the class label.")
     feature_columns: list[str] | None = Field(
         None, description="Feature columns (or one tensor column / NPZ array); all but the label, in the file's order, "
-        "when empty. A text column is categories: a 0/1 feature per value (one-hot)."
+        "when empty. A text column is categories: a 0/1 feature per value (one-hot); a column of dates 7 features "
+        "(dates.py)."
     )
     feature_shape: list[int] | None = Field(
         None, description="Reshape each sample's features to this shape, e.g. [1, 28, 28] for images. Image files: "

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator import blanks, byte_text, storage
+from orchestrator import blanks, byte_text, dates, storage
 from orchestrator.categories import (MAX_CATEGORIES, categories_of, check_not_numbers, names_rows, one_hot,
                                      sentence_words, texts)
 from orchestrator.config import DataConfig, DigitsData, FilesData, SyntheticData, TextData
@@ -33,6 +33,7 @@ class Arrays:
     label_names: list[str]
     feature_columns: list[str] | None = None  # table columns, in the order they fill each sample
     categories: dict[str, list[str]] | None = None  # a text column's categories, a feature each (one-hot)
+    dates: list[str] | None = None  # date columns, 7 features each (dates.py)
     text_column: str | None = None  # a column of free text, x its bytes (byte_text.py): int64 [N, text_bytes]
 
 
@@ -46,6 +47,7 @@ class Splits:
     label_names: list[str]
     feature_columns: list[str] | None  # the table columns each sample is built from, in order
     categories: dict[str, list[str]] | None  # of its text columns
+    dates: list[str] | None  # its date columns (dates.py)
     text_column: str | None  # the column of free text whose bytes are each sample (byte_text.py)
     blanks: dict | None  # a table's features with blank cells, and what fills them (blanks.py)
     mean: np.ndarray  # broadcasts against one sample (of the filled features and their 0/1 blank flags)
@@ -72,6 +74,7 @@ class Splits:
             "label_names": self.label_names,
             "feature_columns": self.feature_columns,
             "categories": self.categories,
+            "dates": self.dates,
             "text_column": self.text_column,
             "blanks": self.blanks,
             # rows of each class in the training split (train.class_weight); a language model's targets are bytes
@@ -82,15 +85,16 @@ class Splits:
 
 
 def load_arrays(cfg: DataConfig, seed: int, endpoint_url: str | None = None,
-                categories: dict[str, list[str]] | None = None) -> Arrays:
-    """`categories`: a model's, to encode its text columns as in training (evaluate on other data)."""
+                known: dict | None = None) -> Arrays:
+    """`known`: a model's description of its data (model_info), to encode its text and date columns as
+    training did (evaluate on other data)."""
     if isinstance(cfg, DigitsData):
         return _digits()
     if isinstance(cfg, SyntheticData):
         return _synthetic(cfg, seed)
     if isinstance(cfg, TextData):
         return _text(cfg, endpoint_url)
-    return _files(cfg, endpoint_url, categories)
+    return _files(cfg, endpoint_url, known)
 
 
 def split_indices(y: np.ndarray, val_fraction: float, test_fraction: float, seed: int):
@@ -169,7 +173,8 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
             mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
         else:
             if arrays.feature_columns and np.isnan(arrays.x).any():  # only a table's blank cells get this far
-                fills = blanks.find(arrays.x, tr, blanks.feature_names(arrays.feature_columns, arrays.categories))
+                names = blanks.feature_names(arrays.feature_columns, arrays.categories, arrays.dates)
+                fills = blanks.find(arrays.x, tr, names)
                 print(blanks.notice(fills, len(arrays.y)), flush=True)
             mean, std = channel_stats(blanks.fill_numpy(arrays.x[tr], fills) if fills else arrays.x[tr])
     parts = {split: (arrays.x[rows], arrays.y[rows]) for split, rows in (("train", tr), ("val", va), ("test", te))}
@@ -180,6 +185,7 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
         label_names=arrays.label_names,
         feature_columns=arrays.feature_columns,
         categories=arrays.categories,
+        dates=arrays.dates,
         text_column=arrays.text_column,
         blanks=fills,
         mean=mean,
@@ -210,14 +216,14 @@ def _synthetic(cfg: SyntheticData, seed: int) -> Arrays:
     return Arrays(x, y.astype(np.int64), [str(c) for c in range(cfg.num_classes)])
 
 
-def _files(cfg: FilesData, endpoint_url: str | None, categories: dict[str, list[str]] | None) -> Arrays:
+def _files(cfg: FilesData, endpoint_url: str | None, known: dict | None) -> Arrays:
     fs, root, files, fmt = _data_files(cfg.path, cfg.format, endpoint_url)
     if fmt == "npz":
-        return _columns_to_arrays(_read_npz(fs, files), cfg, known_categories=categories)
+        return _columns_to_arrays(_read_npz(fs, files), cfg, known=known)
     if fmt == "images":
         return _image_folder(fs, root, files, cfg)
     columns, index = _read_table(fs, root, files, fmt)
-    return _columns_to_arrays(columns, cfg, index, categories)
+    return _columns_to_arrays(columns, cfg, index, known)
 
 
 def read_rows(path: str) -> list[dict]:
@@ -517,18 +523,19 @@ def _column(table, name: str) -> np.ndarray:
 
 
 def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str] = frozenset(),
-                       known_categories: dict[str, list[str]] | None = None) -> Arrays:
+                       known: dict | None = None) -> Arrays:
     """`index`: columns that are features only where data.feature_columns names them. Text columns are
-    categories (categories.py): those `known_categories` lists (a model's), else every value in the data."""
+    categories (categories.py): those a model lists (`known`: its model_info), else every value in the data;
+    date columns are 7 features each (dates.py)."""
     available = list(columns)  # in the file's order, which is the order of each sample's features
     if cfg.label_column not in columns:
         raise DataError(f"label column {cfg.label_column!r} not in the data; columns: {available}")
     if cfg.text_column is not None:
-        x, feature_cols, found = _text_input(columns, cfg), [cfg.text_column], {}
+        x, feature_cols, found, dated = _text_input(columns, cfg), [cfg.text_column], {}, []
     else:
-        x, feature_cols, found = _features(columns, cfg, index, known_categories)
+        x, feature_cols, found, dated = _features(columns, cfg, index, known)
     y, label_names = _labels(columns[cfg.label_column], cfg.label_column)
-    return Arrays(x, y, label_names, feature_cols, found or None, cfg.text_column)
+    return Arrays(x, y, label_names, feature_cols, found or None, dated or None, cfg.text_column)
 
 
 def _text_input(columns: dict[str, np.ndarray], cfg: FilesData) -> np.ndarray:
@@ -549,9 +556,9 @@ def _text_input(columns: dict[str, np.ndarray], cfg: FilesData) -> np.ndarray:
 
 
 def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str],
-              known_categories: dict[str, list[str]] | None) -> tuple[np.ndarray, list[str], dict[str, list[str]]]:
-    """float32 features [N, ...] from numeric, list and text (category) columns; the columns and the categories
-    of the text ones."""
+              known: dict | None) -> tuple[np.ndarray, list[str], dict[str, list[str]], list[str]]:
+    """float32 features [N, ...] from numeric, list, text (category) and date columns; the columns, the
+    categories of the text ones and which are dates. `known`: a model's model_info (else training)."""
     available = list(columns)
     feature_cols = cfg.feature_columns or [c for c in available if c != cfg.label_column and c not in index]
     if not feature_cols:
@@ -559,19 +566,20 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str],
                         "pandas wrote (see data.feature_columns)")
     if missing := [c for c in feature_cols if c not in columns]:
         raise DataError(f"feature columns {missing} not in the data; columns: {available}")
-    if dated := [c for c in feature_cols if columns[c].dtype.kind in "mM"]:
-        raise DataError(f"feature columns {dated} hold dates or times: turn them into numbers (days since a date, "
-                        "say) or leave them out with data.feature_columns")
-    if known_categories is None:  # training: the text columns, and every value they hold
+    if known is None:  # training: the columns of dates; the text columns, and every value they hold
         text = {c: texts(columns[c]) for c in feature_cols if _holds_text(columns[c])}
+        dated = [c for c in feature_cols if columns[c].dtype.kind == "M" or c in text and dates.holds_dates(text[c])]
+        text = {c: values for c, values in text.items() if c not in dated}
         found = {c: categories_of(values) for c, values in text.items()}
-    else:  # the model's text columns: its values
-        text = {c: texts(columns[c]) for c in feature_cols if c in known_categories}
-        found = known_categories
-        if numeric := [c for c in feature_cols if c not in text and _holds_text(columns[c])]:
+    else:  # the model's text columns, its values; its date columns, read as dates whatever the reader made them
+        dated = [c for c in feature_cols if c in (known.get("dates") or [])]
+        found = known.get("categories") or {}
+        text = {c: texts(columns[c]) for c in feature_cols if c in found}
+        if numeric := [c for c in feature_cols if c not in text and c not in dated and _holds_text(columns[c])]:
             raise DataError(f"feature columns {numeric} hold text, where the model was trained on numbers")
+    dates_of = {c: dates.as_dates(columns[c], c) for c in dated}
     num_rows = len(columns[cfg.label_column])
-    if known_categories is None:  # training: every text column must be categories
+    if known is None:  # training: every text column must be categories
         for c, values in text.items():
             check_not_numbers(c, values)
         if wide := [c for c in text if names_rows(found[c], num_rows)]:
@@ -592,11 +600,12 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str],
         raise DataError(f"feature columns {lists} hold lists, beside other feature columns: a list column is a "
                         "whole input, so name it alone in data.feature_columns, or give each of its values a column")
     try:
-        if len(feature_cols) == 1 and not text:  # one tensor/list column, or a single scalar feature
+        if len(feature_cols) == 1 and not text and not dated:  # one tensor/list column, or a single scalar feature
             x = np.stack(columns[lists[0]]) if lists else _numbers(columns[feature_cols[0]])
-        else:  # a feature per number, and per category of a text column
-            x = np.concatenate([one_hot(text[c], found[c]) if c in text else
-                                _numbers(columns[c]).reshape(num_rows, -1) for c in feature_cols], axis=1)
+        else:  # a feature per number, per category of a text column, and 7 per date column
+            x = np.concatenate([one_hot(text[c], found[c]) if c in text else dates.features(dates_of[c])
+                                if c in dates_of else _numbers(columns[c]).reshape(num_rows, -1)
+                                for c in feature_cols], axis=1)
         x = x.reshape(len(x), -1) if x.ndim == 1 else x
         x = x.astype(np.float32)
     except (TypeError, ValueError) as e:
@@ -606,17 +615,17 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str],
                             "must have the same size") from None
         raise DataError(f"features {feature_cols} are not numeric arrays of one shape: {e}") from None
     # a table's blank numeric cells stay NaN for the model to fill (blanks.py); anything else not finite is refused
-    names = blanks.feature_names(feature_cols, found)
+    names = blanks.feature_names(feature_cols, found, dated)
     table = x.ndim == 2 and len(names) == x.shape[1] and len(cfg.feature_shape or [1]) == 1
     if np.isinf(x).any() or (np.isnan(x).any() and not (table and cfg.fill_blanks)):
         raise DataError(_not_finite(x, names if table else [], table and not np.isinf(x).any()))
-    if known_categories is None and (empty := [names[i] for i in np.flatnonzero(np.isnan(x).all(axis=0))]):
+    if known is None and (empty := [names[i] for i in np.flatnonzero(np.isnan(x).all(axis=0))]):
         raise DataError(f"columns {empty} are blank in every row: leave them out with data.feature_columns")
     if cfg.feature_shape:
         if int(np.prod(cfg.feature_shape)) != int(np.prod(x.shape[1:])):
             raise DataError(f"data.feature_shape {cfg.feature_shape} does not fit samples of shape {list(x.shape[1:])}")
         x = x.reshape(len(x), *cfg.feature_shape)
-    return x, feature_cols, {c: found[c] for c in text}
+    return x, feature_cols, {c: found[c] for c in text}, dated
 
 
 def _labels(raw: np.ndarray, column: str) -> tuple[np.ndarray, list[str]]:
@@ -636,12 +645,16 @@ def _labels(raw: np.ndarray, column: str) -> tuple[np.ndarray, list[str]]:
 
 def _numbers(values: np.ndarray) -> np.ndarray:
     """A column of numbers; a blank cell (null, which pyarrow gives as None) is NaN, for the check that
-    names blank cells."""
+    names blank cells. A duration is its number of days."""
+    if values.dtype.kind == "m":
+        return np.where(np.isnat(values), np.nan, values.astype("timedelta64[s]").astype(np.float64) / 86_400)
     return np.array([np.nan if v is None else v for v in values], np.float64) if values.dtype == object else values
 
 
 def _missing(values: np.ndarray) -> np.ndarray:
-    """Which cells are empty: null, NaN or blank text."""
+    """Which cells are empty: null, NaN, NaT or blank text."""
+    if values.dtype.kind in "mM":
+        return np.isnat(values)
     if values.dtype.kind == "f":
         return np.isnan(values)
     if values.dtype.kind in "OUS":

@@ -106,7 +106,8 @@ PREDICT_DOCS = {  # the body is parsed by hand (for its error messages), so desc
                                                     "shape (GET /v1/model: input.shape) or a flat list of its "
                                                     "size, or, for a model trained on a table, an object keyed "
                                                     "by column name (input.columns; a text column's value one of "
-                                                    "input.categories; null for a column of input.blank_columns, "
+                                                    "input.categories; a date of input.dates as ISO 8601 text; "
+                                                    "null for a column of input.blank_columns, "
                                                     "which the model fills), or, for a model of images, "
                                                     '{"b64": "<base64 of an image file>"}, or, for a model of '
                                                     'text (input.text_column), a string'}},

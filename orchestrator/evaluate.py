@@ -61,10 +61,10 @@ def evaluate_on_data(uri: str, data_uri: str) -> dict:
     else:
         inputs = {"feature_columns": info.get("feature_columns"), "feature_shape": info["input_shape"]}
     source = FilesData(name="files", path=data_uri, label_column=getattr(cfg.data, "label_column", "label"), **inputs)
-    arrays = data.load_arrays(source, cfg.seed, cfg.storage.endpoint_url, categories=info.get("categories") or {})
+    arrays = data.load_arrays(source, cfg.seed, cfg.storage.endpoint_url, known=info)
     fills = info.get("blanks")
-    if arrays.feature_columns and (blank := unfilled(arrays.x, fills, feature_names(arrays.feature_columns,
-                                                                                 arrays.categories))):
+    names = feature_names(arrays.feature_columns or [], arrays.categories, arrays.dates)
+    if arrays.feature_columns and (blank := unfilled(arrays.x, fills, names)):
         fillable = (f"fills only those that training saw blank ({fills['columns']})" if fills else
                     "saw no blank cell in training")
         raise DataError(f"{data_uri}: columns {blank} have blank cells, and the model {fillable}: fill them in or "

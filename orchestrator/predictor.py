@@ -22,7 +22,8 @@ import sys
 import numpy as np
 import torch
 
-from orchestrator import byte_text, lm
+from orchestrator import byte_text, dates, lm
+from orchestrator.blanks import feature_names
 from orchestrator.categories import one_hot
 from orchestrator.checkpoint import Checkpoint, read_checkpoint
 
@@ -92,9 +93,11 @@ class Predictor:
         self.columns = info.get("feature_columns")  # a table's columns in the order they fill each input
         self.categories = info.get("categories") or {}  # of its text columns, a feature each (categories.py)
         self.text_column = info.get("text_column")  # a column of free text, the whole input (byte_text.py)
+        self.dates = info.get("dates") or []  # date columns, 7 features each (dates.py)
         blanks = info.get("blanks") or {"index": [], "columns": [], "fill": []}  # filled by the model (blanks.py)
         self.fillable = blanks["index"]  # the features where a blank (null) is filled
-        self.fillable_columns = blanks["columns"]
+        # the columns whose every feature the model fills: those take null
+        self.fillable_columns = [c for c in self.columns or [] if set(self._feature_names(c)) <= set(blanks["columns"])]
         self.input_dtype = np.dtype(info.get("input_dtype", "float32"))  # int64: the bytes of a text
         # rows read from the training table may still hold their label: that one key is ignored
         self.label_column = getattr(ckpt.config.data, "label_column", None)
@@ -103,7 +106,7 @@ class Predictor:
         self.info = _describe(ckpt, self.version, route=self.route,
                               input={"shape": list(self.input_shape), "dtype": str(self.input_dtype),
                                      "columns": self.columns, "categories": self.categories,
-                                     "text_column": self.text_column,
+                                     "text_column": self.text_column, "dates": self.dates or None,
                                      # a null for these columns is filled with the value given
                                      "blank_columns": dict(zip(blanks["columns"], blanks["fill"], strict=True)) or None,
                                      "max_instances": max_instances},
@@ -125,8 +128,8 @@ class Predictor:
         """Inputs as nested lists of the input shape, as flat lists of its size (filled row-major, as
         data.feature_shape fills it in training), or, for a model trained on a table, as objects keyed by
         column name ({"age": 41, ...}), which fill each input in the training column order. A model of text
-        takes texts, as strings or keyed by its column ({"review": "..."}). A table's cell that training saw
-        blank may be null (in a row as a list too): the model fills it."""
+        takes texts, as strings or keyed by its column ({"review": "..."}). A date column takes ISO 8601 text;
+        a table's cell that training saw blank may be null (in a row as a list too): the model fills it."""
         shape = list(self.input_shape)
         if not isinstance(instances, list):
             raise RequestError(422, "invalid_instances", f"instances must be a list of inputs of shape {shape}")
@@ -235,15 +238,24 @@ class Predictor:
             rows.append(row[0] if len(row) == 1 else row)  # one column: a tensor column's list as it is
         return rows
 
+    def _feature_names(self, column: str) -> list[str]:
+        return feature_names([column], self.categories, self.dates)
+
     def _encoded(self, i: int, column: str, value) -> list:
         """A column's value as the model's features: a number as it is, a text column's value a 0/1 per
-        category, as training encoded it."""
+        category, a date (ISO 8601 text) its 7 features, as training encoded them."""
+        if value is None and column in self.fillable_columns:
+            return [math.nan] * len(self._feature_names(column))  # a blank cell, filled as training taught
+        blank = (f" (null is taken for {self.fillable_columns}, the columns training saw blank)"
+                 if value is None and self.fillable_columns else "")
+        if column in self.dates:
+            try:
+                when = dates.parse(value, f"instance {i}: {column!r}")
+            except ValueError as e:
+                raise RequestError(422, "wrong_type", f"{e}{blank}") from None
+            return dates.features(np.array([when], dtype="datetime64[s]"))[0].tolist()
         if column not in self.categories:
-            if value is None and column in self.fillable_columns:
-                return [math.nan]  # a blank cell, which the model fills as training taught it
             if isinstance(value, (str, dict)) or value is None:  # a list: a tensor column, checked by its shape
-                blank = (f" (null is taken for {self.fillable_columns}, the columns training saw blank)"
-                         if value is None and self.fillable_columns else "")
                 raise RequestError(422, "wrong_type", f"instance {i}: {column!r} takes a number, got "
                                    f"{json.dumps(value)}{blank}")
             return [value]

@@ -180,8 +180,8 @@ def test_predictions_equal_offline_prediction_and_evaluate(checkpoints, serve_ht
 
 def test_a_table_with_text_columns_trains_and_serves_rows_as_training_read_them(serve_http, tmp_path):
     """A CSV as people export them: numbers (blank cells in one column), a text column of categories (blank
-    cells too), string labels. Trained on 2 workers (DDP), served by column name (a blank cell as null),
-    evaluated on other rows: one encoding throughout."""
+    cells too), dates, string labels. Trained on 2 workers (DDP), served by column name (a blank cell as
+    null, a date as ISO text), evaluated on other rows: one encoding throughout."""
     from orchestrator.config import config_from_dict
     from orchestrator.evaluate import evaluate_on_data
     from orchestrator.pipeline import smoke_request
@@ -189,12 +189,14 @@ def test_a_table_with_text_columns_trains_and_serves_rows_as_training_read_them(
     rng = np.random.default_rng(0)
     size, city = rng.normal(size=600).round(3), rng.choice(["Lyon", "Nice", "Paris", ""], 600)
     reading = np.where(rng.random(600) < 0.2, np.nan, rng.normal(size=600).round(3))  # a sensor that misses some
+    when = np.datetime64("2025-01-01T00:00") + rng.integers(0, 730 * 24 * 60, 600).astype("timedelta64[m]")
     label = np.where((size > 0) ^ (city == "Nice"), "yes", "no")  # the class needs the text column
-    rows = [{"size": float(s), "reading": None if r != r else float(r), "city": str(c), "label": str(lab)}
-            for s, r, c, lab in zip(size, reading, city, label, strict=True)]
+    rows = [{"size": float(s), "reading": None if r != r else float(r), "city": str(c), "when": f"{w}Z",
+             "label": str(lab)} for s, r, c, w, lab in zip(size, reading, city, when, label, strict=True)]
     for name, part in (("train.csv", rows[:500]), ("holdout.csv", rows[500:])):
-        (tmp_path / name).write_text("size,reading,city,label\n" + "".join(
-            f"{r['size']},{'' if r['reading'] is None else r['reading']},{r['city']},{r['label']}\n" for r in part))
+        (tmp_path / name).write_text("size,reading,city,when,label\n" + "".join(
+            f"{r['size']},{'' if r['reading'] is None else r['reading']},{r['city']},{r['when']},{r['label']}\n"
+            for r in part))
     cfg = config_from_dict({
         "name": "table", "data": {"name": "files", "path": str(tmp_path / "train.csv")},
         "model": {"name": "mlp", "hidden_sizes": [32]}, "optim": {"name": "adam", "lr": 0.01},
@@ -205,21 +207,24 @@ def test_a_table_with_text_columns_trains_and_serves_rows_as_training_read_them(
     status, _, body = predict(url, rows[500:600])  # the label column is ignored
     assert status == 200, body
     offline = Predictor.load(result.checkpoint)
-    local = offline.predict(offline.validate([{k: r[k] for k in ("city", "reading", "size")} for r in rows[500:600]]))
+    local = offline.predict(offline.validate([{k: r[k] for k in ("city", "reading", "size", "when")}
+                                              for r in rows[500:600]]))
     np.testing.assert_allclose([p["probabilities"] for p in body["predictions"]], local, atol=1e-6)
     answers = zip(body["predictions"], rows[500:600], strict=True)
     served_accuracy = np.mean([p["label"] == r["label"] for p, r in answers])
     assert evaluate_on_data(result.checkpoint, str(tmp_path / "holdout.csv"))["metrics"]["accuracy"] == \
         pytest.approx(served_accuracy, abs=1e-12)
     described = http("GET", f"{url}/v1/model")[2]["input"]
-    assert described["categories"] == {"city": ["", "Lyon", "Nice", "Paris"]}
+    assert described["categories"] == {"city": ["", "Lyon", "Nice", "Paris"]} and described["dates"] == ["when"]
     train_readings = [r["reading"] for r in rows[:500] if r["reading"] is not None]  # the split's are among them
     assert list(described["blank_columns"]) == ["reading"] and \
         min(train_readings) < described["blank_columns"]["reading"] < max(train_readings)
-    status, _, body = predict(url, [{"size": 1.0, "reading": 0.5, "city": 3}])
+    status, _, body = predict(url, [{"size": 1.0, "reading": 0.5, "city": 3, "when": "2026-01-05"}])
     assert status == 422 and "'city' takes text" in body["error"]["message"]
-    status, _, body = predict(url, [{"size": None, "reading": 0.5, "city": "Nice"}])  # training saw no blank size
+    status, _, body = predict(url, [{"size": None, "reading": 0.5, "city": "Nice", "when": "2026-01-05"}])
     assert status == 422 and "'size' takes a number, got null" in body["error"]["message"], body
+    status, _, body = predict(url, [{"size": 1.0, "reading": 0.5, "city": "Nice", "when": "next week"}])
+    assert status == 422 and "'when': 'next week' is not a date: send ISO 8601" in body["error"]["message"], body
     # orchestrator run's smoke request sends test rows as lists, a blank cell as null
     test_x, test_y = data.load_splits(cfg.data, cfg.seed).arrays["test"]
     blank = np.isnan(test_x).any(axis=1)

@@ -142,11 +142,11 @@ def test_text_columns_are_categories_a_feature_each():
         assert arrays.x.tolist() == [[0, 0, 0, 1], [1, 0, 1, 0], [2, 0, 0, 1], [3, 1, 0, 0]]
     # a model's categories encode other data as in training: a value it never saw turns on no feature
     other = {"size": np.ones(2), "colour": np.array(["red", "green"], dtype=object), "label": np.arange(2)}
-    known = data._columns_to_arrays(other, files, known_categories={"colour": ["", "blue", "red"]})
+    known = data._columns_to_arrays(other, files, known={"categories": {"colour": ["", "blue", "red"]}})
     assert known.x.tolist() == [[1, 0, 0, 1], [1, 0, 0, 0]]
     with pytest.raises(DataError, match=r"feature columns \['colour'\] hold text, where the model was trained on "
                                         r"numbers"):
-        data._columns_to_arrays(other, files, known_categories={})
+        data._columns_to_arrays(other, files, known={})
     # numbers with a few cells of text read as text: those cells are named, not made a category per number
     ages = np.array([str(20 + i % 50) for i in range(99)] + ["?"], dtype=object)
     with pytest.raises(DataError, match=r"column 'age' holds numbers, and text in 1 cell \('\?'\), so it reads as "
@@ -225,10 +225,43 @@ def test_non_finite_features_are_refused(tmp_path):
         data._columns_to_arrays(columns, FilesData(name="files", path="d.csv"))
 
 
-def test_date_features_are_named_with_what_to_do():
-    columns = {"a": np.ones(4), "when": np.arange(4).astype("datetime64[D]"), "label": np.arange(4) % 2}
-    with pytest.raises(DataError, match=r"feature columns \['when'\] hold dates or times: turn them into numbers"):
-        data._columns_to_arrays(columns, FilesData(name="files", path="d.csv"))
+def test_a_date_column_is_seven_features_read_alike_from_dates_and_from_text(tmp_path):
+    from orchestrator.blanks import feature_names
+
+    when = ["2026-01-05T10:30:00Z", "2026-01-12T10:30:00Z", "2026-07-05T12:30:00+02:00", "", "2025-01-05T10:30:00Z"]
+    (tmp_path / "d.csv").write_text("size,when,waited,label\n" + "".join(
+        f"{i},{w},{i * 1.5},{i % 2}\n" for i, w in enumerate(when)))
+    cfg = FilesData(name="files", path=str(tmp_path / "d.csv"))
+    arrays = data.load_arrays(cfg, seed=0)  # pyarrow reads the column as timestamps
+    assert arrays.dates == ["when"] and arrays.x.shape == (5, 1 + 7 + 1)
+    assert feature_names(arrays.feature_columns, arrays.categories, arrays.dates) == [
+        "size", "when.days", "when.year_sin", "when.year_cos", "when.week_sin", "when.week_cos", "when.day_sin",
+        "when.day_cos", "waited"]
+    days = arrays.x[:, 1]
+    assert days[0] == pytest.approx((np.datetime64("2026-01-05T10:30") - np.datetime64("1970-01-01")) /
+                                    np.timedelta64(1, "D"))
+    assert days[1] - days[0] == pytest.approx(7) and np.allclose(arrays.x[0, 4:8], arrays.x[1, 4:8], atol=1e-5)
+    assert np.allclose(arrays.x[2, 6:8], arrays.x[0, 6:8], atol=1e-5)  # 12:30 at +02:00 is 10:30 UTC
+    assert np.isnan(arrays.x[3, 1:8]).all() and not np.isnan(arrays.x[3, [0, 8]]).any()  # a blank date
+    assert np.allclose(arrays.x[4, 2:4], arrays.x[0, 2:4], atol=1e-2)  # a year apart: the same time of year
+    # a model's date column read from text (a file whose reader took it for text): the same features
+    as_text = {"size": np.arange(5.0), "when": np.array(when, dtype=object), "waited": np.arange(5) * 1.5,
+               "label": np.arange(5) % 2}
+    again = data._columns_to_arrays(as_text, cfg, known={"dates": ["when"]})
+    np.testing.assert_allclose(again.x, arrays.x, rtol=1e-6)
+    as_text["when"][1] = "12/01/2026"
+    with pytest.raises(DataError, match=r"column 'when' holds dates in training, and here '12/01/2026' is not an "
+                                        "ISO 8601 date"):
+        data._columns_to_arrays(as_text, cfg, known={"dates": ["when"]})
+    # a column that the reader left as text, its dates written in more than one form, is dates; ids are not
+    mixed = {"when": np.array(["2026-01-05T10:30:00Z", "2026-03-01", None], dtype=object), "label": np.arange(3) % 2}
+    assert data._columns_to_arrays(mixed, cfg).dates == ["when"]
+    for text in (["20260105", "20260106"], ["2026-01-05 at noon", "2026-01-06"]):
+        ids = {"when": np.array(text * 2, dtype=object), "label": np.arange(4) % 2}
+        assert data._columns_to_arrays(ids, cfg).categories == {"when": sorted(text)}
+    # a duration is its days
+    columns = {"waited": np.array([86_400, 43_200], dtype="timedelta64[s]"), "label": np.arange(2)}
+    assert data._columns_to_arrays(columns, cfg).x.tolist() == [[1.0], [0.5]]
 
 # ---- tables (Parquet and CSV, read with pyarrow in this process) ---------------------------
 

@@ -153,6 +153,35 @@ def test_a_table_model_fills_a_null_where_training_saw_blank_cells_and_refuses_i
         evaluate_on_data(whole, str(tmp_path / "blank.csv"))
 
 
+def test_a_table_model_takes_dates_as_iso_text_and_encodes_them_as_training_did(tmp_path, capsys):
+    from orchestrator import blanks, data
+    from orchestrator.cli import main
+
+    (tmp_path / "rows.csv").write_text("size,when,label\n1,2026-01-05T10:30:00Z,a\n2,2026-03-01,b\n3,,a\n")
+    read = data.load_arrays(data.FilesData(name="files", path=str(tmp_path / "rows.csv")), seed=0)  # as training
+    fills = blanks.find(read.x, np.arange(3), blanks.feature_names(read.feature_columns, None, read.dates))
+    info = {**INFO, "input_shape": [8], "feature_columns": ["size", "when"], "dates": ["when"], "blanks": fills}
+    cfg = config_from_dict({**TABLE, "data": {**TABLE["data"], "label_column": "label"}})
+    torch.manual_seed(0)
+    write_checkpoint(str(tmp_path / "ckpt"), model=build_model(cfg.model, [8], 3, blanks=fills), config=cfg,
+                     model_info=info, metrics={})
+    predictor = Predictor.load(str(tmp_path / "ckpt"))
+    assert predictor.info["input"]["dates"] == ["when"] and predictor.fillable_columns == ["when"]
+    rows = [{"size": 1, "when": "2026-01-05T10:30:00Z"}, {"size": 2, "when": "2026-03-01"}, {"size": 3, "when": None}]
+    x = predictor.validate(rows)
+    np.testing.assert_array_equal(x, read.x)
+    assert np.isnan(x[2, 1:]).all()
+    for value, words in [("05/01/2026", "instance 0: 'when': '05/01/2026' is not a date: send ISO 8601"),
+                         (20260105, "instance 0: 'when' takes a date as text, such as \"2026-01-05\"")]:
+        with pytest.raises(RequestError) as e:
+            predictor.validate([{"size": 1, "when": value}])
+        assert e.value.status == 422 and words in e.value.message, e.value.message
+    # predict --input: a file's dates go as text, the blank one as null
+    assert main(["predict", str(tmp_path / "ckpt"), "--input", str(tmp_path / "rows.csv"), "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    np.testing.assert_allclose([p["probabilities"] for p in answer["predictions"]], predictor.predict(x), atol=1e-6)
+
+
 def test_a_table_model_takes_text_columns_by_value_as_training_encoded_them(tmp_path):
     cfg = config_from_dict(TABLE)
     torch.manual_seed(0)
