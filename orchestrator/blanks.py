@@ -20,31 +20,38 @@ from orchestrator import dates
 from orchestrator.errors import DataError
 
 
-def feature_names(columns: list[str], categories: dict[str, list[str]] | None, dated: list[str] | None) -> list[str]:
-    """The name of each feature of a table: its column, 'column=category' for a category's 0/1 feature, or
-    'column.part' for a date's (dates.py)."""
+def table_features(columns: list[str], categories: dict[str, list[str]] | None,
+                   dated: list[str] | None) -> list[tuple[str, str]]:
+    """Each feature of a table, in order, as (its column, its name): the column for a number, 'column=category'
+    for a category's 0/1 feature, 'column.part' for a date's (dates.py)."""
     categories, dated = categories or {}, dated or []
 
     def names(c: str) -> list[str]:
         return [f"{c}={k}" for k in categories[c]] if c in categories else dates.feature_names(c) if c in dated else [c]
 
-    return [name for c in columns for name in names(c)]
+    return [(c, name) for c in columns for name in names(c)]
 
 
-def find(x: np.ndarray, train_rows: np.ndarray, names: list[str]) -> dict | None:
-    """The blank features of table features x [N, F] (NaN where a cell is blank) and what fills them: their
-    index, column name and median over the training rows; None when no cell is blank."""
+def find(x: np.ndarray, train_rows: np.ndarray, features: list[tuple[str, str]]) -> dict | None:
+    """The blank features of table features x [N, F] (NaN where a cell is blank; `features`: table_features)
+    and what fills them: their index, name and median over the training rows; and their columns, each with
+    the index of the feature whose blanks its 0/1 flag follows. None when no cell is blank."""
     blank = np.flatnonzero(np.isnan(x).any(axis=0))
     if not len(blank):
         return None
     train = x[train_rows][:, blank]
-    if empty := [names[i] for i, seen in zip(blank, (~np.isnan(train)).any(axis=0), strict=True) if not seen]:
+    if empty := list(dict.fromkeys(features[i][0] for i, seen in zip(blank, (~np.isnan(train)).any(axis=0),
+                                                                      strict=True) if not seen)):
         raise DataError(f"columns {empty} are blank in every training row: nothing to learn from or fill them "
                         "with; leave them out with data.feature_columns")
+    flags = {}  # a column's features are blank together (a date's 7): one flag per column
+    for i in blank:
+        flags.setdefault(features[i][0], int(i))
     # float32 medians, as the model holds them, written as their shortest digits (45.05, not 45.04999923706055)
     fill = [float(str(v)) for v in np.nanmedian(train, axis=0).astype(np.float32)]
-    return {"index": blank.tolist(), "columns": [names[i] for i in blank], "fill": fill,
-            "blank_rows": np.isnan(x[:, blank]).sum(axis=0).tolist()}
+    return {"index": blank.tolist(), "features": [features[i][1] for i in blank], "fill": fill,
+            "columns": list(flags), "flags": list(flags.values()),
+            "blank_rows": [int(np.isnan(x[:, i]).sum()) for i in flags.values()]}
 
 
 def notice(blanks: dict, num_rows: int) -> str:
@@ -56,18 +63,18 @@ def notice(blanks: dict, num_rows: int) -> str:
 
 class FillBlanks(nn.Module):
     """[B, F] features with NaN in the blank features -> [B, F + k]: the blanks filled, then k 0/1 features,
-    one per blank feature, 1 where it was blank."""
+    one per column with blanks, 1 where it was blank."""
 
     def __init__(self, blanks: dict):
         super().__init__()
         self.register_buffer("index", torch.tensor(blanks["index"], dtype=torch.int64))
         self.register_buffer("fill", torch.tensor(blanks["fill"], dtype=torch.float32))
+        self.register_buffer("flags", torch.tensor(blanks["flags"], dtype=torch.int64))
 
     def forward(self, x):
         part = x[:, self.index]
-        blank = torch.isnan(part)
-        filled = x.index_copy(1, self.index, torch.where(blank, self.fill.to(x.dtype), part))
-        return torch.cat([filled, blank.to(x.dtype)], dim=1)
+        filled = x.index_copy(1, self.index, torch.where(torch.isnan(part), self.fill.to(x.dtype), part))
+        return torch.cat([filled, torch.isnan(x[:, self.flags]).to(x.dtype)], dim=1)
 
 
 def fill_numpy(x: np.ndarray, blanks: dict) -> np.ndarray:
@@ -76,7 +83,8 @@ def fill_numpy(x: np.ndarray, blanks: dict) -> np.ndarray:
         return FillBlanks(blanks)(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
 
 
-def unfilled(x: np.ndarray, blanks: dict | None, names: list[str]) -> list[str]:
-    """The columns of x [N, F] with NaN that the model does not fill (it saw them whole in training)."""
+def unfilled(x: np.ndarray, blanks: dict | None, features: list[tuple[str, str]]) -> list[str]:
+    """The columns of x [N, F] (`features`: table_features) with blank cells that the model does not fill (it
+    saw them whole in training)."""
     filled = set(blanks["index"]) if blanks else set()
-    return [names[i] for i in np.flatnonzero(np.isnan(x).any(axis=0)) if i not in filled]
+    return list(dict.fromkeys(features[i][0] for i in np.flatnonzero(np.isnan(x).any(axis=0)) if i not in filled))

@@ -173,8 +173,8 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
             mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
         else:
             if arrays.feature_columns and np.isnan(arrays.x).any():  # only a table's blank cells get this far
-                names = blanks.feature_names(arrays.feature_columns, arrays.categories, arrays.dates)
-                fills = blanks.find(arrays.x, tr, names)
+                features = blanks.table_features(arrays.feature_columns, arrays.categories, arrays.dates)
+                fills = blanks.find(arrays.x, tr, features)
                 print(blanks.notice(fills, len(arrays.y)), flush=True)
             mean, std = channel_stats(blanks.fill_numpy(arrays.x[tr], fills) if fills else arrays.x[tr])
     parts = {split: (arrays.x[rows], arrays.y[rows]) for split, rows in (("train", tr), ("val", va), ("test", te))}
@@ -615,11 +615,11 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str],
                             "must have the same size") from None
         raise DataError(f"features {feature_cols} are not numeric arrays of one shape: {e}") from None
     # a table's blank numeric cells stay NaN for the model to fill (blanks.py); anything else not finite is refused
-    names = blanks.feature_names(feature_cols, found, dated)
-    table = x.ndim == 2 and len(names) == x.shape[1] and len(cfg.feature_shape or [1]) == 1
+    features = blanks.table_features(feature_cols, found, dated)
+    table = x.ndim == 2 and len(features) == x.shape[1] and len(cfg.feature_shape or [1]) == 1
     if np.isinf(x).any() or (np.isnan(x).any() and not (table and cfg.fill_blanks)):
-        raise DataError(_not_finite(x, names if table else [], table and not np.isinf(x).any()))
-    if known is None and (empty := [names[i] for i in np.flatnonzero(np.isnan(x).all(axis=0))]):
+        raise DataError(_not_finite(x, [c for c, _ in features] if table else [], table and not np.isinf(x).any()))
+    if known is None and (empty := list(dict.fromkeys(features[i][0] for i in np.flatnonzero(np.isnan(x).all(0))))):
         raise DataError(f"columns {empty} are blank in every row: leave them out with data.feature_columns")
     if cfg.feature_shape:
         if int(np.prod(cfg.feature_shape)) != int(np.prod(x.shape[1:])):
@@ -662,14 +662,14 @@ def _missing(values: np.ndarray) -> np.ndarray:
     return np.zeros(len(values), dtype=bool)
 
 
-def _not_finite(x: np.ndarray, names: list[str], fillable: bool) -> str:
-    """Which rows (and columns, for a table: `names`, a feature's each) hold NaN or infinity, e.g. the blank
+def _not_finite(x: np.ndarray, columns: list[str], fillable: bool) -> str:
+    """Which rows (and columns, for a table: `columns`, each feature's) hold NaN or infinity, e.g. the blank
     cells of a CSV. `fillable`: blank cells that data.fill_blanks would fill."""
     bad = ~np.isfinite(x.reshape(len(x), -1))
     rows = np.flatnonzero(bad.any(axis=1))
     where = ""
-    if names:
-        where = " in columns " + str([c for c, b in zip(names, bad.any(axis=0), strict=True) if b])
+    if columns:
+        where = " in columns " + str(list(dict.fromkeys(c for c, b in zip(columns, bad.any(axis=0), strict=True) if b)))
     return (f"features hold NaN or infinity (a blank cell, say){where}, in {len(rows)} of {len(x)} rows (the first "
             f"is row {rows[0] + 1} of the data): fill them in or leave those rows out"
             + (", or set data.fill_blanks: true" if fillable else ""))

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from orchestrator import data, engine
-from orchestrator.blanks import feature_names, unfilled
+from orchestrator.blanks import table_features, unfilled
 from orchestrator.checkpoint import read_checkpoint
 from orchestrator.config import FilesData
 from orchestrator.errors import ConfigError, DataError
@@ -63,8 +63,8 @@ def evaluate_on_data(uri: str, data_uri: str) -> dict:
     source = FilesData(name="files", path=data_uri, label_column=getattr(cfg.data, "label_column", "label"), **inputs)
     arrays = data.load_arrays(source, cfg.seed, cfg.storage.endpoint_url, known=info)
     fills = info.get("blanks")
-    names = feature_names(arrays.feature_columns or [], arrays.categories, arrays.dates)
-    if arrays.feature_columns and (blank := unfilled(arrays.x, fills, names)):
+    features = table_features(arrays.feature_columns or [], arrays.categories, arrays.dates)
+    if arrays.feature_columns and (blank := unfilled(arrays.x, fills, features)):
         fillable = (f"fills only those that training saw blank ({fills['columns']})" if fills else
                     "saw no blank cell in training")
         raise DataError(f"{data_uri}: columns {blank} have blank cells, and the model {fillable}: fill them in or "

@@ -48,11 +48,11 @@ def build_model(cfg: ModelConfig, input_shape, num_classes: int, mean=None, std=
     """The model for this input shape; mean/std default to identity (they are loaded from checkpoints).
     gpt: input_shape is [block_size] and num_classes the vocabulary (256 bytes). input_dtype int64: a
     classifier of text, input_shape [text_bytes]. `blanks`: a table's features with blank cells (blanks.py),
-    which the model fills, adding a 0/1 feature each."""
+    which the model fills, adding a 0/1 feature per column with blanks."""
     input_shape = tuple(int(s) for s in input_shape)
     fill = None
     if blanks:
-        fill, input_shape = FillBlanks(blanks), (input_shape[0] + len(blanks["index"]),)
+        fill, input_shape = FillBlanks(blanks), (input_shape[0] + len(blanks["flags"]),)
     if isinstance(cfg, GPTConfig):
         return _gpt(cfg, input_shape, num_classes)
     if input_dtype == "int64":

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from orchestrator import byte_text, dates, lm
-from orchestrator.blanks import feature_names
+from orchestrator.blanks import table_features
 from orchestrator.categories import one_hot
 from orchestrator.checkpoint import Checkpoint, read_checkpoint
 
@@ -94,10 +94,9 @@ class Predictor:
         self.categories = info.get("categories") or {}  # of its text columns, a feature each (categories.py)
         self.text_column = info.get("text_column")  # a column of free text, the whole input (byte_text.py)
         self.dates = info.get("dates") or []  # date columns, 7 features each (dates.py)
-        blanks = info.get("blanks") or {"index": [], "columns": [], "fill": []}  # filled by the model (blanks.py)
+        blanks = info.get("blanks") or {"index": [], "features": [], "fill": [], "columns": []}  # blanks.py
         self.fillable = blanks["index"]  # the features where a blank (null) is filled
-        # the columns whose every feature the model fills: those take null
-        self.fillable_columns = [c for c in self.columns or [] if set(self._feature_names(c)) <= set(blanks["columns"])]
+        self.fillable_columns = blanks["columns"]  # the columns that training saw blank: they take null
         self.input_dtype = np.dtype(info.get("input_dtype", "float32"))  # int64: the bytes of a text
         # rows read from the training table may still hold their label: that one key is ignored
         self.label_column = getattr(ckpt.config.data, "label_column", None)
@@ -107,8 +106,9 @@ class Predictor:
                               input={"shape": list(self.input_shape), "dtype": str(self.input_dtype),
                                      "columns": self.columns, "categories": self.categories,
                                      "text_column": self.text_column, "dates": self.dates or None,
-                                     # a null for these columns is filled with the value given
-                                     "blank_columns": dict(zip(blanks["columns"], blanks["fill"], strict=True)) or None,
+                                     # null for these columns is filled: each feature with its value
+                                     "blank_columns": blanks["columns"] or None,
+                                     "blank_fill": dict(zip(blanks["features"], blanks["fill"], strict=True)) or None,
                                      "max_instances": max_instances},
                               labels=self.labels)
 
@@ -238,14 +238,11 @@ class Predictor:
             rows.append(row[0] if len(row) == 1 else row)  # one column: a tensor column's list as it is
         return rows
 
-    def _feature_names(self, column: str) -> list[str]:
-        return feature_names([column], self.categories, self.dates)
-
     def _encoded(self, i: int, column: str, value) -> list:
         """A column's value as the model's features: a number as it is, a text column's value a 0/1 per
         category, a date (ISO 8601 text) its 7 features, as training encoded them."""
         if value is None and column in self.fillable_columns:
-            return [math.nan] * len(self._feature_names(column))  # a blank cell, filled as training taught
+            return [math.nan] * len(table_features([column], self.categories, self.dates))  # filled by the model
         blank = (f" (null is taken for {self.fillable_columns}, the columns training saw blank)"
                  if value is None and self.fillable_columns else "")
         if column in self.dates:

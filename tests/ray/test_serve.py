@@ -187,13 +187,13 @@ def test_a_table_with_text_columns_trains_and_serves_rows_as_training_read_them(
     from orchestrator.pipeline import smoke_request
 
     rng = np.random.default_rng(0)
-    size, city = rng.normal(size=600).round(3), rng.choice(["Lyon", "Nice", "Paris", ""], 600)
-    reading = np.where(rng.random(600) < 0.2, np.nan, rng.normal(size=600).round(3))  # a sensor that misses some
-    when = np.datetime64("2025-01-01T00:00") + rng.integers(0, 730 * 24 * 60, 600).astype("timedelta64[m]")
+    size, city = rng.normal(size=1100).round(3), rng.choice(["Lyon", "Nice", "Paris", ""], 1100)
+    reading = np.where(rng.random(1100) < 0.2, np.nan, rng.normal(size=1100).round(3))  # a sensor that misses some
+    when = np.datetime64("2025-01-01T00:00") + rng.integers(0, 730 * 24 * 60, 1100).astype("timedelta64[m]")
     label = np.where((size > 0) ^ (city == "Nice"), "yes", "no")  # the class needs the text column
     rows = [{"size": float(s), "reading": None if r != r else float(r), "city": str(c), "when": f"{w}Z",
              "label": str(lab)} for s, r, c, w, lab in zip(size, reading, city, when, label, strict=True)]
-    for name, part in (("train.csv", rows[:500]), ("holdout.csv", rows[500:])):
+    for name, part in (("train.csv", rows[:1000]), ("holdout.csv", rows[1000:])):
         (tmp_path / name).write_text("size,reading,city,when,label\n" + "".join(
             f"{r['size']},{'' if r['reading'] is None else r['reading']},{r['city']},{r['when']},{r['label']}\n"
             for r in part))
@@ -204,21 +204,21 @@ def test_a_table_with_text_columns_trains_and_serves_rows_as_training_read_them(
     result = train(cfg)
     assert result.metrics["test_accuracy"] >= 0.9, result.metrics
     url = deploy("table", result.checkpoint, serve_http)["url"]
-    status, _, body = predict(url, rows[500:600])  # the label column is ignored
+    status, _, body = predict(url, rows[1000:1100])  # the label column is ignored
     assert status == 200, body
     offline = Predictor.load(result.checkpoint)
     local = offline.predict(offline.validate([{k: r[k] for k in ("city", "reading", "size", "when")}
-                                              for r in rows[500:600]]))
+                                              for r in rows[1000:1100]]))
     np.testing.assert_allclose([p["probabilities"] for p in body["predictions"]], local, atol=1e-6)
-    answers = zip(body["predictions"], rows[500:600], strict=True)
+    answers = zip(body["predictions"], rows[1000:1100], strict=True)
     served_accuracy = np.mean([p["label"] == r["label"] for p, r in answers])
     assert evaluate_on_data(result.checkpoint, str(tmp_path / "holdout.csv"))["metrics"]["accuracy"] == \
         pytest.approx(served_accuracy, abs=1e-12)
     described = http("GET", f"{url}/v1/model")[2]["input"]
     assert described["categories"] == {"city": ["", "Lyon", "Nice", "Paris"]} and described["dates"] == ["when"]
-    train_readings = [r["reading"] for r in rows[:500] if r["reading"] is not None]  # the split's are among them
-    assert list(described["blank_columns"]) == ["reading"] and \
-        min(train_readings) < described["blank_columns"]["reading"] < max(train_readings)
+    train_readings = [r["reading"] for r in rows[:1000] if r["reading"] is not None]  # the split's are among them
+    assert described["blank_columns"] == ["reading"] and \
+        min(train_readings) < described["blank_fill"]["reading"] < max(train_readings)
     status, _, body = predict(url, [{"size": 1.0, "reading": 0.5, "city": 3, "when": "2026-01-05"}])
     assert status == 422 and "'city' takes text" in body["error"]["message"]
     status, _, body = predict(url, [{"size": None, "reading": 0.5, "city": "Nice", "when": "2026-01-05"}])

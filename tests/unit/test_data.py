@@ -226,7 +226,7 @@ def test_non_finite_features_are_refused(tmp_path):
 
 
 def test_a_date_column_is_seven_features_read_alike_from_dates_and_from_text(tmp_path):
-    from orchestrator.blanks import feature_names
+    from orchestrator.blanks import table_features
 
     when = ["2026-01-05T10:30:00Z", "2026-01-12T10:30:00Z", "2026-07-05T12:30:00+02:00", "", "2025-01-05T10:30:00Z"]
     (tmp_path / "d.csv").write_text("size,when,waited,label\n" + "".join(
@@ -234,7 +234,7 @@ def test_a_date_column_is_seven_features_read_alike_from_dates_and_from_text(tmp
     cfg = FilesData(name="files", path=str(tmp_path / "d.csv"))
     arrays = data.load_arrays(cfg, seed=0)  # pyarrow reads the column as timestamps
     assert arrays.dates == ["when"] and arrays.x.shape == (5, 1 + 7 + 1)
-    assert feature_names(arrays.feature_columns, arrays.categories, arrays.dates) == [
+    assert [name for _, name in table_features(arrays.feature_columns, arrays.categories, arrays.dates)] == [
         "size", "when.days", "when.year_sin", "when.year_cos", "when.week_sin", "when.week_cos", "when.day_sin",
         "when.day_cos", "waited"]
     days = arrays.x[:, 1]
@@ -686,7 +686,7 @@ def test_blank_numeric_cells_stay_blank_for_the_model_to_fill_with_training_medi
     splits = data.load_splits(cfg, seed=0)
     # features: age, kind=a, kind=b, fare; the blank ones are named with what fills them
     train_rows = data.split_indices(frame["label"].to_numpy(), 0.15, 0.15, seed=0)[0]
-    assert splits.blanks["columns"] == ["age", "fare"] and splits.blanks["index"] == [0, 3]
+    assert splits.blanks["columns"] == ["age", "fare"] and splits.blanks["index"] == splits.blanks["flags"] == [0, 3]
     assert splits.blanks["fill"] == pytest.approx([frame["age"].iloc[train_rows].median(),
                                                    frame["fare"].iloc[train_rows].median()], rel=1e-6)
     assert splits.input_shape == [4] and np.isnan(splits.arrays["train"][0][:, 0]).sum() > 0  # the model fills them

@@ -110,7 +110,7 @@ def test_a_model_fills_blank_cells_and_learns_from_a_cell_being_blank(tmp_path):
     from orchestrator.checkpoint import read_checkpoint, write_checkpoint
     from orchestrator.config import config_from_dict
 
-    blanks = {"index": [1, 2], "columns": ["age", "fare"], "fill": [40.0, 9.5]}
+    blanks = {"index": [1, 2], "fill": [40.0, 9.5], "flags": [1, 2]}
     x = torch.tensor([[1.0, float("nan"), 3.0], [4.0, 5.0, float("nan")]])
     # the blanks filled with their medians, then a 0/1 flag per blank feature
     assert torch.equal(FillBlanks(blanks)(x), torch.tensor([[1.0, 40.0, 3.0, 1.0, 0.0], [4.0, 5.0, 9.5, 0.0, 1.0]]))

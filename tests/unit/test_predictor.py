@@ -111,13 +111,14 @@ def test_a_table_model_fills_a_null_where_training_saw_blank_cells_and_refuses_i
     from orchestrator.evaluate import evaluate_on_data
 
     cfg = config_from_dict({**TABLE, "data": {**TABLE["data"], "label_column": "label"}})
-    blanks = {"index": [1], "columns": ["area"], "fill": [2.5], "blank_rows": [7]}
+    blanks = {"index": [1], "features": ["area"], "fill": [2.5], "columns": ["area"], "flags": [1], "blank_rows": [7]}
     info = {**INFO, "input_shape": [3], "feature_columns": ["width", "area", "mass"], "blanks": blanks}
     torch.manual_seed(0)
     write_checkpoint(str(tmp_path / "ckpt"), model=build_model(cfg.model, [3], 3, blanks=blanks), config=cfg,
                      model_info=info, metrics={})
     predictor = Predictor.load(str(tmp_path / "ckpt"))
-    assert predictor.info["input"]["blank_columns"] == {"area": 2.5}
+    described = predictor.info["input"]
+    assert described["blank_columns"] == ["area"] and described["blank_fill"] == {"area": 2.5}
     named = predictor.validate([{"width": 1, "area": None, "mass": 3}, {"width": 4, "area": 5, "mass": 6}])
     listed = predictor.validate([[1, None, 3], [4, 5, 6]])  # a row as a list: null in its place
     assert np.array_equal(named, listed, equal_nan=True) and np.isnan(named[0, 1]) and named[1].tolist() == [4, 5, 6]
@@ -159,7 +160,8 @@ def test_a_table_model_takes_dates_as_iso_text_and_encodes_them_as_training_did(
 
     (tmp_path / "rows.csv").write_text("size,when,label\n1,2026-01-05T10:30:00Z,a\n2,2026-03-01,b\n3,,a\n")
     read = data.load_arrays(data.FilesData(name="files", path=str(tmp_path / "rows.csv")), seed=0)  # as training
-    fills = blanks.find(read.x, np.arange(3), blanks.feature_names(read.feature_columns, None, read.dates))
+    fills = blanks.find(read.x, np.arange(3), blanks.table_features(read.feature_columns, None, read.dates))
+    assert fills["columns"] == ["when"] and fills["index"] == list(range(1, 8)) and fills["flags"] == [1]  # one flag
     info = {**INFO, "input_shape": [8], "feature_columns": ["size", "when"], "dates": ["when"], "blanks": fills}
     cfg = config_from_dict({**TABLE, "data": {**TABLE["data"], "label_column": "label"}})
     torch.manual_seed(0)
