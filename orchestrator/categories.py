@@ -60,8 +60,8 @@ def check_not_numbers(column: str, values: np.ndarray) -> None:
     if numeric.any() and not numeric.all() and counts[numeric].sum() >= 0.9 * counts.sum():
         odd, cells = ", ".join(repr(str(v)) for v in distinct[~numeric][:3]), int(counts[~numeric].sum())
         raise DataError(f"column {column!r} holds numbers, and text in {cells} cell{'s' * (cells > 1)} ({odd}), so "
-                        "it reads as text: write those cells as numbers, or blank, or leave the column out with "
-                        "data.feature_columns")
+                        "it reads as text: write those cells as numbers, or blank (the model fills a blank cell: "
+                        "data.fill_blanks), or leave the column out with data.feature_columns")
 
 
 def _is_number(text: str) -> bool:

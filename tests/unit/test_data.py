@@ -150,7 +150,7 @@ def test_text_columns_are_categories_a_feature_each():
     # numbers with a few cells of text read as text: those cells are named, not made a category per number
     ages = np.array([str(20 + i % 50) for i in range(99)] + ["?"], dtype=object)
     with pytest.raises(DataError, match=r"column 'age' holds numbers, and text in 1 cell \('\?'\), so it reads as "
-                                        r"text: write those cells as numbers, or blank"):
+                                        r"text: write those cells as numbers, or blank \(the model fills a blank "):
         data._columns_to_arrays({"age": ages, "label": np.arange(100) % 2}, files)
     zips = np.array(["75001", "69002", "06000"] * 10, dtype=object)  # every value digits: categories
     assert data._columns_to_arrays({"zip": zips, "label": np.arange(30) % 2}, files).categories == {
