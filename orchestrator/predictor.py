@@ -218,22 +218,23 @@ class Predictor:
         return byte_text.encode(values, self.input_shape[0])
 
     def _by_column(self, instances: list) -> list:
-        """Objects keyed by column name, as lists in the training column order."""
+        """Objects keyed by column name, as lists in the training column order. Other keys are left, as training
+        left the data's other columns (the label, ids, columns data.feature_columns did not name): rows of the
+        training file go as they are. Where a column is missing, the other keys are named beside it (a
+        misspelt column, most likely)."""
         if not self.columns:
             raise RequestError(422, "wrong_type", "this model was not trained on named columns: send each "
                                f"instance as a nested list of shape {list(self.input_shape)}")
         columns, rows = self.columns, []
-        accepted = {*columns, self.label_column}
         for i, instance in enumerate(instances):
             if not isinstance(instance, dict):
                 raise RequestError(422, "wrong_type", f"instance {i} is not an object: send every instance as "
                                    f"an object keyed by column name, or every one as a list")
-            unknown = sorted(set(instance) - accepted)
-            missing = [c for c in columns if c not in instance]
-            if unknown or missing:
-                wrong = ", ".join(f"{what} columns {names}" for what, names in (("missing", missing),
-                                                                                 ("unknown", unknown)) if names)
-                raise RequestError(422, "wrong_columns", f"instance {i}: {wrong}; the model's columns are {columns}")
+            if missing := [c for c in columns if c not in instance]:
+                others = sorted(set(instance) - {*columns, self.label_column})
+                unknown = f", unknown columns {others}" if others else ""
+                raise RequestError(422, "wrong_columns", f"instance {i}: missing columns {missing}{unknown}; the "
+                                   f"model's columns are {columns}")
             row = [v for c in columns for v in self._encoded(i, c, instance[c])]
             rows.append(row[0] if len(row) == 1 else row)  # one column: a tensor column's list as it is
         return rows
