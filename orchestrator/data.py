@@ -568,16 +568,17 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str],
         raise DataError(f"feature columns {missing} not in the data; columns: {available}")
     if known is None:  # training: the columns of dates; the text columns, and every value they hold
         text = {c: texts(columns[c]) for c in feature_cols if _holds_text(columns[c])}
-        dated = [c for c in feature_cols if columns[c].dtype.kind == "M" or c in text and dates.holds_dates(text[c])]
-        text = {c: values for c, values in text.items() if c not in dated}
+        dates_of = {c: columns[c].astype("datetime64[s]") for c in feature_cols if columns[c].dtype.kind == "M"}
+        dates_of |= {c: read for c, values in text.items() if (read := dates.read_iso(values)) is not None}
+        text = {c: values for c, values in text.items() if c not in dates_of}
         found = {c: categories_of(values) for c, values in text.items()}
     else:  # the model's text columns, its values; its date columns, read as dates whatever the reader made them
-        dated = [c for c in feature_cols if c in (known.get("dates") or [])]
+        dates_of = {c: dates.as_dates(columns[c], c) for c in feature_cols if c in (known.get("dates") or [])}
         found = known.get("categories") or {}
         text = {c: texts(columns[c]) for c in feature_cols if c in found}
-        if numeric := [c for c in feature_cols if c not in text and c not in dated and _holds_text(columns[c])]:
+        if numeric := [c for c in feature_cols if c not in text and c not in dates_of and _holds_text(columns[c])]:
             raise DataError(f"feature columns {numeric} hold text, where the model was trained on numbers")
-    dates_of = {c: dates.as_dates(columns[c], c) for c in dated}
+    dated = [c for c in feature_cols if c in dates_of]
     num_rows = len(columns[cfg.label_column])
     if known is None:  # training: every text column must be categories
         for c, values in text.items():
@@ -617,9 +618,11 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str],
     # a table's blank numeric cells stay NaN for the model to fill (blanks.py); anything else not finite is refused
     features = blanks.table_features(feature_cols, found, dated)
     table = x.ndim == 2 and len(features) == x.shape[1] and len(cfg.feature_shape or [1]) == 1
-    if np.isinf(x).any() or (np.isnan(x).any() and not (table and cfg.fill_blanks)):
-        raise DataError(_not_finite(x, [c for c, _ in features] if table else [], table and not np.isinf(x).any()))
-    if known is None and (empty := list(dict.fromkeys(features[i][0] for i in np.flatnonzero(np.isnan(x).all(0))))):
+    infinite, blank = np.isinf(x).any(), np.isnan(x).any()
+    if infinite or (blank and not (table and cfg.fill_blanks)):
+        raise DataError(_not_finite(x, [c for c, _ in features] if table else [], table and not infinite))
+    if blank and known is None and (empty := list(dict.fromkeys(features[i][0]
+                                                                for i in np.flatnonzero(np.isnan(x).all(0))))):
         raise DataError(f"columns {empty} are blank in every row: leave them out with data.feature_columns")
     if cfg.feature_shape:
         if int(np.prod(cfg.feature_shape)) != int(np.prod(x.shape[1:])):

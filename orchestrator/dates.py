@@ -25,18 +25,15 @@ def feature_names(column: str) -> list[str]:
     return [f"{column}.{part}" for part in PARTS]
 
 
-def holds_dates(values: np.ndarray) -> bool:
-    """Whether a column of text holds ISO 8601 dates only (and blanks): one that a CSV reader left as text,
-    its dates written in more than one form (2026-03-01 and 2026-01-05T10:30:00Z)."""
-    written = [v for v in values if v.strip()]
-    if not written or not all(ISO_DATE.match(v) for v in written):
-        return False
+def read_iso(values: np.ndarray) -> np.ndarray | None:
+    """datetime64[s] of a column of text that holds ISO 8601 dates only (and blanks), else None: a column that
+    a CSV reader left as text, its dates written in more than one form (2026-03-01 and 2026-01-05T10:30:00Z)."""
+    if not any(v.strip() for v in values) or not all(ISO_DATE.match(v) for v in values if v.strip()):
+        return None
     try:
-        for v in written:
-            _parse(v)
-    except ValueError:  # 2026-13-45
-        return False
-    return True
+        return as_dates(values, "")
+    except DataError:  # 2026-13-45
+        return None
 
 
 def as_dates(values: np.ndarray, column: str) -> np.ndarray:
@@ -75,8 +72,6 @@ def parse(value, what: str) -> np.datetime64:
 def _parse(value) -> datetime.datetime | None:
     if value is None or (isinstance(value, float) and value != value) or (isinstance(value, str) and not value.strip()):
         return None  # a blank cell
-    if isinstance(value, (datetime.date, np.datetime64)):
-        return value
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a date")
     try:

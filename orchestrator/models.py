@@ -76,6 +76,11 @@ def model_for(cfg: ModelConfig, info: dict, normalized: bool = False) -> nn.Modu
                        info.get("input_dtype", "float32"), info.get("blanks"))
 
 
+def describe(cfg: ModelConfig, info: dict) -> dict:
+    """`info` (the data's) with the model's family and size: a checkpoint's model_info."""
+    return {**info, "family": cfg.name, "num_parameters": num_parameters(model_for(cfg, info))}
+
+
 def _stat_shape(input_shape) -> tuple[int, ...]:
     """Shape of per-channel statistics (see data.channel_stats)."""
     if len(input_shape) == 3:

@@ -26,7 +26,7 @@ from orchestrator.config import (
     save_config,
 )
 from orchestrator.errors import ConfigError
-from orchestrator.models import model_for, num_parameters
+from orchestrator.models import describe
 from orchestrator.runtime import check_fits, embedded
 
 
@@ -69,7 +69,7 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
     _check_resumable(cfg, run_uri)
     # bad data, or a model that does not fit it, is refused before Ray starts
     splits = splits or data.load_splits(cfg.data, cfg.seed, st.endpoint_url)
-    model_info = _model_info(cfg, splits)
+    model_info = describe(cfg.model, splits.info())
     with ray_session(address):
         check_resources(cfg)
         storage.write_bytes(storage.join(run_uri, "config.yaml"), save_config(cfg).encode(), st.endpoint_url, st.region)
@@ -104,11 +104,6 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
     storage.write_bytes(storage.join(run_uri, "result.json"), json.dumps(out.to_dict(), indent=2).encode(),
                         st.endpoint_url, st.region)
     return out
-
-
-def _model_info(cfg: ExperimentConfig, splits: data.Splits) -> dict:
-    info = splits.info()
-    return {**info, "family": cfg.model.name, "num_parameters": num_parameters(model_for(cfg.model, info))}
 
 
 def _check_resumable(cfg: ExperimentConfig, run_uri: str) -> None:

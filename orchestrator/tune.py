@@ -26,7 +26,7 @@ from orchestrator import data, engine, lineage, loop, report, storage
 from orchestrator.checkpoint import read_checkpoint
 from orchestrator.config import ExperimentConfig, config_from_dict, with_searched_values, with_value
 from orchestrator.errors import ConfigError
-from orchestrator.models import model_for, num_parameters
+from orchestrator.models import describe, model_for
 from orchestrator.runtime import check_fits
 
 PRIMITIVE = (str, int, float, bool, type(None))
@@ -287,7 +287,7 @@ def single_worker_trial(params: dict, cfg_dict: dict, info: dict, arrays: dict, 
     cfg = trial_config(cfg_dict, params)
     ctx = ray.tune.get_context()
     session = TuneSession(ctx.get_trial_name(), arrays, use_gpu=cfg_dict["tune"]["gpus_per_trial"] > 0)
-    loop.run(cfg, _trial_info(cfg, info), session, invocation=ctx.get_trial_id(), run_lineage=run_lineage,
+    loop.run(cfg, describe(cfg.model, info), session, invocation=ctx.get_trial_id(), run_lineage=run_lineage,
              trial_id=ctx.get_trial_id())
 
 
@@ -309,7 +309,7 @@ def multi_worker_trial(params: dict, cfg_dict: dict, info: dict, run_lineage: di
     resources = {"CPU": tc["cpus_per_trial"], **({"GPU": tc["gpus_per_trial"]} if tc["gpus_per_trial"] else {})}
     TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.to_dict(), "model_info": _trial_info(cfg, info),
+        train_loop_config={"config": cfg.to_dict(), "model_info": describe(cfg.model, info),
                            "invocation": ctx.get_trial_id(), "lineage": run_lineage, "trial_id": ctx.get_trial_id(),
                            **loop_data},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=tc["gpus_per_trial"] > 0,
@@ -330,11 +330,6 @@ def _quiet_trial() -> None:
     """Ray Tune logs "Checkpoint successfully created at: <path>" at every report of every trial; the
     epoch lines already say each trial's progress, and trials.csv where its checkpoints are."""
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-
-
-def _trial_info(cfg: ExperimentConfig, info: dict) -> dict:
-    model = model_for(cfg.model, info)
-    return {**info, "family": cfg.model.name, "num_parameters": num_parameters(model)}
 
 
 class TuneSession:
