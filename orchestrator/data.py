@@ -530,10 +530,13 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
     available = list(columns)  # in the file's order, which is the order of each sample's features
     if cfg.label_column not in columns:
         raise DataError(f"label column {cfg.label_column!r} not in the data; columns: {available}")
+    rows = _labelled_rows(columns[cfg.label_column], cfg.label_column)
+    if len(rows) < len(columns[cfg.label_column]):
+        columns = {name: values[rows] for name, values in columns.items()}
     if cfg.text_column is not None:
         x, feature_cols, found, dated = _text_input(columns, cfg), [cfg.text_column], {}, []
     else:
-        x, feature_cols, found, dated = _features(columns, cfg, index, known)
+        x, feature_cols, found, dated = _features(columns, cfg, index, known, rows)
     y, label_names = _labels(columns[cfg.label_column], cfg.label_column)
     return Arrays(x, y, label_names, feature_cols, found or None, dated or None, cfg.text_column)
 
@@ -555,10 +558,24 @@ def _text_input(columns: dict[str, np.ndarray], cfg: FilesData) -> np.ndarray:
     return byte_text.encode(values, cfg.text_bytes)
 
 
-def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str],
-              known: dict | None) -> tuple[np.ndarray, list[str], dict[str, list[str]], list[str]]:
+def _labelled_rows(labels: np.ndarray, column: str) -> np.ndarray:
+    """The rows that have a label. A row without one is left out, and said: nothing can be learned from it
+    or scored on it (AutoGluon and Ludwig leave such rows out too)."""
+    blank = _missing(labels)
+    if blank.all():
+        raise DataError(f"label column {column!r} is empty in every row: is data.label_column the right column?")
+    if unlabelled := int(blank.sum()):
+        print(f"data: {unlabelled:,} of {len(labels):,} rows have no {column!r} (the first is row "
+              f"{np.argmax(blank) + 1} of the data): left out, as a row without its label can neither teach the "
+              "model nor score it", flush=True)
+    return np.flatnonzero(~blank)
+
+
+def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str], known: dict | None,
+              rows: np.ndarray) -> tuple[np.ndarray, list[str], dict[str, list[str]], list[str]]:
     """float32 features [N, ...] from numeric, list, text (category) and date columns; the columns, the
-    categories of the text ones and which are dates. `known`: a model's model_info (else training)."""
+    categories of the text ones and which are dates. `known`: a model's model_info (else training). `rows`:
+    the data's row of each sample, for messages that name one."""
     available = list(columns)
     feature_cols = cfg.feature_columns or [c for c in available if c != cfg.label_column and c not in index]
     if not feature_cols:
@@ -620,7 +637,7 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str],
     table = x.ndim == 2 and len(features) == x.shape[1] and len(cfg.feature_shape or [1]) == 1
     infinite, blank = np.isinf(x).any(), np.isnan(x).any()
     if infinite or (blank and not (table and cfg.fill_blanks)):
-        raise DataError(_not_finite(x, [c for c, _ in features] if table else [], table and not infinite))
+        raise DataError(_not_finite(x, rows, [c for c, _ in features] if table else [], table and not infinite))
     if blank and known is None and (empty := list(dict.fromkeys(features[i][0]
                                                                 for i in np.flatnonzero(np.isnan(x).all(0))))):
         raise DataError(f"columns {empty} are blank in every row: leave them out with data.feature_columns")
@@ -632,10 +649,7 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str],
 
 
 def _labels(raw: np.ndarray, column: str) -> tuple[np.ndarray, list[str]]:
-    """int64 class indices and the class names, sorted."""
-    if unlabelled := np.flatnonzero(_missing(raw)).tolist():
-        raise DataError(f"{column!r} is empty in {len(unlabelled)} of {len(raw)} rows (the first is "
-                        f"row {unlabelled[0] + 1} of the data): label those rows or leave them out")
+    """int64 class indices and the class names, sorted, of labels none of which is blank."""
     if raw.dtype.kind == "f":  # a CSV reader's floats for integer classes: 1.0 is class '1'
         if not np.array_equal(raw, np.round(raw)):
             example = raw[raw != np.round(raw)][0]
@@ -665,11 +679,11 @@ def _missing(values: np.ndarray) -> np.ndarray:
     return np.zeros(len(values), dtype=bool)
 
 
-def _not_finite(x: np.ndarray, columns: list[str], fillable: bool) -> str:
-    """Which rows (and columns, for a table: `columns`, each feature's) hold NaN or infinity, e.g. the blank
-    cells of a CSV. `fillable`: blank cells that data.fill_blanks would fill."""
+def _not_finite(x: np.ndarray, rows: np.ndarray, columns: list[str], fillable: bool) -> str:
+    """Which rows (the data's: `rows`, each sample's) and columns (for a table: `columns`, each feature's) hold
+    NaN or infinity, e.g. the blank cells of a CSV. `fillable`: blank cells that data.fill_blanks would fill."""
     bad = ~np.isfinite(x.reshape(len(x), -1))
-    rows = np.flatnonzero(bad.any(axis=1))
+    rows = rows[bad.any(axis=1)]
     where = ""
     if columns:
         where = " in columns " + str(list(dict.fromkeys(c for c, b in zip(columns, bad.any(axis=0), strict=True) if b)))

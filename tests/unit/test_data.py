@@ -100,14 +100,35 @@ def test_file_data_errors_say_what_to_change(tmp_path, kwargs, message):
     assert message in str(e.value)
 
 
+@pytest.mark.parametrize("labels", [
+    np.array(["a", "", "b", "a"] * 5),  # a CSV reader's blank text
+    np.array([0.0, 1.0, np.nan, 1.0] * 5),  # a blank in a column of numbers
+    np.array(["a", None, "b", "a"] * 5, dtype=object),  # Parquet's null
+])
+def test_rows_without_a_label_are_left_out_and_said(labels, capsys):
+    columns = {"x": np.arange(20, dtype=np.float32), "label": labels}  # as the Parquet, CSV and NPZ readers give them
+    arrays = data._columns_to_arrays(columns, FilesData(name="files", path="d.csv"))
+    blank = np.flatnonzero(data._missing(labels))
+    assert arrays.x[:, 0].tolist() == [i for i in range(20) if i not in blank]  # the labelled rows, in order
+    assert len(arrays.y) == 15 and "" not in arrays.label_names and "nan" not in arrays.label_names
+    assert (f"data: 5 of 20 rows have no 'label' (the first is row {blank[0] + 1} of the data): left out"
+            in capsys.readouterr().out)
+
+
+def test_a_row_named_in_an_error_is_the_datas_row_after_unlabelled_ones_are_left_out():
+    x = np.zeros(20)
+    x[7] = np.inf
+    labels = np.array(["a", "", "b", "a"] * 5)  # rows 2, 6, ... have no label: row 8 is the 6th labelled one
+    with pytest.raises(DataError, match="the first is row 8 of the data"):
+        data._columns_to_arrays({"x": x, "label": labels}, FilesData(name="files", path="d.csv"))
+
+
 @pytest.mark.parametrize("labels, message", [
-    (np.array(["a", "", "b", "a"] * 5), "'label' is empty in 5 of 20 rows (the first is row 2 of the data)"),
-    (np.array([0.0, 1.0, np.nan, 1.0] * 5), "'label' is empty in 5 of 20 rows (the first is row 3 of the data)"),
-    (np.array(["a", None, "b", "a"] * 5, dtype=object), "'label' is empty in 5 of 20 rows"),
+    (np.array([None] * 20, dtype=object), "label column 'label' is empty in every row: is data.label_column the right"),
     (np.linspace(0, 1, 20), "holds fractional numbers (0.0526316): models here classify"),  # a regression target
 ])
-def test_unlabelled_rows_and_a_single_class_are_refused(labels, message):
-    columns = {"x": np.ones(20, np.float32), "label": labels}  # as the Parquet, CSV and NPZ readers give them
+def test_labels_that_cannot_be_classes_are_refused(labels, message):
+    columns = {"x": np.ones(20, np.float32), "label": labels}
     with pytest.raises(DataError) as e:
         data._columns_to_arrays(columns, FilesData(name="files", path="d.csv"))
     assert message in str(e.value)
@@ -324,8 +345,8 @@ def test_a_table_partitioned_into_directories_has_their_columns(tmp_path):
     (tmp_path / "parts" / "label=__HIVE_DEFAULT_PARTITION__").mkdir()  # how Spark writes a null value
     df.head(2).drop(columns=["label", "year"]).assign(year=2024).to_parquet(
         tmp_path / "parts" / "label=__HIVE_DEFAULT_PARTITION__" / "p.parquet")
-    with pytest.raises(DataError, match="'label' is empty in 2 of 62 rows"):
-        data.load_arrays(FilesData(name="files", path=str(tmp_path / "parts")), seed=0)
+    unlabelled = data.load_arrays(FilesData(name="files", path=str(tmp_path / "parts")), seed=0)
+    assert len(unlabelled.y) == 60 and unlabelled.label_names == arrays.label_names  # the null partition left out
 
 
 def test_csv_files_of_one_table_are_matched_by_column_name(tmp_path):

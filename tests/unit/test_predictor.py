@@ -147,6 +147,10 @@ def test_a_table_model_fills_a_null_where_training_saw_blank_cells_and_refuses_i
     # evaluate --data fills as the endpoint does; a blank the model cannot fill is named
     metrics = evaluate_on_data(str(tmp_path / "ckpt"), str(tmp_path / "rows.csv"))["metrics"]
     assert metrics["loss"] == pytest.approx(float(-np.log(probs[[0, 1], [0, 1]]).mean()), rel=1e-5)
+    (tmp_path / "partly.csv").write_text("width,area,mass,label\n7,8,9,\n1,,3,a\n4,5,6,b\n")  # a row not labelled yet
+    scored = evaluate_on_data(str(tmp_path / "ckpt"), str(tmp_path / "partly.csv"))
+    assert scored["num_rows"] == 2 and scored["metrics"] == metrics  # scored on the labelled rows, the others said
+    assert "1 of 3 rows have no 'label' (the first is row 1 of the data): left out" in capsys.readouterr().out
     with pytest.raises(DataError, match=r"columns \['width'\] have blank cells, and the model fills only those that "
                                         r"training saw blank \(\['area'\]\)"):
         evaluate_on_data(str(tmp_path / "ckpt"), str(tmp_path / "bad.csv"))
