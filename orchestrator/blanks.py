@@ -20,13 +20,16 @@ from orchestrator import dates
 from orchestrator.errors import DataError
 
 
-def table_features(columns: list[str], categories: dict[str, list[str]] | None,
-                   dated: list[str] | None) -> list[tuple[str, str]]:
+def table_features(columns: list[str], categories: dict[str, list[str]] | None, dated: list[str] | None,
+                   text: tuple[str, int] | None = None) -> list[tuple[str, str]]:
     """Each feature of a table, in order, as (its column, its name): the column for a number, 'column=category'
-    for a category's 0/1 feature, 'column.part' for a date's (dates.py)."""
+    for a category's 0/1 feature, 'column.part' for a date's (dates.py), 'column[i]' for byte i of a column of
+    free text (`text`: the column and its bytes, byte_text.py)."""
     categories, dated = categories or {}, dated or []
 
     def names(c: str) -> list[str]:
+        if text and c == text[0]:
+            return [f"{c}[{i}]" for i in range(text[1])]
         return [f"{c}={k}" for k in categories[c]] if c in categories else dates.feature_names(c) if c in dated else [c]
 
     return [(c, name) for c in columns for name in names(c)]

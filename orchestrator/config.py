@@ -75,7 +75,7 @@ class FilesData(SplitFields):
     feature_columns: list[str] | None = Field(
         None, description="Feature columns (or one tensor column / NPZ array); all but the label, in the file's order, "
         "when empty. A text column is categories: a 0/1 feature per value (one-hot); a column of dates 7 features "
-        "(dates.py)."
+        "(dates.py). With data.text_column: the columns beside the text (none, when empty)."
     )
     feature_shape: list[int] | None = Field(
         None, description="Reshape each sample's features to this shape, e.g. [1, 28, 28] for images. Image files: "
@@ -88,24 +88,28 @@ class FilesData(SplitFields):
         "refuses them. A blank cell of a text column is a category of its own either way."
     )
     text_column: str | None = Field(
-        None, description="A column of free text (reviews, messages) as the whole input, for text classification: "
-        "its UTF-8 bytes, read in order by model.name rnn or transformer. Leave data.feature_columns unset."
+        None, description="A column of free text (reviews, messages), for text classification: its UTF-8 bytes, read "
+        "in order by model.name rnn or transformer. The whole input, or, with data.feature_columns, beside those "
+        "columns (a review with its rating): the text read into a vector, joined to the table's features."
     )
     text_bytes: int = Field(256, ge=1, le=8192, description="With data.text_column: bytes of each text the model "
                             "reads; a longer text is cut to its first text_bytes, a shorter one padded. At most "
                             "8192: an rnn steps through every byte, a transformer attends from each to each.")
 
     @model_validator(mode="after")
-    def _text_alone(self):
+    def _text(self):
         if self.text_column is None:
             return self
-        beside = [f"data.{k}" for k in ("feature_columns", "feature_shape") if getattr(self, k)]
+        beside = ["data.feature_shape"] if self.feature_shape else []
         if self.augment.enabled:
             beside.append("data.augment.enabled (it shifts images)")
         if beside:
-            raise ValueError(f"data.text_column is the model's whole input: remove {', '.join(beside)}")
+            raise ValueError(f"data.text_column is read as text, not an image: remove {', '.join(beside)}")
         if self.text_column == self.label_column:
             raise ValueError(f"data.text_column and data.label_column are both {self.text_column!r}")
+        if self.text_column in (self.feature_columns or []):
+            raise ValueError(f"data.feature_columns names the text column {self.text_column!r}: list only the "
+                             "columns beside it")
         return self
 
 

@@ -35,6 +35,12 @@ class Arrays:
     categories: dict[str, list[str]] | None = None  # a text column's categories, a feature each (one-hot)
     dates: list[str] | None = None  # date columns, 7 features each (dates.py)
     text_column: str | None = None  # a column of free text, x its bytes (byte_text.py): int64 [N, text_bytes]
+    text_bytes: int | None = None  # the text beside a table's columns: x's first text_bytes features, as floats
+
+    def features(self) -> list[tuple[str, str]]:
+        """A table's features, as (column, name) (blanks.table_features)."""
+        text = (self.text_column, self.text_bytes) if self.text_bytes else None
+        return blanks.table_features(self.feature_columns or [], self.categories, self.dates, text)
 
 
 @dataclass
@@ -49,6 +55,7 @@ class Splits:
     categories: dict[str, list[str]] | None  # of its text columns
     dates: list[str] | None  # its date columns (dates.py)
     text_column: str | None  # the column of free text whose bytes are each sample (byte_text.py)
+    text_bytes: int | None  # beside a table's columns: the text's bytes are each sample's first text_bytes features
     blanks: dict | None  # a table's features with blank cells, and what fills them (blanks.py)
     mean: np.ndarray  # broadcasts against one sample (of the filled features and their 0/1 blank flags)
     std: np.ndarray
@@ -76,6 +83,7 @@ class Splits:
             "categories": self.categories,
             "dates": self.dates,
             "text_column": self.text_column,
+            "text_bytes": self.text_bytes,
             "blanks": self.blanks,
             # rows of each class in the training split (train.class_weight); a language model's targets are bytes
             "class_counts": np.bincount(labels, minlength=len(self.label_names)).tolist() if labels.ndim == 1 else None,
@@ -169,14 +177,15 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
             raise DataError(f"the labels hold one class ({arrays.label_names[0]!r} in every row): a classifier "
                             "needs two or more; is data.label_column the right column?")
         tr, va, te = split_indices(arrays.y, cfg.val_fraction, cfg.test_fraction, seed)
-        if arrays.text_column:  # bytes of a text column are token ids: nothing to normalize
+        if arrays.x.dtype == np.int64:  # bytes of a text column are token ids: nothing to normalize
             mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
         else:
             if arrays.feature_columns and np.isnan(arrays.x).any():  # only a table's blank cells get this far
-                features = blanks.table_features(arrays.feature_columns, arrays.categories, arrays.dates)
-                fills = blanks.find(arrays.x, tr, features)
+                fills = blanks.find(arrays.x, tr, arrays.features())
                 print(blanks.notice(fills, len(arrays.y)), flush=True)
             mean, std = channel_stats(blanks.fill_numpy(arrays.x[tr], fills) if fills else arrays.x[tr])
+            if arrays.text_bytes:  # a text's bytes beside the table: token ids, left as they are
+                mean[: arrays.text_bytes], std[: arrays.text_bytes] = 0, 1
     parts = {split: (arrays.x[rows], arrays.y[rows]) for split, rows in (("train", tr), ("val", va), ("test", te))}
     return Splits(
         arrays=parts,
@@ -187,6 +196,7 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
         categories=arrays.categories,
         dates=arrays.dates,
         text_column=arrays.text_column,
+        text_bytes=arrays.text_bytes,
         blanks=fills,
         mean=mean,
         std=std,
@@ -533,12 +543,14 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
     rows = _labelled_rows(columns[cfg.label_column], cfg.label_column)
     if len(rows) < len(columns[cfg.label_column]):
         columns = {name: values[rows] for name, values in columns.items()}
-    if cfg.text_column is not None:
+    beside = bool(cfg.text_column and cfg.feature_columns)  # a text beside a table's columns
+    if cfg.text_column is not None and not beside:
         x, feature_cols, found, dated = _text_input(columns, cfg), [cfg.text_column], {}, []
     else:
         x, feature_cols, found, dated = _features(columns, cfg, index, known, rows)
     y, label_names = _labels(columns[cfg.label_column], cfg.label_column)
-    return Arrays(x, y, label_names, feature_cols, found or None, dated or None, cfg.text_column)
+    return Arrays(x, y, label_names, feature_cols, found or None, dated or None, cfg.text_column,
+                  cfg.text_bytes if beside else None)
 
 
 def _text_input(columns: dict[str, np.ndarray], cfg: FilesData) -> np.ndarray:
@@ -573,18 +585,21 @@ def _labelled_rows(labels: np.ndarray, column: str) -> np.ndarray:
 
 def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str], known: dict | None,
               rows: np.ndarray) -> tuple[np.ndarray, list[str], dict[str, list[str]], list[str]]:
-    """float32 features [N, ...] from numeric, list, text (category) and date columns; the columns, the
-    categories of the text ones and which are dates. `known`: a model's model_info (else training). `rows`:
-    the data's row of each sample, for messages that name one."""
+    """float32 features [N, ...] from numeric, list, text (category) and date columns, and data.text_column's
+    bytes first where it is beside them; the columns, the categories of the text ones and which are dates.
+    `known`: a model's model_info (else training). `rows`: the data's row of each sample, for messages that
+    name one."""
     available = list(columns)
     feature_cols = cfg.feature_columns or [c for c in available if c != cfg.label_column and c not in index]
+    free_text = cfg.text_column  # set here only beside data.feature_columns
+    feature_cols = [free_text, *feature_cols] if free_text else feature_cols
     if not feature_cols:
         raise DataError(f"the data has no feature columns: its columns are {available}, the label and any index "
                         "pandas wrote (see data.feature_columns)")
     if missing := [c for c in feature_cols if c not in columns]:
         raise DataError(f"feature columns {missing} not in the data; columns: {available}")
     if known is None:  # training: the columns of dates; the text columns, and every value they hold
-        text = {c: texts(columns[c]) for c in feature_cols if _holds_text(columns[c])}
+        text = {c: texts(columns[c]) for c in feature_cols if c != free_text and _holds_text(columns[c])}
         dates_of = {c: columns[c].astype("datetime64[s]") for c in feature_cols if columns[c].dtype.kind == "M"}
         dates_of |= {c: read for c, values in text.items() if (read := dates.read_iso(values)) is not None}
         text = {c: values for c, values in text.items() if c not in dates_of}
@@ -593,7 +608,7 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str], k
         dates_of = {c: dates.as_dates(columns[c], c) for c in feature_cols if c in (known.get("dates") or [])}
         found = known.get("categories") or {}
         text = {c: texts(columns[c]) for c in feature_cols if c in found}
-        if numeric := [c for c in feature_cols if c not in text and c not in dates_of and _holds_text(columns[c])]:
+        if numeric := [c for c in feature_cols if c not in (*text, *dates_of, free_text) and _holds_text(columns[c])]:
             raise DataError(f"feature columns {numeric} hold text, where the model was trained on numbers")
     dated = [c for c in feature_cols if c in dates_of]
     num_rows = len(columns[cfg.label_column])
@@ -621,9 +636,9 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str], k
         if len(feature_cols) == 1 and not text and not dated:  # one tensor/list column, or a single scalar feature
             x = np.stack(columns[lists[0]]) if lists else _numbers(columns[feature_cols[0]])
         else:  # a feature per number, per category of a text column, and 7 per date column
-            x = np.concatenate([one_hot(text[c], found[c]) if c in text else dates.features(dates_of[c])
-                                if c in dates_of else _numbers(columns[c]).reshape(num_rows, -1)
-                                for c in feature_cols], axis=1)
+            x = np.concatenate([_text_input(columns, cfg) if c == free_text else one_hot(text[c], found[c])
+                                if c in text else dates.features(dates_of[c]) if c in dates_of
+                                else _numbers(columns[c]).reshape(num_rows, -1) for c in feature_cols], axis=1)
         x = x.reshape(len(x), -1) if x.ndim == 1 else x
         x = x.astype(np.float32)
     except (TypeError, ValueError) as e:
@@ -633,7 +648,7 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str], k
                             "must have the same size") from None
         raise DataError(f"features {feature_cols} are not numeric arrays of one shape: {e}") from None
     # a table's blank numeric cells stay NaN for the model to fill (blanks.py); anything else not finite is refused
-    features = blanks.table_features(feature_cols, found, dated)
+    features = blanks.table_features(feature_cols, found, dated, (free_text, cfg.text_bytes) if free_text else None)
     table = x.ndim == 2 and len(features) == x.shape[1] and len(cfg.feature_shape or [1]) == 1
     infinite, blank = np.isinf(x).any(), np.isnan(x).any()
     if infinite or (blank and not (table and cfg.fill_blanks)):

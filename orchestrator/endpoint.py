@@ -110,7 +110,8 @@ PREDICT_DOCS = {  # the body is parsed by hand (for its error messages), so desc
                                                     "null for a column of input.blank_columns, "
                                                     "which the model fills), or, for a model of images, "
                                                     '{"b64": "<base64 of an image file>"}, or, for a model of '
-                                                    'text (input.text_column), a string'}},
+                                                    'text (input.text_column), a string, or, where it is one of '
+                                                    'input.columns, that key of the object'}},
     }}}},
 }
 

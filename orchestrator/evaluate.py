@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from orchestrator import data, engine
-from orchestrator.blanks import table_features, unfilled
+from orchestrator.blanks import unfilled
 from orchestrator.checkpoint import read_checkpoint
 from orchestrator.config import FilesData
 from orchestrator.errors import ConfigError, DataError
@@ -56,15 +56,18 @@ def evaluate_on_data(uri: str, data_uri: str) -> dict:
     if cfg.model.name == "gpt":
         raise ConfigError(f"{uri} is a language model: evaluate it on its own text with --split")
     labels = list(info["label_names"])
-    if text_column := info.get("text_column"):  # read as training read it: its bytes, as many as the model takes
+    text_column, text_bytes = info.get("text_column"), info.get("text_bytes")
+    if text_column and not text_bytes:  # read as training read it: its bytes, as many as the model takes
         inputs = {"text_column": text_column, "text_bytes": info["input_shape"][0]}
+    elif text_column:  # its bytes beside the table's other columns
+        inputs = {"text_column": text_column, "text_bytes": text_bytes,
+                  "feature_columns": [c for c in info["feature_columns"] if c != text_column]}
     else:
         inputs = {"feature_columns": info.get("feature_columns"), "feature_shape": info["input_shape"]}
     source = FilesData(name="files", path=data_uri, label_column=getattr(cfg.data, "label_column", "label"), **inputs)
     arrays = data.load_arrays(source, cfg.seed, cfg.storage.endpoint_url, known=info)
     fills = info.get("blanks")
-    features = table_features(arrays.feature_columns or [], arrays.categories, arrays.dates)
-    if arrays.feature_columns and (blank := unfilled(arrays.x, fills, features)):
+    if arrays.feature_columns and (blank := unfilled(arrays.x, fills, arrays.features())):
         fillable = (f"fills only those that training saw blank ({fills['columns']})" if fills else
                     "saw no blank cell in training")
         raise DataError(f"{data_uri}: columns {blank} have blank cells, and the model {fillable}: fill them in or "

@@ -4,7 +4,8 @@ Every classifier takes raw features [B, *input_shape] and returns logits [B, num
 training-split normalization is a buffer of the model, so it is saved in the same
 safetensors file and serving can never apply different statistics than training did.
 A classifier of text (data.text_column: input_dtype int64) takes the bytes of each text as token ids
-[B, T] (byte_text.py): the rnn and transformer embed them and leave the padding out.
+[B, T] (byte_text.py): the rnn and transformer embed them and leave the padding out. A text beside a table's
+columns (data.feature_columns too) comes as the first T of a sample's float features, the table's after.
 The language model (lm.py) takes bytes [B, T] and returns next-byte logits [B, T, 256].
 """
 
@@ -44,24 +45,28 @@ class Classifier(nn.Module):
 
 
 def build_model(cfg: ModelConfig, input_shape, num_classes: int, mean=None, std=None,
-                input_dtype: str = "float32", blanks: dict | None = None) -> nn.Module:
+                input_dtype: str = "float32", blanks: dict | None = None, text_bytes: int | None = None) -> nn.Module:
     """The model for this input shape; mean/std default to identity (they are loaded from checkpoints).
     gpt: input_shape is [block_size] and num_classes the vocabulary (256 bytes). input_dtype int64: a
     classifier of text, input_shape [text_bytes]. `blanks`: a table's features with blank cells (blanks.py),
-    which the model fills, adding a 0/1 feature per column with blanks."""
+    which the model fills, adding a 0/1 feature per column with blanks. `text_bytes`: a text beside a
+    table's columns, its bytes the first text_bytes features."""
     input_shape = tuple(int(s) for s in input_shape)
     fill = None
     if blanks:
         fill, input_shape = FillBlanks(blanks), (input_shape[0] + len(blanks["flags"]),)
     if isinstance(cfg, GPTConfig):
         return _gpt(cfg, input_shape, num_classes)
+    if (input_dtype == "int64" or text_bytes) and not isinstance(cfg, (RNNConfig, TransformerConfig)):
+        raise ConfigError(f"model {cfg.name!r} takes numbers, and data.text_column gives it text: use model.name "
+                          "rnn or transformer, which read a text's bytes in order")
     if input_dtype == "int64":
-        if not isinstance(cfg, (RNNConfig, TransformerConfig)):
-            raise ConfigError(f"model {cfg.name!r} takes numbers, and data.text_column gives it text: use model.name "
-                              "rnn or transformer, which read a text's bytes in order")
         return Classifier(nn.Identity(), _TextBody(cfg, input_shape[0], num_classes))
-    builders = {"mlp": _mlp, "cnn": _cnn, "rnn": _rnn, "transformer": _transformer}
-    body = builders[cfg.name](cfg, input_shape, num_classes)
+    if text_bytes:
+        body = _TextTableBody(cfg, text_bytes, input_shape[0] - text_bytes, num_classes)
+    else:
+        body = {"mlp": _mlp, "cnn": _cnn, "rnn": _rnn, "transformer": _transformer}[cfg.name](cfg, input_shape,
+                                                                                               num_classes)
     stat_shape = _stat_shape(input_shape)
     mean = np.zeros(stat_shape, np.float32) if mean is None else mean
     std = np.ones(stat_shape, np.float32) if std is None else std
@@ -73,7 +78,7 @@ def model_for(cfg: ModelConfig, info: dict, normalized: bool = False) -> nn.Modu
     `normalized`: with its training-split normalization (else identity, for weights loaded after)."""
     norm = info["normalization"] if normalized else {}
     return build_model(cfg, info["input_shape"], len(info["label_names"]), norm.get("mean"), norm.get("std"),
-                       info.get("input_dtype", "float32"), info.get("blanks"))
+                       info.get("input_dtype", "float32"), info.get("blanks"), info.get("text_bytes"))
 
 
 def describe(cfg: ModelConfig, info: dict) -> dict:
@@ -262,6 +267,24 @@ class _TextBody(nn.Module):
         if hasattr(self, "rnn"):
             return self.rnn(x, text)
         return self.transformer(x, text)
+
+
+class _TextTableBody(nn.Module):
+    """A text beside a table's columns (a review and its rating): the text's bytes, the first `length`
+    features, read by a _TextBody into a vector, which is joined to the table's (normalized) features for
+    an MLP of one hidden layer to classify; so the text and the columns are learnt together, end to end."""
+
+    def __init__(self, cfg: RNNConfig | TransformerConfig, length: int, num_features: int, num_classes: int):
+        super().__init__()
+        width = cfg.hidden_size if isinstance(cfg, RNNConfig) else cfg.d_model
+        self.length = length
+        self.text = _TextBody(cfg, length, width)  # its head maps what it read of the text to `width` numbers
+        self.head = nn.Sequential(nn.Linear(width + num_features, width), nn.ReLU(), nn.Dropout(cfg.dropout),
+                                  nn.Linear(width, num_classes))
+
+    def forward(self, x):
+        tokens = x[:, : self.length].long()  # token ids, carried as floats (exact: 0..256)
+        return self.head(torch.cat([torch.relu(self.text(tokens)), x[:, self.length :]], dim=1))
 
 
 def _gpt(cfg: GPTConfig, input_shape, vocab_size: int):

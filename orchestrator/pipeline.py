@@ -123,7 +123,7 @@ def run(cfg: ExperimentConfig, *, address: str | None = None, host: str = "127.0
             smoke = smoke_generate(deployed["url"], splits.arrays["test"], args)
         else:
             say(f"[{next(step)}/{steps}] smoke request: {SMOKE_INSTANCES} test inputs to {deployed['url']}/v1/predict")
-            smoke = smoke_request(deployed["url"], splits.arrays["test"], args, texts=splits.text_column is not None)
+            smoke = smoke_request(deployed["url"], splits.arrays["test"], args, texts=splits.input_dtype == "int64")
     served = reg.resolve(model, production)  # the new version, or production as it was if refused
     return {
         "model": model,

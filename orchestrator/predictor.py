@@ -93,6 +93,7 @@ class Predictor:
         self.columns = info.get("feature_columns")  # a table's columns in the order they fill each input
         self.categories = info.get("categories") or {}  # of its text columns, a feature each (categories.py)
         self.text_column = info.get("text_column")  # a column of free text, the whole input (byte_text.py)
+        self.text_bytes = info.get("text_bytes")  # or beside a table's columns: its bytes the first features
         self.dates = info.get("dates") or []  # date columns, 7 features each (dates.py)
         blanks = info.get("blanks") or {"index": [], "features": [], "fill": [], "columns": []}  # blanks.py
         self.fillable = blanks["index"]  # the features where a blank (null) is filled
@@ -128,7 +129,8 @@ class Predictor:
         """Inputs as nested lists of the input shape, as flat lists of its size (filled row-major, as
         data.feature_shape fills it in training), or, for a model trained on a table, as objects keyed by
         column name ({"age": 41, ...}), which fill each input in the training column order. A model of text
-        takes texts, as strings or keyed by its column ({"review": "..."}). A date column takes ISO 8601 text;
+        takes texts, as strings or keyed by its column ({"review": "..."}); with other columns, its text is one
+        of the row's keys. A date column takes ISO 8601 text;
         a table's cell that training saw blank may be null (in a row as a list too): the model fills it."""
         shape = list(self.input_shape)
         if not isinstance(instances, list):
@@ -139,7 +141,7 @@ class Predictor:
             raise RequestError(422, "too_many_instances",
                                f"{len(instances)} instances in one request; at most {self.max_instances}: "
                                "split the request")
-        if self.text_column:
+        if self.text_column and not self.text_bytes:
             return self._texts(instances)
         if any(isinstance(i, dict) and "b64" in i for i in instances):
             instances = self._images(instances)
@@ -173,6 +175,11 @@ class Predictor:
             raise RequestError(422, "not_finite", f"instance {row} holds NaN, Infinity or a number beyond float32"
                                + (f" (null is taken for {self.fillable_columns} only, the columns "
                                             "training saw blank)" if self.fillable else ""))
+        tokens = x[:, : self.text_bytes or 0]  # a row as a list carries the text as token ids: 0..256 each
+        if ((tokens != np.round(tokens)) | (tokens < 0) | (tokens >= byte_text.VOCAB_SIZE)).any():
+            raise RequestError(422, "wrong_type", f"the first {self.text_bytes} numbers of a row are the bytes of "
+                               f"its text ({self.text_column!r}, token ids 0..{byte_text.VOCAB_SIZE - 1}): send rows "
+                               "as objects keyed by column name, with the text as a string")
         return x
 
     def _images(self, instances: list) -> list:
@@ -241,7 +248,13 @@ class Predictor:
 
     def _encoded(self, i: int, column: str, value) -> list:
         """A column's value as the model's features: a number as it is, a text column's value a 0/1 per
-        category, a date (ISO 8601 text) its 7 features, as training encoded them."""
+        category, a date (ISO 8601 text) its 7 features, the column of free text its bytes, as training
+        encoded them."""
+        if column == self.text_column:  # beside the table's columns; null is no text, as a blank cell in training
+            if not isinstance(value, str) and value is not None:
+                raise RequestError(422, "wrong_type", f"instance {i}: {column!r} takes text, got "
+                                   f"{json.dumps(value)[:80]}")
+            return byte_text.encode([value or ""], self.text_bytes)[0].tolist()
         if value is None and column in self.fillable_columns:
             return [math.nan] * len(table_features([column], self.categories, self.dates))  # filled by the model
         blank = (f" (null is taken for {self.fillable_columns}, the columns training saw blank)"

@@ -91,9 +91,12 @@ def test_cross_field_rules():
     assert "text data needs model.name: gpt" in _error({**BASE, "data": {"name": "text"}})
     assert "n_head" in _error({**BASE, "data": {"name": "text"}, "model": {"name": "gpt", "d_model": 30, "n_head": 4}})
     text = {"name": "files", "path": "t.csv", "text_column": "review"}
-    assert ("data.text_column is the model's whole input: remove data.feature_columns, data.augment.enabled (it "
-            "shifts images)") in _error({**BASE, "data": {**text, "feature_columns": ["a"],
+    assert ("data.text_column is read as text, not an image: remove data.feature_shape, data.augment.enabled (it "
+            "shifts images)") in _error({**BASE, "data": {**text, "feature_shape": [2, 2],
                                                           "augment": {"enabled": True}}})
+    assert "data.feature_columns names the text column 'review': list only the columns beside it" in _error(
+        {**BASE, "data": {**text, "feature_columns": ["stars", "review"]}})
+    assert config_from_dict({**BASE, "data": {**text, "feature_columns": ["stars"]}}).data.feature_columns == ["stars"]
     assert "train.class_weight weighs the classes of a classifier: a language model has none" in _error(
         {**BASE, "data": {"name": "text"}, "model": {"name": "gpt"}, "train": {"class_weight": "balanced"}})
     assert "data.text_column and data.label_column are both 'label'" in _error(

@@ -235,6 +235,33 @@ def test_a_column_of_free_text_is_its_bytes_for_a_model_of_text(tmp_path, capsys
             data._columns_to_arrays(columns, files)
 
 
+def test_a_text_beside_a_tables_columns_is_its_bytes_first_then_their_features(tmp_path, capsys):
+    files = FilesData(name="files", path="d.csv", text_column="review", text_bytes=4, feature_columns=["stars", "kind"])
+    columns = {"review": np.array(["good", None, "a long one"], dtype=object), "stars": np.array([5.0, np.nan, 2.0]),
+               "kind": np.array(["book", "toy", "book"], dtype=object), "label": np.arange(3) % 2}
+    arrays = data._columns_to_arrays(columns, files)
+    # the text's bytes (as token ids, in float32), then the number (blank: NaN, for the model) and the categories
+    assert arrays.x.dtype == np.float32 and np.array_equal(arrays.x, [
+        [104, 112, 112, 101, 5, 1, 0], [0, 0, 0, 0, np.nan, 0, 1], [98, 33, 109, 112, 2, 1, 0]], equal_nan=True)
+    assert (arrays.feature_columns, arrays.text_bytes, arrays.categories) == (["review", "stars", "kind"], 4,
+                                                                               {"kind": ["book", "toy"]})
+    assert [name for _, name in arrays.features()] == ["review[0]", "review[1]", "review[2]", "review[3]", "stars",
+                                                       "kind=book", "kind=toy"]
+    # split: the token ids are left as they are, the table's features normalized; the blank at its feature index
+    path = tmp_path / "t.csv"
+    path.write_text("review,stars,label\n" + "".join(f"text {i},{'' if i == 3 else i},{i % 2}\n" for i in range(40)))
+    splits = data.load_splits(FilesData(name="files", path=str(path), text_column="review", text_bytes=6,
+                                        feature_columns=["stars"]), 0)
+    info = splits.info()
+    assert (info["input_shape"], info["input_dtype"], info["text_bytes"], info["feature_columns"]) == (
+        [7], "float32", 6, ["review", "stars"])
+    assert splits.mean[:6].tolist() == [0] * 6 and splits.std[:6].tolist() == [1] * 6 and splits.std[6] > 1
+    assert info["blanks"]["index"] == [6] and info["blanks"]["columns"] == ["stars"] and len(splits.mean) == 8
+    # evaluate's reading of other data with the model's description: the same features
+    again = data._columns_to_arrays(columns, files, known={"categories": {"kind": ["book", "toy"]}})
+    assert np.array_equal(again.x, arrays.x, equal_nan=True)
+
+
 def test_non_finite_features_are_refused(tmp_path):
     x = np.ones((10, 4), np.float32)
     x[3, 1] = np.nan

@@ -101,9 +101,44 @@ def test_a_model_of_text_reads_its_bytes_and_not_the_padding(family):
 
 def test_a_model_of_numbers_given_text_is_a_config_error():
     for family in ("mlp", "cnn"):
-        with pytest.raises(ConfigError, match=f"model '{family}' takes numbers, and data.text_column gives it text: "
-                                              "use model.name rnn or transformer"):
-            build_model(FAMILIES[family], (12,), 2, input_dtype="int64")
+        for beside in (False, True):  # the text alone, or beside a table's columns
+            with pytest.raises(ConfigError, match=f"model '{family}' takes numbers, and data.text_column gives it "
+                                                  "text: use model.name rnn or transformer"):
+                build_model(FAMILIES[family], (12,), 2, **({"text_bytes": 8} if beside else {"input_dtype": "int64"}))
+
+
+@pytest.mark.parametrize("family", ["gru", "transformer"])
+def test_a_text_beside_a_tables_columns_is_learnt_with_them(family, tmp_path):
+    """A class that neither the text nor the number tells alone (good or bad words, XOR a price over 0)."""
+    from orchestrator.byte_text import encode
+    from orchestrator.checkpoint import read_checkpoint, write_checkpoint
+    from orchestrator.config import config_from_dict
+
+    torch.manual_seed(0)
+    good = torch.rand(128) < 0.5
+    texts = [f"{'a good' if g else 'a bad'} one" for g in good.tolist()]
+    price, blank = torch.randn(128), torch.rand(128) < 0.1
+    x = torch.cat([torch.from_numpy(encode(texts, 12)).float(), price[:, None].masked_fill(blank[:, None], 0)], 1)
+    y = (good ^ (price > 0)).long()
+    blanks = {"index": [12], "fill": [0.0], "flags": [12]}  # the price's blank cells: filled, and a flag
+    x[blank, 12] = float("nan")
+    model = build_model(FAMILIES[family], (13,), 2, mean=torch.zeros(14), std=torch.ones(14), blanks=blanks,
+                        text_bytes=12)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(200):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    model.eval()
+    known = ~blank & (price.abs() > 0.05)  # a blank price (or one at the fill) cannot tell the class
+    assert (model(x).argmax(1) == y)[known].float().mean() > 0.95
+    # a text's bytes are read as the model of text alone reads them: not the padding, whatever its batch
+    assert torch.allclose(torch.cat([model(x[i : i + 1]) for i in range(8)]), model(x[:8]), atol=1e-5)
+    cfg = config_from_dict({"name": "t", "data": {"name": "digits"}, "model": FAMILIES[family].model_dump()})
+    info = {"input_shape": [13], "label_names": ["a", "b"], "normalization": {}, "data_fingerprint": "x",
+            "blanks": blanks, "text_bytes": 12}
+    write_checkpoint(str(tmp_path / "ckpt"), model=model, config=cfg, model_info=info, metrics={})
+    assert torch.equal(read_checkpoint(str(tmp_path / "ckpt")).model()(x), model(x))
 
 
 def test_a_model_fills_blank_cells_and_learns_from_a_cell_being_blank(tmp_path):

@@ -264,6 +264,47 @@ def test_a_model_of_text_takes_texts_and_reads_them_as_training_did(tmp_path, ca
     assert capsys.readouterr().out.startswith("a fine film, truly truly truly truly...\t")  # the text, on one line
 
 
+def test_a_model_of_a_text_beside_columns_takes_rows_by_column_and_reads_them_as_training_did(tmp_path, capsys):
+    from orchestrator import data, models
+    from orchestrator.cli import main
+    from orchestrator.evaluate import evaluate_on_data
+
+    (tmp_path / "rows.csv").write_text("id,note,stars,kind,label\n" + "".join(
+        f"{i},{['fine', 'poor', 'a long note'][i % 3]},{'' if i == 4 else i % 5},{['x', 'y'][i % 2]},{'ab'[i % 2]}\n"
+        for i in range(30)))
+    cfg = config_from_dict({"name": "t", "model": {"name": "rnn", "cell": "gru", "hidden_size": 8},
+                            "data": {"name": "files", "path": str(tmp_path / "rows.csv"), "text_column": "note",
+                                     "text_bytes": 6, "feature_columns": ["stars", "kind"]}})
+    splits = data.load_splits(cfg.data, 0)
+    info = models.describe(cfg.model, splits.info())
+    torch.manual_seed(0)
+    write_checkpoint(str(tmp_path / "ckpt"), model=models.model_for(cfg.model, info, normalized=True), config=cfg,
+                     model_info=info, metrics={})
+    predictor = Predictor.load(str(tmp_path / "ckpt"))
+    assert predictor.info["input"]["columns"] == ["note", "stars", "kind"] and predictor.canary()
+    # the rows of the file as objects (their other keys left), in any key order: the features training read
+    rows = data.read_rows(str(tmp_path / "rows.csv"))
+    x = predictor.validate([dict(reversed(row.items())) for row in rows])
+    trained = data.load_arrays(cfg.data, 0, known=info).x
+    assert np.array_equal(x, trained, equal_nan=True) and np.isnan(x[4, 6])  # the blank stars: filled by the model
+    assert np.array_equal(predictor.validate([{"note": None, "stars": 1, "kind": "x"}])[0, :6], np.zeros(6))  # no text
+    assert np.array_equal(predictor.validate(trained[:3].tolist()), trained[:3])  # a row as its features, as a list
+    for bad, words in [([{"note": 3, "stars": 1, "kind": "x"}], "instance 0: 'note' takes text, got 3"),
+                       ([{"stars": 1, "kind": "x"}], "instance 0: missing columns ['note']"),
+                       ([[0.5] + [1] * 8], "the first 6 numbers of a row are the bytes of its text ('note', token "
+                                           "ids 0..256): send rows as objects keyed by column name")]:
+        with pytest.raises(RequestError) as e:
+            predictor.validate(bad)
+        assert e.value.status == 422 and words in e.value.message, e.value.message
+    # evaluate --data and predict --input read the file as the endpoint does
+    probs = predictor.predict(x)
+    result = evaluate_on_data(str(tmp_path / "ckpt"), str(tmp_path / "rows.csv"))
+    assert result["metrics"]["accuracy"] == pytest.approx(np.mean(probs.argmax(1) == np.arange(30) % 2))
+    assert main(["predict", str(tmp_path / "ckpt"), "--input", str(tmp_path / "rows.csv"), "--json"]) == 0
+    answers = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"]
+    assert np.allclose([a["probabilities"] for a in answers], probs, atol=1e-6)
+
+
 def test_a_model_without_columns_says_to_send_lists(predictor):
     with pytest.raises(RequestError) as e:
         predictor.validate([{"a": 1}])
