@@ -618,15 +618,17 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str], k
         if wide := [c for c in text if names_rows(found[c], num_rows)]:
             counts = ", ".join(f"{c!r} {len(found[c])}" for c in wide)
             keep = ", ".join(c for c in feature_cols if c not in wide)
+            beside = f", and data.feature_columns: [{keep}] for the columns beside it" if keep else ""
             raise DataError(f"text columns hold too many different values to be categories ({counts} in {num_rows} "
                             f"rows; at most {MAX_CATEGORIES}, and under half the rows): ids, names or free text. "
-                            f"Leave them out: data.feature_columns: [{keep}]; or, to classify free text, set "
-                            f"data.text_column: {wide[0]} with model.name rnn or transformer")
+                            f"Leave them out: data.feature_columns: [{keep}]; or, to read one as free text, set "
+                            f"data.text_column: {wide[0]} with model.name rnn or transformer{beside}")
         for c in text:
             if (words := sentence_words(found[c])) is not None:
                 print(f"data: column {c!r} holds sentences (a median of {words} words), made categories: each "
                       "different text a feature of its own, and one that training never saw turns on none. To "
-                      f"read their words, set data.text_column: {c} (model.name rnn or transformer)", flush=True)
+                      f"read their words, set data.text_column: {c} (model.name rnn or transformer; the columns "
+                      "beside it in data.feature_columns)", flush=True)
     lists = [c for c in feature_cols if c not in text and columns[c].dtype == object  # a list (tensor) per row
              and any(isinstance(v, (list, tuple, np.ndarray)) for v in columns[c])]
     if lists and len(feature_cols) > 1:

@@ -225,8 +225,12 @@ def test_a_column_of_free_text_is_its_bytes_for_a_model_of_text(tmp_path, capsys
     assert capsys.readouterr().out == ""
     # free text given as features is refused with the way to classify it
     many = {"review": np.array([f"review number {i}" for i in range(40)]), "label": np.arange(40) % 2}
-    with pytest.raises(DataError, match="to classify free text, set data.text_column: review with model.name rnn"):
+    with pytest.raises(DataError, match="to read one as free text, set data.text_column: review with model.name rnn "
+                                        r"or transformer$"):
         data._columns_to_arrays(many, FilesData(name="files", path="d.csv"))
+    with pytest.raises(DataError, match=r"data.text_column: review with model.name rnn or transformer, and "
+                                        r"data.feature_columns: \[stars\] for the columns beside it"):
+        data._columns_to_arrays({**many, "stars": np.arange(40) % 5}, FilesData(name="files", path="d.csv"))
     for columns, message in [
         ({"label": np.arange(4)}, r"data.text_column 'review' not in the data; columns: \['label'\]"),
         ({"review": np.arange(4.0), "label": np.arange(4)}, "data.text_column 'review' holds float64 values, not text"),
