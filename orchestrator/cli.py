@@ -6,7 +6,7 @@
     orchestrator evaluate CHECKPOINT_URI [--split test | --data URI] [--json]
     orchestrator serve CHECKPOINT_URI [field=value ...] [--host H --port P] [--address ADDR] [--json]
     orchestrator serve status|rollback|shutdown --address ADDR
-    orchestrator predict URL|CHECKPOINT_URI --input FILE|- [--json]
+    orchestrator predict URL|CHECKPOINT_URI --input FILE|- [--output FILE] [--json]
     orchestrator generate URL|CHECKPOINT_URI --prompt TEXT [--max-new-tokens N] [--temperature T] [--seed S] [--json]
     orchestrator export CHECKPOINT_URI DESTINATION_URI
     orchestrator models list|show|promote|rollback [VERSION|ALIAS] [--registry URI] [--model NAME] [--address ADDR]
@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from orchestrator.config import REGISTRY_DEFAULT
@@ -129,6 +130,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help='JSON file ({"instances": [...]} or a list of inputs), - for '
                    "stdin, a table file with a header: CSV, TSV, Parquet, JSON Lines, Feather (a row per input, by "
                    "column name), or an image file or a directory of them (the model decodes them as in training)")
+    p.add_argument("--output", metavar="FILE", help="write the inputs and their predictions to this table file "
+                   "(.csv, .tsv, .jsonl, .parquet, .feather): each input's row (or its text, or its file), then its "
+                   "prediction, probability and a probability_<class> per class")
     p.add_argument("--api-key-env", default="ORCHESTRATOR_API_KEY", help="environment variable holding the API key")
     p.set_defaults(func=_predict)
 
@@ -378,6 +382,13 @@ def _predict(args) -> dict:
     from orchestrator.images import is_image_file
 
     names = None
+    if args.output:  # before any prediction: a name it cannot write is said now, not after the work
+        try:
+            data.check_writable(args.output)
+        except UserError as e:
+            raise ConfigError(f"--output {e}") from None
+        if args.input != "-" and Path(args.output).resolve() == Path(args.input).resolve():
+            raise ConfigError(f"--output {args.output} is the --input file: name another, to keep the inputs")
     if args.input != "-" and (Path(args.input).is_dir() or is_image_file(args.input)):
         import base64
 
@@ -404,11 +415,34 @@ def _predict(args) -> dict:
         result["inputs"] = names
     elif all(isinstance(i, str) for i in instances):  # texts: each line starts with its text's start
         names = [_snippet(text) for text in instances]
-    if not args.json:
+    if args.output:
+        data.write_rows(args.output, _scored_rows(instances, names if result.get("inputs") else None, result))
+        counts = Counter(p["label"] for p in result["predictions"])
+        print(f"wrote {len(result['predictions']):,} predictions to {args.output}: "
+              + ", ".join(f"{label} {n:,}" for label, n in counts.most_common()), flush=True)
+        result["output"] = args.output
+    elif not args.json:
         for i, p in enumerate(result["predictions"]):
             source = f"{names[i]}\t" if names else ""
             print(f"{source}{p['label']}\t{max(p['probabilities']):.4f}", flush=True)
     return result
+
+
+def _scored_rows(instances: list, files: list[str] | None, result: dict) -> list[dict]:
+    """Each input as a row (a table's row as it came, a text, an image's file, other inputs as they are),
+    then its prediction, that prediction's probability and every class's."""
+    labels = result["labels"]
+    scores = ["prediction", "probability", *(f"probability_{label}" for label in labels)]
+    rows = []
+    for i, (instance, p) in enumerate(zip(instances, result["predictions"], strict=True)):
+        row = ({"file": files[i]} if files else dict(instance) if isinstance(instance, dict)
+               else {"text": instance} if isinstance(instance, str) else {"input": instance})
+        if clash := [c for c in scores if c in row]:
+            raise ConfigError(f"--input has columns {clash}, which --output would write the predictions to: "
+                              "rename them, or leave --output out to print the predictions")
+        probabilities = [round(v, 6) for v in p["probabilities"]]  # float32's digits, not float64's noise
+        rows.append({**row, **dict(zip(scores, [p["label"], max(probabilities), *probabilities], strict=True))})
+    return rows
 
 
 def _snippet(text: str, width: int = 40) -> str:

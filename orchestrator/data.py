@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import posixpath
 from dataclasses import dataclass
 
@@ -260,6 +261,38 @@ def _json_value(v):
     if isinstance(v, np.ndarray):
         return v.tolist()
     return v if isinstance(v, (int, float, str, list)) else str(v)
+
+
+def write_rows(path: str, rows: list[dict]) -> None:
+    """Rows (objects keyed by column name) to a local table file, in the format its name says: CSV, TSV or
+    JSON Lines (compressed as `.csv.gz` and the like say), Parquet, Feather. `check_writable` first."""
+    import pandas as pd
+
+    frame, fmt = pd.DataFrame(rows), check_writable(path)
+    if fmt == "parquet":
+        frame.to_parquet(path, index=False)
+    elif fmt == "feather":
+        frame.to_feather(path)
+    elif fmt == "jsonl":
+        frame.to_json(path, orient="records", lines=True, force_ascii=False)
+    else:
+        frame.to_csv(path, index=False, sep="\t" if fmt == "tsv" else ",")
+
+
+def check_writable(path: str) -> str:
+    """The table format `write_rows` writes `path` in; DataError if it is none, or the path cannot be written."""
+    if "://" in path:
+        raise DataError(f"{path}: the file is written locally: name a local path, and copy the file where it goes")
+    try:
+        fmt = _infer_format(path)
+    except DataError:
+        fmt = None
+    if fmt in (None, "npz", "images"):
+        raise DataError(f"{path}: name the file by the table format to write: .csv, .tsv, .jsonl, .parquet or "
+                        ".feather (.csv.gz and the like: compressed)")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise DataError(f"{path}: no such directory: {os.path.dirname(os.path.abspath(path))}")
+    return fmt
 
 
 def is_table_file(path: str) -> bool:

@@ -416,6 +416,12 @@ def test_the_predict_command_sends_a_file_in_requests_the_endpoint_takes(checkpo
     assert remote["inputs"] == local["inputs"] and len(remote["inputs"]) == 3
     np.testing.assert_allclose([p["probabilities"] for p in remote["predictions"]],
                                [p["probabilities"] for p in local["predictions"]], atol=1e-6)
+    # to a file: each image's name beside its prediction, in 4-image requests as above
+    assert main(["predict", url, "--input", str(tmp_path / "images"), "--output", str(tmp_path / "scored.csv")]) == 0
+    scored = (tmp_path / "scored.csv").read_text().splitlines()
+    assert scored[0].startswith("file,prediction,probability,probability_0,") and len(scored) == 4
+    assert [row.split(",")[:2] for row in scored[1:]] == [[name, p["label"]] for name, p in
+                                                          zip(remote["inputs"], remote["predictions"], strict=True)]
 
 
 @pytest.mark.reliability

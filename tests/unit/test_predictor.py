@@ -353,6 +353,45 @@ def test_the_predict_command_reads_a_table_file_by_its_header(tmp_path, capsys):
     assert "is a spreadsheet workbook, which is not read here: save its sheet as CSV" in capsys.readouterr().err
 
 
+def test_the_predict_command_writes_each_input_with_its_prediction_to_a_table_file(tmp_path, capsys):
+    import pandas as pd
+
+    from orchestrator.cli import main
+
+    ckpt = write_table_model(tmp_path / "ckpt", ["width", "area", "mass"], [3])
+    (tmp_path / "rows.csv").write_text("id,mass,kind,width,area\nr1,3,a,1,2\nr2,6.5,b,4,5\nr3,1,,0,0\n")
+    assert main(["predict", ckpt, "--input", str(tmp_path / "rows.csv"), "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for name, read in [("scored.csv", pd.read_csv), ("scored.parquet", pd.read_parquet),
+                       ("scored.jsonl.gz", lambda p: pd.read_json(p, lines=True))]:
+        assert main(["predict", ckpt, "--input", str(tmp_path / "rows.csv"), "--output", str(tmp_path / name)]) == 0
+        assert f"wrote 3 predictions to {tmp_path / name}" in capsys.readouterr().out
+        scored = read(tmp_path / name)
+        classes = [f"probability_{label}" for label in answer["labels"]]
+        assert list(scored.columns) == ["id", "mass", "kind", "width", "area", "prediction", "probability", *classes]
+        assert scored["id"].tolist() == ["r1", "r2", "r3"] and scored["mass"].tolist() == [3, 6.5, 1]  # the rows
+        assert scored["prediction"].tolist() == [p["label"] for p in answer["predictions"]], name
+        np.testing.assert_allclose(scored[classes], [p["probabilities"] for p in answer["predictions"]], atol=1e-6)
+        np.testing.assert_allclose(scored["probability"], scored[classes].max(axis=1))
+    # texts and JSON inputs: each in a column of its own
+    (tmp_path / "rows.json").write_text(json.dumps([[1, 2, 3]]))
+    assert main(["predict", ckpt, "--input", str(tmp_path / "rows.json"), "--output", str(tmp_path / "l.jsonl")]) == 0
+    assert json.loads((tmp_path / "l.jsonl").read_text())["input"] == [1, 2, 3]
+    # what it cannot write is said before predicting, and the input file is never written over
+    before = (tmp_path / "rows.csv").read_text()
+    (tmp_path / "clash.csv").write_text("mass,width,area,prediction\n3,1,2,x\n")
+    for output, source, words in [
+        (tmp_path / "rows.csv", "rows.csv", "is the --input file: name another, to keep the inputs"),
+        (tmp_path / "out.xlsx", "rows.csv", "name the file by the table format to write: .csv, .tsv"),
+        (tmp_path / "none" / "out.csv", "rows.csv", "no such directory"),
+        ("s3://bucket/out.csv", "rows.csv", "the file is written locally"),
+        (tmp_path / "out.csv", "clash.csv", "--input has columns ['prediction'], which --output would write"),
+    ]:
+        assert main(["predict", ckpt, "--input", str(tmp_path / source), "--output", str(output)]) == 2
+        assert words in capsys.readouterr().err
+    assert (tmp_path / "rows.csv").read_text() == before and not (tmp_path / "out.csv").exists()
+
+
 def test_the_predict_command_decodes_image_files_to_the_model_input_shape(tmp_path, capsys):
     from PIL import Image
 
