@@ -35,6 +35,12 @@ def table_features(columns: list[str], categories: dict[str, list[str]] | None, 
     return [(c, name) for c in columns for name in names(c)]
 
 
+def features_of(info: dict) -> list[tuple[str, str]]:
+    """table_features of the table a model's model_info (or data.Splits.info()) describes; [] for other data."""
+    text = (info["text_column"], info["text_bytes"]) if info.get("text_bytes") else None
+    return table_features(info.get("feature_columns") or [], info.get("categories"), info.get("dates"), text)
+
+
 def find(x: np.ndarray, train_rows: np.ndarray, features: list[tuple[str, str]]) -> dict | None:
     """The blank features of table features x [N, F] (NaN where a cell is blank; `features`: table_features)
     and what fills them: their index, name and median over the training rows; and their columns, each with

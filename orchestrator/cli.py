@@ -189,8 +189,10 @@ def _train(args) -> dict:
 
     result = train(cfg, address=args.address).to_dict()
     m = result["metrics"]
+    relied = ", ".join(f"{r['column']} {r['accuracy_drop']:+.3f}" for r in (result["importance"] or [])[:5])
     print(f"\nrun {result['run']} done in {result['duration_s']}s: {headline(m)}\ncheckpoint {result['checkpoint']}\n"
-          f"next: orchestrator evaluate {result['checkpoint']}", flush=True)
+          + (f"columns relied on most (test accuracy lost without each): {relied}\n" if relied else "")
+          + f"next: orchestrator evaluate {result['checkpoint']}", flush=True)
     return result
 
 

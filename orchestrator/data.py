@@ -40,8 +40,7 @@ class Arrays:
 
     def features(self) -> list[tuple[str, str]]:
         """A table's features, as (column, name) (blanks.table_features)."""
-        text = (self.text_column, self.text_bytes) if self.text_bytes else None
-        return blanks.table_features(self.feature_columns or [], self.categories, self.dates, text)
+        return blanks.features_of(vars(self))
 
 
 @dataclass

@@ -103,10 +103,11 @@ def _params_png(rows: list[dict], tune_cfg) -> bytes:
 
 
 def run_report(run_uri: str, ckpt, metrics: dict, confusion: list[list[int]], st, history: list[dict] | None = None,
-               search: dict | None = None) -> str:
+               search: dict | None = None, importance: list[dict] | None = None) -> str:
     """Write <run>/report/: index.html beside its PNGs (learning curves, confusion matrix, per-class
-    precision/recall/F1, and the search's plots when the run was tuned); return the HTML's URI.
-    `search`: {"experiment": name, "plots": [png URIs], "num_trials": n, ...} of the search that chose the config."""
+    precision/recall/F1, a table's columns by importance, and the search's plots when the run was tuned);
+    return the HTML's URI. `search`: {"experiment": name, "plots": [png URIs], "num_trials": n, ...} of the
+    search that chose the config; `importance`: evaluate.column_importance."""
     import numpy as np
     import torch
 
@@ -126,6 +127,9 @@ def run_report(run_uri: str, ckpt, metrics: dict, confusion: list[list[int]], st
         images["per_class.png"] = "Precision, recall and F1 per class (test split)"
         put("confusion.png", _confusion_png(cm, labels))
         put("per_class.png", _per_class_png(labels, precision, recall, f1))
+    if importance:
+        images["importance.png"] = "The columns the model relies on: test accuracy lost when a column is shuffled"
+        put("importance.png", _importance_png(importance))
     for uri in (search or {}).get("plots", []):  # copied, so the report folder stands alone
         name = f"search-{uri.rsplit('/', 1)[-1]}"
         put(name, storage.read_bytes(uri, st.endpoint_url, st.region))
@@ -186,6 +190,21 @@ def _per_class_png(labels: list[str], precision, recall, f1) -> bytes:
     ax.set_title("precision, recall and F1 per class (test split)")
     ax.legend(fontsize=8, ncol=3, loc="lower left", framealpha=0.95)
     ax.grid(alpha=0.3, axis="y")
+    return _png(fig)
+
+
+def _importance_png(importance: list[dict], most: int = 25) -> bytes:
+    shown = importance[:most][::-1]  # the most relied on at the top
+    fig, axes = _figure(width=6.0, height=0.28 * len(shown) + 1.2)
+    ax = axes[0][0]
+    ax.barh([r["column"] for r in shown], [r["accuracy_drop"] for r in shown], xerr=[r["std"] for r in shown],
+            color="#4c72b0", ecolor="#888")
+    ax.axvline(0, color="#444", linewidth=0.8)
+    ax.set_xlabel("test accuracy lost with the column's cells shuffled across rows")
+    more = f" (the {most} of {len(importance)} most relied on)" if len(importance) > most else ""
+    ax.set_title(f"column importance{more}", fontsize=10)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.grid(alpha=0.3, axis="x")
     return _png(fig)
 
 

@@ -41,6 +41,7 @@ class TrainResult:
     lineage: dict  # of the best checkpoint (lineage.py)
     report: str  # URI of the run's HTML report
     mlflow_run_id: str | None = None  # when tracking.mlflow
+    importance: list[dict] | None = None  # a table's columns, by how much the model relies on each (test split)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,7 +58,8 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
     `lineage_extra`: more lineage for every checkpoint (e.g. the search that chose the config);
     `report_extra`: more for the report (report.run_report)."""
     from orchestrator import report
-    from orchestrator.evaluate import evaluate_model
+    from orchestrator.blanks import features_of
+    from orchestrator.evaluate import column_importance, evaluate_model
     from orchestrator.runtime import ray_session, restore_sigint
 
     started = time.time()
@@ -84,11 +86,15 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
         ckpt = read_checkpoint(best_uri, st.endpoint_url)
         test = evaluate_model(ckpt.model(), *splits.arrays["test"], len(splits.label_names), cfg.train.eval_batch_size,
                               with_confusion=True)
+        importance = None
+        if splits.input_dtype == "float32" and len(splits.feature_columns or []) > 1:  # a table of 2+ columns
+            importance = column_importance(ckpt.model(), *splits.arrays["test"], features_of(model_info),
+                                           len(splits.label_names), cfg.train.eval_batch_size)
         latest = read_checkpoint(_uri(result.checkpoint), st.endpoint_url).train_state()
     confusion = test.pop("confusion")
     metrics = {**best_metrics, **{f"test_{k}": v for k, v in test.items()}}
     report_uri = report.run_report(run_uri, ckpt, metrics, confusion, st, history=latest["history"],
-                                   **(report_extra or {}))
+                                   importance=importance, **(report_extra or {}))
     out = TrainResult(
         run=name,
         run_uri=run_uri,
@@ -98,6 +104,7 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
         duration_s=round(time.time() - started, 1),
         lineage=ckpt.lineage() or {},
         report=report_uri,
+        importance=importance,
     )
     report_dir = None if storage.is_remote(report_uri) else str(Path(report_uri).parent)
     out.mlflow_run_id = tracking.log_mlflow(cfg, name, out.metrics, out.lineage, report_dir)

@@ -203,6 +203,11 @@ def test_a_table_with_text_columns_trains_and_serves_rows_as_training_read_them(
         "train": {"epochs": 15, "num_workers": 2, "batch_size_per_worker": 32}, "storage": {"path": str(tmp_path)}})
     result = train(cfg)
     assert result.metrics["test_accuracy"] >= 0.9, result.metrics
+    # the class is size and city: what the model relies on, by shuffling each column on the test split
+    relied = {r["column"]: r["accuracy_drop"] for r in result.importance}
+    assert relied.keys() == {"size", "reading", "city", "when"} and min(relied["size"], relied["city"]) > 0.2
+    assert max(relied["reading"], relied["when"]) < 0.1
+    assert (Path(result.report).parent / "importance.png").read_bytes().startswith(b"\x89PNG")
     url = deploy("table", result.checkpoint, serve_http)["url"]
     status, _, body = predict(url, rows[1000:1100])  # the label column is ignored
     assert status == 200, body

@@ -43,11 +43,14 @@ def test_the_report_is_html_whose_images_exist(tmp_path):
                 "val_f1": 1 - 0.6 / e} for e in range(1, 6)]
     search_plot = tmp_path / "trials.png"
     search_plot.write_bytes(b"\x89PNG fake")
+    importance = [{"column": "age", "accuracy_drop": 0.2, "std": 0.01}, {"column": "city", "accuracy_drop": 0.0,
+                                                                         "std": 0.0}]
     uri = report.run_report(str(tmp_path / "run"), ckpt, {"test_accuracy": 0.9}, [[9, 1], [2, 8]], StorageConfig(),
-                            history=history, search={"experiment": "s", "plots": [str(search_plot)], "num_trials": 4})
+                            history=history, search={"experiment": "s", "plots": [str(search_plot)], "num_trials": 4},
+                            importance=importance)
     html = Path(uri).read_text()
     images = re.findall(r'<img src="([^"]+)"', html)
-    assert len(images) == 4 and "search-trials.png" in images
+    assert len(images) == 5 and "search-trials.png" in images and "importance.png" in images
     for name in images:
         data = (Path(uri).parent / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 8
@@ -87,3 +90,26 @@ def test_asking_for_mlflow_without_it_installed_stops_before_anything_starts(mon
     cfg = CFG.model_copy(update={"tracking": CFG.tracking.model_copy(update={"mlflow": True})})
     with pytest.raises(ConfigError, match="pip install mlflow"):
         tracking.check_mlflow(cfg)
+
+
+def test_column_importance_is_the_accuracy_lost_when_a_columns_cells_are_shuffled():
+    import numpy as np
+    import torch
+
+    from orchestrator.evaluate import column_importance
+
+    class ReadsSize(torch.nn.Module):  # the class is the sign of the first feature; nothing else is read
+        def forward(self, x):
+            return torch.stack([-x[:, 0], x[:, 0]], dim=1)
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 4)).astype(np.float32)
+    x[::7, 3] = np.nan  # a blank cell of a column the model does not read moves as a blank
+    y = (x[:, 0] > 0).astype(np.int64)
+    features = [("size", "size"), ("city", "city=a"), ("city", "city=b"), ("age", "age")]
+    importance = column_importance(ReadsSize(), x, y, features, num_classes=2, batch_size=64)
+    assert [r["column"] for r in importance][0] == "size" and importance[0]["accuracy_drop"] > 0.3
+    assert {r["column"]: r["accuracy_drop"] for r in importance[1:]} == {"city": 0.0, "age": 0.0}
+    # at most max_rows rows, drawn at random: the same answer in less time
+    fewer = column_importance(ReadsSize(), x, y, features, num_classes=2, batch_size=64, max_rows=200)
+    assert abs(fewer[0]["accuracy_drop"] - importance[0]["accuracy_drop"]) < 0.1
