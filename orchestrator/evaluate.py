@@ -32,7 +32,7 @@ def evaluate_model(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, num_cla
 
 
 def column_importance(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, features: list[tuple[str, str]],
-                      num_classes: int, batch_size: int, repeats: int = 5, max_rows: int = 10_000) -> list[dict]:
+                      num_classes: int, batch_size: int, repeats: int = 5, max_rows: int = 5_000) -> list[dict]:
     """How much a model of a table relies on each column: its accuracy on (x, y) less its accuracy with the
     column's cells shuffled across the rows, all its features together (a category's 0/1s, a date's 7, a
     text's bytes; a blank cell moves as a blank), the mean over `repeats` shuffles: permutation importance
