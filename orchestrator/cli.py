@@ -184,15 +184,14 @@ def _train(args) -> dict:
     from orchestrator.config import load_config
 
     cfg = load_config(args.config, args.overrides)  # fails fast, before torch and Ray are imported
-    from orchestrator.report import headline
+    from orchestrator.report import headline, relied_on
     from orchestrator.train import train
 
     result = train(cfg, address=args.address).to_dict()
     m = result["metrics"]
-    relied = ", ".join(f"{r['column']} {r['accuracy_drop']:+.3f}" for r in (result["importance"] or [])[:5])
+    relied = relied_on(result["importance"])
     print(f"\nrun {result['run']} done in {result['duration_s']}s: {headline(m)}\ncheckpoint {result['checkpoint']}\n"
-          + (f"columns relied on most (test accuracy lost without each): {relied}\n" if relied else "")
-          + f"next: orchestrator evaluate {result['checkpoint']}", flush=True)
+          + (f"{relied}\n" if relied else "") + f"next: orchestrator evaluate {result['checkpoint']}", flush=True)
     return result
 
 

@@ -133,6 +133,7 @@ def run(cfg: ExperimentConfig, *, address: str | None = None, host: str = "127.0
         "endpoint": deployed["url"],
         "weights_version": deployed["version"],
         "metrics": served["metrics"],
+        "importance": trained.importance,
         "lineage": served["lineage"],
         "report": trained.report,
         "smoke": smoke,
@@ -210,9 +211,12 @@ def _try(result: dict) -> str:
 
 def print_summary(result: dict) -> None:
     m, lin = result["metrics"], result["lineage"]
+    served_new = result["model_version"] == result["registered_version"]  # else production stayed as it was
+    relied = report.relied_on(result["importance"]) if served_new else ""
     say(f"\nmodel {result['model']} v{result['model_version']} (weights {result['weights_version']}) at "
         f"{result['endpoint']}\n"
         f"{report.headline(m)}\n"
+        + (f"{relied}\n" if relied else "") +
         f"lineage: config {lin['config_hash'][:12]}  data {lin['data_fingerprint'][:12]}  code {lin['code_version']}\n"
         f"report {result['report']}\n"
         f"try: orchestrator {_try(result)} {result['endpoint']}   docs: {result['endpoint']}/docs\n"

@@ -16,6 +16,14 @@ def headline(metrics: dict, split: str = "test") -> str:
     return "  ".join(f"{split}_{k} {metrics[f'{split}_{k}']:.4f}" for k in keys)
 
 
+def relied_on(importance: list[dict] | None, most: int = 5) -> str:
+    """A line naming the columns a model of a table relies on most (evaluate.column_importance); "" for others."""
+    if not importance:
+        return ""
+    columns = ", ".join(f"{r['column']} {r['accuracy_drop']:+.3f}" for r in importance[:most])
+    return f"columns relied on most (test accuracy lost without each): {columns}"
+
+
 def tune_results(rows: list[dict], curves: dict[str, list[tuple[int, float]]], tune_cfg, experiment_uri: str, st):
     """Write trials.csv, trials.json, trials.png (metric per epoch) and params.png (metric against each
     searched field) under the experiment; return (csv URI, [plot URIs])."""

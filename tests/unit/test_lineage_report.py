@@ -110,6 +110,10 @@ def test_column_importance_is_the_accuracy_lost_when_a_columns_cells_are_shuffle
     importance = column_importance(ReadsSize(), x, y, features, num_classes=2, batch_size=64)
     assert [r["column"] for r in importance][0] == "size" and importance[0]["accuracy_drop"] > 0.3
     assert {r["column"]: r["accuracy_drop"] for r in importance[1:]} == {"city": 0.0, "age": 0.0}
+    assert report.relied_on(importance, most=2) == ("columns relied on most (test accuracy lost without each): "
+                                                    f"size {importance[0]['accuracy_drop']:+.3f}, "
+                                                    f"{importance[1]['column']} +0.000")
+    assert report.relied_on(None) == ""  # a model of images or text: no columns
     # at most max_rows rows, drawn at random: the same answer in less time
     fewer = column_importance(ReadsSize(), x, y, features, num_classes=2, batch_size=64, max_rows=200)
     assert abs(fewer[0]["accuracy_drop"] - importance[0]["accuracy_drop"]) < 0.1
