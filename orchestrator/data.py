@@ -578,6 +578,9 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
     beside = bool(cfg.text_column and cfg.feature_columns)  # a text beside a table's columns
     if cfg.text_column is not None and not beside:
         x, feature_cols, found, dated = _text_input(columns, cfg), [cfg.text_column], {}, []
+        if known is None and (others := [c for c in columns if c not in (cfg.text_column, cfg.label_column, *index)]):
+            print(f"data: the text is the whole input, and columns {others} are not read: to read some beside it, "
+                  "name them in data.feature_columns", flush=True)
     else:
         x, feature_cols, found, dated = _features(columns, cfg, index, known, rows)
     y, label_names = _labels(columns[cfg.label_column], cfg.label_column)

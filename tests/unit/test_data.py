@@ -200,8 +200,11 @@ def test_a_column_of_free_text_is_its_bytes_for_a_model_of_text(tmp_path, capsys
     assert arrays.x.dtype == np.int64 and arrays.x.tolist() == [
         [104, 112, 112, 101], [0xC3 + 1, 0xA9 + 1, ord("!") + 1, 0], [0, 0, 0, 0], [98, 33, 109, 112]]
     assert (arrays.feature_columns, arrays.text_column, arrays.categories) == (["review"], "review", None)
+    said = capsys.readouterr().out
     assert ("data.text_column 'review': 1 of 4 texts are longer than data.text_bytes 4 (the longest 10 bytes), and "
-            "the model reads the first 4 bytes of each") in capsys.readouterr().out
+            "the model reads the first 4 bytes of each") in said
+    assert ("data: the text is the whole input, and columns ['id'] are not read: to read some beside it, name them "
+            "in data.feature_columns") in said
     # a row's text back (orchestrator run's smoke request sends it): a character cut at the end left out
     from orchestrator.byte_text import decode, encode
 
