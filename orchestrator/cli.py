@@ -331,6 +331,13 @@ def _evaluate(args) -> dict:
     from orchestrator.evaluate import evaluate_checkpoint, evaluate_on_data
 
     result = evaluate_on_data(args.checkpoint, args.data) if args.data else evaluate_checkpoint(args.checkpoint, args.split)
+    classes = result.get("per_class") or []  # a language model has none
+    if classes and len(classes) <= 30 and not args.json:  # more: one line each says little; --json has them
+        width = max(len(row["class"]) for row in [{"class": "class"}, *classes])
+        print(f"{'class':<{width}}  precision     recall         f1    support", flush=True)
+        for row in classes:
+            print(f"{row['class']:<{width}}  {row['precision']:9.4f}  {row['recall']:9.4f}  {row['f1']:9.4f}  "
+                  f"{row['support']:9d}", flush=True)
     print("  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items()), flush=True)
     return result
 

@@ -68,13 +68,25 @@ def evaluate_checkpoint(uri: str, split: str = "test") -> dict:
     splits = data.load_splits(cfg.data, cfg.seed, cfg.storage.endpoint_url)
     if splits.fingerprint != ckpt.model_info["data_fingerprint"]:
         print(f"warning: the data differs from what {uri} was trained on (fingerprint changed)", file=sys.stderr)
-    metrics = evaluate_model(ckpt.model(), *splits.arrays[split], len(splits.label_names), cfg.train.eval_batch_size)
+    language_model = cfg.model.name == "gpt"  # 256 byte classes: per class says nothing
+    metrics = evaluate_model(ckpt.model(), *splits.arrays[split], len(splits.label_names), cfg.train.eval_batch_size,
+                             with_confusion=not language_model)
     return {
         "checkpoint": uri,
         "split": split,
         "num_rows": splits.num_rows[split],
+        **({} if language_model else {"per_class": per_class_table(metrics.pop("confusion"), splits.label_names)}),
         "metrics": {f"{split}_{k}": v for k, v in metrics.items()},
     }
+
+
+def per_class_table(confusion: list[list[int]], labels: list[str]) -> list[dict]:
+    """Precision, recall, F1 and support (rows of the class) of each class, as scikit-learn's
+    classification_report gives them."""
+    cm = torch.as_tensor(confusion)
+    precision, recall, f1 = engine.per_class(cm)
+    return [{"class": label, "precision": round(float(p), 4), "recall": round(float(r), 4), "f1": round(float(f), 4),
+             "support": int(n)} for label, p, r, f, n in zip(labels, precision, recall, f1, cm.sum(1), strict=True)]
 
 
 def evaluate_on_data(uri: str, data_uri: str) -> dict:
@@ -106,5 +118,6 @@ def evaluate_on_data(uri: str, data_uri: str) -> dict:
     if unknown:
         raise DataError(f"{data_uri}: labels {unknown} are not classes of this model ({labels})")
     y = np.array([labels.index(name) for name in arrays.label_names])[arrays.y]  # to the model's class indices
-    metrics = evaluate_model(ckpt.model(), arrays.x, y, len(labels), cfg.train.eval_batch_size)
-    return {"checkpoint": uri, "data": data_uri, "num_rows": len(y), "metrics": metrics}
+    metrics = evaluate_model(ckpt.model(), arrays.x, y, len(labels), cfg.train.eval_batch_size, with_confusion=True)
+    return {"checkpoint": uri, "data": data_uri, "num_rows": len(y),
+            "per_class": per_class_table(metrics.pop("confusion"), labels), "metrics": metrics}

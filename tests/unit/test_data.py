@@ -534,7 +534,7 @@ def test_list_columns_beside_others_or_of_different_sizes_are_named(tmp_path):
         data.load_arrays(FilesData(name="files", path=str(tmp_path / "ragged.parquet")), seed=0)
 
 
-def test_evaluate_on_other_data_matches_the_model_by_column_and_label_name(tmp_path):
+def test_evaluate_on_other_data_matches_the_model_by_column_and_label_name(tmp_path, capsys):
     """In a fresh interpreter, as `orchestrator evaluate --data` runs: never a Ray (12 s to start here)."""
     import json
     import subprocess
@@ -567,6 +567,18 @@ def test_evaluate_on_other_data_matches_the_model_by_column_and_label_name(tmp_p
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.splitlines()[-1])
     assert result["num_rows"] == 60 and result["metrics"]["accuracy"] == pytest.approx(expected, abs=1e-9)
+    # per class, as scikit-learn's classification_report: 'b' found among the rows of 'b', ...
+    truth = np.array([{"b": 1, "c": 2}[k] for k in kind])
+    by_class = {row["class"]: row for row in result["per_class"]}
+    assert [by_class[c]["support"] for c in "abc"] == [0, 30, 30]
+    assert by_class["b"]["recall"] == pytest.approx(np.mean(predicted[truth == 1] == 1), abs=1e-4)
+    assert by_class["c"]["precision"] == pytest.approx(np.mean(truth[predicted == 2] == 2), abs=1e-4)
+    from orchestrator.cli import main
+
+    assert main(["evaluate", str(tmp_path / "ckpt"), "--data", str(tmp_path / "holdout.csv")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-5].split() == ["class", "precision", "recall", "f1", "support"] and printed[-4].split()[-1] == "0"
+    assert printed[-1].startswith("loss ") and printed[-3].split()[0] == "b"
     (tmp_path / "other.csv").write_text("kind,h,w\nd,1,2\nb,1,2\n")
     with pytest.raises(DataError, match=r"labels \['d'\] are not classes of this model"):
         evaluate_on_data(str(tmp_path / "ckpt"), str(tmp_path / "other.csv"))
