@@ -177,7 +177,7 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
             raise DataError(f"the labels hold one class ({arrays.label_names[0]!r} in every row): a classifier "
                             "needs two or more; is data.label_column the right column?")
         tr, va, te = split_indices(arrays.y, cfg.val_fraction, cfg.test_fraction, seed)
-        if arrays.x.dtype == np.int64:  # bytes of a text column are token ids: nothing to normalize
+        if arrays.text_column and not arrays.text_bytes:  # a text's bytes alone are token ids: nothing to normalize
             mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
         else:
             if arrays.feature_columns and np.isnan(arrays.x).any():  # only a table's blank cells get this far
