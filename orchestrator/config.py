@@ -97,6 +97,13 @@ class FilesData(SplitFields):
                             "8192: an rnn steps through every byte, a transformer attends from each to each.")
 
     @model_validator(mode="after")
+    def _label_not_a_feature(self):
+        if self.label_column in (self.feature_columns or []):
+            raise ValueError(f"data.feature_columns names the label column {self.label_column!r}: the model would "
+                             "read the answer it is to predict (and need it to serve); leave it out")
+        return self
+
+    @model_validator(mode="after")
     def _text(self):
         if self.text_column is None:
             return self

@@ -94,6 +94,8 @@ def test_cross_field_rules():
     assert ("data.text_column is read as text, not an image: remove data.feature_shape, data.augment.enabled (it "
             "shifts images)") in _error({**BASE, "data": {**text, "feature_shape": [2, 2],
                                                           "augment": {"enabled": True}}})
+    assert "data.feature_columns names the label column 'label': the model would read the answer" in _error(
+        {**BASE, "data": {"name": "files", "path": "t.csv", "feature_columns": ["a", "label"]}})
     assert "data.feature_columns names the text column 'review': list only the columns beside it" in _error(
         {**BASE, "data": {**text, "feature_columns": ["stars", "review"]}})
     assert config_from_dict({**BASE, "data": {**text, "feature_columns": ["stars"]}}).data.feature_columns == ["stars"]
