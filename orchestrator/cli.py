@@ -426,7 +426,8 @@ def _predict(args) -> dict:
     if args.output:
         data.write_rows(args.output, _scored_rows(instances, names if result.get("inputs") else None, result))
         counts = Counter(p["label"] for p in result["predictions"])
-        print(f"wrote {len(result['predictions']):,} predictions to {args.output}: "
+        n = len(result["predictions"])
+        print(f"wrote {n:,} prediction{'s' * (n != 1)} to {args.output}: "
               + ", ".join(f"{label} {n:,}" for label, n in counts.most_common()), flush=True)
         result["output"] = args.output
     elif not args.json:
