@@ -97,10 +97,13 @@ class FilesData(SplitFields):
                             "8192: an rnn steps through every byte, a transformer attends from each to each.")
 
     @model_validator(mode="after")
-    def _label_not_a_feature(self):
-        if self.label_column in (self.feature_columns or []):
+    def _feature_columns(self):
+        columns = self.feature_columns or []
+        if self.label_column in columns:
             raise ValueError(f"data.feature_columns names the label column {self.label_column!r}: the model would "
                              "read the answer it is to predict (and need it to serve); leave it out")
+        if twice := sorted({c for c in columns if columns.count(c) > 1}):
+            raise ValueError(f"data.feature_columns lists {twice} more than once: list each column once")
         return self
 
     @model_validator(mode="after")

@@ -96,6 +96,8 @@ def test_cross_field_rules():
                                                           "augment": {"enabled": True}}})
     assert "data.feature_columns names the label column 'label': the model would read the answer" in _error(
         {**BASE, "data": {"name": "files", "path": "t.csv", "feature_columns": ["a", "label"]}})
+    assert "data.feature_columns lists ['a'] more than once: list each column once" in _error(
+        {**BASE, "data": {"name": "files", "path": "t.csv", "feature_columns": ["a", "b", "a"]}})
     assert "data.feature_columns names the text column 'review': list only the columns beside it" in _error(
         {**BASE, "data": {**text, "feature_columns": ["stars", "review"]}})
     assert config_from_dict({**BASE, "data": {**text, "feature_columns": ["stars"]}}).data.feature_columns == ["stars"]
