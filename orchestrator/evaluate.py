@@ -47,7 +47,8 @@ def column_importance(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, feat
         return evaluate_model(model, inputs, y, num_classes, batch_size)["accuracy"]
 
     columns = list(dict.fromkeys(c for c, _ in features))
-    print(f"column importance: each of {len(columns)} columns shuffled {repeats} times over {len(y):,} rows", flush=True)
+    print(f"column importance: each of {len(columns)} columns shuffled {repeats} times over {len(y):,} rows",
+          flush=True)
     base, out = accuracy(x), []
     for column in columns:
         cells = [i for i, (c, _) in enumerate(features) if c == column]
