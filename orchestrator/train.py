@@ -84,13 +84,15 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
         _prune(st, name, result)
         best_uri, best_metrics = _best_checkpoint(cfg, result)
         ckpt = read_checkpoint(best_uri, st.endpoint_url)
-        test = evaluate_model(ckpt.model(), *splits.arrays["test"], len(splits.label_names), cfg.train.eval_batch_size,
-                              with_confusion=True)
-        importance = None
-        if splits.input_dtype == "float32" and len(splits.feature_columns or []) > 1:  # a table of 2+ columns
-            importance = column_importance(ckpt.model(), *splits.arrays["test"], features_of(model_info),
-                                           len(splits.label_names), cfg.train.eval_batch_size)
         latest = read_checkpoint(_uri(result.checkpoint), st.endpoint_url).train_state()
+    # the best model on the test split, in this process: Ray is not needed for it
+    model = ckpt.model()
+    test = evaluate_model(model, *splits.arrays["test"], len(splits.label_names), cfg.train.eval_batch_size,
+                          with_confusion=True)
+    importance = None
+    if splits.input_dtype == "float32" and len(splits.feature_columns or []) > 1:  # a table of 2+ columns
+        importance = column_importance(model, *splits.arrays["test"], features_of(model_info), len(splits.label_names),
+                                       cfg.train.eval_batch_size)
     confusion = test.pop("confusion")
     metrics = {**best_metrics, **{f"test_{k}": v for k, v in test.items()}}
     report_uri = report.run_report(run_uri, ckpt, metrics, confusion, st, history=latest["history"],
