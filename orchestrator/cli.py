@@ -129,10 +129,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="URL|CHECKPOINT_URI")
     p.add_argument("--input", required=True, help='JSON file ({"instances": [...]} or a list of inputs), - for '
                    "stdin, a table file with a header: CSV, TSV, Parquet, JSON Lines, Feather (a row per input, by "
-                   "column name), or an image file or a directory of them (the model decodes them as in training)")
+                   "column name), or an image file or a directory of them (the model decodes them as in training); "
+                   "a local path, s3:// or gs://")
     p.add_argument("--output", metavar="FILE", help="write the inputs and their predictions to this table file "
-                   "(.csv, .tsv, .jsonl, .parquet, .feather): each input's row (or its text, or its file), then its "
-                   "prediction, probability and a probability_<class> per class")
+                   "(.csv, .tsv, .jsonl, .parquet, .feather; local, s3:// or gs://): each input's row (or its text, "
+                   "or its file), then its prediction, probability and a probability_<class> per class")
     p.add_argument("--api-key-env", default="ORCHESTRATOR_API_KEY", help="environment variable holding the API key")
     p.set_defaults(func=_predict)
 
@@ -386,27 +387,18 @@ def _serve_op(args) -> dict:
 
 
 def _predict(args) -> dict:
-    from orchestrator import data
-    from orchestrator.images import is_image_file
+    from orchestrator import data, storage
 
-    names = None
     if args.output:  # before any prediction: a name it cannot write is said now, not after the work
         try:
             data.check_writable(args.output)
         except UserError as e:
             raise ConfigError(f"--output {e}") from None
-        if args.input != "-" and Path(args.output).resolve() == Path(args.input).resolve():
+        same = (args.output.rstrip("/") == args.input.rstrip("/") if storage.is_remote(args.output)
+                else Path(args.output).resolve() == Path(args.input).resolve())
+        if args.input != "-" and same:
             raise ConfigError(f"--output {args.output} is the --input file: name another, to keep the inputs")
-    if args.input != "-" and (Path(args.input).is_dir() or is_image_file(args.input)):
-        import base64
-
-        if not Path(args.input).exists():
-            raise ConfigError(f"--input {args.input}: no such file")
-
-        names, contents = data.read_image_files(args.input)  # sent as they are: the model decodes them
-        instances = [{"b64": base64.b64encode(raw).decode()} for raw in contents]
-    else:
-        instances = _read_instances(args.input)
+    names, instances = _read_inputs(args.input)
     if args.target.startswith(("http://", "https://")):
         from orchestrator.client import predict_all
 
@@ -460,23 +452,42 @@ def _snippet(text: str, width: int = 40) -> str:
     return flat if len(flat) <= width else flat[: width - 3].rstrip() + "..."
 
 
-def _read_instances(source: str) -> list:
-    """--input: JSON ({"instances": [...]} or a list of inputs), a table file with a header (CSV, TSV,
-    Parquet, ...: what `data.name: files` reads), whose rows go as objects keyed by column name, or a .txt
-    file of texts for a model of text, one a line."""
-    from orchestrator import data
+def _read_inputs(source: str) -> tuple[list[str] | None, list]:
+    """--input's inputs, and their file names where they are images. `source`: - (stdin) or a file, local,
+    on S3 or on GCS: JSON ({"instances": [...]} or a list of inputs); a table file with a header (CSV, TSV,
+    Parquet, ...: what `data.name: files` reads), whose rows go as objects keyed by column name; a .txt file
+    of texts for a model of text, one a line; an image file or a directory of them, sent as they are (the
+    model decodes them as its training did)."""
+    import base64
 
-    if source != "-" and data.is_table_file(source):
-        if not Path(source).is_file():
-            raise ConfigError(f"--input {source}: no such file")
-        return data.read_rows(source)
+    from orchestrator import data, storage
+    from orchestrator.images import is_image_file
+
+    if source == "-":
+        return None, _instances(sys.stdin.read(), source)
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+        kind = storage.file_type(source)
+    except UserError as e:
+        raise ConfigError(f"--input {e}") from None
+    if kind is None:
+        raise ConfigError(f"--input {source}: no such file")
+    if kind == "directory" or is_image_file(source):
+        names, contents = data.read_image_files(source)
+        return names, [{"b64": base64.b64encode(raw).decode()} for raw in contents]
+    if data.is_table_file(source):
+        return None, data.read_rows(source)
+    try:
+        text = storage.read_bytes(source).decode()
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read --input {source}: {getattr(e, 'strerror', None) or e}") from None
-    text = text.removeprefix("\ufeff")  # the byte-order mark spreadsheet programs put before UTF-8 text
     if source.endswith(".txt"):
-        return [line for line in text.splitlines() if line.strip()]
+        return None, [line for line in text.removeprefix("\ufeff").splitlines() if line.strip()]
+    return None, _instances(text, source)
+
+
+def _instances(text: str, source: str) -> list:
+    """The inputs in JSON text: {"instances": [...]} or a list of them."""
+    text = text.removeprefix("\ufeff")  # the byte-order mark spreadsheet programs put before UTF-8 text
     try:
         payload = json.loads(text)
     except json.JSONDecodeError as e:

@@ -263,25 +263,32 @@ def _json_value(v):
 
 
 def write_rows(path: str, rows: list[dict]) -> None:
-    """Rows (objects keyed by column name) to a local table file, in the format its name says: CSV, TSV or
-    JSON Lines (compressed as `.csv.gz` and the like say), Parquet, Feather. `check_writable` first."""
+    """Rows (objects keyed by column name) to a table file, local or on S3/GCS, in the format its name says:
+    CSV, TSV or JSON Lines (compressed as `.csv.gz` and the like say), Parquet, Feather. `check_writable` first."""
+    import tempfile
+
     import pandas as pd
 
     frame, fmt = pd.DataFrame(rows), check_writable(path)
-    if fmt == "parquet":
-        frame.to_parquet(path, index=False)
-    elif fmt == "feather":
-        frame.to_feather(path)
-    elif fmt == "jsonl":
-        frame.to_json(path, orient="records", lines=True, force_ascii=False)
-    else:
-        frame.to_csv(path, index=False, sep="\t" if fmt == "tsv" else ",")
+    with tempfile.TemporaryDirectory() as tmp:
+        # pandas writes local files (compressing by the name's suffix); a remote one is that file copied there
+        local = path if not storage.is_remote(path) else os.path.join(tmp, posixpath.basename(path))
+        if fmt == "parquet":
+            frame.to_parquet(local, index=False)
+        elif fmt == "feather":
+            frame.to_feather(local)
+        elif fmt == "jsonl":
+            frame.to_json(local, orient="records", lines=True, force_ascii=False)
+        else:
+            frame.to_csv(local, index=False, sep="\t" if fmt == "tsv" else ",")
+        if local != path:
+            with open(local, "rb") as f:
+                storage.write_bytes(path, f.read())
 
 
 def check_writable(path: str) -> str:
-    """The table format `write_rows` writes `path` in; DataError if it is none, or the path cannot be written."""
-    if "://" in path:
-        raise DataError(f"{path}: the file is written locally: name a local path, and copy the file where it goes")
+    """The table format `write_rows` writes `path` in; DataError if it is none, or the path cannot be written
+    (on S3 or GCS: a probe file written and deleted beside it)."""
     try:
         fmt = _infer_format(path)
     except DataError:
@@ -289,7 +296,11 @@ def check_writable(path: str) -> str:
     if fmt in (None, "npz", "images"):
         raise DataError(f"{path}: name the file by the table format to write: .csv, .tsv, .jsonl, .parquet or "
                         ".feather (.csv.gz and the like: compressed)")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+    if storage.is_remote(path):
+        storage.check_writable(posixpath.dirname(path.rstrip("/")))
+    elif "://" in path:
+        raise DataError(f"{path}: write to a local path, s3://bucket/key or gs://bucket/key")
+    elif not os.path.isdir(os.path.dirname(os.path.abspath(path))):
         raise DataError(f"{path}: no such directory: {os.path.dirname(os.path.abspath(path))}")
     return fmt
 

@@ -68,16 +68,27 @@ def check_writable(uri: str, endpoint_url: str | None = None, region: str | None
         raise StorageError(f"cannot write to storage {uri!r}: {_first_line(e)}") from None
 
 
-def read_bytes(uri: str, endpoint_url: str | None = None, region: str | None = None) -> bytes:
+def file_type(uri: str, endpoint_url: str | None = None, region: str | None = None) -> str | None:
+    """"file", "directory" (on S3 or GCS: a prefix that holds objects), or None where nothing is."""
     fs, path = filesystem(uri, endpoint_url, region)
-    with fs.open_input_stream(path) as f:
+    try:
+        kind = fs.get_file_info(path).type.name
+    except OSError as e:
+        raise StorageError(f"cannot reach {uri!r}: {_first_line(e)}") from None
+    return {"File": "file", "Directory": "directory"}.get(kind)
+
+
+def read_bytes(uri: str, endpoint_url: str | None = None, region: str | None = None) -> bytes:
+    """The file's bytes as stored (pyarrow would decompress a .gz name's by default)."""
+    fs, path = filesystem(uri, endpoint_url, region)
+    with fs.open_input_stream(path, compression=None) as f:
         return f.read()
 
 
 def write_bytes(uri: str, data: bytes, endpoint_url: str | None = None, region: str | None = None) -> None:
     fs, path = filesystem(uri, endpoint_url, region)
     fs.create_dir(posixpath.dirname(path), recursive=True)
-    with fs.open_output_stream(path) as f:
+    with fs.open_output_stream(path, compression=None) as f:  # as given: not compressed again for a .gz name
         f.write(data)
 
 

@@ -30,6 +30,12 @@ def write(tmp_path, text):
     return str(p)
 
 
+def binary(tmp_path) -> str:
+    p = tmp_path / "in.json"
+    p.write_bytes(b"\xff\xfe\x00not text")
+    return str(p)
+
+
 def table(tmp_path, csv: str, model: str = "{name: mlp}") -> str:
     """An experiment on a CSV table (with a search space), for train, tune and run."""
     (tmp_path / "t.csv").write_text(csv)
@@ -70,7 +76,9 @@ CASES = {
                                         "nothing answers at 127.0.0.1:"),  # in seconds; Ray would retry for minutes
     "a dashboard URL for a Ray address": (lambda t: ["serve", "status", "--address", "http://127.0.0.1:8265"],
                                           "give the Ray head's host:port"),
-    "predict unreadable input": (lambda t: ["predict", "http://127.0.0.1:9", "--input", str(t / "in.json")],
+    "predict missing input": (lambda t: ["predict", "http://127.0.0.1:9", "--input", str(t / "in.json")],
+                              "in.json: no such file"),
+    "predict unreadable input": (lambda t: ["predict", "http://127.0.0.1:9", "--input", binary(t)],
                                  "cannot read --input"),
     "predict input not JSON": (lambda t: ["predict", str(t), "--input", write(t, "{oops")], "is not JSON"),
     "predict input a number": (lambda t: ["predict", str(t), "--input", write(t, "3")], 'must hold {"instances"'),

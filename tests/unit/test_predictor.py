@@ -384,12 +384,49 @@ def test_the_predict_command_writes_each_input_with_its_prediction_to_a_table_fi
         (tmp_path / "rows.csv", "rows.csv", "is the --input file: name another, to keep the inputs"),
         (tmp_path / "out.xlsx", "rows.csv", "name the file by the table format to write: .csv, .tsv"),
         (tmp_path / "none" / "out.csv", "rows.csv", "no such directory"),
-        ("s3://bucket/out.csv", "rows.csv", "the file is written locally"),
+        ("ftp://host/out.csv", "rows.csv", "write to a local path, s3://bucket/key or gs://bucket/key"),
         (tmp_path / "out.csv", "clash.csv", "--input has columns ['prediction'], which --output would write"),
     ]:
         assert main(["predict", ckpt, "--input", str(tmp_path / source), "--output", str(output)]) == 2
         assert words in capsys.readouterr().err
     assert (tmp_path / "rows.csv").read_text() == before and not (tmp_path / "out.csv").exists()
+
+
+def test_the_predict_command_reads_its_inputs_from_s3_and_writes_the_predictions_there(tmp_path, capsys, s3_bucket):
+    """Batch scoring where the data lives: --input and --output as s3:// URIs (moto's S3 server on loopback)."""
+    import io
+
+    import boto3
+    import pandas as pd
+
+    from orchestrator.cli import main
+
+    s3 = boto3.client("s3")
+    ckpt = write_table_model(tmp_path / "ckpt", ["width", "area", "mass"], [3])
+    rows = "id,mass,kind,width,area\nr1,3,a,1,2\nr2,6.5,b,4,5\nr3,1,,0,0\n"
+    (tmp_path / "rows.csv").write_text(rows)
+    s3.put_object(Bucket=s3_bucket, Key="in/rows.csv", Body=rows.encode())
+    s3.put_object(Bucket=s3_bucket, Key="in/rows.json", Body=json.dumps({"instances": [[1, 2, 3]]}).encode())
+    capsys.readouterr()
+    for name in ["scored.parquet", "scored.csv.gz"]:
+        uri = f"s3://{s3_bucket}/out/{name}"
+        assert main(["predict", ckpt, "--input", f"s3://{s3_bucket}/in/rows.csv", "--output", uri]) == 0
+        assert f"wrote 3 predictions to {uri}" in capsys.readouterr().out
+        assert main(["predict", ckpt, "--input", str(tmp_path / "rows.csv"), "--output", str(tmp_path / name)]) == 0
+        read = pd.read_parquet if name.endswith("parquet") else lambda f: pd.read_csv(f, compression="gzip")
+        body = s3.get_object(Bucket=s3_bucket, Key=f"out/{name}")["Body"].read()
+        pd.testing.assert_frame_equal(read(io.BytesIO(body)), read(tmp_path / name))  # as written locally
+    assert main(["predict", ckpt, "--input", f"s3://{s3_bucket}/in/rows.json", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"]) == 1
+    # said before anything is predicted: an input that is not there, a bucket that is not, the input itself
+    for source, output, words in [
+        (f"s3://{s3_bucket}/in/absent.csv", None, f"--input s3://{s3_bucket}/in/absent.csv: no such file"),
+        (f"s3://{s3_bucket}/in/rows.csv", "s3://no-such-bucket-here/out.csv", "cannot write to storage"),
+        (f"s3://{s3_bucket}/in/rows.csv", f"s3://{s3_bucket}/in/rows.csv", "is the --input file: name another"),
+    ]:
+        assert main(["predict", ckpt, "--input", source, *(["--output", output] if output else [])]) == 2
+        assert words in capsys.readouterr().err
+    assert s3.get_object(Bucket=s3_bucket, Key="in/rows.csv")["Body"].read() == rows.encode()
 
 
 def test_the_predict_command_decodes_image_files_to_the_model_input_shape(tmp_path, capsys):
