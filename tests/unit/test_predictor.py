@@ -429,7 +429,7 @@ def test_the_predict_command_reads_its_inputs_from_s3_and_writes_the_predictions
     assert s3.get_object(Bucket=s3_bucket, Key="in/rows.csv")["Body"].read() == rows.encode()
 
 
-def test_the_predict_command_decodes_image_files_to_the_model_input_shape(tmp_path, capsys):
+def test_the_predict_command_decodes_image_files_to_the_model_input_shape(tmp_path, capsys, s3_bucket):
     from PIL import Image
 
     from orchestrator.cli import main
@@ -452,6 +452,14 @@ def test_the_predict_command_decodes_image_files_to_the_model_input_shape(tmp_pa
                 for n in ["a.jpg", "b.png"]]
     probs = torch.softmax(model.eval()(torch.tensor(np.stack(expected))), 1)
     np.testing.assert_allclose([p["probabilities"] for p in out["predictions"]], probs.tolist(), atol=1e-5)
+    import boto3  # a folder of images on S3: the same predictions, each named by its URI
+
+    for name in ["a.jpg", "b.png", "notes.txt"]:
+        boto3.client("s3").upload_file(str(tmp_path / "in" / name), s3_bucket, f"in/{name}")
+    assert main(["predict", ckpt, "--input", f"s3://{s3_bucket}/in", "--json"]) == 0
+    on_s3 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert on_s3["inputs"] == [f"s3://{s3_bucket}/in/a.jpg", f"s3://{s3_bucket}/in/b.png"]
+    assert on_s3["predictions"] == out["predictions"]
     assert main(["predict", ckpt, "--input", str(tmp_path / "in" / "b.png")]) == 0
     assert capsys.readouterr().out.startswith(str(tmp_path / "in" / "b.png") + "\t" + out["predictions"][1]["label"])
     (tmp_path / "bad.png").write_bytes(b"not a png")
