@@ -35,6 +35,7 @@ class Arrays:
     feature_columns: list[str] | None = None  # table columns, in the order they fill each sample
     categories: dict[str, list[str]] | None = None  # a text column's categories, a feature each (one-hot)
     dates: list[str] | None = None  # date columns, 7 features each (dates.py)
+    date_forms: dict[str, str] | None = None  # of those written as text other than ISO 8601: the form (dates.FORMS)
     text_column: str | None = None  # a column of free text, x its bytes (byte_text.py): int64 [N, text_bytes]
     text_bytes: int | None = None  # the text beside a table's columns: x's first text_bytes features, as floats
 
@@ -54,6 +55,7 @@ class Splits:
     feature_columns: list[str] | None  # the table columns each sample is built from, in order
     categories: dict[str, list[str]] | None  # of its text columns
     dates: list[str] | None  # its date columns (dates.py)
+    date_forms: dict[str, str] | None  # the form of those written other than ISO 8601 (dates.FORMS)
     text_column: str | None  # the column of free text whose bytes are each sample (byte_text.py)
     text_bytes: int | None  # beside a table's columns: the text's bytes are each sample's first text_bytes features
     blanks: dict | None  # a table's features with blank cells, and what fills them (blanks.py)
@@ -82,6 +84,7 @@ class Splits:
             "feature_columns": self.feature_columns,
             "categories": self.categories,
             "dates": self.dates,
+            "date_forms": self.date_forms,
             "text_column": self.text_column,
             "text_bytes": self.text_bytes,
             "blanks": self.blanks,
@@ -195,6 +198,7 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
         feature_columns=arrays.feature_columns,
         categories=arrays.categories,
         dates=arrays.dates,
+        date_forms=arrays.date_forms,
         text_column=arrays.text_column,
         text_bytes=arrays.text_bytes,
         blanks=fills,
@@ -588,14 +592,14 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
         columns = {name: values[rows] for name, values in columns.items()}
     beside = bool(cfg.text_column and cfg.feature_columns)  # a text beside a table's columns
     if cfg.text_column is not None and not beside:
-        x, feature_cols, found, dated = _text_input(columns, cfg), [cfg.text_column], {}, []
+        x, feature_cols, found, dated, forms = _text_input(columns, cfg), [cfg.text_column], {}, [], {}
         if known is None and (others := [c for c in columns if c not in (cfg.text_column, cfg.label_column, *index)]):
             print(f"data: the text is the whole input, and columns {others} are not read: to read some beside it, "
                   "name them in data.feature_columns", flush=True)
     else:
-        x, feature_cols, found, dated = _features(columns, cfg, index, known, rows)
+        x, feature_cols, found, dated, forms = _features(columns, cfg, index, known, rows)
     y, label_names = _labels(columns[cfg.label_column], cfg.label_column)
-    return Arrays(x, y, label_names, feature_cols, found or None, dated or None, cfg.text_column,
+    return Arrays(x, y, label_names, feature_cols, found or None, dated or None, forms or None, cfg.text_column,
                   cfg.text_bytes if beside else None)
 
 
@@ -630,9 +634,10 @@ def _labelled_rows(labels: np.ndarray, column: str) -> np.ndarray:
 
 
 def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str], known: dict | None,
-              rows: np.ndarray) -> tuple[np.ndarray, list[str], dict[str, list[str]], list[str]]:
+              rows: np.ndarray) -> tuple[np.ndarray, list[str], dict[str, list[str]], list[str], dict[str, str]]:
     """float32 features [N, ...] from numeric, list, text (category) and date columns, and data.text_column's
-    bytes first where it is beside them; the columns, the categories of the text ones and which are dates.
+    bytes first where it is beside them; the columns, the categories of the text ones, which are dates and the
+    form of those written other than ISO 8601 (dates.read_text).
     `known`: a model's model_info (else training). `rows`: the data's row of each sample, for messages that
     name one."""
     available = list(columns)
@@ -647,11 +652,20 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str], k
     if known is None:  # training: the columns of dates; the text columns, and every value they hold
         text = {c: texts(columns[c]) for c in feature_cols if c != free_text and _holds_text(columns[c])}
         dates_of = {c: columns[c].astype("datetime64[s]") for c in feature_cols if columns[c].dtype.kind == "M"}
-        dates_of |= {c: read for c, values in text.items() if (read := dates.read_iso(values)) is not None}
+        read = {c: r for c, values in text.items() if (r := dates.read_text(values)) is not None}
+        dates_of |= {c: values for c, (values, _, _) in read.items()}
+        forms = {c: form for c, (_, form, _) in read.items() if form}
+        for c, (_, form, others) in read.items():
+            if others:  # 3/4/2026: March 4 or 3 April; read as the first form, and said
+                print(f"data: column {c!r}: every date in it fits two forms, {dates.example(form)!r} and "
+                      f"{dates.example(others[0])!r} for 5 January 2026: read as the first. If they are written as "
+                      "the second, write them as ISO 8601 (2026-01-05)", flush=True)
         text = {c: values for c, values in text.items() if c not in dates_of}
         found = {c: categories_of(values) for c, values in text.items()}
     else:  # the model's text columns, its values; its date columns, read as dates whatever the reader made them
-        dates_of = {c: dates.as_dates(columns[c], c) for c in feature_cols if c in (known.get("dates") or [])}
+        forms = {c: f for c, f in (known.get("date_forms") or {}).items() if c in feature_cols}
+        dates_of = {c: dates.as_dates(columns[c], c, forms.get(c)) for c in feature_cols
+                    if c in (known.get("dates") or [])}
         found = known.get("categories") or {}
         text = {c: texts(columns[c]) for c in feature_cols if c in found}
         if numeric := [c for c in feature_cols if c not in (*text, *dates_of, free_text) and _holds_text(columns[c])]:
@@ -708,7 +722,7 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str], k
         if int(np.prod(cfg.feature_shape)) != int(np.prod(x.shape[1:])):
             raise DataError(f"data.feature_shape {cfg.feature_shape} does not fit samples of shape {list(x.shape[1:])}")
         x = x.reshape(len(x), *cfg.feature_shape)
-    return x, feature_cols, {c: found[c] for c in text}, dated
+    return x, feature_cols, {c: found[c] for c in text}, dated, {c: forms[c] for c in dated if c in forms}
 
 
 def _labels(raw: np.ndarray, column: str) -> tuple[np.ndarray, list[str]]:

@@ -95,6 +95,7 @@ class Predictor:
         self.text_column = info.get("text_column")  # a column of free text, the whole input (byte_text.py)
         self.text_bytes = info.get("text_bytes")  # or beside a table's columns: its bytes the first features
         self.dates = info.get("dates") or []  # date columns, 7 features each (dates.py)
+        self.date_forms = info.get("date_forms") or {}  # those the training data wrote other than ISO 8601
         blanks = info.get("blanks") or {"index": [], "features": [], "fill": [], "columns": []}  # blanks.py
         self.fillable = blanks["index"]  # the features where a blank (null) is filled
         self.fillable_columns = blanks["columns"]  # the columns that training saw blank: they take null
@@ -107,6 +108,7 @@ class Predictor:
                               input={"shape": list(self.input_shape), "dtype": str(self.input_dtype),
                                      "columns": self.columns, "categories": self.categories,
                                      "text_column": self.text_column, "dates": self.dates or None,
+                                     "date_forms": self.date_forms or None,
                                      # null for these columns is filled: each feature with its value
                                      "blank_columns": blanks["columns"] or None,
                                      "blank_fill": dict(zip(blanks["features"], blanks["fill"], strict=True)) or None,
@@ -248,8 +250,8 @@ class Predictor:
 
     def _encoded(self, i: int, column: str, value) -> list:
         """A column's value as the model's features: a number as it is, a text column's value a 0/1 per
-        category, a date (ISO 8601 text) its 7 features, the column of free text its bytes, as training
-        encoded them."""
+        category, a date (ISO 8601 text, or as training's data wrote it) its 7 features, the column of free
+        text its bytes, as training encoded them."""
         if column == self.text_column:  # beside the table's columns; null is no text, as a blank cell in training
             if not isinstance(value, str) and value is not None:
                 raise RequestError(422, "wrong_type", f"instance {i}: {column!r} takes text, got "
@@ -261,7 +263,7 @@ class Predictor:
                  if value is None and self.fillable_columns else "")
         if column in self.dates:
             try:
-                when = dates.parse(value, f"instance {i}: {column!r}")
+                when = dates.parse(value, f"instance {i}: {column!r}", self.date_forms.get(column))
             except ValueError as e:
                 raise RequestError(422, "wrong_type", f"{e}{blank}") from None
             return dates.features(np.array([when], dtype="datetime64[s]"))[0].tolist()

@@ -318,6 +318,43 @@ def test_a_date_column_is_seven_features_read_alike_from_dates_and_from_text(tmp
     columns = {"waited": np.array([86_400, 43_200], dtype="timedelta64[s]"), "label": np.arange(2)}
     assert data._columns_to_arrays(columns, cfg).x.tolist() == [[1.0], [0.5]]
 
+def test_dates_written_as_spreadsheets_and_locales_write_them_are_read_as_dates_in_their_one_form(capsys):
+    """3/15/2025, 15.03.2025, 5 Jan 2026 2:30 PM: the same 7 features as the ISO 8601 date; the form is kept
+    for evaluation and serving. Where every cell fits two forms (no day over 12), the first is read, and said."""
+    cfg = FilesData(name="files", path="d.csv")
+    days = np.datetime64("2024-01-01") + np.arange(0, 700, 7)
+    stamps = days.astype("datetime64[s]").astype(object)
+    iso = {"when": np.array([d.isoformat() for d in stamps], dtype=object), "label": np.arange(len(days)) % 2}
+    expected = data._columns_to_arrays(iso, cfg)
+    assert expected.date_forms is None and expected.dates == ["when"]
+    for form, written in [("%m/%d/%Y", [f"{d.month}/{d.day}/{d.year}" for d in stamps]),
+                          ("%d.%m.%Y", [d.strftime("%d.%m.%Y") for d in stamps]),
+                          ("%d %b %Y", [d.strftime("%d %b %Y") for d in stamps]),
+                          ("%m/%d/%y %I:%M %p", [d.strftime("%m/%d/%y 12:00 AM") for d in stamps])]:
+        written[3] = ""  # a blank cell: a blank date
+        read = data._columns_to_arrays({**iso, "when": np.array(written, dtype=object)}, cfg)
+        assert read.dates == ["when"] and read.date_forms == {"when": form}, form
+        np.testing.assert_array_equal(np.delete(read.x, 3, 0), np.delete(expected.x, 3, 0))
+        assert np.isnan(read.x[3]).all()
+        # read back in that form, or as ISO 8601, for a model that was trained on it (evaluate --data)
+        known = {"dates": ["when"], "date_forms": read.date_forms}
+        again = data._columns_to_arrays({**iso, "when": np.array(written, dtype=object)}, cfg, known=known)
+        np.testing.assert_array_equal(again.x, read.x)
+        np.testing.assert_array_equal(data._columns_to_arrays(iso, cfg, known=known).x, expected.x)
+    assert "fits two forms" not in capsys.readouterr().out
+    # March 4 or 3 April: month first, as pandas and US spreadsheets read it, and said
+    both = data._columns_to_arrays({"when": np.array(["3/4/2025", "1/12/2025"], dtype=object),
+                                    "label": np.arange(2)}, cfg)
+    assert both.date_forms == {"when": "%m/%d/%Y"} and both.x[0, 0] == (np.datetime64("2025-03-04") -
+                                                                         np.datetime64("1970-01-01")).astype(int)
+    assert "column 'when': every date in it fits two forms, '01/05/2026' and '05/01/2026'" in capsys.readouterr().out
+    # not dates: versions, ids, words, and a column where one cell is not a date in the form of the others
+    for cells in (["1.2.3", "1.4.0", "2.0.1"], ["A12", "B7", "C9"], ["3/15/2025", "3/16/2025", "soon"],
+                  ["3/15/2025", "15.03.2025", "3/16/2025"]):
+        column = {"when": np.array(cells * 2, dtype=object), "label": np.arange(6) % 2}
+        assert data._columns_to_arrays(column, cfg).dates is None, cells
+
+
 # ---- tables (Parquet and CSV, read with pyarrow in this process) ---------------------------
 
 

@@ -191,6 +191,27 @@ def test_a_table_model_takes_dates_as_iso_text_and_encodes_them_as_training_did(
     np.testing.assert_allclose([p["probabilities"] for p in answer["predictions"]], predictor.predict(x), atol=1e-6)
 
 
+def test_a_date_column_written_other_than_iso_takes_that_form_and_iso_8601(tmp_path):
+    from orchestrator import data
+
+    (tmp_path / "rows.csv").write_text("size,when,label\n1,3/15/2025,a\n2,12/1/2024,b\n3,7/4/2025,a\n")
+    read = data.load_arrays(data.FilesData(name="files", path=str(tmp_path / "rows.csv")), seed=0)  # as training
+    assert read.date_forms == {"when": "%m/%d/%Y"}
+    info = {**INFO, "input_shape": [8], "feature_columns": ["size", "when"], "dates": ["when"],
+            "date_forms": read.date_forms}
+    cfg = config_from_dict({**TABLE, "data": {**TABLE["data"], "label_column": "label"}})
+    write_checkpoint(str(tmp_path / "ckpt"), model=build_model(cfg.model, [8], 3), config=cfg, model_info=info,
+                     metrics={})
+    predictor = Predictor.load(str(tmp_path / "ckpt"))
+    assert predictor.info["input"]["date_forms"] == {"when": "%m/%d/%Y"}
+    rows = [{"size": 1, "when": "3/15/2025"}, {"size": 2, "when": "2024-12-01"}, {"size": 3, "when": "07/04/2025"}]
+    np.testing.assert_array_equal(predictor.validate(rows), read.x)
+    with pytest.raises(RequestError) as e:
+        predictor.validate([{"size": 1, "when": "15/3/2025"}])
+    assert e.value.status == 422 and ("'15/3/2025' is not a date: send ISO 8601, such as \"2026-01-05\" or "
+                                      "\"2026-01-05T10:30:00Z\", or as in training, \"01/05/2026\"") in e.value.message
+
+
 def test_a_table_model_takes_text_columns_by_value_as_training_encoded_them(tmp_path):
     cfg = config_from_dict(TABLE)
     torch.manual_seed(0)
