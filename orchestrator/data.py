@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from orchestrator import blanks, byte_text, dates, storage
+from orchestrator.amounts import as_numbers
+from orchestrator.amounts import read_text as read_amounts
 from orchestrator.categories import (MAX_CATEGORIES, categories_of, check_not_numbers, names_rows, one_hot,
                                      sentence_words, texts)
 from orchestrator.config import DataConfig, DigitsData, FilesData, SyntheticData, TextData
@@ -35,7 +37,8 @@ class Arrays:
     feature_columns: list[str] | None = None  # table columns, in the order they fill each sample
     categories: dict[str, list[str]] | None = None  # a text column's categories, a feature each (one-hot)
     dates: list[str] | None = None  # date columns, 7 features each (dates.py)
-    date_forms: dict[str, str] | None = None  # of those written as text other than ISO 8601: the form (dates.FORMS)
+    # columns of text read as dates (other than ISO 8601) or numbers ($1,234.50): the form (dates.py, amounts.py)
+    written_forms: dict[str, str] | None = None
     text_column: str | None = None  # a column of free text, x its bytes (byte_text.py): int64 [N, text_bytes]
     text_bytes: int | None = None  # the text beside a table's columns: x's first text_bytes features, as floats
 
@@ -55,7 +58,7 @@ class Splits:
     feature_columns: list[str] | None  # the table columns each sample is built from, in order
     categories: dict[str, list[str]] | None  # of its text columns
     dates: list[str] | None  # its date columns (dates.py)
-    date_forms: dict[str, str] | None  # the form of those written other than ISO 8601 (dates.FORMS)
+    written_forms: dict[str, str] | None  # columns of text read as dates or numbers: the form (see Arrays)
     text_column: str | None  # the column of free text whose bytes are each sample (byte_text.py)
     text_bytes: int | None  # beside a table's columns: the text's bytes are each sample's first text_bytes features
     blanks: dict | None  # a table's features with blank cells, and what fills them (blanks.py)
@@ -84,7 +87,7 @@ class Splits:
             "feature_columns": self.feature_columns,
             "categories": self.categories,
             "dates": self.dates,
-            "date_forms": self.date_forms,
+            "written_forms": self.written_forms,
             "text_column": self.text_column,
             "text_bytes": self.text_bytes,
             "blanks": self.blanks,
@@ -198,7 +201,7 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
         feature_columns=arrays.feature_columns,
         categories=arrays.categories,
         dates=arrays.dates,
-        date_forms=arrays.date_forms,
+        written_forms=arrays.written_forms,
         text_column=arrays.text_column,
         text_bytes=arrays.text_bytes,
         blanks=fills,
@@ -637,7 +640,7 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str], k
               rows: np.ndarray) -> tuple[np.ndarray, list[str], dict[str, list[str]], list[str], dict[str, str]]:
     """float32 features [N, ...] from numeric, list, text (category) and date columns, and data.text_column's
     bytes first where it is beside them; the columns, the categories of the text ones, which are dates and the
-    form of those written other than ISO 8601 (dates.read_text).
+    form of the columns of text read as dates or numbers (dates.read_text, amounts.read_text).
     `known`: a model's model_info (else training). `rows`: the data's row of each sample, for messages that
     name one."""
     available = list(columns)
@@ -660,12 +663,17 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str], k
                 print(f"data: column {c!r}: every date in it fits two forms, {dates.example(form)!r} and "
                       f"{dates.example(others[0])!r} for 5 January 2026: read as the first. If they are written as "
                       "the second, write them as ISO 8601 (2026-01-05)", flush=True)
-        text = {c: values for c, values in text.items() if c not in dates_of}
+        # $1,234.50, 12.5%: numbers from here on (amounts.py)
+        numbers = {c: r for c, values in text.items() if c not in dates_of and (r := read_amounts(values))}
+        columns = {**columns, **{c: values for c, (values, _) in numbers.items()}}
+        forms |= {c: form for c, (_, form) in numbers.items()}
+        text = {c: values for c, values in text.items() if c not in dates_of and c not in numbers}
         found = {c: categories_of(values) for c, values in text.items()}
     else:  # the model's text columns, its values; its date columns, read as dates whatever the reader made them
-        forms = {c: f for c, f in (known.get("date_forms") or {}).items() if c in feature_cols}
+        forms = {c: f for c, f in (known.get("written_forms") or {}).items() if c in feature_cols}
         dates_of = {c: dates.as_dates(columns[c], c, forms.get(c)) for c in feature_cols
                     if c in (known.get("dates") or [])}
+        columns = {**columns, **{c: as_numbers(columns[c], c, form) for c, form in forms.items() if c not in dates_of}}
         found = known.get("categories") or {}
         text = {c: texts(columns[c]) for c in feature_cols if c in found}
         if numeric := [c for c in feature_cols if c not in (*text, *dates_of, free_text) and _holds_text(columns[c])]:
@@ -722,7 +730,7 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str], k
         if int(np.prod(cfg.feature_shape)) != int(np.prod(x.shape[1:])):
             raise DataError(f"data.feature_shape {cfg.feature_shape} does not fit samples of shape {list(x.shape[1:])}")
         x = x.reshape(len(x), *cfg.feature_shape)
-    return x, feature_cols, {c: found[c] for c in text}, dated, {c: forms[c] for c in dated if c in forms}
+    return x, feature_cols, {c: found[c] for c in text}, dated, forms
 
 
 def _labels(raw: np.ndarray, column: str) -> tuple[np.ndarray, list[str]]:

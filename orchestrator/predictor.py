@@ -22,7 +22,7 @@ import sys
 import numpy as np
 import torch
 
-from orchestrator import byte_text, dates, lm
+from orchestrator import amounts, byte_text, dates, lm
 from orchestrator.blanks import table_features
 from orchestrator.categories import one_hot
 from orchestrator.checkpoint import Checkpoint, read_checkpoint
@@ -95,7 +95,7 @@ class Predictor:
         self.text_column = info.get("text_column")  # a column of free text, the whole input (byte_text.py)
         self.text_bytes = info.get("text_bytes")  # or beside a table's columns: its bytes the first features
         self.dates = info.get("dates") or []  # date columns, 7 features each (dates.py)
-        self.date_forms = info.get("date_forms") or {}  # those the training data wrote other than ISO 8601
+        self.written_forms = info.get("written_forms") or {}  # columns of text read as dates or numbers: the form
         blanks = info.get("blanks") or {"index": [], "features": [], "fill": [], "columns": []}  # blanks.py
         self.fillable = blanks["index"]  # the features where a blank (null) is filled
         self.fillable_columns = blanks["columns"]  # the columns that training saw blank: they take null
@@ -108,7 +108,7 @@ class Predictor:
                               input={"shape": list(self.input_shape), "dtype": str(self.input_dtype),
                                      "columns": self.columns, "categories": self.categories,
                                      "text_column": self.text_column, "dates": self.dates or None,
-                                     "date_forms": self.date_forms or None,
+                                     "written_forms": self.written_forms or None,
                                      # null for these columns is filled: each feature with its value
                                      "blank_columns": blanks["columns"] or None,
                                      "blank_fill": dict(zip(blanks["features"], blanks["fill"], strict=True)) or None,
@@ -257,16 +257,23 @@ class Predictor:
                 raise RequestError(422, "wrong_type", f"instance {i}: {column!r} takes text, got "
                                    f"{json.dumps(value)[:80]}")
             return byte_text.encode([value or ""], self.text_bytes)[0].tolist()
+        if isinstance(value, str) and not value.strip() and (column in self.dates or column in self.written_forms):
+            value = None  # a blank cell, as a file read as text gives it (predict --input), and as training read it
         if value is None and column in self.fillable_columns:
             return [math.nan] * len(table_features([column], self.categories, self.dates))  # filled by the model
         blank = (f" (null is taken for {self.fillable_columns}, the columns training saw blank)"
                  if value is None and self.fillable_columns else "")
         if column in self.dates:
             try:
-                when = dates.parse(value, f"instance {i}: {column!r}", self.date_forms.get(column))
+                when = dates.parse(value, f"instance {i}: {column!r}", self.written_forms.get(column))
             except ValueError as e:
                 raise RequestError(422, "wrong_type", f"{e}{blank}") from None
             return dates.features(np.array([when], dtype="datetime64[s]"))[0].tolist()
+        if column in self.written_forms:  # a number as training's data wrote it ("$1,234.50"), or plain
+            try:
+                return [amounts.parse(value, self.written_forms[column])]
+            except ValueError as e:
+                raise RequestError(422, "wrong_type", f"instance {i}: {column!r}: {e}{blank}") from None
         if column not in self.categories:
             if isinstance(value, (str, dict)) or value is None:  # a list: a tensor column, checked by its shape
                 raise RequestError(422, "wrong_type", f"instance {i}: {column!r} takes a number, got "

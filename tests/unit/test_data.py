@@ -326,18 +326,18 @@ def test_dates_written_as_spreadsheets_and_locales_write_them_are_read_as_dates_
     stamps = days.astype("datetime64[s]").astype(object)
     iso = {"when": np.array([d.isoformat() for d in stamps], dtype=object), "label": np.arange(len(days)) % 2}
     expected = data._columns_to_arrays(iso, cfg)
-    assert expected.date_forms is None and expected.dates == ["when"]
+    assert expected.written_forms is None and expected.dates == ["when"]
     for form, written in [("%m/%d/%Y", [f"{d.month}/{d.day}/{d.year}" for d in stamps]),
                           ("%d.%m.%Y", [d.strftime("%d.%m.%Y") for d in stamps]),
                           ("%d %b %Y", [d.strftime("%d %b %Y") for d in stamps]),
                           ("%m/%d/%y %I:%M %p", [d.strftime("%m/%d/%y 12:00 AM") for d in stamps])]:
         written[3] = ""  # a blank cell: a blank date
         read = data._columns_to_arrays({**iso, "when": np.array(written, dtype=object)}, cfg)
-        assert read.dates == ["when"] and read.date_forms == {"when": form}, form
+        assert read.dates == ["when"] and read.written_forms == {"when": form}, form
         np.testing.assert_array_equal(np.delete(read.x, 3, 0), np.delete(expected.x, 3, 0))
         assert np.isnan(read.x[3]).all()
         # read back in that form, or as ISO 8601, for a model that was trained on it (evaluate --data)
-        known = {"dates": ["when"], "date_forms": read.date_forms}
+        known = {"dates": ["when"], "written_forms": read.written_forms}
         again = data._columns_to_arrays({**iso, "when": np.array(written, dtype=object)}, cfg, known=known)
         np.testing.assert_array_equal(again.x, read.x)
         np.testing.assert_array_equal(data._columns_to_arrays(iso, cfg, known=known).x, expected.x)
@@ -345,7 +345,7 @@ def test_dates_written_as_spreadsheets_and_locales_write_them_are_read_as_dates_
     # March 4 or 3 April: month first, as pandas and US spreadsheets read it, and said
     both = data._columns_to_arrays({"when": np.array(["3/4/2025", "1/12/2025"], dtype=object),
                                     "label": np.arange(2)}, cfg)
-    assert both.date_forms == {"when": "%m/%d/%Y"} and both.x[0, 0] == (np.datetime64("2025-03-04") -
+    assert both.written_forms == {"when": "%m/%d/%Y"} and both.x[0, 0] == (np.datetime64("2025-03-04") -
                                                                          np.datetime64("1970-01-01")).astype(int)
     assert "column 'when': every date in it fits two forms, '01/05/2026' and '05/01/2026'" in capsys.readouterr().out
     # not dates: versions, ids, words, and a column where one cell is not a date in the form of the others
@@ -353,6 +353,34 @@ def test_dates_written_as_spreadsheets_and_locales_write_them_are_read_as_dates_
                   ["3/15/2025", "15.03.2025", "3/16/2025"]):
         column = {"when": np.array(cells * 2, dtype=object), "label": np.arange(6) % 2}
         assert data._columns_to_arrays(column, cfg).dates is None, cells
+
+
+def test_amounts_and_shares_written_as_text_are_numbers_in_their_one_form(tmp_path):
+    """$1,234.50, 12.5%, 1,250,000: numbers (a CSV reader leaves them text); the form is kept for evaluation and
+    serving, which take it or a plain number. Zip codes, mixed forms and comma decimals stay text."""
+    (tmp_path / "d.csv").write_text("price,share,installs,label\n" + "".join(
+        f'"{p and "$" + p}",{s}%,"{i}",{k % 2}\n' for k, (p, s, i) in enumerate(
+            [("1,234.50", 12.5, "1,000"), ("3.99", 3, "250"), ("", 100, "1,250,000"), ("-12", 0.5, "")] * 3)))
+    read = data.load_arrays(FilesData(name="files", path=str(tmp_path / "d.csv")), seed=0)
+    assert read.written_forms == {"price": "$#", "share": "#%", "installs": "#"}
+    np.testing.assert_array_equal(read.x[:4], np.float32([[1234.5, 12.5, 1000], [3.99, 3, 250],
+                                                          [np.nan, 100, 1_250_000], [-12, 0.5, np.nan]]))
+    # a model trained on them reads them so again: that form, a plain number, a blank
+    cfg = FilesData(name="files", path="d.csv", feature_columns=["price"])
+    known = {"feature_columns": ["price"], "written_forms": {"price": "$#"}}
+    again = data._columns_to_arrays({"price": np.array(["$5", "7", "", None], dtype=object),
+                                     "label": np.arange(4) % 2}, cfg, known=known)
+    np.testing.assert_array_equal(again.x.ravel(), [5, 7, np.nan, np.nan])
+    with pytest.raises(DataError, match=r"column 'price' holds numbers written as '\$1,234.5' in training, and here "
+                                        r"'€5' is not a number written as '\$1,234.5' \(or 1234.5\)"):
+        data._columns_to_arrays({"price": np.array(["€5", "$1"], dtype=object), "label": np.arange(2)}, cfg,
+                                known=known)
+    # not numbers in one form: categories, as before (plain digits too: zip codes written as text)
+    for cells in (["02134", "90210", "02138"], ["$5", "5%", "$7"], ["1,5", "2,25", "3,5"],
+                  ["10,000+", "500+", "1,000+"]):
+        column = {"x": np.array(cells * 2, dtype=object), "label": np.arange(6) % 2}
+        read = data._columns_to_arrays(column, FilesData(name="files", path="d.csv"))
+        assert read.written_forms is None and read.categories == {"x": sorted(cells)}, cells
 
 
 # ---- tables (Parquet and CSV, read with pyarrow in this process) ---------------------------

@@ -196,20 +196,51 @@ def test_a_date_column_written_other_than_iso_takes_that_form_and_iso_8601(tmp_p
 
     (tmp_path / "rows.csv").write_text("size,when,label\n1,3/15/2025,a\n2,12/1/2024,b\n3,7/4/2025,a\n")
     read = data.load_arrays(data.FilesData(name="files", path=str(tmp_path / "rows.csv")), seed=0)  # as training
-    assert read.date_forms == {"when": "%m/%d/%Y"}
+    assert read.written_forms == {"when": "%m/%d/%Y"}
     info = {**INFO, "input_shape": [8], "feature_columns": ["size", "when"], "dates": ["when"],
-            "date_forms": read.date_forms}
+            "written_forms": read.written_forms}
     cfg = config_from_dict({**TABLE, "data": {**TABLE["data"], "label_column": "label"}})
     write_checkpoint(str(tmp_path / "ckpt"), model=build_model(cfg.model, [8], 3), config=cfg, model_info=info,
                      metrics={})
     predictor = Predictor.load(str(tmp_path / "ckpt"))
-    assert predictor.info["input"]["date_forms"] == {"when": "%m/%d/%Y"}
+    assert predictor.info["input"]["written_forms"] == {"when": "%m/%d/%Y"}
     rows = [{"size": 1, "when": "3/15/2025"}, {"size": 2, "when": "2024-12-01"}, {"size": 3, "when": "07/04/2025"}]
     np.testing.assert_array_equal(predictor.validate(rows), read.x)
     with pytest.raises(RequestError) as e:
         predictor.validate([{"size": 1, "when": "15/3/2025"}])
     assert e.value.status == 422 and ("'15/3/2025' is not a date: send ISO 8601, such as \"2026-01-05\" or "
                                       "\"2026-01-05T10:30:00Z\", or as in training, \"01/05/2026\"") in e.value.message
+
+
+def test_a_number_column_written_with_a_currency_sign_takes_that_form_and_plain_numbers(tmp_path, capsys):
+    from orchestrator import blanks, data
+    from orchestrator.cli import main
+
+    cfg = config_from_dict(TABLE)
+    info = {**INFO, "input_shape": [2], "feature_columns": ["price", "size"], "written_forms": {"price": "$#"}}
+    write_checkpoint(str(tmp_path / "ckpt"), model=build_model(cfg.model, [2], 3), config=cfg, model_info=info,
+                     metrics={})
+    predictor = Predictor.load(str(tmp_path / "ckpt"))
+    assert predictor.info["input"]["written_forms"] == {"price": "$#"}
+    rows = [{"price": "$1,234.50", "size": 1}, {"price": 1234.5, "size": 1}, {"price": "-$3", "size": 2}]
+    assert predictor.validate(rows).tolist() == [[1234.5, 1], [1234.5, 1], [-3, 2]]
+    for value in ("€5", "five", None, "", True):
+        with pytest.raises(RequestError) as e:
+            predictor.validate([{"price": value, "size": 1}])
+        assert e.value.status == 422 and "'price': " in e.value.message and "is not a number written as '$1,234.5'" \
+            in e.value.message, e.value.message
+    # where training saw a blank price, a blank cell of an input file is filled as training filled it
+    (tmp_path / "rows.csv").write_text('price,size,label\n"$1,234.50",1,a\n,2,b\n$7,3,a\n')
+    read = data.load_arrays(data.FilesData(name="files", path=str(tmp_path / "rows.csv")), seed=0)
+    fills = blanks.find(read.x, np.arange(3), read.features())
+    cfg = config_from_dict({**TABLE, "data": {**TABLE["data"], "label_column": "label"}})
+    assert read.written_forms == {"price": "$#"} and fills["columns"] == ["price"]
+    write_checkpoint(str(tmp_path / "filled"), model=build_model(cfg.model, [2], 3, blanks=fills), config=cfg,
+                     metrics={}, model_info={**info, "blanks": fills})
+    assert main(["predict", str(tmp_path / "filled"), "--input", str(tmp_path / "rows.csv"), "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    expected = Predictor.load(str(tmp_path / "filled")).predict(read.x)
+    np.testing.assert_allclose([p["probabilities"] for p in answer["predictions"]], expected, atol=1e-6)
 
 
 def test_a_table_model_takes_text_columns_by_value_as_training_encoded_them(tmp_path):
