@@ -180,8 +180,9 @@ def test_predictions_equal_offline_prediction_and_evaluate(checkpoints, serve_ht
 
 def test_a_table_with_text_columns_trains_and_serves_rows_as_training_read_them(serve_http, tmp_path):
     """A CSV as people export them: numbers (blank cells in one column), a text column of categories (blank
-    cells too), dates, string labels. Trained on 2 workers (DDP), served by column name (a blank cell as
-    null, a date as ISO text), evaluated on other rows: one encoding throughout."""
+    cells too), dates and amounts written as a spreadsheet writes them (03/15/2025 14:30, "$1,234.50"), string
+    labels. Trained on 2 workers (DDP), served by column name (a blank cell as null, a date and an amount as
+    the file writes them), evaluated on other rows: one encoding throughout."""
     from orchestrator.config import config_from_dict
     from orchestrator.evaluate import evaluate_on_data
     from orchestrator.pipeline import smoke_request
@@ -190,13 +191,15 @@ def test_a_table_with_text_columns_trains_and_serves_rows_as_training_read_them(
     size, city = rng.normal(size=1100).round(3), rng.choice(["Lyon", "Nice", "Paris", ""], 1100)
     reading = np.where(rng.random(1100) < 0.2, np.nan, rng.normal(size=1100).round(3))  # a sensor that misses some
     when = np.datetime64("2025-01-01T00:00") + rng.integers(0, 730 * 24 * 60, 1100).astype("timedelta64[m]")
+    price = rng.uniform(0, 5000, 1100)
     label = np.where((size > 0) ^ (city == "Nice"), "yes", "no")  # the class needs the text column
-    rows = [{"size": float(s), "reading": None if r != r else float(r), "city": str(c), "when": f"{w}Z",
-             "label": str(lab)} for s, r, c, w, lab in zip(size, reading, city, when, label, strict=True)]
+    rows = [{"size": float(s), "reading": None if r != r else float(r), "city": str(c),
+             "when": w.item().strftime("%m/%d/%Y %H:%M"), "price": f"${p:,.2f}", "label": str(lab)}
+            for s, r, c, w, p, lab in zip(size, reading, city, when, price, label, strict=True)]
     for name, part in (("train.csv", rows[:1000]), ("holdout.csv", rows[1000:])):
-        (tmp_path / name).write_text("size,reading,city,when,label\n" + "".join(
-            f"{r['size']},{'' if r['reading'] is None else r['reading']},{r['city']},{r['when']},{r['label']}\n"
-            for r in part))
+        (tmp_path / name).write_text("size,reading,city,when,price,label\n" + "".join(
+            f"{r['size']},{'' if r['reading'] is None else r['reading']},{r['city']},{r['when']},\"{r['price']}\","
+            f"{r['label']}\n" for r in part))
     cfg = config_from_dict({
         "name": "table", "data": {"name": "files", "path": str(tmp_path / "train.csv")},
         "model": {"name": "mlp", "hidden_sizes": [32]}, "optim": {"name": "adam", "lr": 0.01},
@@ -205,14 +208,14 @@ def test_a_table_with_text_columns_trains_and_serves_rows_as_training_read_them(
     assert result.metrics["test_accuracy"] >= 0.9, result.metrics
     # the class is size and city: what the model relies on, by shuffling each column on the test split
     relied = {r["column"]: r["accuracy_drop"] for r in result.importance}
-    assert relied.keys() == {"size", "reading", "city", "when"} and min(relied["size"], relied["city"]) > 0.2
-    assert max(relied["reading"], relied["when"]) < 0.1
+    assert relied.keys() == {"size", "reading", "city", "when", "price"} and min(relied["size"], relied["city"]) > 0.2
+    assert max(relied["reading"], relied["when"], relied["price"]) < 0.1
     assert (Path(result.report).parent / "importance.png").read_bytes().startswith(b"\x89PNG")
     url = deploy("table", result.checkpoint, serve_http)["url"]
     status, _, body = predict(url, rows[1000:1100])  # the label column is ignored
     assert status == 200, body
     offline = Predictor.load(result.checkpoint)
-    local = offline.predict(offline.validate([{k: r[k] for k in ("city", "reading", "size", "when")}
+    local = offline.predict(offline.validate([{k: r[k] for k in ("city", "reading", "size", "when", "price")}
                                               for r in rows[1000:1100]]))
     np.testing.assert_allclose([p["probabilities"] for p in body["predictions"]], local, atol=1e-6)
     answers = zip(body["predictions"], rows[1000:1100], strict=True)
@@ -221,15 +224,17 @@ def test_a_table_with_text_columns_trains_and_serves_rows_as_training_read_them(
         pytest.approx(served_accuracy, abs=1e-12)
     described = http("GET", f"{url}/v1/model")[2]["input"]
     assert described["categories"] == {"city": ["", "Lyon", "Nice", "Paris"]} and described["dates"] == ["when"]
+    assert described["written_forms"] == {"when": "%m/%d/%Y %H:%M", "price": "$#"}
     train_readings = [r["reading"] for r in rows[:1000] if r["reading"] is not None]  # the split's are among them
     assert described["blank_columns"] == ["reading"] and \
         min(train_readings) < described["blank_fill"]["reading"] < max(train_readings)
-    status, _, body = predict(url, [{"size": 1.0, "reading": 0.5, "city": 3, "when": "2026-01-05"}])
-    assert status == 422 and "'city' takes text" in body["error"]["message"]
-    status, _, body = predict(url, [{"size": None, "reading": 0.5, "city": "Nice", "when": "2026-01-05"}])
-    assert status == 422 and "'size' takes a number, got null" in body["error"]["message"], body
-    status, _, body = predict(url, [{"size": 1.0, "reading": 0.5, "city": "Nice", "when": "next week"}])
-    assert status == 422 and "'when': 'next week' is not a date: send ISO 8601" in body["error"]["message"], body
+    good = {"size": 1.0, "reading": 0.5, "city": "Nice", "when": "2026-01-05", "price": 1234.5}  # ISO, a number
+    assert predict(url, [good])[0] == 200
+    for bad, words in [({"city": 3}, "'city' takes text"), ({"size": None}, "'size' takes a number, got null"),
+                       ({"when": "next week"}, "'when': 'next week' is not a date: send ISO 8601"),
+                       ({"price": "€5"}, "'price': '€5' is not a number written as '$1,234.5'")]:
+        status, _, body = predict(url, [{**good, **bad}])
+        assert status == 422 and words in body["error"]["message"], body
     # orchestrator run's smoke request sends test rows as lists, a blank cell as null
     test_x, test_y = data.load_splits(cfg.data, cfg.seed).arrays["test"]
     blank = np.isnan(test_x).any(axis=1)
