@@ -1,6 +1,7 @@
 """Numbers that a table writes as text: amounts and shares as spreadsheets export them.
 
-$1,234.50, €3.99, -$12, 1,250,000 and 12.5% are numbers (1234.5, 3.99, -12, 1250000, 12.5), but a CSV reader
+$1,234.50, €3.99, -$12, ($12.00), 1,250,000 and 12.5% are numbers (1234.5, 3.99, -12, -12, 1250000, 12.5), as
+spreadsheets write them (a negative amount in parentheses, as accountants write it), but a CSV reader
 takes such a column for text, which would make each amount a category of its own, or refuse the column as one
 that names rows. A column of text whose every cell is a number written in one form (the same currency sign
 before it, or % after it, or thousands separated by commas) is read as numbers: a number feature, normalized
@@ -21,16 +22,17 @@ import numpy as np
 from orchestrator.errors import DataError
 
 CURRENCIES = "$€£¥₹"
-WRITTEN = re.compile(r"\s*(?P<minus>-?)\s*(?P<prefix>[" + CURRENCIES + r"]?)\s*(?P<minus2>-?)\s*"
-                     r"(?P<number>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)\s*(?P<suffix>%?)\s*")
+WRITTEN = re.compile(r"\s*(?P<minus>[-(]?)\s*(?P<prefix>[" + CURRENCIES + r"]?)\s*(?P<minus2>-?)\s*"
+                     r"(?P<number>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)\s*(?P<suffix>%?)\s*"
+                     r"(?P<close>\)?)\s*")
 PLACE = "#"  # where the number goes in a form: "$#", "#%", "#" (thousands separated)
 
 
 def _read(cell: str) -> tuple[float, str] | None:
     """(the number, its form) of a cell, or None."""
     m = WRITTEN.fullmatch(cell)
-    if m is None or (m["minus"] and m["minus2"]):
-        return None
+    if m is None or (m["minus"] and m["minus2"]) or (m["minus"] == "(") != bool(m["close"]):
+        return None  # --5, or a parenthesis not closed
     sign = -1.0 if m["minus"] or m["minus2"] else 1.0
     return sign * float(m["number"].replace(",", "")), m["prefix"] + PLACE + m["suffix"]
 

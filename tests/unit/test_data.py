@@ -368,16 +368,16 @@ def test_amounts_and_shares_written_as_text_are_numbers_in_their_one_form(tmp_pa
     # a model trained on them reads them so again: that form, a plain number, a blank
     cfg = FilesData(name="files", path="d.csv", feature_columns=["price"])
     known = {"feature_columns": ["price"], "written_forms": {"price": "$#"}}
-    again = data._columns_to_arrays({"price": np.array(["$5", "7", "", None], dtype=object),
-                                     "label": np.arange(4) % 2}, cfg, known=known)
-    np.testing.assert_array_equal(again.x.ravel(), [5, 7, np.nan, np.nan])
+    again = data._columns_to_arrays({"price": np.array(["$5", "7", "", None, "($3.50)", "-$1"], dtype=object),
+                                     "label": np.arange(6) % 2}, cfg, known=known)
+    np.testing.assert_array_equal(again.x.ravel(), [5, 7, np.nan, np.nan, -3.5, -1])  # (3.50): as accountants write
     with pytest.raises(DataError, match=r"column 'price' holds numbers written as '\$1,234.5' in training, and here "
                                         r"'€5' is not a number written as '\$1,234.5' \(or 1234.5\)"):
         data._columns_to_arrays({"price": np.array(["€5", "$1"], dtype=object), "label": np.arange(2)}, cfg,
                                 known=known)
     # not numbers in one form: categories, as before (plain digits too: zip codes written as text)
     for cells in (["02134", "90210", "02138"], ["$5", "5%", "$7"], ["1,5", "2,25", "3,5"],
-                  ["10,000+", "500+", "1,000+"]):
+                  ["10,000+", "500+", "1,000+"], ["($5", "$5", "$7"]):
         column = {"x": np.array(cells * 2, dtype=object), "label": np.arange(6) % 2}
         read = data._columns_to_arrays(column, FilesData(name="files", path="d.csv"))
         assert read.written_forms is None and read.categories == {"x": sorted(cells)}, cells
