@@ -387,11 +387,11 @@ def _serve_op(args) -> dict:
 
 
 def _predict(args) -> dict:
-    from orchestrator import data, storage
+    from orchestrator import datafiles, storage
 
     if args.output:  # before any prediction: a name it cannot write is said now, not after the work
         try:
-            data.check_writable(args.output)
+            datafiles.check_writable(args.output)
         except UserError as e:
             raise ConfigError(f"--output {e}") from None
         same = (args.output.rstrip("/") == args.input.rstrip("/") if storage.is_remote(args.output)
@@ -416,7 +416,7 @@ def _predict(args) -> dict:
     elif all(isinstance(i, str) for i in instances):  # texts: each line starts with its text's start
         names = [_snippet(text) for text in instances]
     if args.output:
-        data.write_rows(args.output, _scored_rows(instances, names if result.get("inputs") else None, result))
+        datafiles.write_rows(args.output, _scored_rows(instances, names if result.get("inputs") else None, result))
         counts = Counter(p["label"] for p in result["predictions"])
         n = len(result["predictions"])
         print(f"wrote {n:,} prediction{'s' * (n != 1)} to {args.output}: "
@@ -460,7 +460,7 @@ def _read_inputs(source: str) -> tuple[list[str] | None, list]:
     model decodes them as its training did)."""
     import base64
 
-    from orchestrator import data, storage
+    from orchestrator import datafiles, storage
     from orchestrator.images import is_image_file
 
     if source == "-":
@@ -472,10 +472,10 @@ def _read_inputs(source: str) -> tuple[list[str] | None, list]:
     if kind is None:
         raise ConfigError(f"--input {source}: no such file")
     if kind == "directory" or is_image_file(source):
-        names, contents = data.read_image_files(source)
+        names, contents = datafiles.read_image_files(source)
         return names, [{"b64": base64.b64encode(raw).decode()} for raw in contents]
-    if data.is_table_file(source):
-        return None, data.read_rows(source)
+    if datafiles.is_table_file(source):
+        return None, datafiles.read_rows(source)
     try:
         text = storage.read_bytes(source).decode()
     except (OSError, UnicodeDecodeError) as e:

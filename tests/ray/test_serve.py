@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator import data
+from orchestrator import data, datafiles
 from orchestrator.config import ServeArgs, load_config
 from orchestrator.errors import ConfigError
 from orchestrator.evaluate import evaluate_checkpoint
@@ -319,7 +319,7 @@ def test_a_text_beside_a_tables_columns_trains_and_serves_rows_by_column(serve_h
     result = train(cfg)
     assert result.metrics["test_accuracy"] >= 0.95, result.metrics
     url = deploy("returns", result.checkpoint, serve_http)["url"]
-    rows = data.read_rows(str(tmp_path / "holdout.csv"))  # with their id and label, as a client has them
+    rows = datafiles.read_rows(str(tmp_path / "holdout.csv"))  # with their id and label, as a client has them
     status, _, body = predict(url, rows)
     assert status == 200, body
     offline = Predictor.load(result.checkpoint)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from orchestrator import data
+from orchestrator import data, datafiles
 from orchestrator.config import FilesData, SyntheticData, TextData
 from orchestrator.errors import DataError
 
@@ -108,7 +108,7 @@ def test_file_data_errors_say_what_to_change(tmp_path, kwargs, message):
 def test_rows_without_a_label_are_left_out_and_said(labels, capsys):
     columns = {"x": np.arange(20, dtype=np.float32), "label": labels}  # as the Parquet, CSV and NPZ readers give them
     arrays = data._columns_to_arrays(columns, FilesData(name="files", path="d.csv"))
-    blank = np.flatnonzero(data._missing(labels))
+    blank = np.flatnonzero(datafiles.blank_cells(labels))
     assert arrays.x[:, 0].tolist() == [i for i in range(20) if i not in blank]  # the labelled rows, in order
     assert len(arrays.y) == 15 and "" not in arrays.label_names and "nan" not in arrays.label_names
     assert (f"data: 5 of 20 rows have no 'label' (the first is row {blank[0] + 1} of the data): left out"

@@ -263,7 +263,7 @@ def test_a_table_model_takes_text_columns_by_value_as_training_encoded_them(tmp_
     with pytest.raises(RequestError, match="missing columns"):
         predictor.validate([{"size": 1}])
     # predict --input sends a table's text as it is, a blank cell as "", training's category for it
-    from orchestrator.data import read_rows
+    from orchestrator.datafiles import read_rows
 
     (tmp_path / "rows.csv").write_text("colour,size\nred,2\n,3\ngreen,1\n")
     assert read_rows(str(tmp_path / "rows.csv")) == [{"colour": c, "size": n} for c, n in [("red", 2), ("", 3),
@@ -272,7 +272,7 @@ def test_a_table_model_takes_text_columns_by_value_as_training_encoded_them(tmp_
 
 def test_a_model_of_text_takes_texts_and_reads_them_as_training_did(tmp_path, capsys):
     from orchestrator.byte_text import encode
-    from orchestrator.data import read_rows
+    from orchestrator.datafiles import read_rows
     from orchestrator.evaluate import evaluate_on_data
 
     cfg = config_from_dict({"name": "t", "model": {"name": "rnn", "hidden_size": 8},
@@ -317,7 +317,7 @@ def test_a_model_of_text_takes_texts_and_reads_them_as_training_did(tmp_path, ca
 
 
 def test_a_model_of_a_text_beside_columns_takes_rows_by_column_and_reads_them_as_training_did(tmp_path, capsys):
-    from orchestrator import data, models
+    from orchestrator import data, datafiles, models
     from orchestrator.cli import main
     from orchestrator.evaluate import evaluate_on_data
 
@@ -335,7 +335,7 @@ def test_a_model_of_a_text_beside_columns_takes_rows_by_column_and_reads_them_as
     predictor = Predictor.load(str(tmp_path / "ckpt"))
     assert predictor.info["input"]["columns"] == ["note", "stars", "kind"] and predictor.canary()
     # the rows of the file as objects (their other keys left), in any key order: the features training read
-    rows = data.read_rows(str(tmp_path / "rows.csv"))
+    rows = datafiles.read_rows(str(tmp_path / "rows.csv"))
     x = predictor.validate([dict(reversed(row.items())) for row in rows])
     trained = data.load_arrays(cfg.data, 0, known=info).x
     assert np.array_equal(x, trained, equal_nan=True) and np.isnan(x[4, 6])  # the blank stars: filled by the model
@@ -376,7 +376,7 @@ def test_the_predict_command_reads_a_table_file_by_its_header(tmp_path, capsys):
     by_name = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert main(["predict", ckpt, "--input", str(tmp_path / "rows.json"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == by_name
-    # pandas' to_csv() writes the frame's index first, unnamed: not a column of any model (data.index_columns)
+    # pandas' to_csv() writes the frame's index first, unnamed: not a column of any model (datafiles.index_columns)
     (tmp_path / "indexed.csv").write_text(",mass,kind,width,area\n0,3,a,1,2\n1,6.5,b,4,5\n")
     assert main(["predict", ckpt, "--input", str(tmp_path / "indexed.csv"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == by_name

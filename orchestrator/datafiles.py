@@ -1,0 +1,318 @@
+"""Data files: the formats read (tables, images, NPZ) and written (scored rows), local or on S3 and GCS.
+
+A table is CSV, TSV or JSON Lines (compressed or not), Parquet or Feather, one file or a directory of them
+(partitioned Hive-style, as Spark, Ray Data and pandas write them); images are PNG, JPEG and the other kinds
+Pillow reads. They are read with pyarrow in this process. What a cell holds (text, a blank) is decided here
+too, for the table's encoding (data.py) and for `orchestrator predict --input`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+
+import numpy as np
+
+from orchestrator import storage
+from orchestrator.categories import texts
+from orchestrator.errors import DataError
+from orchestrator.images import IMAGE_SUFFIXES, image_shape, is_image_file
+
+
+def read_rows(path: str) -> list[dict]:
+    """The rows of a table file (or a directory of them), read as `data.name: files` reads it, as objects
+    keyed by column name: inputs to a model trained on a table (`orchestrator predict --input rows.csv`).
+    An index pandas wrote is left out: it is never a model's column."""
+    fs, root, files, fmt = data_files(path, None, None)
+    columns, index = read_table(fs, root, files, fmt)
+    columns = {k: v for k, v in columns.items() if k not in index}
+    cells = {}
+    for name, values in columns.items():
+        if holds_text(values):  # a blank cell of a text column is the category "", as training reads it
+            cells[name] = texts(values).tolist()
+            continue
+        blank = blank_cells(values)  # null, for the model to fill, or to refuse by name if it cannot
+        values = values.astype(str) if values.dtype.kind in "mM" else values
+        cells[name] = [None if b else _json_value(v) for v, b in zip(values.tolist(), blank, strict=True)]
+    return [dict(zip(cells, row, strict=True)) for row in zip(*cells.values(), strict=True)]
+
+
+def _json_value(v):
+    """A cell as JSON holds it: numbers, text and lists (a list column's arrays) as they are; dates, decimals
+    and bytes as text, for the model's checks to name (no model trains on them)."""
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v if isinstance(v, (int, float, str, list)) else str(v)
+
+
+def write_rows(path: str, rows: list[dict]) -> None:
+    """Rows (objects keyed by column name) to a table file, local or on S3/GCS, in the format its name says:
+    CSV, TSV or JSON Lines (compressed as `.csv.gz` and the like say), Parquet, Feather. `check_writable` first."""
+    import tempfile
+
+    import pandas as pd
+
+    frame, fmt = pd.DataFrame(rows), check_writable(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        # pandas writes local files (compressing by the name's suffix); a remote one is that file copied there
+        local = path if not storage.is_remote(path) else os.path.join(tmp, posixpath.basename(path))
+        if fmt == "parquet":
+            frame.to_parquet(local, index=False)
+        elif fmt == "feather":
+            frame.to_feather(local)
+        elif fmt == "jsonl":
+            frame.to_json(local, orient="records", lines=True, force_ascii=False)
+        else:
+            frame.to_csv(local, index=False, sep="\t" if fmt == "tsv" else ",")
+        if local != path:
+            with open(local, "rb") as f:
+                storage.write_bytes(path, f.read())
+
+
+def check_writable(path: str) -> str:
+    """The table format `write_rows` writes `path` in; DataError if it is none, or the path cannot be written
+    (on S3 or GCS: a probe file written and deleted beside it)."""
+    try:
+        fmt = infer_format(path)
+    except DataError:
+        fmt = None
+    if fmt in (None, "npz", "images"):
+        raise DataError(f"{path}: name the file by the table format to write: .csv, .tsv, .jsonl, .parquet or "
+                        ".feather (.csv.gz and the like: compressed)")
+    if storage.is_remote(path):
+        storage.check_writable(posixpath.dirname(path.rstrip("/")))
+    elif "://" in path:
+        raise DataError(f"{path}: write to a local path, s3://bucket/key or gs://bucket/key")
+    elif not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise DataError(f"{path}: no such directory: {os.path.dirname(os.path.abspath(path))}")
+    return fmt
+
+
+def is_table_file(path: str) -> bool:
+    """Whether the name says a table that `read_rows` reads (.csv, .parquet, .jsonl.gz, ...), or refuses
+    (a spreadsheet)."""
+    if posixpath.splitext(path.lower())[1] in SPREADSHEETS:
+        return True
+    try:
+        return infer_format(path) not in ("npz", "images")
+    except DataError:
+        return False
+
+
+def data_files(path: str, fmt: str | None, endpoint_url: str | None):
+    fs, root = storage.filesystem(path, endpoint_url)
+    files = list(walk(fs, root, path))
+    if not files:
+        raise DataError(f"data directory {path!r} holds no files")
+    return fs, root, files, fmt or infer_format(files[0])
+
+
+def walk(fs, root: str, shown: str, skip: tuple[str, ...] = ()):
+    """Files under root (or root itself, a file) depth first in name order, hidden and _-prefixed
+    names left out: lazily, so a small max_bytes lists only the directories it reads."""
+    try:
+        info = fs.get_file_info(root)
+    except OSError as e:
+        raise DataError(f"cannot reach data at {shown!r}: {e}") from None
+    if info.type.name == "NotFound":
+        raise DataError(f"data path {shown!r} does not exist: set data.path to a file or directory")
+    if info.type.name != "Directory":
+        yield root
+        return
+    yield from _walk_dir(fs, root, skip)
+
+
+def _walk_dir(fs, directory: str, skip: tuple[str, ...]):
+    from pyarrow.fs import FileSelector
+
+    for entry in sorted(fs.get_file_info(FileSelector(directory)), key=lambda e: e.base_name):
+        if entry.base_name.startswith((".", "_")) or entry.base_name in skip:
+            continue
+        if entry.is_file:
+            yield entry.path
+        elif entry.type.name == "Directory":
+            yield from _walk_dir(fs, entry.path, skip)
+
+
+# A file's format by its suffix. CSV, TSV and JSON Lines files may also be compressed (.csv.gz, ...): pyarrow
+# decompresses them as it reads. Feather (Arrow IPC) and Parquet compress inside the file.
+SUFFIXES = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "tsv": "tsv", "jsonl": "jsonl", "ndjson": "jsonl",
+            "feather": "feather", "arrow": "feather", "npz": "npz", **dict.fromkeys(IMAGE_SUFFIXES, "images")}
+
+
+TEXT_FORMATS = ("csv", "tsv", "jsonl")
+
+
+COMPRESSED = ("gz", "bz2", "zst", "lz4")
+
+
+SPREADSHEETS = (".xlsx", ".xls", ".xlsm", ".ods")  # tables too, but not read: refused with what to do
+
+
+def infer_format(path: str) -> str:
+    stem, suffix = posixpath.splitext(path.lower())
+    if suffix.lstrip(".") in COMPRESSED and SUFFIXES.get(posixpath.splitext(stem)[1].lstrip(".")) in TEXT_FORMATS:
+        suffix = posixpath.splitext(stem)[1]
+    fmt = SUFFIXES.get(suffix.lstrip("."))
+    if suffix in SPREADSHEETS:
+        raise DataError(f"{path!r} is a spreadsheet workbook, which is not read here: save its sheet as CSV "
+                        "(File > Save As > CSV) and give that file")
+    if fmt is None:
+        raise DataError(f"cannot tell the format of {path!r} from its name: set data.format to one of "
+                        f"{', '.join(dict.fromkeys(SUFFIXES.values()))}, or name the file by its format (.csv, "
+                        ".parquet, .png, ...; a CSV, TSV or JSON Lines file may be compressed: .csv.gz, "
+                        f"{', '.join('.' + c for c in COMPRESSED[1:])})")
+    return fmt
+
+
+def read_image_files(path: str) -> tuple[list[str], list[bytes]]:
+    """An image file, or the image files under a directory, as they are: the inputs of `orchestrator
+    predict --input`, which the model decodes as its training did. Their paths, and their bytes."""
+    fs, _, files, _ = data_files(path, "images", None)
+    files = image_files(files, path)
+    contents = []
+    for f in files:
+        with fs.open_input_file(f) as fh:
+            contents.append(fh.read())
+        image_shape(contents[-1], storage.uri(fs, f))  # an unreadable file is named here, not as "instance 7"
+    return [storage.uri(fs, f) for f in files], contents
+
+
+def image_files(files: list[str], shown: str) -> list[str]:
+    """The image files among files (an image folder may hold notes, labels, ...)."""
+    if not (images := [f for f in files if is_image_file(f)]):
+        raise DataError(f"{shown!r} holds no image files ({', '.join('.' + s for s in IMAGE_SUFFIXES)})")
+    return images
+
+
+def read_npz(fs, files: list[str]) -> dict[str, np.ndarray]:
+    import io
+
+    parts: dict[str, list[np.ndarray]] = {}
+    for f in files:
+        with fs.open_input_file(f) as fh:
+            try:
+                npz = np.load(io.BytesIO(fh.read()), allow_pickle=False)  # never unpickle user files
+                if parts and set(npz.files) != set(parts):
+                    raise DataError(f"{f} holds arrays {npz.files}, {files[0]} holds {list(parts)}: every file of "
+                                    "the data needs the same arrays")
+                for key in npz.files:
+                    parts.setdefault(key, []).append(npz[key])
+            except (ValueError, OSError) as e:
+                raise DataError(f"{f}: not a plain-array NPZ file ({e})") from None
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def read_table(fs, root: str, files: list[str], fmt: str) -> tuple[dict[str, np.ndarray], set[str]]:
+    """The files' columns, matched by name, read with pyarrow in this process, with the columns that
+    directories below root name (see `partition_values`), and those of them that hold a pandas
+    DataFrame's index rather than data (see `index_columns`). Not with Ray Data: it
+    started a local Ray for `orchestrator evaluate --data` (17.1 s for a 178-row CSV here, 3.6 s
+    without), or joined one already running on the machine."""
+    import pyarrow as pa
+    import pyarrow.csv
+    import pyarrow.feather
+    import pyarrow.json
+    import pyarrow.parquet
+
+    tables, index, partitioned = [], set(), set()
+    for f in files:
+        try:
+            if fmt in ("parquet", "feather"):
+                with fs.open_input_file(f) as fh:
+                    table = (pyarrow.parquet if fmt == "parquet" else pyarrow.feather).read_table(fh)
+            else:  # decompressed as its suffix says (.gz, ...)
+                with fs.open_input_stream(f, compression="detect") as fh:
+                    table = pyarrow.json.read_json(fh) if fmt == "jsonl" else pyarrow.csv.read_csv(
+                        fh, parse_options=pyarrow.csv.ParseOptions(delimiter="\t" if fmt == "tsv" else ","))
+            names = table.column_names  # decoded here: a binary file's header is not UTF-8
+        except (pa.ArrowException, OSError, ValueError) as e:
+            raise DataError(f"cannot read {storage.uri(fs, f)} as {fmt}: {str(e).strip().splitlines()[0]}") from None
+        if fmt in ("csv", "tsv") and len(names) == 1 and (sep := next((c for c in ";|\t," if c in names[0]), None)):
+            fix = {",": "set data.format: csv", "\t": "set data.format: tsv"}.get(sep, "save it with commas (.csv) "
+                                                                                 "or tabs (.tsv) between cells")
+            raise DataError(f"{storage.uri(fs, f)} reads as one column named {names[0]!r}: its cells seem separated by "
+                            f"{sep!r}, not {'tabs' if fmt == 'tsv' else 'commas'} as in a {fmt.upper()} file: {fix}")
+        if twice := sorted({n for n in names if names.count(n) > 1}):
+            raise DataError(f"{storage.uri(fs, f)} names columns {twice} more than once: give each column its own name")
+        for name, value in partition_values(f, root).items():
+            if name not in names:
+                table = table.append_column(name, pa.array([value] * table.num_rows, pa.string()))
+                partitioned.add(name)
+        names = table.column_names
+        if tables and set(names) != set(tables[0].column_names):
+            raise DataError(f"the data files differ in their columns: {storage.uri(fs, files[0])} has "
+                            f"{tables[0].column_names}, {storage.uri(fs, f)} has {names}; every file of the data "
+                            "needs the same columns")
+        tables.append(table)
+        index |= index_columns(table)
+    tables = [t for t in tables if t.num_rows]  # a header-only CSV has untyped (null) columns
+    if not tables:
+        raise DataError("the data files hold no rows")
+    columns = {name: np.concatenate([_column(t, name) for t in tables]) for name in tables[0].column_names}
+    for name in partitioned:  # numbers where every directory names one, as pyarrow reads them
+        for dtype in (np.int64, np.float64):
+            try:
+                columns[name] = columns[name].astype(dtype)
+                break
+            except (TypeError, ValueError):
+                pass
+    return columns, index
+
+
+def partition_values(path: str, root: str) -> dict[str, str | None]:
+    """The column values that the directories between root and the file hold, Hive-style: Spark, Ray
+    Data (`write_parquet(partition_cols=...)`) and pandas (`to_parquet(partition_cols=...)`) store a
+    column's value in a directory name (`label=cat/part-0.parquet`), not in the files below it."""
+    from urllib.parse import unquote
+
+    below = posixpath.relpath(posixpath.dirname(path), root) if path != root else "."
+    pairs = (part.split("=", 1) for part in below.split("/") if "=" in part)
+    return {unquote(k): None if v == "__HIVE_DEFAULT_PARTITION__" else unquote(v) for k, v in pairs}
+
+
+def index_columns(table) -> set[str]:
+    """The columns where pandas stored a DataFrame's index: row numbers or ids, not features. Parquet
+    names them in its pandas metadata (`__index_level_0__`, or the index's name); `to_csv` writes the
+    index as a first column with an empty name. Pandas itself reads them back as the index again, not as
+    columns, and training on row numbers would learn the file's order."""
+    named = (table.schema.pandas_metadata or {}).get("index_columns", [])  # a RangeIndex is metadata, no column
+    return {c for c in named if isinstance(c, str)} | ({""} & set(table.column_names))
+
+
+TENSOR_TYPE = "ray.data.arrow_tensor"  # Ray Data's fixed-shape tensor columns (v1 and v2)
+
+
+def _column(table, name: str) -> np.ndarray:
+    """A column as numpy; a tensor column written by Ray Data as [N, *shape]. pyarrow reads one as a
+    list per row, with the shape in its type (ray.data imported) or in the field's metadata (not)."""
+    field = table.schema.field(name)
+    values = table[name].to_numpy(zero_copy_only=False)
+    if getattr(field.type, "extension_name", "").startswith(TENSOR_TYPE):
+        return np.stack(values).reshape(len(values), *field.type.shape)
+    if (field.metadata or {}).get(b"ARROW:extension:name", b"").decode().startswith(TENSOR_TYPE):
+        return np.stack(values).reshape(len(values), *json.loads(field.metadata[b"ARROW:extension:metadata"]))
+    return values
+
+
+def blank_cells(values: np.ndarray) -> np.ndarray:
+    """Which cells are empty: null, NaN, NaT or blank text."""
+    if values.dtype.kind in "mM":
+        return np.isnat(values)
+    if values.dtype.kind == "f":
+        return np.isnan(values)
+    if values.dtype.kind in "OUS":
+        return np.array([_blank(v) for v in values], dtype=bool)
+    return np.zeros(len(values), dtype=bool)
+
+
+def holds_text(column: np.ndarray) -> bool:
+    """NPZ gives text as a string array, Parquet and CSV readers as an object array of str."""
+    kind = column.dtype.kind
+    return kind in "US" or (kind == "O" and any(isinstance(v, (str, bytes)) for v in column))
+
+
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or (
+        isinstance(value, (str, bytes)) and not value.strip())
