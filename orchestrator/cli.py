@@ -128,9 +128,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", parents=[common], help="predictions from an endpoint URL or a checkpoint")
     p.add_argument("target", metavar="URL|CHECKPOINT_URI")
     p.add_argument("--input", required=True, help='JSON file ({"instances": [...]} or a list of inputs), - for '
-                   "stdin, a table file with a header: CSV, TSV, Parquet, JSON Lines, Feather (a row per input, by "
-                   "column name), or an image file or a directory of them (the model decodes them as in training); "
-                   "a local path, s3:// or gs://")
+                   "stdin, a table file with a header: CSV, TSV, Parquet, JSON Lines, Feather, or a directory of "
+                   "them (a row per input, by column name), or an image file or a directory of them (the model "
+                   "decodes them as in training); a local path, s3:// or gs://")
     p.add_argument("--output", metavar="FILE", help="write the inputs and their predictions to this table file "
                    "(.csv, .tsv, .jsonl, .parquet, .feather; local, s3:// or gs://): each input's row (or its text, "
                    "or its file), then its prediction, probability and a probability_<class> per class")
@@ -455,7 +455,8 @@ def _snippet(text: str, width: int = 40) -> str:
 def _read_inputs(source: str) -> tuple[list[str] | None, list]:
     """--input's inputs, and their file names where they are images. `source`: - (stdin) or a file, local,
     on S3 or on GCS: JSON ({"instances": [...]} or a list of inputs); a table file with a header (CSV, TSV,
-    Parquet, ...: what `data.name: files` reads), whose rows go as objects keyed by column name; a .txt file
+    Parquet, ...: what `data.name: files` reads) or a directory of them, whose rows go as objects keyed by
+    column name; a .txt file
     of texts for a model of text, one a line; an image file or a directory of them, sent as they are (the
     model decodes them as its training did)."""
     import base64
@@ -471,10 +472,10 @@ def _read_inputs(source: str) -> tuple[list[str] | None, list]:
         raise ConfigError(f"--input {e}") from None
     if kind is None:
         raise ConfigError(f"--input {source}: no such file")
-    if kind == "directory" or is_image_file(source):
+    if is_image_file(source) or (kind == "directory" and datafiles.holds_images(source)):
         names, contents = datafiles.read_image_files(source)
         return names, [{"b64": base64.b64encode(raw).decode()} for raw in contents]
-    if datafiles.is_table_file(source):
+    if kind == "directory" or datafiles.is_table_file(source):  # a directory of table files: Spark's, Ray Data's
         return None, datafiles.read_rows(source)
     try:
         text = storage.read_bytes(source).decode()

@@ -179,6 +179,12 @@ def read_image_files(path: str) -> tuple[list[str], list[bytes]]:
     return [storage.uri(fs, f) for f in files], contents
 
 
+def holds_images(directory: str) -> bool:
+    """Whether a directory (local, or a prefix on S3 or GCS) holds an image file."""
+    _, _, files, _ = data_files(directory, "images", None)
+    return any(is_image_file(f) for f in files)
+
+
 def image_files(files: list[str], shown: str) -> list[str]:
     """The image files among files (an image folder may hold notes, labels, ...)."""
     if not (images := [f for f in files if is_image_file(f)]):

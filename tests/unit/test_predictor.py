@@ -470,6 +470,15 @@ def test_the_predict_command_reads_its_inputs_from_s3_and_writes_the_predictions
         pd.testing.assert_frame_equal(read(io.BytesIO(body)), read(tmp_path / name))  # as written locally
     assert main(["predict", ckpt, "--input", f"s3://{s3_bucket}/in/rows.json", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"]) == 1
+    # a directory of table files, as Spark and Ray Data write them: every row of every part, in name order
+    for part, rows_of in (("part-0.csv", rows.splitlines()[:3]), ("part-1.csv", rows.splitlines()[:1] +
+                                                                   rows.splitlines()[3:])):
+        s3.put_object(Bucket=s3_bucket, Key=f"parts/{part}", Body="\n".join(rows_of).encode())
+    s3.put_object(Bucket=s3_bucket, Key="parts/_SUCCESS", Body=b"")
+    uri = f"s3://{s3_bucket}/out/parts.csv"
+    assert main(["predict", ckpt, "--input", f"s3://{s3_bucket}/parts", "--output", uri]) == 0
+    body = s3.get_object(Bucket=s3_bucket, Key="out/parts.csv")["Body"].read()
+    assert pd.read_csv(io.BytesIO(body)).equals(pd.read_csv(tmp_path / "scored.csv.gz", compression="gzip"))
     # said before anything is predicted: an input that is not there, a bucket that is not, the input itself
     for source, output, words in [
         (f"s3://{s3_bucket}/in/absent.csv", None, f"--input s3://{s3_bucket}/in/absent.csv: no such file"),
