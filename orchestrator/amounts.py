@@ -5,7 +5,7 @@ spreadsheets write them (a negative amount in parentheses, as accountants write 
 takes such a column for text, which would make each amount a category of its own, or refuse the column as one
 that names rows. A column of text whose every cell is a number written in one form (the same currency sign
 before it, or % after it, or thousands separated by commas) is read as numbers: a number feature, normalized
-and, where a cell is blank, filled, as any number column. Its form is kept (model_info `number_forms`), so
+and, where a cell is blank, filled, as any number column. Its form is kept (model_info `written_forms`), so
 `evaluate --data` and the endpoint read the column the same way; they take a plain number too.
 
 A comma separates thousands only in groups of three digits (1,234,567): 1,5 is not a number here, as a reader
@@ -28,8 +28,8 @@ WRITTEN = re.compile(r"\s*(?P<minus>[-(]?)\s*(?P<prefix>[" + CURRENCIES + r"]?)\
 PLACE = "#"  # where the number goes in a form: "$#", "#%", "#" (thousands separated)
 
 
-def _read(cell: str) -> tuple[float, str] | None:
-    """(the number, its form) of a cell, or None."""
+def read_cell(cell: str) -> tuple[float, str] | None:
+    """(the number, its form) of a cell of text, or None."""
     m = WRITTEN.fullmatch(cell)
     if m is None or (m["minus"] and m["minus2"]) or (m["minus"] == "(") != bool(m["close"]):
         return None  # --5, or a parenthesis not closed
@@ -45,7 +45,7 @@ def read_text(values: np.ndarray) -> tuple[np.ndarray, str] | None:
         return None
     read = {}
     for cell in filled:
-        if (number := _read(cell)) is None:
+        if (number := read_cell(cell)) is None:
             return None
         read[cell] = number
     forms = {form for _, form in read.values()}
@@ -63,7 +63,7 @@ def parse(value, form: str) -> float:
     """A number, or text in `form`: ValueError otherwise."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    if isinstance(value, str) and (read := _read(value)) is not None and read[1] in (form, PLACE):
+    if isinstance(value, str) and (read := read_cell(value)) is not None and read[1] in (form, PLACE):
         return read[0]
     shown = "null" if value is None else repr(value)
     raise ValueError(f"{shown} is not a number written as {example(form)!r} (or 1234.5)")

@@ -1,10 +1,9 @@
 """Date and time columns of a table as features: when a row happened, as numbers a model can use.
 
-A date (a Parquet timestamp, a CSV's 2026-01-05 or 2026-01-05T10:30:00Z, which the readers parse, or a
-column of text written in one of the forms spreadsheets and locales use: 1/5/2026, 05.01.2026, 5 Jan 2026,
-...; see FORMS) becomes
-7 features: the days since 1970 (the trend) and, as a sine and a cosine each (so December sits next to
-January, Sunday next to Monday), where it falls in the year, the week and the day. A time with a zone is
+A date (a Parquet timestamp, a CSV's 2026-01-05 or 2026-01-05T10:30:00Z, which the readers parse, or text
+in one of the forms spreadsheets and locales write, 1/5/2026, 05.01.2026, 5 Jan 2026, ...: see FORMS)
+becomes 7 features: the days since 1970 (the trend) and, as a sine and a cosine each (so December sits next
+to January, Sunday next to Monday), where it falls in the year, the week and the day. A time with a zone is
 read in UTC. A blank date is 7 blank features, filled as any blank number is (blanks.py). Training,
 `evaluate --data` and the endpoint (which takes the date as ISO 8601 text, or in the form its training data
 wrote it) all compute them here.

@@ -375,6 +375,10 @@ def test_amounts_and_shares_written_as_text_are_numbers_in_their_one_form(tmp_pa
                                         r"'€5' is not a number written as '\$1,234.5' \(or 1234.5\)"):
         data._columns_to_arrays({"price": np.array(["€5", "$1"], dtype=object), "label": np.arange(2)}, cfg,
                                 known=known)
+    # amounts with a cell of text: named, as for a column of numbers with one
+    odd = {"price": np.array([f"${i}.00" for i in range(60)] + ["n/a"], dtype=object), "label": np.arange(61) % 2}
+    with pytest.raises(DataError, match=r"column 'price' holds numbers, and text in 1 cell \('n/a'\)"):
+        data._columns_to_arrays(odd, FilesData(name="files", path="d.csv"))
     # not numbers in one form: categories, as before (plain digits too: zip codes written as text)
     for cells in (["02134", "90210", "02138"], ["$5", "5%", "$7"], ["1,5", "2,25", "3,5"],
                   ["10,000+", "500+", "1,000+"], ["($5", "$5", "$7"]):
