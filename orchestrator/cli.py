@@ -456,9 +456,8 @@ def _read_inputs(source: str) -> tuple[list[str] | None, list]:
     """--input's inputs, and their file names where they are images. `source`: - (stdin) or a file, local,
     on S3 or on GCS: JSON ({"instances": [...]} or a list of inputs); a table file with a header (CSV, TSV,
     Parquet, ...: what `data.name: files` reads) or a directory of them, whose rows go as objects keyed by
-    column name; a .txt file
-    of texts for a model of text, one a line; an image file or a directory of them, sent as they are (the
-    model decodes them as its training did)."""
+    column name; a .txt file of texts for a model of text, one a line; an image file or a directory of them,
+    sent as they are (the model decodes them as its training did)."""
     import base64
 
     from orchestrator import datafiles, storage
