@@ -5,7 +5,8 @@ is cut to its first `length` bytes. An RNN or a Transformer embeds the tokens an
 padding left out (models.py). Byte-level, as the language model (lm.py): no vocabulary to fit, store or
 miss, any language or script. Training, evaluation and the endpoint all encode with `encode`, at the
 model's length (its input shape), so a text is the same tokens in all three; `decode` gives a test row's
-text back, for `orchestrator run`'s smoke request.
+text back, for `orchestrator run`'s smoke request. Several columns of text (a title and a body) are one
+text, `join`ed with a separator byte between them, so the model reads where one ends and the next begins.
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ import numpy as np
 
 PAD = 0
 VOCAB_SIZE = 257  # the 256 byte values and the padding
+SEPARATOR = "\x1f"  # ASCII's unit separator, between the texts of several columns: no text writes it
+
+
+def join(parts) -> str:
+    """One text of several columns' texts (str, or None for a blank cell), in the columns' order."""
+    return SEPARATOR.join(part or "" for part in parts)
 
 
 def encode(values, length: int) -> np.ndarray:

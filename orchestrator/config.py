@@ -87,10 +87,11 @@ class FilesData(SplitFields):
         "median over the training rows, with a 0/1 feature per such column saying which rows were blank; false "
         "refuses them. A blank cell of a text column is a category of its own either way."
     )
-    text_column: str | None = Field(
+    text_column: str | list[str] | None = Field(
         None, description="A column of free text (reviews, messages), for text classification: its UTF-8 bytes, read "
         "in order by model.name rnn or transformer. The whole input, or, with data.feature_columns, beside those "
-        "columns (a review with its rating): the text read into a vector, joined to the table's features."
+        "columns (a review with its rating): the text read into a vector, joined to the table's features. A list "
+        "of columns (a title and a body) is one text: each column's text in turn, a separator byte between them."
     )
     text_bytes: int = Field(256, ge=1, le=8192, description="With data.text_column: bytes of each text the model "
                             "reads; a longer text is cut to its first text_bytes, a shorter one padded. At most "
@@ -106,20 +107,35 @@ class FilesData(SplitFields):
             raise ValueError(f"data.feature_columns lists {twice} more than once: list each column once")
         return self
 
+    @property
+    def text_columns(self) -> list[str]:
+        """The columns of free text: none, one, or those joined into one text."""
+        return [] if self.text_column is None else [self.text_column] if isinstance(self.text_column, str) \
+            else list(self.text_column)
+
+    @property
+    def text_name(self) -> str | None:
+        """What the text is called in the model's columns: its column, or its columns joined by '+'."""
+        return "+".join(self.text_columns) or None
+
     @model_validator(mode="after")
     def _text(self):
         if self.text_column is None:
             return self
+        if not self.text_columns:
+            raise ValueError("data.text_column lists no column: name the column of text, or a list of them")
+        if twice := sorted({c for c in self.text_columns if self.text_columns.count(c) > 1}):
+            raise ValueError(f"data.text_column lists {twice} more than once: list each column once")
         beside = ["data.feature_shape"] if self.feature_shape else []
         if self.augment.enabled:
             beside.append("data.augment.enabled (it shifts images)")
         if beside:
             raise ValueError(f"data.text_column is read as text, not an image: remove {', '.join(beside)}")
-        if self.text_column == self.label_column:
-            raise ValueError(f"data.text_column and data.label_column are both {self.text_column!r}")
-        if self.text_column in (self.feature_columns or []):
-            raise ValueError(f"data.feature_columns names the text column {self.text_column!r}: list only the "
-                             "columns beside it")
+        if self.label_column in self.text_columns:
+            raise ValueError(f"data.text_column and data.label_column both name {self.label_column!r}")
+        if both := [c for c in self.text_columns if c in (self.feature_columns or [])]:
+            raise ValueError(f"data.feature_columns names the text column {both[0]!r}: list only the columns "
+                             "beside it")
         return self
 
 

@@ -41,6 +41,7 @@ class Arrays:
     written_forms: dict[str, str] | None = None
     text_column: str | None = None  # a column of free text, x its bytes (byte_text.py): int64 [N, text_bytes]
     text_bytes: int | None = None  # the text beside a table's columns: x's first text_bytes features, as floats
+    text_parts: list[str] | None = None  # the columns joined into that text, where there are several (byte_text.join)
 
     def features(self) -> list[tuple[str, str]]:
         """A table's features, as (column, name) (blanks.table_features)."""
@@ -61,6 +62,7 @@ class Splits:
     written_forms: dict[str, str] | None  # columns of text read as dates or numbers: the form (see Arrays)
     text_column: str | None  # the column of free text whose bytes are each sample (byte_text.py)
     text_bytes: int | None  # beside a table's columns: the text's bytes are each sample's first text_bytes features
+    text_parts: list[str] | None  # the columns joined into the text, where there are several
     blanks: dict | None  # a table's features with blank cells, and what fills them (blanks.py)
     mean: np.ndarray  # broadcasts against one sample (of the filled features and their 0/1 blank flags)
     std: np.ndarray
@@ -90,6 +92,7 @@ class Splits:
             "written_forms": self.written_forms,
             "text_column": self.text_column,
             "text_bytes": self.text_bytes,
+            "text_parts": self.text_parts,
             "blanks": self.blanks,
             # rows of each class in the training split (train.class_weight); a language model's targets are bytes
             "class_counts": np.bincount(labels, minlength=len(self.label_names)).tolist() if labels.ndim == 1 else None,
@@ -204,6 +207,7 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
         written_forms=arrays.written_forms,
         text_column=arrays.text_column,
         text_bytes=arrays.text_bytes,
+        text_parts=arrays.text_parts,
         blanks=fills,
         mean=mean,
         std=std,
@@ -321,28 +325,46 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
     rows = _labelled_rows(columns[cfg.label_column], cfg.label_column)
     if len(rows) < len(columns[cfg.label_column]):
         columns = {name: values[rows] for name, values in columns.items()}
+    parts = cfg.text_columns if len(cfg.text_columns) > 1 else None
+    if parts:  # a title and a body: one text, a column of its own from here on
+        columns = {**columns, cfg.text_name: _joined_text(columns, cfg)}
     beside = bool(cfg.text_column and cfg.feature_columns)  # a text beside a table's columns
     if cfg.text_column is not None and not beside:
-        x, feature_cols, found, dated, forms = _text_input(columns, cfg), [cfg.text_column], {}, [], {}
-        if known is None and (others := [c for c in columns if c not in (cfg.text_column, cfg.label_column, *index)]):
+        x, feature_cols, found, dated, forms = _text_input(columns, cfg), [cfg.text_name], {}, [], {}
+        read = (cfg.text_name, *cfg.text_columns, cfg.label_column, *index)
+        if known is None and (others := [c for c in columns if c not in read]):
             print(f"data: the text is the whole input, and columns {others} are not read: to read some beside it, "
                   "name them in data.feature_columns", flush=True)
     else:
         x, feature_cols, found, dated, forms = _features(columns, cfg, index, known, rows)
     y, label_names = _labels(columns[cfg.label_column], cfg.label_column)
-    return Arrays(x, y, label_names, feature_cols, found or None, dated or None, forms or None, cfg.text_column,
-                  cfg.text_bytes if beside else None)
+    return Arrays(x, y, label_names, feature_cols, found or None, dated or None, forms or None, cfg.text_name,
+                  cfg.text_bytes if beside else None, parts)
 
 
-def _text_input(columns: dict[str, np.ndarray], cfg: FilesData) -> np.ndarray:
-    """The text column's bytes (byte_text.py); a blank cell is the empty text."""
-    name = cfg.text_column
+def _text_of(columns: dict[str, np.ndarray], name: str) -> np.ndarray:
+    """A column of text's cells; a blank cell is the empty text."""
     if name not in columns:
         raise DataError(f"data.text_column {name!r} not in the data; columns: {list(columns)}")
     if not holds_text(columns[name]):
         raise DataError(f"data.text_column {name!r} holds {columns[name].dtype.name} values, not text: name a "
                         "column of text, or leave data.text_column unset to use the column as numbers")
-    values = texts(columns[name])
+    return texts(columns[name])
+
+
+def _joined_text(columns: dict[str, np.ndarray], cfg: FilesData) -> np.ndarray:
+    """data.text_column's columns as one text per row, in the order listed (byte_text.join)."""
+    if cfg.text_name in columns:
+        raise DataError(f"the data has a column named {cfg.text_name!r}, the name the text of data.text_column's "
+                        f"columns {cfg.text_columns} goes by: rename that column")
+    parts = [_text_of(columns, name) for name in cfg.text_columns]
+    return np.array([byte_text.join(row) for row in zip(*parts, strict=True)], dtype=str)
+
+
+def _text_input(columns: dict[str, np.ndarray], cfg: FilesData) -> np.ndarray:
+    """The text column's bytes (byte_text.py); a blank cell is the empty text."""
+    name = cfg.text_name
+    values = _text_of(columns, name)
     lengths = np.array([len(text.encode(errors="replace")) for text in values])
     if cut := int((lengths > cfg.text_bytes).sum()):  # said, not refused: a text's start may well tell its class
         print(f"data.text_column {name!r}: {cut:,} of {len(values):,} texts are longer than data.text_bytes "
@@ -373,7 +395,7 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str], k
     name one."""
     available = list(columns)
     feature_cols = cfg.feature_columns or [c for c in available if c != cfg.label_column and c not in index]
-    free_text = cfg.text_column  # set here only beside data.feature_columns
+    free_text = cfg.text_name  # set here only beside data.feature_columns
     feature_cols = [free_text, *feature_cols] if free_text else feature_cols
     if not feature_cols:
         raise DataError(f"the data has no feature columns: its columns are {available}, the label and any index "

@@ -100,10 +100,11 @@ def evaluate_on_data(uri: str, data_uri: str) -> dict:
         raise ConfigError(f"{uri} is a language model: evaluate it on its own text with --split")
     labels = list(info["label_names"])
     text_column, text_bytes = info.get("text_column"), info.get("text_bytes")
+    read_text = info.get("text_parts") or text_column  # the text's column, or the columns joined into it
     if text_column and not text_bytes:  # read as training read it: its bytes, as many as the model takes
-        inputs = {"text_column": text_column, "text_bytes": info["input_shape"][0]}
+        inputs = {"text_column": read_text, "text_bytes": info["input_shape"][0]}
     elif text_column:  # its bytes beside the table's other columns
-        inputs = {"text_column": text_column, "text_bytes": text_bytes,
+        inputs = {"text_column": read_text, "text_bytes": text_bytes,
                   "feature_columns": [c for c in info["feature_columns"] if c != text_column]}
     else:
         inputs = {"feature_columns": info.get("feature_columns"), "feature_shape": info["input_shape"]}

@@ -94,6 +94,7 @@ class Predictor:
         self.categories = info.get("categories") or {}  # of its text columns, a feature each (categories.py)
         self.text_column = info.get("text_column")  # a column of free text, the whole input (byte_text.py)
         self.text_bytes = info.get("text_bytes")  # or beside a table's columns: its bytes the first features
+        self.text_parts = info.get("text_parts")  # the columns joined into that text, where there are several
         self.dates = info.get("dates") or []  # date columns, 7 features each (dates.py)
         self.written_forms = info.get("written_forms") or {}  # columns of text read as dates or numbers: the form
         blanks = info.get("blanks") or {"index": [], "features": [], "fill": [], "columns": []}  # blanks.py
@@ -107,7 +108,8 @@ class Predictor:
         self.info = _describe(ckpt, self.version, route=self.route,
                               input={"shape": list(self.input_shape), "dtype": str(self.input_dtype),
                                      "columns": self.columns, "categories": self.categories,
-                                     "text_column": self.text_column, "dates": self.dates or None,
+                                     "text_column": self.text_column,
+                                     "text_parts": self.text_parts, "dates": self.dates or None,
                                      "written_forms": self.written_forms or None,
                                      # null for these columns is filled: each feature with its value
                                      "blank_columns": blanks["columns"] or None,
@@ -143,6 +145,8 @@ class Predictor:
             raise RequestError(422, "too_many_instances",
                                f"{len(instances)} instances in one request; at most {self.max_instances}: "
                                "split the request")
+        if self.text_parts:
+            instances = [self._joined_text(i, instance) for i, instance in enumerate(instances)]
         if self.text_column and not self.text_bytes:
             return self._texts(instances)
         if any(isinstance(i, dict) and "b64" in i for i in instances):
@@ -226,6 +230,21 @@ class Predictor:
             values.append(instance)
         return byte_text.encode(values, self.input_shape[0])
 
+    def _joined_text(self, i: int, instance):
+        """An object with the text's columns (a title and a body), with them joined into the one text the model
+        reads under its name, as training joined them (byte_text.join). Other instances are left as they are:
+        a string is the whole text, a list carries it as token ids."""
+        if not isinstance(instance, dict) or self.text_column in instance:
+            return instance
+        if missing := [c for c in self.text_parts if c not in instance]:
+            raise RequestError(422, "wrong_columns", f"instance {i}: missing columns {missing}; the model reads "
+                               f"the text of {self.text_parts}" + (" beside its other columns" if self.text_bytes
+                                                                   else ""))
+        if wrong := [c for c in self.text_parts if not isinstance(instance[c], str | None)]:
+            raise RequestError(422, "wrong_type", f"instance {i}: {wrong[0]!r} takes text, got "
+                               f"{json.dumps(instance[wrong[0]])[:80]}")
+        return {**instance, self.text_column: byte_text.join(instance[c] for c in self.text_parts)}
+
     def _by_column(self, instances: list) -> list:
         """Objects keyed by column name, as lists in the training column order. Other keys are left, as training
         left the data's other columns (the label, ids, columns data.feature_columns did not name): rows of the
@@ -240,7 +259,7 @@ class Predictor:
                 raise RequestError(422, "wrong_type", f"instance {i} is not an object: send every instance as "
                                    f"an object keyed by column name, or every one as a list")
             if missing := [c for c in columns if c not in instance]:
-                others = sorted(set(instance) - {*columns, self.label_column})
+                others = sorted(set(instance) - {*columns, *(self.text_parts or []), self.label_column})
                 unknown = f", unknown columns {others}" if others else ""
                 raise RequestError(422, "wrong_columns", f"instance {i}: missing columns {missing}{unknown}; the "
                                    f"model's columns are {columns}")

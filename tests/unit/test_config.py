@@ -103,8 +103,17 @@ def test_cross_field_rules():
     assert config_from_dict({**BASE, "data": {**text, "feature_columns": ["stars"]}}).data.feature_columns == ["stars"]
     assert "train.class_weight weighs the classes of a classifier: a language model has none" in _error(
         {**BASE, "data": {"name": "text"}, "model": {"name": "gpt"}, "train": {"class_weight": "balanced"}})
-    assert "data.text_column and data.label_column are both 'label'" in _error(
+    assert "data.text_column and data.label_column both name 'label'" in _error(
         {**BASE, "data": {**text, "text_column": "label"}})
+    # a title and a body: one text, read in turn; each column once, none of them the label or beside it
+    two = config_from_dict({**BASE, "data": {**text, "text_column": ["title", "review"]}}).data
+    assert two.text_columns == ["title", "review"] and two.text_name == "title+review"
+    for columns, words in [([], "data.text_column lists no column"),
+                           (["title", "title"], "data.text_column lists ['title'] more than once"),
+                           (["title", "label"], "data.text_column and data.label_column both name 'label'")]:
+        assert words in _error({**BASE, "data": {**text, "text_column": columns}})
+    assert "data.feature_columns names the text column 'title': list only the columns beside it" in _error(
+        {**BASE, "data": {**text, "text_column": ["title", "review"], "feature_columns": ["title", "stars"]}})
 
 
 def test_file_errors(tmp_path):

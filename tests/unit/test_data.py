@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import numpy as np
@@ -267,6 +268,34 @@ def test_a_text_beside_a_tables_columns_is_its_bytes_first_then_their_features(t
     # evaluate's reading of other data with the model's description: the same features
     again = data._columns_to_arrays(columns, files, known={"categories": {"kind": ["book", "toy"]}})
     assert np.array_equal(again.x, arrays.x, equal_nan=True)
+
+
+def test_several_columns_of_text_are_one_text_a_separator_between_them(capsys):
+    """A title and a body: each row's texts joined in the order listed (byte_text.join), alone or beside a
+    table's columns, under the name 'title+body'."""
+    from orchestrator.byte_text import SEPARATOR, encode
+
+    columns = {"title": np.array(["Late", None, "Broken"], dtype=object),
+               "body": np.array(["it came late", "no box", None], dtype=object),
+               "stars": np.array([1.0, 2.0, 3.0]), "label": np.arange(3) % 2}
+    joined = ["Late" + SEPARATOR + "it came late", SEPARATOR + "no box", "Broken" + SEPARATOR]
+    alone = data._columns_to_arrays(columns, FilesData(name="files", path="d.csv", text_column=["title", "body"],
+                                                       text_bytes=16))
+    assert np.array_equal(alone.x, encode(joined, 16)) and alone.x.dtype == np.int64
+    assert (alone.text_column, alone.text_parts, alone.feature_columns) == ("title+body", ["title", "body"],
+                                                                            ["title+body"])
+    assert "columns ['stars'] are not read" in capsys.readouterr().out  # the title and the body are
+    cfg = FilesData(name="files", path="d.csv", text_column=["title", "body"], text_bytes=16,
+                    feature_columns=["stars"])
+    beside = data._columns_to_arrays(columns, cfg)
+    assert np.array_equal(beside.x[:, :16], encode(joined, 16)) and beside.x[:, 16].tolist() == [1, 2, 3]
+    assert [name for _, name in beside.features()][15:] == ["title+body[15]", "stars"]
+    # evaluate reads other data with the model's description: the same features
+    assert np.array_equal(data._columns_to_arrays(columns, cfg, known={}).x, beside.x)
+    for changed, words in [({"title+body": np.array(["x"] * 3, dtype=object)}, "a column named 'title+body'"),
+                           ({"title": np.arange(3.0)}, "data.text_column 'title' holds float64 values, not text")]:
+        with pytest.raises(DataError, match=re.escape(words)):
+            data._columns_to_arrays({**columns, **changed}, cfg)
 
 
 def test_non_finite_features_are_refused(tmp_path):

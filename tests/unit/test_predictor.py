@@ -357,6 +357,47 @@ def test_a_model_of_a_text_beside_columns_takes_rows_by_column_and_reads_them_as
     assert np.allclose([a["probabilities"] for a in answers], probs, atol=1e-6)
 
 
+def test_a_model_of_several_text_columns_takes_each_by_name_and_joins_them_as_training_did(tmp_path, capsys):
+    from orchestrator import data, datafiles, models
+    from orchestrator.byte_text import join
+    from orchestrator.cli import main
+    from orchestrator.evaluate import evaluate_on_data
+
+    (tmp_path / "rows.csv").write_text("id,title,note,stars,label\n" + "".join(
+        f"{i},{['Late', '', 'Broken'][i % 3]},{['fine', 'poor', 'a long note'][i % 3]},{i % 5},{'ab'[i % 2]}\n"
+        for i in range(30)))
+    for beside in ([], ["stars"]):
+        cfg = config_from_dict({"name": "t", "model": {"name": "rnn", "cell": "gru", "hidden_size": 8},
+                                "data": {"name": "files", "path": str(tmp_path / "rows.csv"), "text_bytes": 12,
+                                         "text_column": ["title", "note"], "feature_columns": beside or None}})
+        splits = data.load_splits(cfg.data, 0)
+        info = models.describe(cfg.model, splits.info())
+        assert (info["text_column"], info["text_parts"]) == ("title+note", ["title", "note"])
+        torch.manual_seed(0)
+        write_checkpoint(str(tmp_path / "ckpt"), model=models.model_for(cfg.model, info, normalized=True),
+                         config=cfg, model_info=info, metrics={})
+        predictor = Predictor.load(str(tmp_path / "ckpt"))
+        assert predictor.info["input"]["text_parts"] == ["title", "note"]
+        # rows by column name, each text under its own column: the features training read
+        rows = datafiles.read_rows(str(tmp_path / "rows.csv"))
+        x = predictor.validate(rows)
+        assert np.array_equal(x, data.load_arrays(cfg.data, 0, known=info).x)
+        if not beside:  # a model of text alone takes the one text as a string too
+            assert np.array_equal(predictor.validate([join(["Late", "fine"])]), x[:1])
+        for bad, words in [([{"title": "Late", "stars": 1}], "instance 0: missing columns ['note']; the model reads "
+                                                             "the text of ['title', 'note']"),
+                           ([{"title": 3, "note": "x", "stars": 1}], "instance 0: 'title' takes text, got 3")]:
+            with pytest.raises(RequestError) as e:
+                predictor.validate(bad)
+            assert e.value.status == 422 and words in e.value.message, e.value.message
+        probs = predictor.predict(x)
+        result = evaluate_on_data(str(tmp_path / "ckpt"), str(tmp_path / "rows.csv"))
+        assert result["metrics"]["accuracy"] == pytest.approx(np.mean(probs.argmax(1) == np.arange(30) % 2))
+        assert main(["predict", str(tmp_path / "ckpt"), "--input", str(tmp_path / "rows.csv"), "--json"]) == 0
+        answers = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"]
+        assert np.allclose([a["probabilities"] for a in answers], probs, atol=1e-6)
+
+
 def test_a_model_without_columns_says_to_send_lists(predictor):
     with pytest.raises(RequestError) as e:
         predictor.validate([{"a": 1}])
