@@ -292,27 +292,28 @@ def test_a_column_of_free_text_trains_a_classifier_of_text_that_serves_strings(s
 
 
 def test_a_text_beside_a_tables_columns_trains_and_serves_rows_by_column(serve_http, tmp_path):
-    """A review, its stars and its shop: the class (whether the customer came back) follows the review's
-    verdict where the stars are 3 or more, and the opposite below: neither the text nor the stars tell it
-    alone. Trained on 2 workers (DDP), served by column name, evaluated on other rows: the same features."""
+    """A review (a title and a text: two columns read as one text), its stars and its shop: the class (whether
+    the customer came back) follows the review's verdict where the stars are 3 or more, and the opposite below:
+    neither the text nor the stars tell it alone. Trained on 2 workers (DDP), served by column name, evaluated
+    on other rows: the same features."""
     from orchestrator.config import config_from_dict
     from orchestrator.evaluate import evaluate_on_data
     from orchestrator.pipeline import smoke_request
 
     rng = np.random.default_rng(0)
     verdicts = {True: ["great", "loved it", "superb"], False: ["awful", "boring", "dull"]}
-    lines = ["id,review,stars,shop,price,returned"]
+    lines = ["id,title,review,stars,shop,price,returned"]
     for i in range(800):
         good, stars = bool(i % 2), int(rng.integers(1, 6))
         price = "" if rng.random() < 0.1 else f"{rng.uniform(5, 50):.2f}"  # blank now and then: filled
-        review = f"{rng.choice(['The', 'This'])} one was {rng.choice(verdicts[good])}."
+        title, review = rng.choice(["The", "This"]), f"one was {rng.choice(verdicts[good])}."
         returned = "no" if good == (stars >= 3) else "yes"
-        lines.append(f"{i},{review},{stars},{rng.choice(['north', 'south'])},{price},{returned}")
+        lines.append(f"{i},{title},{review},{stars},{rng.choice(['north', 'south'])},{price},{returned}")
     (tmp_path / "train.csv").write_text("\n".join(lines[:651]) + "\n")
     (tmp_path / "holdout.csv").write_text("\n".join(lines[:1] + lines[651:]) + "\n")
     cfg = config_from_dict({
         "name": "returns", "data": {"name": "files", "path": str(tmp_path / "train.csv"), "label_column": "returned",
-                                    "text_column": "review", "text_bytes": 24,
+                                    "text_column": ["title", "review"], "text_bytes": 24,
                                     "feature_columns": ["stars", "shop", "price"]},
         "model": {"name": "rnn", "cell": "gru", "hidden_size": 32}, "optim": {"name": "adamw", "lr": 0.01},
         "train": {"epochs": 12, "num_workers": 2, "batch_size_per_worker": 16}, "storage": {"path": str(tmp_path)}})
@@ -330,7 +331,8 @@ def test_a_text_beside_a_tables_columns_trains_and_serves_rows_by_column(serve_h
     assert evaluate_on_data(result.checkpoint, str(tmp_path / "holdout.csv"))["metrics"]["accuracy"] == \
         pytest.approx(served_accuracy, abs=1e-12)
     described = http("GET", f"{url}/v1/model")[2]["input"]
-    assert described["text_column"] == "review" and described["columns"] == ["review", "stars", "shop", "price"]
+    assert (described["text_column"], described["text_parts"]) == ("title+review", ["title", "review"])
+    assert described["columns"] == ["title+review", "stars", "shop", "price"]
     # orchestrator run's smoke request sends test rows as their features, a blank price as null
     test_x, test_y = data.load_splits(cfg.data, cfg.seed).arrays["test"]
     smoke = smoke_request(url, (test_x, test_y), ServeArgs(checkpoint=result.checkpoint))
