@@ -318,8 +318,6 @@ def test_a_model_of_text_takes_texts_and_reads_them_as_training_did(tmp_path, ca
 
 def test_a_model_of_a_text_beside_columns_takes_rows_by_column_and_reads_them_as_training_did(tmp_path, capsys):
     from orchestrator import data, datafiles, models
-    from orchestrator.cli import main
-    from orchestrator.evaluate import evaluate_on_data
 
     (tmp_path / "rows.csv").write_text("id,note,stars,kind,label\n" + "".join(
         f"{i},{['fine', 'poor', 'a long note'][i % 3]},{'' if i == 4 else i % 5},{['x', 'y'][i % 2]},{'ab'[i % 2]}\n"
@@ -348,10 +346,18 @@ def test_a_model_of_a_text_beside_columns_takes_rows_by_column_and_reads_them_as
         with pytest.raises(RequestError) as e:
             predictor.validate(bad)
         assert e.value.status == 422 and words in e.value.message, e.value.message
-    # evaluate --data and predict --input read the file as the endpoint does
+    assert_evaluate_and_predict_read_the_file_alike(predictor, x, tmp_path, capsys)
+
+
+def assert_evaluate_and_predict_read_the_file_alike(predictor, x, tmp_path, capsys):
+    """evaluate --data and predict --input read tmp_path/rows.csv (labels a, b, a, ...) as the endpoint reads
+    its rows into `x`."""
+    from orchestrator.cli import main
+    from orchestrator.evaluate import evaluate_on_data
+
     probs = predictor.predict(x)
     result = evaluate_on_data(str(tmp_path / "ckpt"), str(tmp_path / "rows.csv"))
-    assert result["metrics"]["accuracy"] == pytest.approx(np.mean(probs.argmax(1) == np.arange(30) % 2))
+    assert result["metrics"]["accuracy"] == pytest.approx(np.mean(probs.argmax(1) == np.arange(len(x)) % 2))
     assert main(["predict", str(tmp_path / "ckpt"), "--input", str(tmp_path / "rows.csv"), "--json"]) == 0
     answers = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"]
     assert np.allclose([a["probabilities"] for a in answers], probs, atol=1e-6)
@@ -360,8 +366,6 @@ def test_a_model_of_a_text_beside_columns_takes_rows_by_column_and_reads_them_as
 def test_a_model_of_several_text_columns_takes_each_by_name_and_joins_them_as_training_did(tmp_path, capsys):
     from orchestrator import data, datafiles, models
     from orchestrator.byte_text import join
-    from orchestrator.cli import main
-    from orchestrator.evaluate import evaluate_on_data
 
     (tmp_path / "rows.csv").write_text("id,title,note,stars,label\n" + "".join(
         f"{i},{['Late', '', 'Broken'][i % 3]},{['fine', 'poor', 'a long note'][i % 3]},{i % 5},{'ab'[i % 2]}\n"
@@ -390,12 +394,7 @@ def test_a_model_of_several_text_columns_takes_each_by_name_and_joins_them_as_tr
             with pytest.raises(RequestError) as e:
                 predictor.validate(bad)
             assert e.value.status == 422 and words in e.value.message, e.value.message
-        probs = predictor.predict(x)
-        result = evaluate_on_data(str(tmp_path / "ckpt"), str(tmp_path / "rows.csv"))
-        assert result["metrics"]["accuracy"] == pytest.approx(np.mean(probs.argmax(1) == np.arange(30) % 2))
-        assert main(["predict", str(tmp_path / "ckpt"), "--input", str(tmp_path / "rows.csv"), "--json"]) == 0
-        answers = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"]
-        assert np.allclose([a["probabilities"] for a in answers], probs, atol=1e-6)
+        assert_evaluate_and_predict_read_the_file_alike(predictor, x, tmp_path, capsys)
 
 
 def test_a_model_without_columns_says_to_send_lists(predictor):
