@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from orchestrator.amounts import read_cell
+from orchestrator.amounts import is_amount
 from orchestrator.errors import DataError
 
 MAX_CATEGORIES = 1000  # per column: beyond, one-hot features outnumber what a table model can learn from
@@ -57,7 +57,7 @@ def check_not_numbers(column: str, values: np.ndarray) -> None:
     as text, and would become a category per number: name those cells instead. A column whose every value is
     digits stays text (zip codes stored as text: categories)."""
     distinct, counts = np.unique(values[values != ""], return_counts=True)
-    numeric = np.array([_is_number(v) or read_cell(v) is not None for v in distinct], dtype=bool)
+    numeric = np.array([_is_number(v) or is_amount(v) for v in distinct], dtype=bool)
     if numeric.any() and not numeric.all() and counts[numeric].sum() >= 0.9 * counts.sum():
         odd, cells = ", ".join(repr(str(v)) for v in distinct[~numeric][:3]), int(counts[~numeric].sum())
         raise DataError(f"column {column!r} holds numbers, and text in {cells} cell{'s' * (cells > 1)} ({odd}), so "

@@ -111,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="a split of the data the checkpoint was trained on")
     which.add_argument("--data", metavar="URI", help="other labelled data: Parquet, CSV, TSV, JSON Lines, Feather or "
                        "NPZ (path or s3://) with the training data's label and feature columns")
+    p.add_argument("--encoding", type=_encoding, help="the text encoding of a CSV or TSV --data file, such as "
+                   "cp1252 (default: the training data's, data.encoding)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("serve", parents=[common], help="serve a checkpoint as an HTTP endpoint with Ray Serve",
@@ -134,6 +136,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="FILE", help="write the inputs and their predictions to this table file "
                    "(.csv, .tsv, .jsonl, .parquet, .feather; local, s3:// or gs://): each input's row (or its text, "
                    "or its file), then its prediction, probability and a probability_<class> per class")
+    p.add_argument("--encoding", type=_encoding, default="utf-8", help="the text encoding of a CSV, TSV or .txt "
+                   "--input file, such as cp1252 (Excel on Windows)")
     p.add_argument("--api-key-env", default="ORCHESTRATOR_API_KEY", help="environment variable holding the API key")
     p.set_defaults(func=_predict)
 
@@ -179,6 +183,17 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", parents=[jobs_address], help="jobs on the cluster")
     p.set_defaults(func=_list_jobs)
     return parser
+
+
+def _encoding(name: str) -> str:
+    """--encoding's value, if Python knows it as a text encoding (argparse: exit 2 with the message)."""
+    from orchestrator.config import check_encoding
+
+    try:
+        check_encoding(name, "")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).strip()) from None
+    return name
 
 
 def _train(args) -> dict:
@@ -331,7 +346,8 @@ def _follow(model: str, args, root: str) -> list[dict]:
 def _evaluate(args) -> dict:
     from orchestrator.evaluate import evaluate_checkpoint, evaluate_on_data
 
-    result = evaluate_on_data(args.checkpoint, args.data) if args.data else evaluate_checkpoint(args.checkpoint, args.split)
+    result = (evaluate_on_data(args.checkpoint, args.data, args.encoding) if args.data
+              else evaluate_checkpoint(args.checkpoint, args.split))
     classes = result.get("per_class") or []  # a language model has none
     if classes and len(classes) <= 30 and not args.json:  # more: one line each says little; --json has them
         width = max(len(row["class"]) for row in [{"class": "class"}, *classes])
@@ -398,7 +414,7 @@ def _predict(args) -> dict:
                 else Path(args.output).resolve() == Path(args.input).resolve())
         if args.input != "-" and same:
             raise ConfigError(f"--output {args.output} is the --input file: name another, to keep the inputs")
-    names, instances = _read_inputs(args.input)
+    names, instances = _read_inputs(args.input, args.encoding)
     if args.target.startswith(("http://", "https://")):
         from orchestrator.client import predict_all
 
@@ -452,7 +468,7 @@ def _snippet(text: str, width: int = 40) -> str:
     return flat if len(flat) <= width else flat[: width - 3].rstrip() + "..."
 
 
-def _read_inputs(source: str) -> tuple[list[str] | None, list]:
+def _read_inputs(source: str, encoding: str = "utf-8") -> tuple[list[str] | None, list]:
     """--input's inputs, and their file names where they are images. `source`: - (stdin) or a file, local,
     on S3 or on GCS: JSON ({"instances": [...]} or a list of inputs); a table file with a header (CSV, TSV,
     Parquet, ...: what `data.name: files` reads) or a directory of them, whose rows go as objects keyed by
@@ -475,9 +491,9 @@ def _read_inputs(source: str) -> tuple[list[str] | None, list]:
         names, contents = datafiles.read_image_files(source)
         return names, [{"b64": base64.b64encode(raw).decode()} for raw in contents]
     if kind == "directory" or datafiles.is_table_file(source):  # a directory of table files: Spark's, Ray Data's
-        return None, datafiles.read_rows(source)
+        return None, datafiles.read_rows(source, encoding)
     try:
-        text = storage.read_bytes(source).decode()
+        text = storage.read_bytes(source).decode(encoding if source.endswith(".txt") else "utf-8")  # JSON: UTF-8
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read --input {source}: {getattr(e, 'strerror', None) or e}") from None
     if source.endswith(".txt"):

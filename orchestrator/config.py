@@ -61,6 +61,19 @@ class SyntheticData(SplitFields):
     class_separation: float = Field(1.5, gt=0, description="Distance between class centres, in noise std.")
 
 
+def check_encoding(name: str, field: str) -> None:
+    """ValueError naming `field` unless `name` is a text encoding Python knows."""
+    import codecs
+
+    try:
+        text = codecs.lookup(name)._is_text_encoding  # base64 and the like turn bytes into bytes
+    except LookupError:
+        text = False
+    if not text:
+        raise ValueError(f"{field} {name!r} is not a text encoding: give one such as utf-8, cp1252 (Excel on "
+                         "Windows), latin-1, utf-16 or shift_jis")
+
+
 class FilesData(SplitFields):
     name: Literal["files"] = Field(description="User data in Parquet, CSV, TSV, JSON Lines, Feather (Arrow IPC), NPZ "
                                    "or image files, from a local path or s3://.")
@@ -71,6 +84,10 @@ class FilesData(SplitFields):
         ".jsonl or .ndjson, .feather or .arrow, .npz; .png, .jpg, .bmp, .gif, .webp, .tif: images; a CSV, TSV or "
         "JSON Lines file may be compressed: .csv.gz, .tsv.zst, .jsonl.bz2, ...)."
     )
+    encoding: str = Field("utf-8", description="The text encoding of CSV and TSV files, any Python codec: cp1252 "
+                          "for a CSV that Excel on Windows saved (not as CSV UTF-8), latin-1, shift_jis, utf-16, ... "
+                          "The cells' separator (a comma, a semicolon, a tab) and decimal point are read from the "
+                          "file.")
     label_column: str = Field("label", description="Column (or NPZ array) holding the class label.")
     feature_columns: list[str] | None = Field(
         None, description="Feature columns (or one tensor column / NPZ array); all but the label, in the file's order, "
@@ -96,6 +113,11 @@ class FilesData(SplitFields):
     text_bytes: int = Field(256, ge=1, le=8192, description="With data.text_column: bytes of each text the model "
                             "reads; a longer text is cut to its first text_bytes, a shorter one padded. At most "
                             "8192: an rnn steps through every byte, a transformer attends from each to each.")
+
+    @model_validator(mode="after")
+    def _encoding(self):
+        check_encoding(self.encoding, "data.encoding")
+        return self
 
     @model_validator(mode="after")
     def _feature_columns(self):

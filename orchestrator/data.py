@@ -243,7 +243,7 @@ def _files(cfg: FilesData, endpoint_url: str | None, known: dict | None) -> Arra
         return _columns_to_arrays(read_npz(fs, files), cfg, known=known)
     if fmt == "images":
         return _image_folder(fs, root, files, cfg)
-    columns, index = read_table(fs, root, files, fmt)
+    columns, index = read_table(fs, root, files, fmt, cfg.encoding)
     return _columns_to_arrays(columns, cfg, index, known)
 
 

@@ -8,9 +8,11 @@ too, for the table's encoding (data.py) and for `orchestrator predict --input`.
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import posixpath
+import re
 
 import numpy as np
 
@@ -20,12 +22,12 @@ from orchestrator.errors import DataError
 from orchestrator.images import IMAGE_SUFFIXES, image_shape, is_image_file
 
 
-def read_rows(path: str) -> list[dict]:
+def read_rows(path: str, encoding: str = "utf-8") -> list[dict]:
     """The rows of a table file (or a directory of them), read as `data.name: files` reads it, as objects
     keyed by column name: inputs to a model trained on a table (`orchestrator predict --input rows.csv`).
     An index pandas wrote is left out: it is never a model's column."""
     fs, root, files, fmt = data_files(path, None, None)
-    columns, index = read_table(fs, root, files, fmt)
+    columns, index = read_table(fs, root, files, fmt, encoding)
     columns = {k: v for k, v in columns.items() if k not in index}
     cells = {}
     for name, values in columns.items():
@@ -210,14 +212,15 @@ def read_npz(fs, files: list[str]) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def read_table(fs, root: str, files: list[str], fmt: str) -> tuple[dict[str, np.ndarray], set[str]]:
+def read_table(fs, root: str, files: list[str], fmt: str, encoding: str = "utf-8"
+               ) -> tuple[dict[str, np.ndarray], set[str]]:
     """The files' columns, matched by name, read with pyarrow in this process, with the columns that
     directories below root name (see `partition_values`), and those of them that hold a pandas
-    DataFrame's index rather than data (see `index_columns`). Not with Ray Data: it
+    DataFrame's index rather than data (see `index_columns`). A CSV or TSV file is text in `encoding`,
+    its cells separated and its decimals written as `csv_dialect` finds. Not with Ray Data: it
     started a local Ray for `orchestrator evaluate --data` (17.1 s for a 178-row CSV here, 3.6 s
     without), or joined one already running on the machine."""
     import pyarrow as pa
-    import pyarrow.csv
     import pyarrow.feather
     import pyarrow.json
     import pyarrow.parquet
@@ -228,18 +231,14 @@ def read_table(fs, root: str, files: list[str], fmt: str) -> tuple[dict[str, np.
             if fmt in ("parquet", "feather"):
                 with fs.open_input_file(f) as fh:
                     table = (pyarrow.parquet if fmt == "parquet" else pyarrow.feather).read_table(fh)
-            else:  # decompressed as its suffix says (.gz, ...)
+            elif fmt == "jsonl":  # decompressed as its suffix says (.gz, ...); JSON is UTF-8
                 with fs.open_input_stream(f, compression="detect") as fh:
-                    table = pyarrow.json.read_json(fh) if fmt == "jsonl" else pyarrow.csv.read_csv(
-                        fh, parse_options=pyarrow.csv.ParseOptions(delimiter="\t" if fmt == "tsv" else ","))
+                    table = pyarrow.json.read_json(fh)
+            else:
+                table = _read_csv(fs, f, fmt, encoding)
             names = table.column_names  # decoded here: a binary file's header is not UTF-8
         except (pa.ArrowException, OSError, ValueError) as e:
             raise DataError(f"cannot read {storage.uri(fs, f)} as {fmt}: {str(e).strip().splitlines()[0]}") from None
-        if fmt in ("csv", "tsv") and len(names) == 1 and (sep := next((c for c in ";|\t," if c in names[0]), None)):
-            fix = {",": "set data.format: csv", "\t": "set data.format: tsv"}.get(sep, "save it with commas (.csv) "
-                                                                                 "or tabs (.tsv) between cells")
-            raise DataError(f"{storage.uri(fs, f)} reads as one column named {names[0]!r}: its cells seem separated by "
-                            f"{sep!r}, not {'tabs' if fmt == 'tsv' else 'commas'} as in a {fmt.upper()} file: {fix}")
         if twice := sorted({n for n in names if names.count(n) > 1}):
             raise DataError(f"{storage.uri(fs, f)} names columns {twice} more than once: give each column its own name")
         for name, value in partition_values(f, root).items():
@@ -265,6 +264,79 @@ def read_table(fs, root: str, files: list[str], fmt: str) -> tuple[dict[str, np.
             except (TypeError, ValueError):
                 pass
     return columns, index
+
+
+# The first bytes of a CSV or TSV file, for `csv_dialect` to read its header and cells from
+SNIFF_BYTES = 1 << 16
+DELIMITERS = (",", ";", "\t", "|")
+DECIMAL_COMMA = re.compile(r'(?:^|;)"?-?\d+,\d+"?(?=;|\r?$)', re.MULTILINE)  # a cell such as 4081,96
+
+
+def csv_dialect(head: str, fmt: str) -> tuple[str, str]:
+    """(the delimiter, the decimal point) of a CSV or TSV file, from its first characters, as pandas'
+    and DuckDB's readers sniff them. The header line says the delimiter: the format's own (a comma, a
+    tab) where the header holds one, else the one of ; tab | , it holds most (quoted names left out).
+    Spreadsheets write CSV with semicolons where the locale's decimal point is a comma (Excel in
+    Germany, France, Spain, ...): in a semicolon file, a cell of digits with one comma (4081,96) says
+    that the decimals follow a comma."""
+    header = re.sub(r'"[^"]*"', "", head.split("\n", 1)[0])
+    usual = "\t" if fmt == "tsv" else ","
+    counts = {d: header.count(d) for d in DELIMITERS}
+    delimiter = usual if counts[usual] or not any(counts.values()) else max(DELIMITERS, key=counts.get)
+    return delimiter, "," if delimiter == ";" and DECIMAL_COMMA.search(head) else "."
+
+
+def _read_csv(fs, f: str, fmt: str, encoding: str):
+    """A CSV or TSV file (decompressed as its suffix says: .gz, ...) in its dialect (`csv_dialect`), as text in
+    `encoding`, or in the one its byte-order mark declares (Excel saves "Unicode text" in UTF-16)."""
+    import pyarrow as pa
+    import pyarrow.csv
+
+    with fs.open_input_stream(f, compression="detect") as fh:
+        head = fh.read(SNIFF_BYTES)
+    encoding = next((name for bom, name in BYTE_ORDER_MARKS if head.startswith(bom)), encoding)
+    utf8 = codecs.lookup(encoding).name == "utf-8"  # pyarrow's own (a UTF-8 mark left out); others Python decodes
+    delimiter, decimal = csv_dialect(head.decode(encoding, errors="replace").removeprefix("\ufeff"), fmt)
+    try:
+        with fs.open_input_stream(f, compression="detect") as fh:
+            table = pyarrow.csv.read_csv(fh, pyarrow.csv.ReadOptions(encoding="utf8" if utf8 else encoding),
+                                         pyarrow.csv.ParseOptions(delimiter=delimiter),
+                                         pyarrow.csv.ConvertOptions(decimal_point=decimal))
+        names = table.column_names  # pyarrow decodes the header here
+    except UnicodeDecodeError as e:  # in the header, or, in an encoding Python decodes, anywhere
+        raise _not_encoded(storage.uri(fs, f), "a line", e.object[max(0, e.start - 16):e.end + 16], encoding) from None
+    for name, column in zip(names, table.columns, strict=True):
+        if pa.types.is_binary(column.type):  # how pyarrow reads cells that are not UTF-8
+            row, raw = next((i, v) for i, v in enumerate(column.to_pylist()) if not _utf8(v))
+            raise _not_encoded(storage.uri(fs, f), f"row {row + 1:,} of column {name!r}", raw, encoding)
+    return table
+
+
+# Marks at the start of a text file that declare its encoding; UTF-32's before UTF-16's, which they begin with
+BYTE_ORDER_MARKS = [(codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8"),
+                    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")]
+
+
+def _utf8(raw: bytes | None) -> bool:
+    try:
+        raw is None or raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _not_encoded(uri: str, where: str, raw: bytes, encoding: str) -> DataError:
+    """The error for a file that is not text in `encoding`, with the encoding it reads in, where that is Windows'."""
+    hint = "give the file's encoding"
+    try:
+        if codecs.lookup(encoding).name == "utf-8":
+            hint = (f"it reads as cp1252 ({raw.decode('cp1252')!r}), the encoding Excel on Windows saves CSV files "
+                    "in: give that encoding")
+    except UnicodeDecodeError:
+        pass
+    return DataError(f"{uri} is not {encoding} text: {where} holds the bytes {raw!r}; {hint} (data.encoding in the "
+                     "config; --encoding for evaluate --data and predict --input), or save it as UTF-8 "
+                     "(Excel: CSV UTF-8)")
 
 
 def partition_values(path: str, root: str) -> dict[str, str | None]:

@@ -90,10 +90,10 @@ def per_class_table(confusion: list[list[int]], labels: list[str]) -> list[dict]
              "support": int(n)} for label, p, r, f, n in zip(labels, precision, recall, f1, cm.sum(1), strict=True)]
 
 
-def evaluate_on_data(uri: str, data_uri: str) -> dict:
+def evaluate_on_data(uri: str, data_uri: str, encoding: str | None = None) -> dict:
     """Metrics of a classifier checkpoint on labelled data it was not trained on: a table file (CSV, Parquet,
     ...), NPZ or an image folder (a path or s3://) with the training data's label column and the model's
-    feature columns."""
+    feature columns. A CSV or TSV file is text in `encoding`, by default the training data's."""
     ckpt = read_checkpoint(uri)
     cfg, info = ckpt.config, ckpt.model_info
     if cfg.model.name == "gpt":
@@ -108,7 +108,8 @@ def evaluate_on_data(uri: str, data_uri: str) -> dict:
                   "feature_columns": [c for c in info["feature_columns"] if c != text_column]}
     else:
         inputs = {"feature_columns": info.get("feature_columns"), "feature_shape": info["input_shape"]}
-    source = FilesData(name="files", path=data_uri, label_column=getattr(cfg.data, "label_column", "label"), **inputs)
+    source = FilesData(name="files", path=data_uri, label_column=getattr(cfg.data, "label_column", "label"),
+                       encoding=encoding or getattr(cfg.data, "encoding", "utf-8"), **inputs)
     arrays = data.load_arrays(source, cfg.seed, cfg.storage.endpoint_url, known=info)
     fills = info.get("blanks")
     if arrays.feature_columns and (blank := unfilled(arrays.x, fills, arrays.features())):

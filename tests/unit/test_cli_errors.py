@@ -43,6 +43,12 @@ def table(tmp_path, csv: str, model: str = "{name: mlp}") -> str:
                            f"storage: {{path: {tmp_path / 'runs'}}}\ntune:\n  space:\n    optim.lr: {{uniform: [0.001, 0.1]}}\n")
 
 
+def windows_table(tmp_path) -> str:
+    """A CSV that Excel on Windows saved: cp1252, not UTF-8."""
+    (tmp_path / "cities.csv").write_bytes("city,label\nMünchen,1\nKöln,0\n".encode("cp1252"))
+    return str(tmp_path / "cities.csv")
+
+
 ROWS = "a,b,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(30))
 TUNE_TYPO = "data: {name: digits}\nmodel: {name: mlp}\ntune:\n  space:\n    optim.lrr: {loguniform: [0.001, 0.1]}\n"
 
@@ -92,6 +98,15 @@ CASES = {
                                                    "registry.min_metrics={val_accuracy: 0.9}"], "registry.min_metrics"),
     "models in an empty registry": (lambda t: ["models", "show", "--registry", str(t)], "holds 0 models"),
     "unreadable table": (lambda t: ["train", table(t, ROWS + "1,2\n")], "t.csv as csv: CSV parse error: Expected 3"),
+    "a table not in UTF-8": (lambda t: ["train", table(t, ROWS), f"data.path={windows_table(t)}"],
+                             "cities.csv is not utf-8 text: row 1 of column 'city' holds the bytes b'M\\xfcnchen'; "
+                             "it reads as cp1252 ('München')"),
+    "an encoding Python does not know": (lambda t: ["train", table(t, ROWS), "data.encoding=base64"],
+                                         "data.encoding 'base64' is not a text encoding"),
+    "evaluate data in an unknown encoding": (lambda t: ["evaluate", str(t), "--data", windows_table(t), "--encoding",
+                                                        "cp9999"], "'cp9999' is not a text encoding"),
+    "predict an input not in UTF-8": (lambda t: ["predict", "http://127.0.0.1:9", "--input", windows_table(t)],
+                                      "--encoding for evaluate --data and predict --input"),
     "train a model unfit for the data": (lambda t: ["train", table(t, ROWS, "{name: cnn}")],
                                          "model 'cnn' needs image-shaped features [C, H, W], got [2]"),
     "tune a model unfit for the data": (lambda t: ["tune", table(t, ROWS, "{name: cnn}")], "needs image-shaped"),

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from orchestrator import data, datafiles
+from orchestrator import amounts, data, datafiles
 from orchestrator.config import FilesData, SyntheticData, TextData
 from orchestrator.errors import DataError
 
@@ -408,6 +408,17 @@ def test_amounts_and_shares_written_as_text_are_numbers_in_their_one_form(tmp_pa
     odd = {"price": np.array([f"${i}.00" for i in range(60)] + ["n/a"], dtype=object), "label": np.arange(61) % 2}
     with pytest.raises(DataError, match=r"column 'price' holds numbers, and text in 1 cell \('n/a'\)"):
         data._columns_to_arrays(odd, FilesData(name="files", path="d.csv"))
+    # as comma-decimal locales write them, where a cell shows the comma to be one: a sign or %, or thousands
+    for cells, form, numbers in [(["1.234,50 €", "3,99 €", ""], "#,# €", [1234.5, 3.99, np.nan]),
+                                 (["€ 3,99", "-€1.234,5"], "€#,#", [3.99, -1234.5]), (["12,5 %", "3 %"], "#,#%", [12.5, 3]),
+                                 (["1 234,50", "950,00"], "#,#", [1234.5, 950]), (["1.217,93", "(12,00)"], "#,#", [1217.93, -12])]:
+        column = {"x": np.array(cells * 2, dtype=object), "label": np.arange(len(cells) * 2) % 2}
+        read = data._columns_to_arrays(column, FilesData(name="files", path="d.csv"))
+        assert read.written_forms == {"x": form}, cells
+        np.testing.assert_array_equal(read.x[:len(cells), 0], np.float32(numbers))
+    assert [amounts.parse(v, "#,# €") for v in ("7,5 €", "7,5", 7.5, "1.007,5 €")] == [7.5, 7.5, 7.5, 1007.5]
+    with pytest.raises(ValueError, match=r"'\$7.5' is not a number written as '1.234,5 €'"):
+        amounts.parse("$7.5", "#,# €")
     # not numbers in one form: categories, as before (plain digits too: zip codes written as text)
     for cells in (["02134", "90210", "02138"], ["$5", "5%", "$7"], ["1,5", "2,25", "3,5"],
                   ["10,000+", "500+", "1,000+"], ["($5", "$5", "$7"]):
@@ -533,17 +544,62 @@ def pq_columns(path) -> list[str]:
 
 @pytest.mark.parametrize("content, message", [
     (b"a,b,label\n1,2,x\n3\n", r"cannot read .*bad\.csv as csv: CSV parse error: Expected 3 columns, got 1"),
-    (b"\xff\xfe,b\n1,2\n", r"cannot read .*bad\.csv as csv: 'utf-8' codec can't decode"),
+    (b"K\xfcndigung,label\n1,x\n", r"bad\.csv is not utf-8 text: a line holds the bytes b'K\\xfcndigung.*it reads "
+                                    r"as cp1252 \('Kündigung"),
+    (b"city,label\nM\xfcnchen,x\n", r"bad\.csv is not utf-8 text: row 1 of column 'city' holds the bytes "
+                                   r"b'M\\xfcnchen'; it reads as cp1252 \('München'\), the encoding Excel on Windows"),
+    (b"city,label\nM\x81nchen,x\n", r"row 1 of column 'city' .*; give the file's encoding \(data.encoding in the"),
     (b"a,a,label\n1,2,x\n", r"bad\.csv names columns \['a'\] more than once"),
     (b"a,label\n", "the data files hold no rows"),
-    (b"a;b;label\n1;2;x\n", r"bad\.csv reads as one column named 'a;b;label': its cells seem separated by ';', not "
-                            r"commas as in a CSV file: save it with commas \(\.csv\) or tabs \(\.tsv\)"),
-    (b"a\tb\tlabel\n1\t2\tx\n", r"separated by '\\t', not commas as in a CSV file: set data.format: tsv"),
 ])
 def test_unreadable_tables_name_the_file_and_the_fault(tmp_path, content, message):
     (tmp_path / "bad.csv").write_bytes(content)
     with pytest.raises(DataError, match=message):
         data.load_arrays(FilesData(name="files", path=str(tmp_path / "bad.csv")), seed=0)
+
+
+@pytest.mark.parametrize("head, fmt, dialect", [
+    ("a,b,label\n1.5,2,x\n", "csv", (",", ".")),
+    ('"Alter";"Einkommen";"Kündigung"\r\n72;"4081,96";0\r\n', "csv", (";", ",")),  # Excel, German locale
+    ("a;b;label\n1.5;2;x\n", "csv", (";", ".")),  # pandas' to_csv(sep=";")
+    ("a;b;label\n1;2,0;x", "csv", (";", ",")),  # the last line cut where the sniffed bytes end
+    ('"name, first";age;label\n"Smith, J";41;x\n', "csv", (";", ".")),  # commas inside quotes are not separators
+    ("a\tb\tlabel\n1,5\t2\tx\n", "csv", ("\t", ".")),
+    ("a|b|label\n1|2|x\n", "csv", ("|", ".")),
+    ("a,b\tlabel\n", "tsv", ("\t", ".")),  # the format's own wherever the header holds it
+    ("a,b,label\n", "tsv", (",", ".")),
+    ("label\nx\n", "csv", (",", ".")),  # one column
+])
+def test_the_separator_and_decimal_point_are_read_from_the_file(head, fmt, dialect):
+    assert datafiles.csv_dialect(head, fmt) == dialect
+
+
+def test_a_table_as_european_and_windows_spreadsheets_save_it_reads_as_the_same_utf8_csv(tmp_path):
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"Alter": rng.integers(18, 80, 60), "Einkommen": rng.uniform(-900, 9000, 60).round(2),
+                       "Stadt": rng.choice(["Köln", "München", "Zürich"], 60),
+                       "Kündigung": rng.choice(["ja", "nein"], 60)})
+    df.to_csv(tmp_path / "plain.csv", index=False)
+    german = df.assign(Einkommen=[f"{v:,.2f}".translate({ord(","): ".", ord("."): ","}) + " €"
+                                  for v in df.Einkommen])  # 1.234,50 €: a cell formatted as currency
+    plain = data.load_arrays(FilesData(name="files", path=str(tmp_path / "plain.csv"), label_column="Kündigung"), 0)
+    assert plain.feature_columns[:2] == ["Alter", "Einkommen"] and np.allclose(plain.x[:, 1], df.Einkommen)
+    # Excel in a German locale: semicolons, decimal commas, CRLF, cp1252 (or UTF-8 with a byte-order mark)
+    df.to_csv(tmp_path / "excel.csv", index=False, sep=";", decimal=",", encoding="cp1252", lineterminator="\r\n")
+    german.to_csv(tmp_path / "euros.csv", index=False, sep=";", encoding="cp1252")
+    df.to_csv(tmp_path / "excel-utf8.csv", index=False, sep=";", decimal=",", encoding="utf-8-sig")
+    df.to_csv(tmp_path / "semicolons.csv", index=False, sep=";")  # decimal points
+    df.to_csv(tmp_path / "unicode.tsv", index=False, sep="\t", encoding="utf-16")  # Excel's Unicode text
+    for name, encoding in [("excel.csv", "cp1252"), ("euros.csv", "cp1252"), ("excel-utf8.csv", "cp1252"),
+                           ("semicolons.csv", "utf-8"), ("unicode.tsv", "utf-8")]:  # a byte-order mark says the encoding, whatever the config
+        read = data.load_arrays(FilesData(name="files", path=str(tmp_path / name), label_column="Kündigung",
+                                          encoding=encoding), 0)
+        assert read.feature_columns == plain.feature_columns and read.label_names == plain.label_names, name
+        assert np.array_equal(read.x, plain.x) and np.array_equal(read.y, plain.y), name
+    rows = datafiles.read_rows(str(tmp_path / "plain.csv"))
+    assert datafiles.read_rows(str(tmp_path / "excel.csv"), "cp1252") == rows
+    with pytest.raises(DataError, match=r"excel\.csv is not utf-8 text: .*reads as cp1252 \('Kündigung"):
+        datafiles.read_rows(str(tmp_path / "excel.csv"))
 
 
 def test_tab_separated_and_compressed_tables_are_read_by_their_suffix(tmp_path):
@@ -680,6 +736,15 @@ def test_evaluate_on_other_data_matches_the_model_by_column_and_label_name(tmp_p
     (tmp_path / "other.csv").write_text("kind,h,w\nd,1,2\nb,1,2\n")
     with pytest.raises(DataError, match=r"labels \['d'\] are not classes of this model"):
         evaluate_on_data(str(tmp_path / "ckpt"), str(tmp_path / "other.csv"))
+    # trained on a German Excel's CSV (data.encoding cp1252): the holdout is read in that encoding unless told
+    german = cfg.model_copy(update={"data": cfg.data.model_copy(update={"encoding": "cp1252"})})
+    write_checkpoint(str(tmp_path / "ckpt-de"), model=model, config=german, model_info=info, metrics={})
+    pd.DataFrame({"kind": kind, "h": h, "w": w, "Stadt": "München"}).to_csv(
+        tmp_path / "holdout-de.csv", index=False, sep=";", decimal=",", encoding="cp1252")
+    result = evaluate_on_data(str(tmp_path / "ckpt-de"), str(tmp_path / "holdout-de.csv"))
+    assert result["num_rows"] == 60 and result["metrics"]["accuracy"] == pytest.approx(expected, abs=1e-9)
+    with pytest.raises(DataError, match=r"holdout-de\.csv is not utf-8 text: row 1 of column 'Stadt'"):
+        evaluate_on_data(str(tmp_path / "ckpt-de"), str(tmp_path / "holdout-de.csv"), encoding="utf-8")
 
 
 def test_augment_shifts_within_bounds_and_keeps_shape():

@@ -243,7 +243,7 @@ def test_a_number_column_written_with_a_currency_sign_takes_that_form_and_plain_
     np.testing.assert_allclose([p["probabilities"] for p in answer["predictions"]], expected, atol=1e-6)
 
 
-def test_a_table_model_takes_text_columns_by_value_as_training_encoded_them(tmp_path):
+def test_a_table_model_takes_text_columns_by_value_as_training_encoded_them(tmp_path, capsys):
     cfg = config_from_dict(TABLE)
     torch.manual_seed(0)
     info = {**INFO, "input_shape": [4], "feature_columns": ["size", "colour"],
@@ -268,6 +268,21 @@ def test_a_table_model_takes_text_columns_by_value_as_training_encoded_them(tmp_
     (tmp_path / "rows.csv").write_text("colour,size\nred,2\n,3\ngreen,1\n")
     assert read_rows(str(tmp_path / "rows.csv")) == [{"colour": c, "size": n} for c, n in [("red", 2), ("", 3),
                                                                                           ("green", 1)]]
+    # as Excel in a German locale on Windows saves it (semicolons, decimal commas, cp1252): with --encoding, the
+    # same predictions as for its UTF-8 twin and as for the rows sent as they are
+    from orchestrator.cli import main
+
+    table = "colour;size\nred;2,5\ngrün;3\n"
+    (tmp_path / "utf8.csv").write_text(table)
+    (tmp_path / "windows.csv").write_bytes(table.encode("cp1252"))
+    answers = []
+    for name, extra in [("utf8.csv", []), ("windows.csv", ["--encoding", "cp1252"])]:
+        assert main(["predict", str(tmp_path / "ckpt"), "--input", str(tmp_path / name), "--json", *extra]) == 0
+        answers.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"])
+    rows = [{"colour": "red", "size": 2.5}, {"colour": "grün", "size": 3}]
+    assert answers[0] == answers[1] == predictor.encode(predictor.predict(predictor.validate(rows)))["predictions"]
+    assert main(["predict", str(tmp_path / "ckpt"), "--input", str(tmp_path / "windows.csv")]) == 2
+    assert "windows.csv is not utf-8 text: row 2 of column 'colour'" in capsys.readouterr().err
 
 
 def test_a_model_of_text_takes_texts_and_reads_them_as_training_did(tmp_path, capsys):
