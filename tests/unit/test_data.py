@@ -410,8 +410,9 @@ def test_amounts_and_shares_written_as_text_are_numbers_in_their_one_form(tmp_pa
         data._columns_to_arrays(odd, FilesData(name="files", path="d.csv"))
     # as comma-decimal locales write them, where a cell shows the comma to be one: a sign or %, or thousands
     for cells, form, numbers in [(["1.234,50 €", "3,99 €", ""], "#,# €", [1234.5, 3.99, np.nan]),
-                                 (["€ 3,99", "-€1.234,5"], "€#,#", [3.99, -1234.5]), (["12,5 %", "3 %"], "#,#%", [12.5, 3]),
-                                 (["1 234,50", "950,00"], "#,#", [1234.5, 950]), (["1.217,93", "(12,00)"], "#,#", [1217.93, -12])]:
+                                 (["€ 3,99", "-€1.234,5"], "€#,#", [3.99, -1234.5]),
+                                 (["12,5 %", "3 %"], "#,#%", [12.5, 3]), (["1 234,50", "950,00"], "#,#", [1234.5, 950]),
+                                 (["1.217,93", "(12,00)"], "#,#", [1217.93, -12])]:
         column = {"x": np.array(cells * 2, dtype=object), "label": np.arange(len(cells) * 2) % 2}
         read = data._columns_to_arrays(column, FilesData(name="files", path="d.csv"))
         assert read.written_forms == {"x": form}, cells
@@ -591,7 +592,7 @@ def test_a_table_as_european_and_windows_spreadsheets_save_it_reads_as_the_same_
     df.to_csv(tmp_path / "semicolons.csv", index=False, sep=";")  # decimal points
     df.to_csv(tmp_path / "unicode.tsv", index=False, sep="\t", encoding="utf-16")  # Excel's Unicode text
     for name, encoding in [("excel.csv", "cp1252"), ("euros.csv", "cp1252"), ("excel-utf8.csv", "cp1252"),
-                           ("semicolons.csv", "utf-8"), ("unicode.tsv", "utf-8")]:  # a byte-order mark says the encoding, whatever the config
+                           ("semicolons.csv", "utf-8"), ("unicode.tsv", "utf-8")]:  # a byte-order mark says which
         read = data.load_arrays(FilesData(name="files", path=str(tmp_path / name), label_column="Kündigung",
                                           encoding=encoding), 0)
         assert read.feature_columns == plain.feature_columns and read.label_names == plain.label_names, name
