@@ -110,6 +110,15 @@ class FilesData(SplitFields):
         "columns (a review with its rating): the text read into a vector, joined to the table's features. A list "
         "of columns (a title and a body) is one text: each column's text in turn, a separator byte between them."
     )
+    split_column: str | None = Field(
+        None, description="A column that names each row's split, for a fixed test set or a split made elsewhere: "
+        "train, val (or validation, valid, dev) or test, in any case; it is not a feature. A split that no row "
+        "names is drawn from the train rows by data.val_fraction or data.test_fraction.")
+    order_column: str | None = Field(
+        None, description="Split in time: the rows in this column's order (dates or times, or numbers), the last "
+        "data.test_fraction of them the test split and the data.val_fraction before those the validation split, "
+        "so that the model is scored on rows later than any it learned from, as it will be used. It stays a "
+        "feature unless data.feature_columns leaves it out.")
     text_bytes: int = Field(256, ge=1, le=8192, description="With data.text_column: bytes of each text the model "
                             "reads; a longer text is cut to its first text_bytes, a shorter one padded. At most "
                             "8192: an rnn steps through every byte, a transformer attends from each to each.")
@@ -117,6 +126,19 @@ class FilesData(SplitFields):
     @model_validator(mode="after")
     def _encoding(self):
         check_encoding(self.encoding, "data.encoding")
+        return self
+
+    @model_validator(mode="after")
+    def _split(self):
+        if self.split_column and self.order_column:
+            raise ValueError("data.split_column names each row's split, and data.order_column splits the rows in "
+                             "its order: set one of them")
+        for field in ("split_column", "order_column"):
+            if getattr(self, field) == self.label_column:
+                raise ValueError(f"data.{field} names the label column {self.label_column!r}: name another column")
+        if self.split_column in [*(self.feature_columns or []), *self.text_columns]:
+            raise ValueError(f"data.split_column {self.split_column!r} says which split a row is in; it cannot be "
+                             "read as a feature too: leave it out of data.feature_columns and data.text_column")
         return self
 
     @model_validator(mode="after")

@@ -42,6 +42,7 @@ class Arrays:
     text_column: str | None = None  # a column of free text, x its bytes (byte_text.py): int64 [N, text_bytes]
     text_bytes: int | None = None  # the text beside a table's columns: x's first text_bytes features, as floats
     text_parts: list[str] | None = None  # the columns joined into that text, where there are several (byte_text.join)
+    split: np.ndarray | None = None  # int8 per row where the data says its split: 0 train, 1 val, 2 test, -1 to draw
 
     def features(self) -> list[tuple[str, str]]:
         """A table's features, as (column, name) (blanks.table_features)."""
@@ -136,13 +137,44 @@ def split_indices(y: np.ndarray, val_fraction: float, test_fraction: float, seed
                         f"{val_fraction} and data.test_fraction {test_fraction}: add rows") from None
 
 
-def ordered_split(n: int, val_fraction: float, test_fraction: float):
+def ordered_split(n: int, val_fraction: float, test_fraction: float, what: str = "sequences",
+                  fix: str = "add text or lower data.block_size"):
     """Train, val and test index ranges in order: the first rows train, the last rows test."""
     num_val, num_test = max(1, round(n * val_fraction)), max(1, round(n * test_fraction))
     if n - num_val - num_test < 1:
-        raise DataError(f"{n} sequences are too few to split into train, val and test: add text or lower data.block_size")
+        raise DataError(f"{n} {what} are too few to split into train, val and test: {fix}")
     idx = np.arange(n)
     return idx[: n - num_val - num_test], idx[n - num_val - num_test : n - num_test], idx[n - num_test :]
+
+
+def given_split(codes: np.ndarray, y: np.ndarray, val_fraction: float, test_fraction: float, seed: int):
+    """Train, val and test indices as `codes` name them (0, 1, 2: Arrays.split); a split that no row is
+    named is drawn from the train rows, by its fraction, as split_indices draws it."""
+    train, val, test = (np.flatnonzero(codes == code) for code in range(3))
+    if not len(val) and not len(test):
+        return tuple(train[rows] for rows in split_indices(y[train], val_fraction, test_fraction, seed))
+    if not len(val) or not len(test):
+        fraction = test_fraction if len(val) else val_fraction
+        try:
+            kept, drawn = _draw(y[train], fraction, seed)
+        except ValueError:
+            raise DataError(f"{len(train)} rows named train are too few to draw the {'test' if len(val) else 'val'} "
+                            "split from: name some rows for it, or add rows") from None
+        train, val, test = (train[kept], val, train[drawn]) if len(val) else (train[kept], train[drawn], test)
+    return train, val, test
+
+
+def _draw(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the rest, the drawn) indices of y, `fraction` of them drawn at random, stratified by label where every
+    class allows it."""
+    from sklearn.model_selection import train_test_split
+
+    rows = np.arange(len(y))
+    try:
+        rest, drawn = train_test_split(rows, test_size=fraction, random_state=seed, stratify=y)
+    except ValueError:  # a class of one row
+        rest, drawn = train_test_split(rows, test_size=fraction, random_state=seed)
+    return np.sort(rest), np.sort(drawn)
 
 
 def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +190,7 @@ def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def fingerprint(arrays: Arrays) -> str:
     h = hashlib.sha256()
-    for a in (arrays.x, arrays.y):
+    for a in (arrays.x, arrays.y, *([] if arrays.split is None else [arrays.split])):  # a split the data gives
         h.update(str(a.shape).encode())
         h.update(np.ascontiguousarray(a).tobytes())
     h.update("\n".join(arrays.label_names).encode())
@@ -185,7 +217,8 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
         if len(arrays.label_names) < 2:
             raise DataError(f"the labels hold one class ({arrays.label_names[0]!r} in every row): a classifier "
                             "needs two or more; is data.label_column the right column?")
-        tr, va, te = split_indices(arrays.y, cfg.val_fraction, cfg.test_fraction, seed)
+        tr, va, te = (split_indices(arrays.y, cfg.val_fraction, cfg.test_fraction, seed) if arrays.split is None
+                      else given_split(arrays.split, arrays.y, cfg.val_fraction, cfg.test_fraction, seed))
         if arrays.text_column and not arrays.text_bytes:  # a text's bytes alone are token ids: nothing to normalize
             mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
         else:
@@ -242,6 +275,8 @@ def _files(cfg: FilesData, endpoint_url: str | None, known: dict | None) -> Arra
     if fmt == "npz":
         return _columns_to_arrays(read_npz(fs, files), cfg, known=known)
     if fmt == "images":
+        if field := next((f for f in ("split_column", "order_column") if getattr(cfg, f)), None):
+            raise DataError(f"data.{field} names a column of a table, and image folders have none: leave it out")
         return _image_folder(fs, root, files, cfg)
     columns, index = read_table(fs, root, files, fmt, cfg.encoding)
     return _columns_to_arrays(columns, cfg, index, known)
@@ -331,15 +366,69 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
     beside = bool(cfg.text_column and cfg.feature_columns)  # a text beside a table's columns
     if cfg.text_column is not None and not beside:
         x, feature_cols, found, dated, forms = _text_input(columns, cfg), [cfg.text_name], {}, [], {}
-        read = (cfg.text_name, *cfg.text_columns, cfg.label_column, *index)
+        read = (cfg.text_name, *cfg.text_columns, cfg.label_column, cfg.split_column, *index)
         if known is None and (others := [c for c in columns if c not in read]):
             print(f"data: the text is the whole input, and columns {others} are not read: to read some beside it, "
                   "name them in data.feature_columns", flush=True)
     else:
         x, feature_cols, found, dated, forms = _features(columns, cfg, index, known, rows)
     y, label_names = _labels(columns[cfg.label_column], cfg.label_column)
+    split = None if known else _split_of_rows(columns, cfg, rows)
     return Arrays(x, y, label_names, feature_cols, found or None, dated or None, forms or None, cfg.text_name,
-                  cfg.text_bytes if beside else None, parts)
+                  cfg.text_bytes if beside else None, parts, split)
+
+
+SPLIT_NAMES = (("train", "training"), ("val", "valid", "validation", "dev"), ("test", "testing"))
+
+
+def _split_of_rows(columns: dict[str, np.ndarray], cfg: FilesData, rows: np.ndarray) -> np.ndarray | None:
+    """Each row's split where the data says it (Arrays.split): data.split_column names it, or data.order_column
+    orders the rows, the last ones the test split. None: drawn at random (split_indices). `rows`: the data's
+    row of each, for messages."""
+    name = cfg.split_column or cfg.order_column
+    if name is None:
+        return None
+    if name not in columns:
+        field = "split_column" if cfg.split_column else "order_column"
+        raise DataError(f"data.{field} {name!r} not in the data; columns: {list(columns)}")
+    values = columns[name]
+    if cfg.split_column:
+        cells = texts(values) if holds_text(values) else values.astype(str)
+        named = np.char.lower(np.char.strip(cells.astype(str)))
+        codes = np.full(len(cells), -1, np.int8)
+        for code, words in enumerate(SPLIT_NAMES):
+            codes[np.isin(named, words)] = code
+        if (odd := codes < 0).any():
+            shown = ", ".join(repr(str(v)) for v in sorted(set(cells[odd]))[:4])
+            raise DataError(f"data.split_column {name!r} holds {shown} in {int(odd.sum()):,} rows: name each row's "
+                            "split train, val (or validation) or test")
+        if not (codes == 0).any():
+            raise DataError(f"data.split_column {name!r} names no row train: the model needs rows to learn from")
+        drawn = [split for code, split in ((1, "val"), (2, "test")) if not (codes == code).any()]
+        print(f"data: each row in the split that column {name!r} names"
+              + (f"; {' and '.join(drawn)} drawn from the train rows (data.{'_fraction, data.'.join(drawn)}_fraction)"
+                 if drawn else ""), flush=True)
+        return codes
+    blank = blank_cells(values)
+    if blank.any():
+        raise DataError(f"data.order_column {name!r} is blank in {int(blank.sum()):,} rows (the first is row "
+                        f"{rows[np.argmax(blank)] + 1}): each row needs its place in the order; fill them or leave "
+                        "those rows out")
+    if holds_text(values):
+        read = dates.read_text(texts(values))
+        if read is None:
+            raise DataError(f"data.order_column {name!r} holds text that is not dates, such as "
+                            f"{str(values[0])!r}: name a column of dates or times, or of numbers that grow with time")
+        values = read[0]
+    keys = values.astype("datetime64[s]").astype(np.int64) if values.dtype.kind == "M" else values.astype(np.float64)
+    order = np.argsort(keys, kind="stable")
+    codes = np.zeros(len(order), np.int8)
+    _, val, test = ordered_split(len(order), cfg.val_fraction, cfg.test_fraction, "rows", "add rows")
+    codes[order[val]], codes[order[test]] = 1, 2
+    first = values[order[test[0]]]
+    print(f"data: split in the order of column {name!r}: the test split is the last {len(test):,} rows (from "
+          f"{str(first)[:19]!r}), validation the {len(val):,} before them", flush=True)
+    return codes
 
 
 def _text_of(columns: dict[str, np.ndarray], name: str) -> np.ndarray:
@@ -394,7 +483,8 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str], k
     `known`: a model's model_info (else training). `rows`: the data's row of each sample, for messages that
     name one."""
     available = list(columns)
-    feature_cols = cfg.feature_columns or [c for c in available if c != cfg.label_column and c not in index]
+    feature_cols = cfg.feature_columns or [c for c in available
+                                           if c not in (cfg.label_column, cfg.split_column) and c not in index]
     free_text = cfg.text_name  # set here only beside data.feature_columns
     feature_cols = [free_text, *feature_cols] if free_text else feature_cols
     if not feature_cols:

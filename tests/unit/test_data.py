@@ -153,6 +153,82 @@ def test_splits_of_tiny_data_fall_back_to_random_and_refuse_too_few_rows():
         data.split_indices(np.array([0, 1]), 0.15, 0.15, seed=0)
 
 
+def _split_table(tmp_path, splits) -> Path:
+    """A table whose rows' splits are named in column 'split' and whose days run in file order, shuffled."""
+    rng = np.random.default_rng(0)
+    n = len(splits)
+    df = pd.DataFrame({"day": pd.date_range("2024-01-01", periods=n, freq="D").strftime("%d.%m.%Y"),
+                       "x": rng.normal(size=n), "split": splits, "label": rng.choice(["a", "b"], n)})
+    df.sample(frac=1, random_state=0).to_csv(tmp_path / "t.csv", index=False)
+    return tmp_path / "t.csv"
+
+
+def test_a_split_column_puts_each_row_in_the_split_it_names(tmp_path, capsys):
+    names = ["train", "Train", " TRAIN", "val", "Validation", "dev", "test", "Test"] * 25
+    table = pd.read_csv(_split_table(tmp_path, names))
+    splits = data.load_splits(FilesData(name="files", path=str(tmp_path / "t.csv"), split_column="split"), 0)
+    assert splits.feature_columns == ["day", "x"]  # the split column is not a feature
+    expected = {split: table[table.split.str.strip().str.lower().isin(words)] for split, words in
+                zip(("train", "val", "test"), data.SPLIT_NAMES)}
+    for split, rows in expected.items():  # the very rows, in the file's order
+        np.testing.assert_array_equal(splits.arrays[split][0][:, -1], rows.x.to_numpy(np.float32), err_msg=split)
+    assert splits.num_rows == {"train": 75, "val": 75, "test": 50}
+    assert "each row in the split that column 'split' names" in capsys.readouterr().out
+    # a fixed test set alone: val drawn from the train rows, stratified, as a random split draws it
+    _split_table(tmp_path, ["train"] * 170 + ["test"] * 30)
+    splits = data.load_splits(FilesData(name="files", path=str(tmp_path / "t.csv"), split_column="split"), 0)
+    assert splits.num_rows == {"train": 144, "val": 26, "test": 30}
+    assert "val drawn from the train rows (data.val_fraction)" in capsys.readouterr().out
+    # the split is part of the data: another split is another fingerprint
+    other = data.load_splits(FilesData(name="files", path=str(_split_table(tmp_path, ["train"] * 160 + ["test"] * 40)),
+                                       split_column="split"), 0)
+    assert other.fingerprint != splits.fingerprint and other.num_rows["test"] == 40
+
+
+@pytest.mark.parametrize("splits, kwargs, message", [
+    (["train", "test", "holdout", "?"] * 10, {"split_column": "split"},
+     r"data.split_column 'split' holds '\?', 'holdout' in 20 rows: name each row's split train, val"),
+    (["val", "test"] * 20, {"split_column": "split"}, "names no row train"),
+    (["train"] * 40, {"split_column": "splits"}, r"data.split_column 'splits' not in the data; columns: \['day', "),
+    (["train"] * 40, {"order_column": "split"}, "data.order_column 'split' holds text that is not dates, such as"),
+])
+def test_a_split_the_data_cannot_give_is_refused_by_name(tmp_path, splits, kwargs, message):
+    with pytest.raises(DataError, match=message):
+        data.load_splits(FilesData(name="files", path=str(_split_table(tmp_path, splits)), **kwargs), 0)
+
+
+def test_an_order_column_splits_in_time_the_latest_rows_the_test(tmp_path, capsys):
+    path = str(_split_table(tmp_path, ["train"] * 200))
+    splits = data.load_splits(FilesData(name="files", path=path, order_column="day", feature_columns=["x", "day"]), 0)
+    days = {split: splits.arrays[split][0][:, 1] for split in ("train", "val", "test")}  # day's first: since 1970
+    assert splits.num_rows == {"train": 140, "val": 30, "test": 30}
+    assert days["train"].max() < days["val"].min() and days["val"].max() < days["test"].min()
+    assert "split in the order of column 'day': the test split is the last 30 rows (from '2024-06-19" in \
+        capsys.readouterr().out
+    numbers = data.load_splits(FilesData(name="files", path=path, order_column="x", feature_columns=["x"],
+                                         test_fraction=0.25), 0)
+    xs = {split: numbers.arrays[split][0][:, 0] for split in ("train", "val", "test")}
+    assert len(xs["test"]) == 50 and xs["train"].max() < xs["val"].min() <= xs["val"].max() < xs["test"].min()
+    # a row with no place in the order: named by its row in the file
+    (tmp_path / "blank.csv").write_text("day,x,label\n2024-01-01,1,a\n,2,b\n2024-01-03,3,a\n")
+    with pytest.raises(DataError, match=r"data.order_column 'day' is blank in 1 rows \(the first is row 2\)"):
+        data.load_splits(FilesData(name="files", path=str(tmp_path / "blank.csv"), order_column="day"), 0)
+
+
+def test_a_split_from_the_data_is_refused_where_it_cannot_apply(tmp_path):
+    from pydantic import ValidationError
+
+    for kwargs, message in [({"split_column": "s", "order_column": "d"}, "set one of them"),
+                            ({"split_column": "label"}, "data.split_column names the label column 'label'"),
+                            ({"order_column": "label"}, "data.order_column names the label column"),
+                            ({"split_column": "s", "feature_columns": ["s", "x"]}, "cannot be read as a feature too")]:
+        with pytest.raises(ValidationError, match=message):
+            FilesData(name="files", path="t.csv", **kwargs)
+    _png(tmp_path / "cat" / "1.png", np.zeros((4, 4), np.uint8))
+    with pytest.raises(DataError, match="data.split_column names a column of a table, and image folders have none"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path), split_column="split"), 0)
+
+
 def test_text_columns_are_categories_a_feature_each():
     files = FilesData(name="files", path="d.csv")
     npz, csv = np.array(["red", "blue", "red", ""]), np.array(["red", "blue", "red", None], dtype=object)
