@@ -275,8 +275,8 @@ def _files(cfg: FilesData, endpoint_url: str | None, known: dict | None) -> Arra
     if fmt == "npz":
         return _columns_to_arrays(read_npz(fs, files), cfg, known=known)
     if fmt == "images":
-        if field := next((f for f in ("split_column", "order_column") if getattr(cfg, f)), None):
-            raise DataError(f"data.{field} names a column of a table, and image folders have none: leave it out")
+        if cfg.order_column:
+            raise DataError("data.order_column names a column of a table, and image folders have none: leave it out")
         return _image_folder(fs, root, files, cfg)
     columns, index = read_table(fs, root, files, fmt, cfg.encoding)
     return _columns_to_arrays(columns, cfg, index, known)
@@ -324,11 +324,17 @@ def _image_folder(fs, root: str, files: list[str], cfg: FilesData) -> Arrays:
     """Images in one directory per class, as torchvision's ImageFolder takes them (`cat/1.png`), or in
     `label=cat/` directories: [N, C, H, W] float32 pixels (0-255). data.feature_shape [C, H, W] converts
     every image (C 1: grayscale, 3: RGB) and resizes it; without it every image must have the first's
-    size, and C follows the first image's colours. Files of other kinds in the folder are left out."""
+    size, and C follows the first image's colours. Files of other kinds in the folder are left out.
+    Where the folder's directories are splits, each with its class directories (`train/cat/1.png`,
+    `test/dog/2.png`), as datasets are often shipped, or where data.split_column names a directory key
+    (`split=test/`), each image is in the split its directory names (Arrays.split)."""
     files = image_files(files, cfg.path)
+    where = [posixpath.relpath(posixpath.dirname(f), root).split("/") for f in files]
+    by_directory = (cfg.split_column is None and all(len(w) >= 2 for w in where)
+                    and {w[0].lower() for w in where} <= {name for names in SPLIT_NAMES for name in names})
     shape = cfg.feature_shape
-    images, labels = [], []
-    for f in files:
+    images, labels, splits = [], [], []
+    for f, below in zip(files, where, strict=True):
         with fs.open_input_file(f) as fh:
             raw = fh.read()
         if shape is None:
@@ -338,15 +344,25 @@ def _image_folder(fs, root: str, files: list[str], cfg: FilesData) -> Arrays:
             raise DataError(f"images differ in size: {storage.uri(fs, files[0])} is {images[0].shape[2]}x"
                             f"{images[0].shape[1]}, {storage.uri(fs, f)} is {image.shape[2]}x{image.shape[1]} (width x "
                             "height): set data.feature_shape: [C, H, W] to resize every image to H x W")
-        below = posixpath.relpath(posixpath.dirname(f), root).split("/")
-        label = partition_values(f, root).get(cfg.label_column, below[0] if below[0] != "." else None)
+        keys = partition_values(f, root)
+        if by_directory:
+            splits.append(below[0])
+            below = below[1:]
+        elif cfg.split_column:
+            splits.append(keys.get(cfg.split_column) or "")
+        named = [d for d in below if "=" not in d and d != "."]  # a class directory, not a key=value one
+        label = keys.get(cfg.label_column, named[0] if named else None)
         if label is None:
             raise DataError(f"{storage.uri(fs, f)} has no class: put each image in a directory named for its class "
                             f"({cfg.path.rstrip('/')}/cat/1.png, {cfg.path.rstrip('/')}/dog/2.png)")
         images.append(image)
         labels.append(label)
     names, y = np.unique(np.array(labels), return_inverse=True)
-    return Arrays(np.stack(images), y.astype(np.int64), [str(n) for n in names])
+    split = None
+    if splits:
+        split = _named_splits(np.array(splits), "its directory (train/, val/, test/)" if by_directory else
+                              f"data.split_column {cfg.split_column!r}")
+    return Arrays(np.stack(images), y.astype(np.int64), [str(n) for n in names], split=split)
 
 
 def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str] = frozenset(),
@@ -381,6 +397,25 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
 SPLIT_NAMES = (("train", "training"), ("val", "valid", "validation", "dev"), ("test", "testing"))
 
 
+def _named_splits(cells: np.ndarray, source: str) -> np.ndarray:
+    """Arrays.split of rows whose split `source` (a column, directories) names: train, val, test (SPLIT_NAMES)."""
+    named = np.char.lower(np.char.strip(cells.astype(str)))
+    codes = np.full(len(cells), -1, np.int8)
+    for code, words in enumerate(SPLIT_NAMES):
+        codes[np.isin(named, words)] = code
+    if (odd := codes < 0).any():
+        shown = ", ".join(repr(str(v)) for v in sorted(set(cells[odd]))[:4])
+        raise DataError(f"{source} holds {shown} in {int(odd.sum()):,} rows: name each row's split train, val (or "
+                        "validation) or test")
+    if not (codes == 0).any():
+        raise DataError(f"{source}: no row is in train, and the model needs rows to learn from")
+    drawn = [split for code, split in ((1, "val"), (2, "test")) if not (codes == code).any()]
+    print(f"data: each row in the split named by {source}"
+          + (f"; {' and '.join(drawn)} drawn from the train rows (data.{'_fraction, data.'.join(drawn)}_fraction)"
+             if drawn else ""), flush=True)
+    return codes
+
+
 def _split_of_rows(columns: dict[str, np.ndarray], cfg: FilesData, rows: np.ndarray) -> np.ndarray | None:
     """Each row's split where the data says it (Arrays.split): data.split_column names it, or data.order_column
     orders the rows, the last ones the test split. None: drawn at random (split_indices). `rows`: the data's
@@ -393,22 +428,8 @@ def _split_of_rows(columns: dict[str, np.ndarray], cfg: FilesData, rows: np.ndar
         raise DataError(f"data.{field} {name!r} not in the data; columns: {list(columns)}")
     values = columns[name]
     if cfg.split_column:
-        cells = texts(values) if holds_text(values) else values.astype(str)
-        named = np.char.lower(np.char.strip(cells.astype(str)))
-        codes = np.full(len(cells), -1, np.int8)
-        for code, words in enumerate(SPLIT_NAMES):
-            codes[np.isin(named, words)] = code
-        if (odd := codes < 0).any():
-            shown = ", ".join(repr(str(v)) for v in sorted(set(cells[odd]))[:4])
-            raise DataError(f"data.split_column {name!r} holds {shown} in {int(odd.sum()):,} rows: name each row's "
-                            "split train, val (or validation) or test")
-        if not (codes == 0).any():
-            raise DataError(f"data.split_column {name!r} names no row train: the model needs rows to learn from")
-        drawn = [split for code, split in ((1, "val"), (2, "test")) if not (codes == code).any()]
-        print(f"data: each row in the split that column {name!r} names"
-              + (f"; {' and '.join(drawn)} drawn from the train rows (data.{'_fraction, data.'.join(drawn)}_fraction)"
-                 if drawn else ""), flush=True)
-        return codes
+        return _named_splits(texts(values) if holds_text(values) else values.astype(str),
+                             f"data.split_column {name!r}")
     blank = blank_cells(values)
     if blank.any():
         raise DataError(f"data.order_column {name!r} is blank in {int(blank.sum()):,} rows (the first is row "

@@ -173,7 +173,7 @@ def test_a_split_column_puts_each_row_in_the_split_it_names(tmp_path, capsys):
     for split, rows in expected.items():  # the very rows, in the file's order
         np.testing.assert_array_equal(splits.arrays[split][0][:, -1], rows.x.to_numpy(np.float32), err_msg=split)
     assert splits.num_rows == {"train": 75, "val": 75, "test": 50}
-    assert "each row in the split that column 'split' names" in capsys.readouterr().out
+    assert "each row in the split named by data.split_column 'split'" in capsys.readouterr().out
     # a fixed test set alone: val drawn from the train rows, stratified, as a random split draws it
     _split_table(tmp_path, ["train"] * 170 + ["test"] * 30)
     splits = data.load_splits(FilesData(name="files", path=str(tmp_path / "t.csv"), split_column="split"), 0)
@@ -188,7 +188,7 @@ def test_a_split_column_puts_each_row_in_the_split_it_names(tmp_path, capsys):
 @pytest.mark.parametrize("splits, kwargs, message", [
     (["train", "test", "holdout", "?"] * 10, {"split_column": "split"},
      r"data.split_column 'split' holds '\?', 'holdout' in 20 rows: name each row's split train, val"),
-    (["val", "test"] * 20, {"split_column": "split"}, "names no row train"),
+    (["val", "test"] * 20, {"split_column": "split"}, "no row is in train"),
     (["train"] * 40, {"split_column": "splits"}, r"data.split_column 'splits' not in the data; columns: \['day', "),
     (["train"] * 40, {"order_column": "split"}, "data.order_column 'split' holds text that is not dates, such as"),
 ])
@@ -225,8 +225,8 @@ def test_a_split_from_the_data_is_refused_where_it_cannot_apply(tmp_path):
         with pytest.raises(ValidationError, match=message):
             FilesData(name="files", path="t.csv", **kwargs)
     _png(tmp_path / "cat" / "1.png", np.zeros((4, 4), np.uint8))
-    with pytest.raises(DataError, match="data.split_column names a column of a table, and image folders have none"):
-        data.load_arrays(FilesData(name="files", path=str(tmp_path), split_column="split"), 0)
+    with pytest.raises(DataError, match="data.order_column names a column of a table, and image folders have none"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path), order_column="taken"), 0)
 
 
 def test_text_columns_are_categories_a_feature_each():
@@ -926,6 +926,30 @@ def test_an_image_folder_is_one_directory_per_class(tmp_path):
     _png(tmp_path / "hive" / "label=7" / "a.png", np.zeros((3, 3)))
     _png(tmp_path / "hive" / "label=9" / "b.png", np.ones((3, 3)))
     assert data.load_arrays(FilesData(name="files", path=str(tmp_path / "hive")), seed=0).label_names == ["7", "9"]
+
+
+def test_an_image_folder_of_split_directories_keeps_its_split(tmp_path, capsys):
+    # as datasets ship: train/ and test/ (and val/), each with a directory per class; the class is not 'train'
+    rng = np.random.default_rng(0)
+    layout = {"train": 12, "Test": 4}
+    for split, n in layout.items():
+        for c in ("cat", "dog"):
+            for i in range(n):
+                _png(tmp_path / "pets" / split / c / f"{i}.png", rng.integers(0, 256, (4, 4)))
+    splits = data.load_splits(FilesData(name="files", path=str(tmp_path / "pets")), 0)
+    assert splits.label_names == ["cat", "dog"] and splits.num_rows == {"train": 20, "val": 4, "test": 8}
+    assert sorted(splits.arrays["test"][1].tolist()) == [0] * 4 + [1] * 4  # the test images, both classes
+    assert "each row in the split named by its directory (train/, val/, test/); val drawn from the train rows" in \
+        capsys.readouterr().out
+    test_pixels = {tuple(x.ravel()) for x in splits.arrays["test"][0]}
+    shipped = {tuple(data.decode_image(p.read_bytes(), [1, 4, 4], str(p)).ravel())
+               for p in (tmp_path / "pets" / "Test").rglob("*.png")}
+    assert test_pixels == shipped
+    # or in split=NAME directories, by data.split_column
+    for split, c in [("train", "cat"), ("train", "dog"), ("train", "cat"), ("train", "dog"), ("test", "cat")]:
+        _png(tmp_path / "hive" / f"part={split}" / c / f"{rng.integers(1e9)}.png", np.zeros((3, 3)))
+    hive = data.load_arrays(FilesData(name="files", path=str(tmp_path / "hive"), split_column="part"), 0)
+    assert hive.label_names == ["cat", "dog"] and sorted(hive.split.tolist()) == [0, 0, 0, 0, 2]
 
 
 def test_deep_and_turned_images_decode_as_viewers_show_them():
