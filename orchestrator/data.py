@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -278,8 +279,42 @@ def _files(cfg: FilesData, endpoint_url: str | None, known: dict | None) -> Arra
         if cfg.order_column:
             raise DataError("data.order_column names a column of a table, and image folders have none: leave it out")
         return _image_folder(fs, root, files, cfg)
-    columns, index = read_table(fs, root, files, fmt, cfg.encoding)
-    return _columns_to_arrays(columns, cfg, index, known)
+    splits = None if known or cfg.split_column or cfg.order_column else _split_of_files(root, files)
+    if splits is None:
+        columns, index = read_table(fs, root, files, fmt, cfg.encoding)
+        return _columns_to_arrays(columns, cfg, index, known)
+    # train.csv and test.csv (or train/ and test/ directories of parts): each file's rows in its split
+    groups = {split: [f for f, s in zip(files, splits, strict=True) if s == split] for split in dict.fromkeys(splits)}
+    read = {split: read_table(fs, root, group, fmt, cfg.encoding) for split, group in groups.items()}
+    names = {split: list(columns) for split, (columns, _) in read.items()}
+    first = next(iter(groups))
+    for split, group in groups.items():
+        shown = ", ".join(storage.uri(fs, f) for f in group[:2]) + (" ..." if len(group) > 2 else "")
+        if cfg.label_column not in names[split] and cfg.label_column in names[first]:
+            raise DataError(f"{shown} has no {cfg.label_column!r} column, the label, so it cannot be the {split} "
+                            "split: rows to predict go to `orchestrator predict CHECKPOINT --input FILE`; give "
+                            "data.path the labelled file alone, or move this one out of the directory")
+        if set(names[split]) != set(names[first]):
+            raise DataError(f"the {split} split's files ({shown}) have columns {names[split]}, the {first} split's "
+                            f"{names[first]}: every split needs the same columns")
+    columns = {c: np.concatenate([read[split][0][c] for split in groups]) for c in names[first]}
+    index = set().union(*(found for _, found in read.values()))
+    named = np.concatenate([[split] * len(read[split][0][names[first][0]]) for split in groups])
+    return _columns_to_arrays(columns, cfg, index, known, named)
+
+
+# train.csv, test_2024.parquet, val/part-0.csv: a name that says a split (SPLIT_NAMES), then nothing or a separator
+SPLIT_FILE = re.compile(r"(train|training|val|valid|validation|dev|test|testing)(?:[-_.][^/]*)?", re.IGNORECASE)
+
+
+def _split_of_files(root: str, files: list[str]) -> list[str] | None:
+    """Each file's split where the files under data.path are named for their splits (train.csv and
+    test.csv, or train/ and test/ directories): the name's split word, as written; else None."""
+    if len(files) < 2:
+        return None
+    first = [posixpath.relpath(f, root).split("/")[0] for f in files]
+    found = [SPLIT_FILE.fullmatch(name) for name in first]
+    return [m[1] for m in found] if all(found) and len({m[1].lower() for m in found}) > 1 else None
 
 
 BYTE_NAMES = [chr(b) if 32 < b < 127 else f"0x{b:02x}" for b in range(256)]  # label names of the 256 tokens
@@ -366,10 +401,10 @@ def _image_folder(fs, root: str, files: list[str], cfg: FilesData) -> Arrays:
 
 
 def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str] = frozenset(),
-                       known: dict | None = None) -> Arrays:
+                       known: dict | None = None, split_names: np.ndarray | None = None) -> Arrays:
     """`index`: columns that are features only where data.feature_columns names them. Text columns are
     categories (categories.py): those a model lists (`known`: its model_info), else every value in the data;
-    date columns are 7 features each (dates.py)."""
+    date columns are 7 features each (dates.py). `split_names`: each row's split, as its file names it."""
     available = list(columns)  # in the file's order, which is the order of each sample's features
     if cfg.label_column not in columns:
         raise DataError(f"label column {cfg.label_column!r} not in the data; columns: {available}")
@@ -389,7 +424,8 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
     else:
         x, feature_cols, found, dated, forms = _features(columns, cfg, index, known, rows)
     y, label_names = _labels(columns[cfg.label_column], cfg.label_column)
-    split = None if known else _split_of_rows(columns, cfg, rows)
+    split = (_named_splits(split_names[rows], "its file (train.csv, test.csv, ...)") if split_names is not None
+             else None if known else _split_of_rows(columns, cfg, rows))
     return Arrays(x, y, label_names, feature_cols, found or None, dated or None, forms or None, cfg.text_name,
                   cfg.text_bytes if beside else None, parts, split)
 

@@ -185,6 +185,37 @@ def test_a_split_column_puts_each_row_in_the_split_it_names(tmp_path, capsys):
     assert other.fingerprint != splits.fingerprint and other.num_rows["test"] == 40
 
 
+def test_a_directory_of_train_and_test_files_keeps_their_split(tmp_path, capsys):
+    # as datasets ship (train.csv and test.csv), or as Spark writes each split (train/part-0.csv, ...)
+    rng = np.random.default_rng(0)
+    frames = {split: pd.DataFrame({"x": rng.normal(size=n), "kind": rng.choice(["p", "q"], n),
+                                   "label": rng.choice(["a", "b"], n)}) for split, n in (("train", 170), ("test", 30))}
+    layouts = {"files": {"Train.csv": frames["train"], "test.csv": frames["test"]},
+               "dated": {"train_2023.csv": frames["train"], "test_2024.csv": frames["test"]},
+               "parts": {"train/part-0.csv": frames["train"][:100], "train/part-1.csv": frames["train"][100:],
+                         "test/part-0.csv": frames["test"]}}
+    for layout, files in layouts.items():
+        for name, frame in files.items():
+            (tmp_path / layout / name).parent.mkdir(parents=True, exist_ok=True)
+            frame.to_csv(tmp_path / layout / name, index=False)
+        splits = data.load_splits(FilesData(name="files", path=str(tmp_path / layout)), 0)
+        assert splits.num_rows == {"train": 144, "val": 26, "test": 30}, layout
+        np.testing.assert_array_equal(splits.arrays["test"][0][:, 0], frames["test"].x.to_numpy(np.float32))
+        assert "each row in the split named by its file (train.csv, test.csv, ...)" in capsys.readouterr().out
+    # a test file without labels is rows to predict, not a test split
+    frames["test"].drop(columns="label").to_csv(tmp_path / "files" / "test.csv", index=False)
+    with pytest.raises(DataError, match=r"test\.csv has no 'label' column, the label, so it cannot be the test split: "
+                                        r"rows to predict go to `orchestrator predict"):
+        data.load_splits(FilesData(name="files", path=str(tmp_path / "files")), 0)
+    # files named otherwise are one table, split at random as before
+    for name in ("Train.csv", "test.csv"):
+        (tmp_path / "files" / name).rename(tmp_path / "files" / f"part-{name}")
+    frames["test"].to_csv(tmp_path / "files" / "part-test.csv", index=False)
+    mixed = data.load_splits(FilesData(name="files", path=str(tmp_path / "files")), 0)
+    assert sum(mixed.num_rows.values()) == 200 and not np.array_equal(
+        np.sort(mixed.arrays["test"][0][:, 0]), np.sort(frames["test"].x.to_numpy(np.float32)))
+
+
 @pytest.mark.parametrize("splits, kwargs, message", [
     (["train", "test", "holdout", "?"] * 10, {"split_column": "split"},
      r"data.split_column 'split' holds '\?', 'holdout' in 20 rows: name each row's split train, val"),
