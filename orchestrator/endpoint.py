@@ -100,7 +100,8 @@ GENERATE_DOCS = {
 
 PREDICT_DOCS = {  # the body is parsed by hand (for its error messages), so describe it for /docs here
     "requestBody": {"required": True, "content": {"application/json": {"schema": {
-        "type": "object", "required": ["instances"],
+        "type": "object", "description": "the inputs in one of these keys: instances (or inputs, or "
+                                         "dataframe_records), or a table's columns as dataframe_split or inputs",
         "properties": {"instances": {"type": "array", "items": {},
                                      "description": "inputs, each a nested list of numbers of the model's input "
                                                     "shape (GET /v1/model: input.shape) or a flat list of its "
@@ -111,7 +112,14 @@ PREDICT_DOCS = {  # the body is parsed by hand (for its error messages), so desc
                                                     "which the model fills), or, for a model of images, "
                                                     '{"b64": "<base64 of an image file>"}, or, for a model of '
                                                     'text (input.text_column), a string, or, where it is one of '
-                                                    'input.columns, that key of the object'}},
+                                                    'input.columns, that key of the object'},
+                       "inputs": {"type": ["array", "object"], "description": "as instances (MLflow, TF Serving), or "
+                                  'a table\'s columns, each a list of values: {"age": [41, 29], "city": [...]}'},
+                       "dataframe_records": {"type": "array", "items": {"type": "object"},
+                                             "description": "rows keyed by column name, as instances (MLflow)"},
+                       "dataframe_split": {"type": "object", "description": 'a table as pandas\' '
+                                           'DataFrame.to_dict(orient="split") gives it: {"columns": [...], "data": '
+                                           '[[...], ...]} (MLflow)'}},
     }}}},
 }
 

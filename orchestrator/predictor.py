@@ -62,17 +62,50 @@ def _describe(ckpt: Checkpoint, version: str, **extra) -> dict:
     }
 
 
-def _json_object(body: bytes, required: str, example: str) -> dict:
-    """The body as a JSON object holding `required`; 400 with `example` if it is not."""
+def _json_object(body: bytes, required: str | tuple[str, ...], example: str) -> dict:
+    """The body as a JSON object holding `required` (or one of them); 400 with `example` if it is not."""
     try:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise RequestError(400, "invalid_json", f"the body is not valid JSON ({e})") from None
     except RecursionError:  # arrays in arrays beyond the parser's depth: no model input is nested so deep
         raise RequestError(400, "invalid_json", "the body nests arrays or objects too deeply") from None
-    if not isinstance(payload, dict) or required not in payload:
-        raise RequestError(400, f"missing_{required}", f"send a JSON object {example}")
+    keys = (required,) if isinstance(required, str) else required
+    if not isinstance(payload, dict) or not any(key in payload for key in keys):
+        raise RequestError(400, f"missing_{keys[0]}", f"send a JSON object {example}")
     return payload
+
+
+# The bodies /v1/predict takes: rows (TF Serving's and KServe's "instances", MLflow's "inputs" and
+# "dataframe_records") or columns (MLflow's "dataframe_split", pandas' to_dict(orient="split"); "inputs" as
+# TF Serving's columnar {column: [values]})
+BODIES = ("instances", "inputs", "dataframe_records", "dataframe_split")
+
+
+def _inputs(payload: dict) -> list:
+    """The inputs of a request body in one of the BODIES: a list, objects keyed by column name where the
+    body gives columns."""
+    given = [key for key in BODIES if key in payload]
+    if len(given) > 1:
+        raise RequestError(400, "several_bodies", f"the body holds {given}: send the inputs once, in one of them")
+    key, value = given[0], payload[given[0]]
+    if key == "dataframe_split":
+        columns, rows = (value.get("columns"), value.get("data")) if isinstance(value, dict) else (None, None)
+        if not isinstance(columns, list) or not isinstance(rows, list):
+            raise RequestError(422, "invalid_dataframe_split", 'dataframe_split must be {"columns": [...], "data": '
+                               '[[...], ...]}, as pandas\' DataFrame.to_dict(orient="split") gives')
+        odd = next((i for i, row in enumerate(rows) if not isinstance(row, list) or len(row) != len(columns)), None)
+        if odd is not None:
+            raise RequestError(422, "invalid_dataframe_split", f"dataframe_split row {odd} does not hold one value "
+                               f"for each of the {len(columns)} columns")
+        return [dict(zip(columns, row, strict=True)) for row in rows]
+    if key == "inputs" and isinstance(value, dict):  # {column: [value per row]}
+        lengths = {len(v) if isinstance(v, list) else -1 for v in value.values()}
+        if len(lengths) != 1 or -1 in lengths:
+            raise RequestError(422, "invalid_inputs", "inputs as an object must hold a list of values for each "
+                               'column, all of one length: {"age": [41, 29], "city": ["Oslo", "Rome"]}')
+        return [dict(zip(value, row, strict=True)) for row in zip(*value.values(), strict=True)]
+    return value
 
 
 # An image in a request is refused above this size, before it is decoded: a small compressed file can hold
@@ -126,8 +159,8 @@ class Predictor:
 
     def decode(self, body: bytes) -> np.ndarray:
         """A JSON request body to an array of shape (n, *input_shape): float32, or int64 for a model of text."""
-        payload = _json_object(body, "instances", '{"instances": [input, ...]}')
-        return self.validate(payload["instances"])
+        payload = _json_object(body, BODIES, '{"instances": [input, ...]}')
+        return self.validate(_inputs(payload))
 
     def validate(self, instances) -> np.ndarray:
         """Inputs as nested lists of the input shape, as flat lists of its size (filled row-major, as

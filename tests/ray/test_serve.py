@@ -367,7 +367,7 @@ def test_every_bad_request_gets_its_4xx_and_the_replica_survives(checkpoints, se
         "wrong content type": (json.dumps({"instances": good}).encode(), {"Content-Type": "text/plain"}, 415,
                                "unsupported_media_type"),
         "no content type": (json.dumps({"instances": good}).encode(), {}, 415, "unsupported_media_type"),
-        "no instances key": (b'{"inputs": []}', JSON, 400, "missing_instances"),
+        "no instances key": (b'{"rows": []}', JSON, 400, "missing_instances"),
         "instances not a list": (b'{"instances": 3}', JSON, 422, "invalid_instances"),
         "wrong shape": (json.dumps({"instances": [[1.0] * 63]}).encode(), JSON, 422, "wrong_shape"),
         "ragged": (json.dumps({"instances": [[[row] * 8], [[row] * 7]]}).encode(), JSON, 422, "wrong_shape"),

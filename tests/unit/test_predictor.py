@@ -63,6 +63,11 @@ def test_round_trip_matches_the_model(predictor):
     (b'{"instances": [[[0,0,0],[0,0,123456789012345678901234567890]]]}', 422, "wrong_type"),
     (b'{"instances": [[[0,0,0],[0,0,NaN]]]}', 422, "not_finite"),
     (b'{"instances": [[[0,0,0],[0,0,1e300]]]}', 422, "not_finite"),
+    (b'{"instances": [], "inputs": []}', 400, "several_bodies"),
+    (b'{"dataframe_records": []}', 422, "no_instances"),
+    (b'{"dataframe_split": {"columns": ["a"]}}', 422, "invalid_dataframe_split"),
+    (b'{"dataframe_split": {"columns": ["a"], "data": [[1, 2]]}}', 422, "invalid_dataframe_split"),
+    (b'{"inputs": {"a": [1], "b": [1, 2]}}', 422, "invalid_inputs"),
 ])
 def test_bad_requests_are_refused_with_a_reason(predictor, body, status, code):
     with pytest.raises(RequestError) as e:
@@ -255,6 +260,14 @@ def test_a_table_model_takes_text_columns_by_value_as_training_encoded_them(tmp_
     rows = [{"colour": "red", "size": 2}, {"size": 3, "colour": ""}, {"size": 1, "colour": "green"}]
     # a category never seen in training turns on no feature
     assert predictor.validate(rows).tolist() == [[2, 0, 0, 1], [3, 1, 0, 0], [1, 0, 0, 0]]
+    # the same rows in the bodies of TF Serving, KServe, MLflow and pandas (to_json orient split and columns)
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    for body in ({"instances": rows}, {"dataframe_records": rows}, {"inputs": rows}, {"params": {}, "inputs": rows},
+                 {"dataframe_split": json.loads(frame.to_json(orient="split"))},
+                 {"inputs": frame.to_dict(orient="list")}):
+        assert predictor.decode(json.dumps(body).encode()).tolist() == [[2, 0, 0, 1], [3, 1, 0, 0], [1, 0, 0, 0]]
     for value in (7, None, ["red"]):
         with pytest.raises(RequestError) as e:
             predictor.validate([{"size": 1, "colour": value}])
