@@ -75,19 +75,23 @@ def check_encoding(name: str, field: str) -> None:
 
 
 class FilesData(SplitFields):
-    name: Literal["files"] = Field(description="User data in Parquet, CSV, TSV, JSON Lines, Feather (Arrow IPC), NPZ "
+    name: Literal["files"] = Field(description="User data in Parquet, CSV, TSV, JSON Lines, Feather (Arrow IPC), "
+                                   "Excel (.xlsx), NPZ "
                                    "or image files, from a local path or s3://.")
     path: str = Field(description="A file or a directory of files: local path or s3://bucket/prefix. Images: a "
                       "directory with one directory of images per class (cat/1.png, dog/2.jpg).")
-    format: Literal["parquet", "csv", "tsv", "jsonl", "feather", "npz", "images"] | None = Field(
+    format: Literal["parquet", "csv", "tsv", "jsonl", "feather", "excel", "npz", "images"] | None = Field(
         None, description="File format; inferred from the file suffix when empty (.parquet or .pq, .csv, .tsv, "
-        ".jsonl or .ndjson, .feather or .arrow, .npz; .png, .jpg, .bmp, .gif, .webp, .tif: images; a CSV, TSV or "
+        ".jsonl or .ndjson, .feather or .arrow, .xlsx or .xlsm: excel, .npz; .png, .jpg, .bmp, .gif, .webp, "
+        ".tif: images; a CSV, TSV or "
         "JSON Lines file may be compressed: .csv.gz, .tsv.zst, .jsonl.bz2, ...)."
     )
     encoding: str = Field("utf-8", description="The text encoding of CSV and TSV files, any Python codec: cp1252 "
                           "for a CSV that Excel on Windows saved (not as CSV UTF-8), latin-1, shift_jis, utf-16, ... "
                           "The cells' separator (a comma, a semicolon, a tab) and decimal point are read from the "
                           "file.")
+    sheet: str | None = Field(None, description="The sheet of an Excel workbook (.xlsx) to read, by name: "
+                              "default the first.")
     label_column: str = Field("label", description="Column (or NPZ array) holding the class label.")
     feature_columns: list[str] | None = Field(
         None, description="Feature columns (or one tensor column / NPZ array); all but the label, in the file's order, "

@@ -281,11 +281,11 @@ def _files(cfg: FilesData, endpoint_url: str | None, known: dict | None) -> Arra
         return _image_folder(fs, root, files, cfg)
     splits = None if known or cfg.split_column or cfg.order_column else _split_of_files(root, files)
     if splits is None:
-        columns, index = read_table(fs, root, files, fmt, cfg.encoding)
+        columns, index = read_table(fs, root, files, fmt, cfg.encoding, cfg.sheet)
         return _columns_to_arrays(columns, cfg, index, known)
     # train.csv and test.csv (or train/ and test/ directories of parts): each file's rows in its split
     groups = {split: [f for f, s in zip(files, splits, strict=True) if s == split] for split in dict.fromkeys(splits)}
-    read = {split: read_table(fs, root, group, fmt, cfg.encoding) for split, group in groups.items()}
+    read = {split: read_table(fs, root, group, fmt, cfg.encoding, cfg.sheet) for split, group in groups.items()}
     names = {split: list(columns) for split, (columns, _) in read.items()}
     first = next(iter(groups))
     for split, group in groups.items():

@@ -109,7 +109,8 @@ def evaluate_on_data(uri: str, data_uri: str, encoding: str | None = None) -> di
     else:
         inputs = {"feature_columns": info.get("feature_columns"), "feature_shape": info["input_shape"]}
     source = FilesData(name="files", path=data_uri, label_column=getattr(cfg.data, "label_column", "label"),
-                       encoding=encoding or getattr(cfg.data, "encoding", "utf-8"), **inputs)
+                       encoding=encoding or getattr(cfg.data, "encoding", "utf-8"),
+                       sheet=getattr(cfg.data, "sheet", None), **inputs)
     arrays = data.load_arrays(source, cfg.seed, cfg.storage.endpoint_url, known=info)
     fills = info.get("blanks")
     if arrays.feature_columns and (blank := unfilled(arrays.x, fills, arrays.features())):

@@ -726,12 +726,41 @@ def test_tab_separated_and_compressed_tables_are_read_by_their_suffix(tmp_path):
         assert np.array_equal(arrays.x, plain.x) and np.array_equal(arrays.y, plain.y), path
         assert arrays.feature_columns == ["f1", "f2"] and arrays.label_names == ["a", "b"]
     with pytest.raises(DataError, match=r"cannot tell the format of .*t\.csv\.xz' from its name: set data.format to "
-                                         r"one of parquet, csv, tsv, jsonl, feather, npz, images, or name the file by "
-                                         r"its format \(\.csv, .*may be compressed: \.csv\.gz, \.bz2"):
+                                         r"one of parquet, csv, tsv, jsonl, feather, excel, npz, images, or name the "
+                                         r"file by its format \(\.csv, .*may be compressed: \.csv\.gz, \.bz2"):
         data.load_arrays(FilesData(name="files", path=str(_write(tmp_path / "t.csv.xz", b"x"))), seed=0)
-    with pytest.raises(DataError, match=r"t\.xlsx' is a spreadsheet workbook, which is not read here: save its sheet "
-                                         r"as CSV"):
+    with pytest.raises(DataError, match=r"t\.ods' is a spreadsheet workbook in a format not read here: save it as an "
+                                         r"Excel workbook \(\.xlsx\) or its sheet as CSV"):
+        data.load_arrays(FilesData(name="files", path=str(_write(tmp_path / "t.ods", b"PK"))), seed=0)
+    with pytest.raises(DataError, match=r"cannot read .*t\.xlsx as an Excel workbook \(\.xlsx\): File is not a zip"):
         data.load_arrays(FilesData(name="files", path=str(_write(tmp_path / "t.xlsx", b"PK"))), seed=0)
+
+
+def test_an_excel_workbook_reads_as_the_same_csv_its_sheet_by_name(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"age": rng.integers(18, 80, 60).astype(float), "city": rng.choice(["Köln", "Rome"], 60),
+                       "joined": pd.date_range("2025-01-01", periods=60, freq="D"),
+                       "label": rng.choice(["a", "b"], 60)})
+    df.loc[3, "age"], df.loc[5, "city"] = np.nan, None  # blank cells
+    df.to_csv(tmp_path / "t.csv", index=False)
+    with pd.ExcelWriter(tmp_path / "t.xlsx") as book:
+        pd.DataFrame({"note": ["exported by finance"]}).to_excel(book, sheet_name="About", index=False)
+        df.to_excel(book, sheet_name="Customers", index=False)
+    plain = data.load_arrays(FilesData(name="files", path=str(tmp_path / "t.csv")), 0)
+    read = data.load_arrays(FilesData(name="files", path=str(tmp_path / "t.xlsx"), sheet="Customers"), 0)
+    assert read.feature_columns == plain.feature_columns == ["age", "city", "joined"] and read.dates == ["joined"]
+    assert np.array_equal(read.x, plain.x, equal_nan=True) and np.array_equal(read.y, plain.y)
+    with pytest.raises(DataError, match=r"t\.xlsx has no sheet 'Sheet1': its sheets are \['About', 'Customers'\]"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "t.xlsx"), sheet="Sheet1"), 0)
+    with pytest.raises(DataError, match=r"label column 'label' not in the data; columns: \['note'\]"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "t.xlsx")), 0)
+    assert "has sheets ['About', 'Customers']: read the first, 'About' (data.sheet names another)" in \
+        capsys.readouterr().out
+    # a column of numbers and text is text, as in a CSV: named as a column of numbers with text in it
+    pd.DataFrame({"size": [1, 2, "unknown", *range(3, 42)], "label": ["a", "b"] * 21}).to_excel(tmp_path / "m.xlsx",
+                                                                                      index=False)
+    with pytest.raises(DataError, match=r"column 'size' holds numbers, and text in 1 cell \('unknown'\)"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "m.xlsx")), 0)
 
 
 def test_json_lines_and_feather_tables_read_as_the_same_csv(tmp_path):

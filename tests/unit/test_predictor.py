@@ -468,9 +468,14 @@ def test_the_predict_command_reads_a_table_file_by_its_header(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == by_name
     assert main(["predict", ckpt, "--input", str(tmp_path / "absent.csv")]) == 2
     assert "--input " + str(tmp_path / "absent.csv") + ": no such file" in capsys.readouterr().err
-    (tmp_path / "rows.xlsx").write_bytes(b"PK\x03\x04")
-    assert main(["predict", ckpt, "--input", str(tmp_path / "rows.xlsx")]) == 2
-    assert "is a spreadsheet workbook, which is not read here: save its sheet as CSV" in capsys.readouterr().err
+    # an Excel workbook's first sheet, as the same rows in a CSV; an old .xls workbook is refused with what to do
+    frame.to_excel(tmp_path / "rows.xlsx", index=False)
+    assert main(["predict", ckpt, "--input", str(tmp_path / "rows.xlsx"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == by_name
+    (tmp_path / "rows.xls").write_bytes(b"\xd0\xcf\x11\xe0")
+    assert main(["predict", ckpt, "--input", str(tmp_path / "rows.xls")]) == 2
+    assert "is a spreadsheet workbook in a format not read here: save it as an Excel workbook (.xlsx) or its sheet " \
+           "as CSV" in capsys.readouterr().err
 
 
 def test_the_predict_command_writes_each_input_with_its_prediction_to_a_table_file(tmp_path, capsys):
@@ -483,7 +488,7 @@ def test_the_predict_command_writes_each_input_with_its_prediction_to_a_table_fi
     assert main(["predict", ckpt, "--input", str(tmp_path / "rows.csv"), "--json"]) == 0
     answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for name, read in [("scored.csv", pd.read_csv), ("scored.parquet", pd.read_parquet),
-                       ("scored.jsonl.gz", lambda p: pd.read_json(p, lines=True))]:
+                       ("scored.jsonl.gz", lambda p: pd.read_json(p, lines=True)), ("scored.xlsx", pd.read_excel)]:
         assert main(["predict", ckpt, "--input", str(tmp_path / "rows.csv"), "--output", str(tmp_path / name)]) == 0
         assert f"wrote 3 predictions to {tmp_path / name}" in capsys.readouterr().out
         scored = read(tmp_path / name)
@@ -502,7 +507,7 @@ def test_the_predict_command_writes_each_input_with_its_prediction_to_a_table_fi
     (tmp_path / "clash.csv").write_text("mass,width,area,prediction\n3,1,2,x\n")
     for output, source, words in [
         (tmp_path / "rows.csv", "rows.csv", "is the --input file: name another, to keep the inputs"),
-        (tmp_path / "out.xlsx", "rows.csv", "name the file by the table format to write: .csv, .tsv"),
+        (tmp_path / "out.xls", "rows.csv", "name the file by the table format to write: .csv, .tsv"),
         (tmp_path / "none" / "out.csv", "rows.csv", "no such directory"),
         ("ftp://host/out.csv", "rows.csv", "write to a local path, s3://bucket/key or gs://bucket/key"),
         (tmp_path / "out.csv", "clash.csv", "--input has columns ['prediction'], which --output would write"),
