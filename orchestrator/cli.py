@@ -113,6 +113,8 @@ def _parser() -> argparse.ArgumentParser:
                        "NPZ (path or s3://) with the training data's label and feature columns")
     p.add_argument("--encoding", type=_encoding, help="the text encoding of a CSV or TSV --data file, such as "
                    "cp1252 (default: the training data's, data.encoding)")
+    p.add_argument("--sheet", help="the sheet of an Excel --data workbook to read (default: the training data's, "
+                   "data.sheet, else the first)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("serve", parents=[common], help="serve a checkpoint as an HTTP endpoint with Ray Serve",
@@ -138,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
                    "text, or its file), then its prediction, probability and a probability_<class> per class")
     p.add_argument("--encoding", type=_encoding, default="utf-8", help="the text encoding of a CSV, TSV or .txt "
                    "--input file, such as cp1252 (Excel on Windows)")
+    p.add_argument("--sheet", help="the sheet of an Excel --input workbook to read (default: the first)")
     p.add_argument("--api-key-env", default="ORCHESTRATOR_API_KEY", help="environment variable holding the API key")
     p.set_defaults(func=_predict)
 
@@ -346,7 +349,7 @@ def _follow(model: str, args, root: str) -> list[dict]:
 def _evaluate(args) -> dict:
     from orchestrator.evaluate import evaluate_checkpoint, evaluate_on_data
 
-    result = (evaluate_on_data(args.checkpoint, args.data, args.encoding) if args.data
+    result = (evaluate_on_data(args.checkpoint, args.data, args.encoding, args.sheet) if args.data
               else evaluate_checkpoint(args.checkpoint, args.split))
     classes = result.get("per_class") or []  # a language model has none
     if classes and len(classes) <= 30 and not args.json:  # more: one line each says little; --json has them
@@ -414,7 +417,7 @@ def _predict(args) -> dict:
                 else Path(args.output).resolve() == Path(args.input).resolve())
         if args.input != "-" and same:
             raise ConfigError(f"--output {args.output} is the --input file: name another, to keep the inputs")
-    names, instances = _read_inputs(args.input, args.encoding)
+    names, instances = _read_inputs(args.input, args.encoding, args.sheet)
     if args.target.startswith(("http://", "https://")):
         from orchestrator.client import predict_all
 
@@ -468,7 +471,7 @@ def _snippet(text: str, width: int = 40) -> str:
     return flat if len(flat) <= width else flat[: width - 3].rstrip() + "..."
 
 
-def _read_inputs(source: str, encoding: str = "utf-8") -> tuple[list[str] | None, list]:
+def _read_inputs(source: str, encoding: str = "utf-8", sheet: str | None = None) -> tuple[list[str] | None, list]:
     """--input's inputs, and their file names where they are images. `source`: - (stdin) or a file, local,
     on S3 or on GCS: JSON ({"instances": [...]} or a list of inputs); a table file with a header (CSV, TSV,
     Parquet, ...: what `data.name: files` reads) or a directory of them, whose rows go as objects keyed by
@@ -491,7 +494,7 @@ def _read_inputs(source: str, encoding: str = "utf-8") -> tuple[list[str] | None
         names, contents = datafiles.read_image_files(source)
         return names, [{"b64": base64.b64encode(raw).decode()} for raw in contents]
     if kind == "directory" or datafiles.is_table_file(source):  # a directory of table files: Spark's, Ray Data's
-        return None, datafiles.read_rows(source, encoding)
+        return None, datafiles.read_rows(source, encoding, sheet)
     try:
         text = storage.read_bytes(source).decode(encoding if source.endswith(".txt") else "utf-8")  # JSON: UTF-8
     except (OSError, UnicodeDecodeError) as e:

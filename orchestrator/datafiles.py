@@ -22,12 +22,12 @@ from orchestrator.errors import DataError
 from orchestrator.images import IMAGE_SUFFIXES, image_shape, is_image_file
 
 
-def read_rows(path: str, encoding: str = "utf-8") -> list[dict]:
+def read_rows(path: str, encoding: str = "utf-8", sheet: str | None = None) -> list[dict]:
     """The rows of a table file (or a directory of them), read as `data.name: files` reads it, as objects
     keyed by column name: inputs to a model trained on a table (`orchestrator predict --input rows.csv`).
     An index pandas wrote is left out: it is never a model's column."""
     fs, root, files, fmt = data_files(path, None, None)
-    columns, index = read_table(fs, root, files, fmt, encoding)
+    columns, index = read_table(fs, root, files, fmt, encoding, sheet)
     columns = {k: v for k, v in columns.items() if k not in index}
     cells = {}
     for name, values in columns.items():
@@ -334,11 +334,12 @@ def _read_workbook(fs, f: str, sheet: str | None):
     try:
         sheets = pd.ExcelFile(book, engine="openpyxl").sheet_names
         if sheet is not None and sheet not in sheets:
-            raise DataError(f"{storage.uri(fs, f)} has no sheet {sheet!r}: its sheets are {sheets} (data.sheet)")
+            raise DataError(f"{storage.uri(fs, f)} has no sheet {sheet!r}: its sheets are {sheets} (data.sheet; "
+                            "--sheet for evaluate --data and predict --input)")
         frame = pd.read_excel(book, sheet_name=sheet or 0, engine="openpyxl")
         if sheet is None and len(sheets) > 1:
-            print(f"data: {storage.uri(fs, f)} has sheets {sheets}: read the first, {sheets[0]!r} (data.sheet names "
-                  "another)", flush=True)
+            print(f"data: {storage.uri(fs, f)} has sheets {sheets}: read the first, {sheets[0]!r} (data.sheet, or "
+                  "--sheet for evaluate --data and predict --input, names another)", flush=True)
     except (zipfile.BadZipFile, KeyError, OSError) as e:
         raise DataError(f"cannot read {storage.uri(fs, f)} as an Excel workbook (.xlsx): {e}") from None
     frame.columns = [str(c) for c in frame.columns]

@@ -90,10 +90,11 @@ def per_class_table(confusion: list[list[int]], labels: list[str]) -> list[dict]
              "support": int(n)} for label, p, r, f, n in zip(labels, precision, recall, f1, cm.sum(1), strict=True)]
 
 
-def evaluate_on_data(uri: str, data_uri: str, encoding: str | None = None) -> dict:
+def evaluate_on_data(uri: str, data_uri: str, encoding: str | None = None, sheet: str | None = None) -> dict:
     """Metrics of a classifier checkpoint on labelled data it was not trained on: a table file (CSV, Parquet,
     ...), NPZ or an image folder (a path or s3://) with the training data's label column and the model's
-    feature columns. A CSV or TSV file is text in `encoding`, by default the training data's."""
+    feature columns. A CSV or TSV file is text in `encoding`, and of a workbook `sheet` is read: by default the
+    training data's."""
     ckpt = read_checkpoint(uri)
     cfg, info = ckpt.config, ckpt.model_info
     if cfg.model.name == "gpt":
@@ -110,7 +111,7 @@ def evaluate_on_data(uri: str, data_uri: str, encoding: str | None = None) -> di
         inputs = {"feature_columns": info.get("feature_columns"), "feature_shape": info["input_shape"]}
     source = FilesData(name="files", path=data_uri, label_column=getattr(cfg.data, "label_column", "label"),
                        encoding=encoding or getattr(cfg.data, "encoding", "utf-8"),
-                       sheet=getattr(cfg.data, "sheet", None), **inputs)
+                       sheet=sheet or getattr(cfg.data, "sheet", None), **inputs)
     arrays = data.load_arrays(source, cfg.seed, cfg.storage.endpoint_url, known=info)
     fills = info.get("blanks")
     if arrays.feature_columns and (blank := unfilled(arrays.x, fills, arrays.features())):

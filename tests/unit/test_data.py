@@ -752,9 +752,11 @@ def test_an_excel_workbook_reads_as_the_same_csv_its_sheet_by_name(tmp_path, cap
     assert np.array_equal(read.x, plain.x, equal_nan=True) and np.array_equal(read.y, plain.y)
     with pytest.raises(DataError, match=r"t\.xlsx has no sheet 'Sheet1': its sheets are \['About', 'Customers'\]"):
         data.load_arrays(FilesData(name="files", path=str(tmp_path / "t.xlsx"), sheet="Sheet1"), 0)
+    assert datafiles.read_rows(str(tmp_path / "t.xlsx"), sheet="Customers")[3] == {
+        "age": None, "city": df.city[3], "joined": "2025-01-04T00:00:00.000000", "label": df.label[3]}
     with pytest.raises(DataError, match=r"label column 'label' not in the data; columns: \['note'\]"):
         data.load_arrays(FilesData(name="files", path=str(tmp_path / "t.xlsx")), 0)
-    assert "has sheets ['About', 'Customers']: read the first, 'About' (data.sheet names another)" in \
+    assert "has sheets ['About', 'Customers']: read the first, 'About' (data.sheet, or --sheet for" in \
         capsys.readouterr().out
     # a column of numbers and text is text, as in a CSV: named as a column of numbers with text in it
     pd.DataFrame({"size": [1, 2, "unknown", *range(3, 42)], "label": ["a", "b"] * 21}).to_excel(tmp_path / "m.xlsx",
