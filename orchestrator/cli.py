@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import posixpath
 import signal
 import sys
 import time
@@ -493,7 +494,8 @@ def _read_inputs(source: str, encoding: str = "utf-8", sheet: str | None = None)
     if is_image_file(source) or (kind == "directory" and datafiles.holds_images(source)):
         names, contents = datafiles.read_image_files(source)
         return names, [{"b64": base64.b64encode(raw).decode()} for raw in contents]
-    if kind == "directory" or datafiles.is_table_file(source):  # a directory of table files: Spark's, Ray Data's
+    json_file = posixpath.splitext(source.lower())[1] == ".json"  # {"instances": [...]} or a list of inputs
+    if kind == "directory" or (datafiles.is_table_file(source) and not json_file):  # Spark's, Ray Data's parts
         return None, datafiles.read_rows(source, encoding, sheet)
     try:
         text = storage.read_bytes(source).decode(encoding if source.endswith(".txt") else "utf-8")  # JSON: UTF-8

@@ -80,11 +80,11 @@ class FilesData(SplitFields):
                                    "or image files, from a local path or s3://.")
     path: str = Field(description="A file or a directory of files: local path or s3://bucket/prefix. Images: a "
                       "directory with one directory of images per class (cat/1.png, dog/2.jpg).")
-    format: Literal["parquet", "csv", "tsv", "jsonl", "feather", "excel", "npz", "images"] | None = Field(
+    format: Literal["parquet", "csv", "tsv", "jsonl", "json", "feather", "excel", "npz", "images"] | None = Field(
         None, description="File format; inferred from the file suffix when empty (.parquet or .pq, .csv, .tsv, "
-        ".jsonl or .ndjson, .feather or .arrow, .xlsx or .xlsm: excel, .npz; .png, .jpg, .bmp, .gif, .webp, "
-        ".tif: images; a CSV, TSV or "
-        "JSON Lines file may be compressed: .csv.gz, .tsv.zst, .jsonl.bz2, ...)."
+        ".jsonl or .ndjson, .json (a list of rows), .feather or .arrow, .xlsx or .xlsm: excel, .npz; .png, .jpg, "
+        ".bmp, .gif, .webp, .tif: images; a CSV, TSV, JSON Lines or JSON file may be compressed: .csv.gz, "
+        ".tsv.zst, .jsonl.bz2, ...)."
     )
     encoding: str = Field("utf-8", description="The text encoding of CSV and TSV files, any Python codec: cp1252 "
                           "for a CSV that Excel on Windows saved (not as CSV UTF-8), latin-1, shift_jis, utf-16, ... "

@@ -50,8 +50,8 @@ def _json_value(v):
 
 def write_rows(path: str, rows: list[dict]) -> None:
     """Rows (objects keyed by column name) to a table file, local or on S3/GCS, in the format its name says:
-    CSV, TSV or JSON Lines (compressed as `.csv.gz` and the like say), Parquet, Feather, an Excel workbook
-    (.xlsx). `check_writable` first."""
+    CSV, TSV, JSON Lines or JSON (compressed as `.csv.gz` and the like say), Parquet, Feather, an Excel
+    workbook (.xlsx). `check_writable` first."""
     import tempfile
 
     import pandas as pd
@@ -64,8 +64,8 @@ def write_rows(path: str, rows: list[dict]) -> None:
             frame.to_parquet(local, index=False)
         elif fmt == "feather":
             frame.to_feather(local)
-        elif fmt == "jsonl":
-            frame.to_json(local, orient="records", lines=True, force_ascii=False)
+        elif fmt in ("jsonl", "json"):
+            frame.to_json(local, orient="records", lines=fmt == "jsonl", force_ascii=False)
         elif fmt == "excel":
             frame.to_excel(local, index=False, engine="openpyxl")
         else:
@@ -83,7 +83,7 @@ def check_writable(path: str) -> str:
     except DataError:
         fmt = None
     if fmt in (None, "npz", "images"):
-        raise DataError(f"{path}: name the file by the table format to write: .csv, .tsv, .jsonl, .parquet, "
+        raise DataError(f"{path}: name the file by the table format to write: .csv, .tsv, .jsonl, .json, .parquet, "
                         ".feather or .xlsx (.csv.gz and the like: compressed)")
     if storage.is_remote(path):
         storage.check_writable(posixpath.dirname(path.rstrip("/")))
@@ -143,11 +143,12 @@ def _walk_dir(fs, directory: str, skip: tuple[str, ...]):
 # A file's format by its suffix. CSV, TSV and JSON Lines files may also be compressed (.csv.gz, ...): pyarrow
 # decompresses them as it reads. Feather (Arrow IPC) and Parquet compress inside the file.
 SUFFIXES = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "tsv": "tsv", "jsonl": "jsonl", "ndjson": "jsonl",
+            "json": "json",
             "feather": "feather", "arrow": "feather", "xlsx": "excel", "xlsm": "excel", "npz": "npz",
             **dict.fromkeys(IMAGE_SUFFIXES, "images")}
 
 
-TEXT_FORMATS = ("csv", "tsv", "jsonl")
+TEXT_FORMATS = ("csv", "tsv", "jsonl", "json")
 
 
 COMPRESSED = ("gz", "bz2", "zst", "lz4")
@@ -239,6 +240,8 @@ def read_table(fs, root: str, files: list[str], fmt: str, encoding: str = "utf-8
             elif fmt == "jsonl":  # decompressed as its suffix says (.gz, ...); JSON is UTF-8
                 with fs.open_input_stream(f, compression="detect") as fh:
                     table = pyarrow.json.read_json(fh)
+            elif fmt == "json":
+                table = _read_json_table(fs, f)
             elif fmt == "excel":
                 table = _read_workbook(fs, f, sheet)
             else:
@@ -319,6 +322,47 @@ def _read_csv(fs, f: str, fmt: str, encoding: str):
     return table
 
 
+def _read_json_table(fs, f: str):
+    """A JSON file of a table (decompressed as its suffix says): a list of rows, [{"age": 41, ...}, ...], as
+    APIs and pandas' to_json(orient="records") write it, a row per line (as Spark writes .json files), or
+    pandas' other layouts of a table: {"columns": [...], "data": [[...], ...]} (orient split) or {"age":
+    {"0": 41, ...}, ...} (its default, by column)."""
+    import pandas as pd
+
+    with fs.open_input_stream(f, compression="detect") as fh:
+        text = fh.read().decode(errors="replace")
+    try:
+        content = json.loads(text)
+    except json.JSONDecodeError as e:
+        try:  # JSON Lines, as Spark's DataFrame.write.json() writes part-*.json files
+            content = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError:
+            raise DataError(f"cannot read {storage.uri(fs, f)} as JSON: {e}") from None
+    if isinstance(content, list) and all(isinstance(row, dict) for row in content):
+        frame = pd.DataFrame.from_records(content)
+    elif isinstance(content, dict) and isinstance(content.get("columns"), list) and "data" in content:
+        frame = pd.DataFrame(content["data"], columns=content["columns"])
+    elif isinstance(content, dict) and content and all(isinstance(v, (dict, list)) for v in content.values()):
+        frame = pd.DataFrame(content)
+    else:
+        raise DataError(f"{storage.uri(fs, f)} is not a table in JSON: give a list of rows, [{{\"age\": 41, ...}}, "
+                        '...], or pandas\' to_json() of a DataFrame')
+    return _table_of_frame(frame)
+
+
+def _table_of_frame(frame):
+    """A pandas DataFrame (read from JSON or a workbook) as a table: column names as text, and a column of
+    numbers and text as text, as a CSV reader reads it."""
+    import pyarrow as pa
+
+    frame.columns = [str(c) for c in frame.columns]
+    for c in frame.columns:
+        if frame[c].dtype == object:  # numbers and text: each cell as text, a blank one blank
+            frame[c] = [None if v is None or v != v else v if isinstance(v, (list, dict)) else str(v)
+                        for v in frame[c]]
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
 def _read_workbook(fs, f: str, sheet: str | None):
     """A sheet of an Excel workbook (.xlsx) as a table, read with pandas and openpyxl (its XML through
     defusedxml): its first row the column names, a date cell a date, a number a number. A column that holds
@@ -327,7 +371,6 @@ def _read_workbook(fs, f: str, sheet: str | None):
     import zipfile
 
     import pandas as pd
-    import pyarrow as pa
 
     with fs.open_input_file(f) as fh:
         book = io.BytesIO(fh.read())
@@ -342,11 +385,7 @@ def _read_workbook(fs, f: str, sheet: str | None):
                   "--sheet for evaluate --data and predict --input, names another)", flush=True)
     except (zipfile.BadZipFile, KeyError, OSError) as e:
         raise DataError(f"cannot read {storage.uri(fs, f)} as an Excel workbook (.xlsx): {e}") from None
-    frame.columns = [str(c) for c in frame.columns]
-    for c in frame.columns:
-        if frame[c].dtype == object:  # numbers and text: each cell as text, a blank one blank
-            frame[c] = [None if v is None or v != v else str(v) for v in frame[c]]
-    return pa.Table.from_pandas(frame, preserve_index=False)
+    return _table_of_frame(frame)
 
 
 # Marks at the start of a text file that declare its encoding; UTF-32's before UTF-16's, which they begin with

@@ -776,14 +776,27 @@ def test_json_lines_and_feather_tables_read_as_the_same_csv(tmp_path):
     df.to_json(tmp_path / "t.ndjson.bz2", orient="records", lines=True, compression="bz2")
     df.to_feather(tmp_path / "t.feather")
     df.to_feather(tmp_path / "t.arrow", compression="zstd")
+    # JSON of a table: a list of rows (APIs, to_json(orient="records")), pandas' split and default layouts, and a
+    # row a line in a .json file, as Spark's write.json() writes its parts
+    df.to_json(tmp_path / "records.json", orient="records")
+    df.to_json(tmp_path / "split.json.gz", orient="split", index=False)
+    df.to_json(tmp_path / "columns.json")
+    df.to_json(tmp_path / "spark.json", orient="records", lines=True)
     plain = data.load_arrays(FilesData(name="files", path=str(tmp_path / "t.csv")), seed=0)
-    for name in ["t.jsonl", "t.ndjson.bz2", "t.feather", "t.arrow"]:
+    for name in ["t.jsonl", "t.ndjson.bz2", "t.feather", "t.arrow", "records.json", "split.json.gz", "columns.json",
+                 "spark.json"]:
         arrays = data.load_arrays(FilesData(name="files", path=str(tmp_path / name)), seed=0)
         assert np.array_equal(arrays.x, plain.x) and np.array_equal(arrays.y, plain.y), name
         assert arrays.feature_columns == ["f1", "f2"] and arrays.label_names == ["a", "b"]
     (tmp_path / "bad.jsonl").write_text('{"f1": 1, "label": "a"}\n[1, 2]\n')
     with pytest.raises(DataError, match=r"cannot read .*bad\.jsonl as jsonl: JSON parse error"):
         data.load_arrays(FilesData(name="files", path=str(tmp_path / "bad.jsonl")), seed=0)
+    (tmp_path / "bad.json").write_text('{"f1": 1, ')
+    with pytest.raises(DataError, match=r"cannot read .*bad\.json as JSON: Expecting property name"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "bad.json")), seed=0)
+    (tmp_path / "bad.json").write_text('[[1, 2], [3, 4]]')
+    with pytest.raises(DataError, match=r"bad\.json is not a table in JSON: give a list of rows"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "bad.json")), seed=0)
 
 
 def _write(path: Path, content: bytes) -> Path:

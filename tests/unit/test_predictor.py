@@ -488,7 +488,8 @@ def test_the_predict_command_writes_each_input_with_its_prediction_to_a_table_fi
     assert main(["predict", ckpt, "--input", str(tmp_path / "rows.csv"), "--json"]) == 0
     answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for name, read in [("scored.csv", pd.read_csv), ("scored.parquet", pd.read_parquet),
-                       ("scored.jsonl.gz", lambda p: pd.read_json(p, lines=True)), ("scored.xlsx", pd.read_excel)]:
+                       ("scored.jsonl.gz", lambda p: pd.read_json(p, lines=True)), ("scored.json", pd.read_json),
+                       ("scored.xlsx", pd.read_excel)]:
         assert main(["predict", ckpt, "--input", str(tmp_path / "rows.csv"), "--output", str(tmp_path / name)]) == 0
         assert f"wrote 3 predictions to {tmp_path / name}" in capsys.readouterr().out
         scored = read(tmp_path / name)
