@@ -737,6 +737,9 @@ def test_tab_separated_and_compressed_tables_are_read_by_their_suffix(tmp_path):
 
 
 def test_an_excel_workbook_reads_as_the_same_csv_its_sheet_by_name(tmp_path, capsys):
+    import openpyxl
+
+    assert openpyxl.DEFUSEDXML  # a workbook's XML is parsed through defusedxml: no entity expansion
     rng = np.random.default_rng(0)
     df = pd.DataFrame({"age": rng.integers(18, 80, 60).astype(float), "city": rng.choice(["Köln", "Rome"], 60),
                        "joined": pd.date_range("2025-01-01", periods=60, freq="D"),
