@@ -20,6 +20,7 @@ import numpy as np
 
 from orchestrator import blanks, byte_text, dates, storage
 from orchestrator.amounts import as_numbers
+from orchestrator.amounts import example as amount_example
 from orchestrator.amounts import read_text as read_amounts
 from orchestrator.categories import (MAX_CATEGORIES, categories_of, check_not_numbers, names_rows, one_hot,
                                      sentence_words, texts)
@@ -148,6 +149,25 @@ def ordered_split(n: int, val_fraction: float, test_fraction: float, what: str =
     return idx[: n - num_val - num_test], idx[n - num_val - num_test : n - num_test], idx[n - num_test :]
 
 
+def columns_read(arrays: Arrays, most: int = 24) -> str:
+    """One line that says how each of a table's columns is read: a number (as written, where it is text), a
+    category (how many), a date, the text; the first `most` of them."""
+    def kind(column: str) -> str:
+        form = (arrays.written_forms or {}).get(column)
+        if column == arrays.text_column:
+            return "text" + (f" of {len(arrays.text_parts)} columns" if arrays.text_parts else "")
+        if column in (arrays.dates or []):
+            return "date" + (f" written {dates.example(form)!r}" if form else "")
+        if column in (arrays.categories or {}):
+            return f"{len(arrays.categories[column])} categories"
+        return "number" + (f" written {amount_example(form)!r}" if form else "")
+
+    shown = [f"{column} {kind(column)}" for column in arrays.feature_columns[:most]]
+    more = len(arrays.feature_columns) - most
+    return (f"data: {len(arrays.y):,} rows, {len(arrays.label_names)} classes; columns read: {', '.join(shown)}"
+            + (f", and {more} more" if more > 0 else ""))
+
+
 def given_split(codes: np.ndarray, y: np.ndarray, val_fraction: float, test_fraction: float, seed: int):
     """Train, val and test indices as `codes` name them (0, 1, 2: Arrays.split); a split that no row is
     named is drawn from the train rows, by its fraction, as split_indices draws it."""
@@ -220,6 +240,8 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
                             "needs two or more; is data.label_column the right column?")
         tr, va, te = (split_indices(arrays.y, cfg.val_fraction, cfg.test_fraction, seed) if arrays.split is None
                       else given_split(arrays.split, arrays.y, cfg.val_fraction, cfg.test_fraction, seed))
+        if arrays.feature_columns:
+            print(columns_read(arrays), flush=True)
         if arrays.text_column and not arrays.text_bytes:  # a text's bytes alone are token ids: nothing to normalize
             mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
         else:
@@ -488,6 +510,14 @@ def _split_of_rows(columns: dict[str, np.ndarray], cfg: FilesData, rows: np.ndar
     return codes
 
 
+def _counts_rows(values: np.ndarray) -> bool:
+    """Whether a column is whole numbers that count the rows: each one more than the last (1, 2, 3 or 1001,
+    1002, ...), as ids and row numbers do."""
+    if values.dtype.kind not in "iu" or len(values) < 20:
+        return False
+    return bool((np.diff(values.astype(np.int64)) == 1).all())
+
+
 def _text_of(columns: dict[str, np.ndarray], name: str) -> np.ndarray:
     """A column of text's cells; a blank cell is the empty text."""
     if name not in columns:
@@ -566,6 +596,10 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str], k
         forms |= {c: form for c, (_, form) in numbers.items()}
         text = {c: values for c, values in text.items() if c not in dates_of and c not in numbers}
         found = {c: categories_of(values) for c, values in text.items()}
+        if cfg.feature_columns is None and (ids := [c for c in feature_cols if _counts_rows(columns[c])]):
+            print(f"data: columns {ids} hold a different whole number in every row, counting up as rows do: ids, "
+                  "most likely, which a model would learn the rows' order from. Read as numbers; to leave them "
+                  "out, list the other columns in data.feature_columns", flush=True)
     else:  # the model's text columns, its values; its date columns, read as dates whatever the reader made them
         forms = {c: f for c, f in (known.get("written_forms") or {}).items() if c in feature_cols}
         dates_of = {c: dates.as_dates(columns[c], c, forms.get(c)) for c in feature_cols

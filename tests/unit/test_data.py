@@ -260,6 +260,23 @@ def test_a_split_from_the_data_is_refused_where_it_cannot_apply(tmp_path):
         data.load_arrays(FilesData(name="files", path=str(tmp_path), order_column="taken"), 0)
 
 
+def test_training_says_how_each_column_is_read_and_names_a_column_of_row_ids(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    n = 40
+    pd.DataFrame({"id": np.arange(1001, 1001 + n), "age": rng.integers(18, 80, n),
+                  "price": [f"${v:,.2f}" for v in rng.uniform(10, 5000, n)], "city": rng.choice(["Oslo", "Rome"], n),
+                  "day": [f"{m}/{d}/2025" for m, d in zip(rng.integers(1, 13, n), rng.integers(13, 29, n))],
+                  "label": rng.choice(["a", "b", "c"], n)}).to_csv(tmp_path / "t.csv", index=False)
+    data.load_splits(FilesData(name="files", path=str(tmp_path / "t.csv")), 0)
+    out = capsys.readouterr().out
+    assert "data: 40 rows, 3 classes; columns read: id number, age number, price number written '$1,234.5', city 2 " \
+           "categories, day date written '01/05/2026'\n" in out
+    assert "data: columns ['id'] hold a different whole number in every row, counting up as rows do: ids" in out
+    data.load_splits(FilesData(name="files", path=str(tmp_path / "t.csv"), feature_columns=["age", "city"]), 0)
+    out = capsys.readouterr().out
+    assert "columns read: age number, city 2 categories\n" in out and "ids" not in out  # chosen: not said
+
+
 def test_text_columns_are_categories_a_feature_each():
     files = FilesData(name="files", path="d.csv")
     npz, csv = np.array(["red", "blue", "red", ""]), np.array(["red", "blue", "red", None], dtype=object)
