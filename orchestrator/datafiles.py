@@ -168,7 +168,7 @@ def infer_format(path: str) -> str:
     if fmt is None:
         raise DataError(f"cannot tell the format of {path!r} from its name: set data.format to one of "
                         f"{', '.join(dict.fromkeys(SUFFIXES.values()))}, or name the file by its format (.csv, "
-                        ".parquet, .png, ...; a CSV, TSV or JSON Lines file may be compressed: .csv.gz, "
+                        ".parquet, .png, ...; a CSV, TSV, JSON Lines or JSON file may be compressed: .csv.gz, "
                         f"{', '.join('.' + c for c in COMPRESSED[1:])})")
     return fmt
 

@@ -743,7 +743,7 @@ def test_tab_separated_and_compressed_tables_are_read_by_their_suffix(tmp_path):
         assert np.array_equal(arrays.x, plain.x) and np.array_equal(arrays.y, plain.y), path
         assert arrays.feature_columns == ["f1", "f2"] and arrays.label_names == ["a", "b"]
     with pytest.raises(DataError, match=r"cannot tell the format of .*t\.csv\.xz' from its name: set data.format to "
-                                         r"one of parquet, csv, tsv, jsonl, feather, excel, npz, images, or name the "
+                                         r"one of parquet, csv, tsv, jsonl, json, feather, excel, npz, images, or name the "
                                          r"file by its format \(\.csv, .*may be compressed: \.csv\.gz, \.bz2"):
         data.load_arrays(FilesData(name="files", path=str(_write(tmp_path / "t.csv.xz", b"x"))), seed=0)
     with pytest.raises(DataError, match=r"t\.ods' is a spreadsheet workbook in a format not read here: save it as an "
