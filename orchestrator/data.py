@@ -616,12 +616,20 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str], k
             check_not_numbers(c, values)
         if wide := [c for c in text if names_rows(found[c], num_rows)]:
             counts = ", ".join(f"{c!r} {len(found[c])}" for c in wide)
-            keep = ", ".join(c for c in feature_cols if c not in wide)
+            kept = [c for c in feature_cols if c not in wide]
+            keep = ", ".join(kept)
             beside = f", and data.feature_columns: [{keep}] for the columns beside it" if keep else ""
-            raise DataError(f"text columns hold too many different values to be categories ({counts} in {num_rows} "
-                            f"rows; at most {MAX_CATEGORIES}, and under half the rows): ids, names or free text. "
-                            f"Leave them out: data.feature_columns: [{keep}]; or, to read one as free text, set "
-                            f"data.text_column: {wide[0]} with model.name rnn or transformer{beside}")
+            what = (f"too many different values to be categories ({counts} in {num_rows} rows; at most "
+                    f"{MAX_CATEGORIES}, and under half the rows): ids, names or free text")
+            as_text = (f"to read one as free text, set data.text_column: {wide[0]} with model.name rnn or "
+                       f"transformer{beside}")
+            if cfg.feature_columns or not kept:  # asked for by name, or nothing else to read
+                raise DataError(f"text columns hold {what}. Leave them out: data.feature_columns: [{keep}]; or, "
+                                f"{as_text}")
+            # every column was taken by default: those that name rows are left out, as ids would be by hand
+            print(f"data: columns {wide} hold {what}: left out ({as_text})", flush=True)
+            feature_cols, text = kept, {c: v for c, v in text.items() if c not in wide}
+            found = {c: v for c, v in found.items() if c not in wide}
         for c in text:
             if (words := sentence_words(found[c])) is not None:
                 print(f"data: column {c!r} holds sentences (a median of {words} words), made categories: each "

@@ -277,7 +277,7 @@ def test_training_says_how_each_column_is_read_and_names_a_column_of_row_ids(tmp
     assert "columns read: age number, city 2 categories\n" in out and "ids" not in out  # chosen: not said
 
 
-def test_text_columns_are_categories_a_feature_each():
+def test_text_columns_are_categories_a_feature_each(capsys):
     files = FilesData(name="files", path="d.csv")
     npz, csv = np.array(["red", "blue", "red", ""]), np.array(["red", "blue", "red", None], dtype=object)
     for colour in (npz, csv):
@@ -310,11 +310,20 @@ def test_text_columns_are_categories_a_feature_each():
         data._columns_to_arrays(blank, files.model_copy(update={"fill_blanks": False}))
     two = {"n": np.array(["a", "b"] * 20), "label": np.arange(40) % 2}
     assert data._columns_to_arrays(two, files).x.shape == (40, 2)
-    # a column of ids or names is no category: refused, with the columns to keep
-    ids = {"size": np.ones(40), "name": np.array([f"p{i}" for i in range(40)]), "label": np.arange(40) % 2}
+    # a column of ids or names is no category: left out where every column was taken by default, and said
+    ids = {"size": np.arange(40) % 3, "name": np.array([f"p{i}" for i in range(40)]), "label": np.arange(40) % 2}
+    read = data._columns_to_arrays(ids, files)
+    assert read.feature_columns == ["size"] and read.categories is None and read.x.shape == (40, 1)
+    assert ("data: columns ['name'] hold too many different values to be categories ('name' 40 in 40 rows; at most "
+            "1000, and under half the rows): ids, names or free text: left out (to read one as free text, set "
+            "data.text_column: name with model.name rnn or transformer, and data.feature_columns: [size] for the "
+            "columns beside it)") in capsys.readouterr().out
+    # refused where data.feature_columns asks for it, or where nothing else is left, with the columns to keep
     with pytest.raises(DataError, match=r"text columns hold too many different values to be categories \('name' 40 "
                                         r"in 40 rows; .*Leave them out: data.feature_columns: \[size\]"):
-        data._columns_to_arrays(ids, files)
+        data._columns_to_arrays(ids, files.model_copy(update={"feature_columns": ["size", "name"]}))
+    with pytest.raises(DataError, match=r"\('name' 40 in 40 rows; .*Leave them out: data.feature_columns: \[\]"):
+        data._columns_to_arrays({"name": ids["name"], "label": ids["label"]}, files)
 
 
 def test_a_column_of_free_text_is_its_bytes_for_a_model_of_text(tmp_path, capsys):
@@ -356,9 +365,13 @@ def test_a_column_of_free_text_is_its_bytes_for_a_model_of_text(tmp_path, capsys
     with pytest.raises(DataError, match="to read one as free text, set data.text_column: review with model.name rnn "
                                         r"or transformer$"):
         data._columns_to_arrays(many, FilesData(name="files", path="d.csv"))
+    beside = {**many, "stars": np.arange(40) % 5}
+    assert data._columns_to_arrays(beside, FilesData(name="files", path="d.csv")).feature_columns == ["stars"]
+    assert ("left out (to read one as free text, set data.text_column: review with model.name rnn or transformer, "
+            "and data.feature_columns: [stars] for the columns beside it)") in capsys.readouterr().out
     with pytest.raises(DataError, match=r"data.text_column: review with model.name rnn or transformer, and "
                                         r"data.feature_columns: \[stars\] for the columns beside it"):
-        data._columns_to_arrays({**many, "stars": np.arange(40) % 5}, FilesData(name="files", path="d.csv"))
+        data._columns_to_arrays(beside, FilesData(name="files", path="d.csv", feature_columns=["review", "stars"]))
     for columns, message in [
         ({"label": np.arange(4)}, r"data.text_column 'review' not in the data; columns: \['label'\]"),
         ({"review": np.arange(4.0), "label": np.arange(4)}, "data.text_column 'review' holds float64 values, not text"),
