@@ -312,7 +312,7 @@ def _files(cfg: FilesData, endpoint_url: str | None, known: dict | None) -> Arra
     first = next(iter(groups))
     for split, group in groups.items():
         shown = ", ".join(storage.uri(fs, f) for f in group[:2]) + (" ..." if len(group) > 2 else "")
-        if cfg.label_column not in names[split] and cfg.label_column in names[first]:
+        if cfg.label_column not in names[split] and any(cfg.label_column in n for n in names.values()):
             raise DataError(f"{shown} has no {cfg.label_column!r} column, the label, so it cannot be the {split} "
                             "split: rows to predict go to `orchestrator predict CHECKPOINT --input FILE`; give "
                             "data.path the labelled file alone, or move this one out of the directory")

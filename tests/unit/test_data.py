@@ -190,8 +190,8 @@ def test_a_directory_of_train_and_test_files_keeps_their_split(tmp_path, capsys)
     rng = np.random.default_rng(0)
     frames = {split: pd.DataFrame({"x": rng.normal(size=n), "kind": rng.choice(["p", "q"], n),
                                    "label": rng.choice(["a", "b"], n)}) for split, n in (("train", 170), ("test", 30))}
-    layouts = {"files": {"Train.csv": frames["train"], "test.csv": frames["test"]},
-               "dated": {"train_2023.csv": frames["train"], "test_2024.csv": frames["test"]},
+    layouts = {"files": {"train.csv": frames["train"], "test.csv": frames["test"]},  # test.csv listed first
+               "dated": {"Train_2023.csv": frames["train"], "test_2024.csv": frames["test"]},
                "parts": {"train/part-0.csv": frames["train"][:100], "train/part-1.csv": frames["train"][100:],
                          "test/part-0.csv": frames["test"]}}
     for layout, files in layouts.items():
@@ -208,7 +208,7 @@ def test_a_directory_of_train_and_test_files_keeps_their_split(tmp_path, capsys)
                                         r"rows to predict go to `orchestrator predict"):
         data.load_splits(FilesData(name="files", path=str(tmp_path / "files")), 0)
     # files named otherwise are one table, split at random as before
-    for name in ("Train.csv", "test.csv"):
+    for name in ("train.csv", "test.csv"):
         (tmp_path / "files" / name).rename(tmp_path / "files" / f"part-{name}")
     frames["test"].to_csv(tmp_path / "files" / "part-test.csv", index=False)
     mixed = data.load_splits(FilesData(name="files", path=str(tmp_path / "files")), 0)
