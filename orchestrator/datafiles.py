@@ -279,7 +279,8 @@ def read_table(fs, root: str, files: list[str], fmt: str, encoding: str = "utf-8
 # The first bytes of a CSV or TSV file, for `csv_dialect` to read its header and cells from
 SNIFF_BYTES = 1 << 16
 DELIMITERS = (",", ";", "\t", "|")
-DECIMAL_COMMA = re.compile(r'(?:^|;)"?-?\d+,\d+"?(?=;|\r?$)', re.MULTILINE)  # a cell such as 4081,96
+# A cell of a semicolon file that is a number with decimals after a comma (4081,96), or after a point (4081.96)
+DECIMALS = {mark: re.compile(r'(?:^|;)"?-?\d+' + re.escape(mark) + r'\d+"?(?=;|\r?$)', re.MULTILINE) for mark in ",."}
 
 
 def csv_dialect(head: str, fmt: str) -> tuple[str, str]:
@@ -287,13 +288,16 @@ def csv_dialect(head: str, fmt: str) -> tuple[str, str]:
     and DuckDB's readers sniff them. The header line says the delimiter: the format's own (a comma, a
     tab) where the header holds one, else the one of ; tab | , it holds most (quoted names left out).
     Spreadsheets write CSV with semicolons where the locale's decimal point is a comma (Excel in
-    Germany, France, Spain, ...): in a semicolon file, a cell of digits with one comma (4081,96) says
-    that the decimals follow a comma."""
+    Germany, France, Spain, ...): in a semicolon file, cells of digits with one comma (4081,96), more of
+    them than cells with a decimal point, say that the decimals follow a comma."""
     header = re.sub(r'"[^"]*"', "", head.split("\n", 1)[0])
     usual = "\t" if fmt == "tsv" else ","
     counts = {d: header.count(d) for d in DELIMITERS}
     delimiter = usual if counts[usual] or not any(counts.values()) else max(DELIMITERS, key=counts.get)
-    return delimiter, "," if delimiter == ";" and DECIMAL_COMMA.search(head) else "."
+    if delimiter != ";":
+        return delimiter, "."
+    commas, points = (len(DECIMALS[mark].findall(head)) for mark in ",.")
+    return delimiter, "," if commas > points else "."
 
 
 def _read_csv(fs, f: str, fmt: str, encoding: str):

@@ -700,6 +700,7 @@ def test_unreadable_tables_name_the_file_and_the_fault(tmp_path, content, messag
     ("a,b,label\n1.5,2,x\n", "csv", (",", ".")),
     ('"Alter";"Einkommen";"Kündigung"\r\n72;"4081,96";0\r\n', "csv", (";", ",")),  # Excel, German locale
     ("a;b;label\n1.5;2;x\n", "csv", (";", ".")),  # pandas' to_csv(sep=";")
+    ("a;b;note\n1.5;2.25;1,5\n2.5;3.75;x\n", "csv", (";", ".")),  # a text cell "1,5" among decimal points
     ("a;b;label\n1;2,0;x", "csv", (";", ",")),  # the last line cut where the sniffed bytes end
     ('"name, first";age;label\n"Smith, J";41;x\n', "csv", (";", ".")),  # commas inside quotes are not separators
     ("a\tb\tlabel\n1,5\t2\tx\n", "csv", ("\t", ".")),
