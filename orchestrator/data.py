@@ -44,7 +44,7 @@ class Arrays:
     text_column: str | None = None  # a column of free text, x its bytes (byte_text.py): int64 [N, text_bytes]
     text_bytes: int | None = None  # the text beside a table's columns: x's first text_bytes features, as floats
     text_parts: list[str] | None = None  # the columns joined into that text, where there are several (byte_text.join)
-    split: np.ndarray | None = None  # int8 per row where the data says its split: 0 train, 1 val, 2 test, -1 to draw
+    split: np.ndarray | None = None  # int8 per row where the data says its split: 0 train, 1 val, 2 test
 
     def features(self) -> list[tuple[str, str]]:
         """A table's features, as (column, name) (blanks.table_features)."""
@@ -169,8 +169,8 @@ def columns_read(arrays: Arrays, most: int = 24) -> str:
 
 
 def given_split(codes: np.ndarray, y: np.ndarray, val_fraction: float, test_fraction: float, seed: int):
-    """Train, val and test indices as `codes` name them (0, 1, 2: Arrays.split); a split that no row is
-    named is drawn from the train rows, by its fraction, as split_indices draws it."""
+    """Train, val and test indices as `codes` name them (0, 1, 2: Arrays.split); a split that holds no row
+    is drawn from the train rows, by its fraction, as split_indices draws it."""
     train, val, test = (np.flatnonzero(codes == code) for code in range(3))
     if not len(val) and not len(test):
         return tuple(train[rows] for rows in split_indices(y[train], val_fraction, test_fraction, seed))
@@ -305,7 +305,13 @@ def _files(cfg: FilesData, endpoint_url: str | None, known: dict | None) -> Arra
     if splits is None:
         columns, index = read_table(fs, root, files, fmt, cfg.encoding, cfg.sheet)
         return _columns_to_arrays(columns, cfg, index, known)
-    # train.csv and test.csv (or train/ and test/ directories of parts): each file's rows in its split
+    columns, index, named = _tables_by_split(fs, root, files, splits, fmt, cfg)
+    return _columns_to_arrays(columns, cfg, index, known, named)
+
+
+def _tables_by_split(fs, root: str, files: list[str], splits: list[str], fmt: str, cfg: FilesData):
+    """The columns and index (as read_table) of files named for their splits (train.csv and test.csv, or
+    train/ and test/ directories of parts), and each row's split, as its file names it."""
     groups = {split: [f for f, s in zip(files, splits, strict=True) if s == split] for split in dict.fromkeys(splits)}
     read = {split: read_table(fs, root, group, fmt, cfg.encoding, cfg.sheet) for split, group in groups.items()}
     names = {split: list(columns) for split, (columns, _) in read.items()}
@@ -322,7 +328,7 @@ def _files(cfg: FilesData, endpoint_url: str | None, known: dict | None) -> Arra
     columns = {c: np.concatenate([read[split][0][c] for split in groups]) for c in names[first]}
     index = set().union(*(found for _, found in read.values()))
     named = np.concatenate([[split] * len(read[split][0][names[first][0]]) for split in groups])
-    return _columns_to_arrays(columns, cfg, index, known, named)
+    return columns, index, named
 
 
 # train.csv, test_2024.parquet, val/part-0.csv: a name that says a split (SPLIT_NAMES), then nothing or a separator
