@@ -334,7 +334,7 @@ def _read_json_table(fs, f: str):
     import pandas as pd
 
     with fs.open_input_stream(f, compression="detect") as fh:
-        text = fh.read().decode(errors="replace")
+        text = fh.read().decode("utf-8-sig")  # JSON is UTF-8; a byte-order mark left out
     try:
         content = json.loads(text)
     except json.JSONDecodeError as e:
