@@ -139,9 +139,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="FILE", help="write the inputs and their predictions to this table file "
                    "(.csv, .tsv, .jsonl, .parquet, .feather, .xlsx; local, s3:// or gs://): each input's row (or its "
                    "text, or its file), then its prediction, probability and a probability_<class> per class")
-    p.add_argument("--encoding", type=_encoding, default="utf-8", help="the text encoding of a CSV, TSV or .txt "
-                   "--input file, such as cp1252 (Excel on Windows)")
-    p.add_argument("--sheet", help="the sheet of an Excel --input workbook to read (default: the first)")
+    p.add_argument("--encoding", type=_encoding, help="the text encoding of a CSV, TSV or .txt --input file, such "
+                   "as cp1252 (Excel on Windows); default: a checkpoint's training data's (data.encoding), else UTF-8")
+    p.add_argument("--sheet", help="the sheet of an Excel --input workbook to read; default: a checkpoint's "
+                   "training data's (data.sheet), else the first")
     p.add_argument("--api-key-env", default="ORCHESTRATOR_API_KEY", help="environment variable holding the API key")
     p.set_defaults(func=_predict)
 
@@ -418,8 +419,11 @@ def _predict(args) -> dict:
                 else Path(args.output).resolve() == Path(args.input).resolve())
         if args.input != "-" and same:
             raise ConfigError(f"--output {args.output} is the --input file: name another, to keep the inputs")
-    names, instances = _read_inputs(args.input, args.encoding, args.sheet)
-    if args.target.startswith(("http://", "https://")):
+    remote = args.target.startswith(("http://", "https://"))
+    trained_on = {} if remote else _training_data(args.target)  # a file is read as training read its data
+    names, instances = _read_inputs(args.input, args.encoding or trained_on.get("encoding") or "utf-8",
+                                    args.sheet or trained_on.get("sheet"))
+    if remote:
         from orchestrator.client import predict_all
 
         result = predict_all(args.target, instances, api_key=os.environ.get(args.api_key_env))
@@ -539,6 +543,20 @@ def _generate(args) -> dict:
     if not args.json:
         print(result["prompt"] + result["completion"], flush=True)
     return result
+
+
+def _training_data(uri: str) -> dict:
+    """The data section of a checkpoint's config, for how its training read files (encoding, sheet); {} where it
+    cannot be read: the checkpoint is verified, and refused if it must be, when its model is loaded."""
+    import yaml
+
+    from orchestrator import storage
+
+    try:
+        config = yaml.safe_load(storage.read_bytes(posixpath.join(uri, "config.yaml")))
+        return config.get("data") or {}
+    except Exception:  # noqa: BLE001 (a missing or broken checkpoint is named when its model is loaded)
+        return {}
 
 
 def _local_model(uri: str, kind: type):

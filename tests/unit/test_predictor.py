@@ -296,6 +296,11 @@ def test_a_table_model_takes_text_columns_by_value_as_training_encoded_them(tmp_
     assert answers[0] == answers[1] == predictor.encode(predictor.predict(predictor.validate(rows)))["predictions"]
     assert main(["predict", str(tmp_path / "ckpt"), "--input", str(tmp_path / "windows.csv")]) == 2
     assert "windows.csv is not utf-8 text: row 2 of column 'colour'" in capsys.readouterr().err
+    # a checkpoint trained on such files reads them so by default (as evaluate --data does)
+    german = cfg.model_copy(update={"data": cfg.data.model_copy(update={"encoding": "cp1252"})})
+    write_checkpoint(str(tmp_path / "de"), model=predictor.model, config=german, model_info=info, metrics={})
+    assert main(["predict", str(tmp_path / "de"), "--input", str(tmp_path / "windows.csv"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"] == answers[0]
 
 
 def test_a_model_of_text_takes_texts_and_reads_them_as_training_did(tmp_path, capsys):
