@@ -40,6 +40,10 @@ def read_rows(path: str, encoding: str = "utf-8", sheet: str | None = None) -> l
     return [dict(zip(cells, row, strict=True)) for row in zip(*cells.values(), strict=True)]
 
 
+# How read_rows gives a date or time cell to the model, as text: 2026-01-05, 2020-09-24T00:00:00.000000
+ROW_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}:\d{2}(?:\.\d+)?)?")
+
+
 def _json_value(v):
     """A cell as JSON holds it: numbers, text and lists (a list column's arrays) as they are; dates, decimals
     and bytes as text, for the model's checks to name (no model trains on them)."""
@@ -57,6 +61,10 @@ def write_rows(path: str, rows: list[dict]) -> None:
     import pandas as pd
 
     frame, fmt = pd.DataFrame(rows), check_writable(path)
+    for column in frame.columns:  # dates that read_rows gave the model as text: dates again in the table written
+        filled = frame[column].dropna()
+        if len(filled) and all(isinstance(v, str) and ROW_DATE.fullmatch(v) for v in filled):
+            frame[column] = pd.to_datetime(frame[column], format="ISO8601")
     with tempfile.TemporaryDirectory() as tmp:
         # pandas writes local files (compressing by the name's suffix); a remote one is that file copied there
         local = path if not storage.is_remote(path) else os.path.join(tmp, posixpath.basename(path))

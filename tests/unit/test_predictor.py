@@ -504,6 +504,13 @@ def test_the_predict_command_writes_each_input_with_its_prediction_to_a_table_fi
         assert scored["prediction"].tolist() == [p["label"] for p in answer["predictions"]], name
         np.testing.assert_allclose(scored[classes], [p["probabilities"] for p in answer["predictions"]], atol=1e-6)
         np.testing.assert_allclose(scored["probability"], scored[classes].max(axis=1))
+    # a date column goes to the model as text, and comes out a date again
+    (tmp_path / "dated.csv").write_text("id,mass,width,area,when\nr1,3,1,2,2026-01-05\nr2,6.5,4,5,\n")
+    for name, read in [("dated.parquet", pd.read_parquet), ("dated.xlsx", pd.read_excel)]:
+        assert main(["predict", ckpt, "--input", str(tmp_path / "dated.csv"), "--output", str(tmp_path / name)]) == 0
+        when = read(tmp_path / name)["when"]
+        assert when.dtype.kind == "M" and when[0] == pd.Timestamp("2026-01-05") and pd.isna(when[1]), name
+    capsys.readouterr()
     # texts and JSON inputs: each in a column of its own
     (tmp_path / "rows.json").write_text(json.dumps([[1, 2, 3]]))
     assert main(["predict", ckpt, "--input", str(tmp_path / "rows.json"), "--output", str(tmp_path / "l.jsonl")]) == 0
