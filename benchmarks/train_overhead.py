@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from orchestrator import data, engine
+from orchestrator import data, engine, splits
 from orchestrator.checkpoint import read_checkpoint
 from orchestrator.config import config_from_dict
 from orchestrator.models import build_model
@@ -47,7 +47,7 @@ def experiment(args, storage_path: str):
 def plain_loop(cfg) -> tuple[list[float], int]:
     """samples/s of each epoch of the same training in this process, no Ray; and the sample count."""
     arrays = data.load_arrays(cfg.data, cfg.seed)
-    tr, _, _ = data.split_indices(arrays.y, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
+    tr, _, _ = splits.split_indices(arrays.y, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
     x, y = torch.from_numpy(arrays.x[tr]).clone(), torch.from_numpy(arrays.y[tr]).clone()
     mean, std = data.channel_stats(arrays.x[tr])
     torch.set_num_threads(int(cfg.train.cpus_per_worker))

@@ -133,12 +133,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", parents=[common], help="predictions from an endpoint URL or a checkpoint")
     p.add_argument("target", metavar="URL|CHECKPOINT_URI")
     p.add_argument("--input", required=True, help='JSON file ({"instances": [...]} or a list of inputs), - for '
-                   "stdin, a table file with a header: CSV, TSV, Parquet, JSON Lines, Feather, Excel (.xlsx: its "
-                   "first sheet), or a directory of them (a row per input, by column name), or an image file or a "
+                   "stdin, a table file with a header: CSV, TSV, Parquet, JSON Lines, Feather, Excel (.xlsx: see "
+                   "--sheet), or a directory of them (a row per input, by column name), or an image file or a "
                    "directory of them (the model decodes them as in training); a local path, s3:// or gs://")
     p.add_argument("--output", metavar="FILE", help="write the inputs and their predictions to this table file "
-                   "(.csv, .tsv, .jsonl, .parquet, .feather, .xlsx; local, s3:// or gs://): each input's row (or its "
-                   "text, or its file), then its prediction, probability and a probability_<class> per class")
+                   "(.csv, .tsv, .jsonl, .json, .parquet, .feather, .xlsx; local, s3:// or gs://): each input's row "
+                   "(or its text, or its file), then its prediction, probability and a probability_<class> per class")
     p.add_argument("--encoding", type=_encoding, help="the text encoding of a CSV, TSV or .txt --input file, such "
                    "as cp1252 (Excel on Windows); default: a checkpoint's training data's (data.encoding), else UTF-8")
     p.add_argument("--sheet", help="the sheet of an Excel --input workbook to read; default: a checkpoint's "

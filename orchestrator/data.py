@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator import blanks, byte_text, dates, storage
+from orchestrator import blanks, byte_text, dates, splits, storage
 from orchestrator.amounts import as_numbers
 from orchestrator.amounts import example as amount_example
 from orchestrator.amounts import read_text as read_amounts
@@ -117,38 +116,6 @@ def load_arrays(cfg: DataConfig, seed: int, endpoint_url: str | None = None,
     return _files(cfg, endpoint_url, known)
 
 
-def split_indices(y: np.ndarray, val_fraction: float, test_fraction: float, seed: int):
-    """Seeded train/val/test index arrays, stratified by label where every class allows it."""
-    from sklearn.model_selection import train_test_split
-
-    def split(stratify: bool):
-        rest, test = train_test_split(np.arange(len(y)), test_size=test_fraction, random_state=seed,
-                                      stratify=y if stratify else None)
-        train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), random_state=seed,
-                                      stratify=y[rest] if stratify else None)
-        return np.sort(train), np.sort(val), np.sort(test)
-
-    _, counts = np.unique(y, return_counts=True)
-    try:
-        try:
-            return split(stratify=counts.min() >= 3)  # each class must reach all three splits
-        except ValueError:  # a split too small to hold every class: split at random
-            return split(stratify=False)
-    except ValueError:  # a split would be empty
-        raise DataError(f"{len(y)} rows are too few to split into train, val and test with data.val_fraction "
-                        f"{val_fraction} and data.test_fraction {test_fraction}: add rows") from None
-
-
-def ordered_split(n: int, val_fraction: float, test_fraction: float, what: str = "sequences",
-                  fix: str = "add text or lower data.block_size"):
-    """Train, val and test index ranges in order: the first rows train, the last rows test."""
-    num_val, num_test = max(1, round(n * val_fraction)), max(1, round(n * test_fraction))
-    if n - num_val - num_test < 1:
-        raise DataError(f"{n} {what} are too few to split into train, val and test: {fix}")
-    idx = np.arange(n)
-    return idx[: n - num_val - num_test], idx[n - num_val - num_test : n - num_test], idx[n - num_test :]
-
-
 def columns_read(arrays: Arrays, most: int = 24) -> str:
     """One line that says how each of a table's columns is read: a number (as written, where it is text), a
     category (how many), a date, the text; the first `most` of them."""
@@ -166,36 +133,6 @@ def columns_read(arrays: Arrays, most: int = 24) -> str:
     more = len(arrays.feature_columns) - most
     return (f"data: {len(arrays.y):,} rows, {len(arrays.label_names)} classes; columns read: {', '.join(shown)}"
             + (f", and {more} more" if more > 0 else ""))
-
-
-def given_split(codes: np.ndarray, y: np.ndarray, val_fraction: float, test_fraction: float, seed: int):
-    """Train, val and test indices as `codes` name them (0, 1, 2: Arrays.split); a split that holds no row
-    is drawn from the train rows, by its fraction, as split_indices draws it."""
-    train, val, test = (np.flatnonzero(codes == code) for code in range(3))
-    if not len(val) and not len(test):
-        return tuple(train[rows] for rows in split_indices(y[train], val_fraction, test_fraction, seed))
-    if not len(val) or not len(test):
-        fraction = test_fraction if len(val) else val_fraction
-        try:
-            kept, drawn = _draw(y[train], fraction, seed)
-        except ValueError:
-            raise DataError(f"{len(train)} rows named train are too few to draw the {'test' if len(val) else 'val'} "
-                            "split from: name some rows for it, or add rows") from None
-        train, val, test = (train[kept], val, train[drawn]) if len(val) else (train[kept], train[drawn], test)
-    return train, val, test
-
-
-def _draw(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(the rest, the drawn) indices of y, `fraction` of them drawn at random, stratified by label where every
-    class allows it."""
-    from sklearn.model_selection import train_test_split
-
-    rows = np.arange(len(y))
-    try:
-        rest, drawn = train_test_split(rows, test_size=fraction, random_state=seed, stratify=y)
-    except ValueError:  # a class of one row
-        rest, drawn = train_test_split(rows, test_size=fraction, random_state=seed)
-    return np.sort(rest), np.sort(drawn)
 
 
 def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -232,14 +169,14 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
     arrays = load_arrays(cfg, seed, endpoint_url)
     fills = None
     if isinstance(cfg, TextData):  # in corpus order; bytes are token ids, nothing to normalize
-        tr, va, te = ordered_split(len(arrays.y), cfg.val_fraction, cfg.test_fraction)
+        tr, va, te = splits.ordered_split(len(arrays.y), cfg.val_fraction, cfg.test_fraction)
         mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
     else:
         if len(arrays.label_names) < 2:
             raise DataError(f"the labels hold one class ({arrays.label_names[0]!r} in every row): a classifier "
                             "needs two or more; is data.label_column the right column?")
-        tr, va, te = (split_indices(arrays.y, cfg.val_fraction, cfg.test_fraction, seed) if arrays.split is None
-                      else given_split(arrays.split, arrays.y, cfg.val_fraction, cfg.test_fraction, seed))
+        tr, va, te = (splits.split_indices(arrays.y, cfg.val_fraction, cfg.test_fraction, seed) if arrays.split is None
+                      else splits.given_split(arrays.split, arrays.y, cfg.val_fraction, cfg.test_fraction, seed))
         if arrays.feature_columns:
             print(columns_read(arrays), flush=True)
         if arrays.text_column and not arrays.text_bytes:  # a text's bytes alone are token ids: nothing to normalize
@@ -301,18 +238,18 @@ def _files(cfg: FilesData, endpoint_url: str | None, known: dict | None) -> Arra
         if cfg.order_column:
             raise DataError("data.order_column names a column of a table, and image folders have none: leave it out")
         return _image_folder(fs, root, files, cfg)
-    splits = None if known or cfg.split_column or cfg.order_column else _split_of_files(root, files)
-    if splits is None:
+    by_file = None if known or cfg.split_column or cfg.order_column else splits.of_files(root, files)
+    if by_file is None:
         columns, index = read_table(fs, root, files, fmt, cfg.encoding, cfg.sheet)
         return _columns_to_arrays(columns, cfg, index, known)
-    columns, index, named = _tables_by_split(fs, root, files, splits, fmt, cfg)
+    columns, index, named = _tables_by_split(fs, root, files, by_file, fmt, cfg)
     return _columns_to_arrays(columns, cfg, index, known, named)
 
 
-def _tables_by_split(fs, root: str, files: list[str], splits: list[str], fmt: str, cfg: FilesData):
+def _tables_by_split(fs, root: str, files: list[str], by_file: list[str], fmt: str, cfg: FilesData):
     """The columns and index (as read_table) of files named for their splits (train.csv and test.csv, or
     train/ and test/ directories of parts), and each row's split, as its file names it."""
-    groups = {split: [f for f, s in zip(files, splits, strict=True) if s == split] for split in dict.fromkeys(splits)}
+    groups = {split: [f for f, s in zip(files, by_file, strict=True) if s == split] for split in dict.fromkeys(by_file)}
     read = {split: read_table(fs, root, group, fmt, cfg.encoding, cfg.sheet) for split, group in groups.items()}
     names = {split: list(columns) for split, (columns, _) in read.items()}
     first = next(iter(groups))
@@ -329,20 +266,6 @@ def _tables_by_split(fs, root: str, files: list[str], splits: list[str], fmt: st
     index = set().union(*(found for _, found in read.values()))
     named = np.concatenate([[split] * len(read[split][0][names[first][0]]) for split in groups])
     return columns, index, named
-
-
-# train.csv, test_2024.parquet, val/part-0.csv: a name that says a split (SPLIT_NAMES), then nothing or a separator
-SPLIT_FILE = re.compile(r"(train|training|val|valid|validation|dev|test|testing)(?:[-_.][^/]*)?", re.IGNORECASE)
-
-
-def _split_of_files(root: str, files: list[str]) -> list[str] | None:
-    """Each file's split where the files under data.path are named for their splits (train.csv and
-    test.csv, or train/ and test/ directories): the name's split word, as written; else None."""
-    if len(files) < 2:
-        return None
-    first = [posixpath.relpath(f, root).split("/")[0] for f in files]
-    found = [SPLIT_FILE.fullmatch(name) for name in first]
-    return [m[1] for m in found] if all(found) and len({m[1].lower() for m in found}) > 1 else None
 
 
 BYTE_NAMES = [chr(b) if 32 < b < 127 else f"0x{b:02x}" for b in range(256)]  # label names of the 256 tokens
@@ -394,9 +317,9 @@ def _image_folder(fs, root: str, files: list[str], cfg: FilesData) -> Arrays:
     files = image_files(files, cfg.path)
     where = [posixpath.relpath(posixpath.dirname(f), root).split("/") for f in files]
     by_directory = (cfg.split_column is None and all(len(w) >= 2 for w in where)
-                    and {w[0].lower() for w in where} <= {name for names in SPLIT_NAMES for name in names})
+                    and {w[0].lower() for w in where} <= {name for names in splits.SPLIT_NAMES for name in names})
     shape = cfg.feature_shape
-    images, labels, splits = [], [], []
+    images, labels, split_names = [], [], []
     for f, below in zip(files, where, strict=True):
         with fs.open_input_file(f) as fh:
             raw = fh.read()
@@ -409,10 +332,10 @@ def _image_folder(fs, root: str, files: list[str], cfg: FilesData) -> Arrays:
                             "height): set data.feature_shape: [C, H, W] to resize every image to H x W")
         keys = partition_values(f, root)
         if by_directory:
-            splits.append(below[0])
+            split_names.append(below[0])
             below = below[1:]
         elif cfg.split_column:
-            splits.append(keys.get(cfg.split_column) or "")
+            split_names.append(keys.get(cfg.split_column) or "")
         named = [d for d in below if "=" not in d and d != "."]  # a class directory, not a key=value one
         label = keys.get(cfg.label_column, named[0] if named else None)
         if label is None:
@@ -422,9 +345,9 @@ def _image_folder(fs, root: str, files: list[str], cfg: FilesData) -> Arrays:
         labels.append(label)
     names, y = np.unique(np.array(labels), return_inverse=True)
     split = None
-    if splits:
-        split = _named_splits(np.array(splits), "its directory (train/, val/, test/)" if by_directory else
-                              f"data.split_column {cfg.split_column!r}")
+    if split_names:
+        split = splits.named(np.array(split_names), "its directory (train/, val/, test/)" if by_directory else
+                             f"data.split_column {cfg.split_column!r}")
     return Arrays(np.stack(images), y.astype(np.int64), [str(n) for n in names], split=split)
 
 
@@ -452,68 +375,10 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
     else:
         x, feature_cols, found, dated, forms = _features(columns, cfg, index, known, rows)
     y, label_names = _labels(columns[cfg.label_column], cfg.label_column)
-    split = (_named_splits(split_names[rows], "its file (train.csv, test.csv, ...)") if split_names is not None
-             else None if known else _split_of_rows(columns, cfg, rows))
+    split = (splits.named(split_names[rows], "its file (train.csv, test.csv, ...)") if split_names is not None
+             else None if known else splits.of_rows(columns, cfg, rows))
     return Arrays(x, y, label_names, feature_cols, found or None, dated or None, forms or None, cfg.text_name,
                   cfg.text_bytes if beside else None, parts, split)
-
-
-SPLIT_NAMES = (("train", "training"), ("val", "valid", "validation", "dev"), ("test", "testing"))
-
-
-def _named_splits(cells: np.ndarray, source: str) -> np.ndarray:
-    """Arrays.split of rows whose split `source` (a column, directories) names: train, val, test (SPLIT_NAMES)."""
-    named = np.char.lower(np.char.strip(cells.astype(str)))
-    codes = np.full(len(cells), -1, np.int8)
-    for code, words in enumerate(SPLIT_NAMES):
-        codes[np.isin(named, words)] = code
-    if (odd := codes < 0).any():
-        shown = ", ".join(repr(str(v)) for v in sorted(set(cells[odd]))[:4])
-        raise DataError(f"{source} holds {shown} in {int(odd.sum()):,} rows: name each row's split train, val (or "
-                        "validation) or test")
-    if not (codes == 0).any():
-        raise DataError(f"{source}: no row is in train, and the model needs rows to learn from")
-    drawn = [split for code, split in ((1, "val"), (2, "test")) if not (codes == code).any()]
-    print(f"data: each row in the split named by {source}"
-          + (f"; {' and '.join(drawn)} drawn from the train rows (data.{'_fraction, data.'.join(drawn)}_fraction)"
-             if drawn else ""), flush=True)
-    return codes
-
-
-def _split_of_rows(columns: dict[str, np.ndarray], cfg: FilesData, rows: np.ndarray) -> np.ndarray | None:
-    """Each row's split where the data says it (Arrays.split): data.split_column names it, or data.order_column
-    orders the rows, the last ones the test split. None: drawn at random (split_indices). `rows`: the data's
-    row of each, for messages."""
-    name = cfg.split_column or cfg.order_column
-    if name is None:
-        return None
-    if name not in columns:
-        field = "split_column" if cfg.split_column else "order_column"
-        raise DataError(f"data.{field} {name!r} not in the data; columns: {list(columns)}")
-    values = columns[name]
-    if cfg.split_column:
-        return _named_splits(texts(values) if holds_text(values) else values.astype(str),
-                             f"data.split_column {name!r}")
-    blank = blank_cells(values)
-    if blank.any():
-        raise DataError(f"data.order_column {name!r} is blank in {int(blank.sum()):,} rows (the first is row "
-                        f"{rows[np.argmax(blank)] + 1}): each row needs its place in the order; fill them or leave "
-                        "those rows out")
-    if holds_text(values):
-        read = dates.read_text(texts(values))
-        if read is None:
-            raise DataError(f"data.order_column {name!r} holds text that is not dates, such as "
-                            f"{str(values[0])!r}: name a column of dates or times, or of numbers that grow with time")
-        values = read[0]
-    keys = values.astype("datetime64[s]").astype(np.int64) if values.dtype.kind == "M" else values.astype(np.float64)
-    order = np.argsort(keys, kind="stable")
-    codes = np.zeros(len(order), np.int8)
-    _, val, test = ordered_split(len(order), cfg.val_fraction, cfg.test_fraction, "rows", "add rows")
-    codes[order[val]], codes[order[test]] = 1, 2
-    first = values[order[test[0]]]
-    print(f"data: split in the order of column {name!r}: the test split is the last {len(test):,} rows (from "
-          f"{str(first)[:19]!r}), validation the {len(val):,} before them", flush=True)
-    return codes
 
 
 def _counts_rows(values: np.ndarray) -> bool:

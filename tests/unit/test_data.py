@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from orchestrator import amounts, data, datafiles
+from orchestrator.splits import SPLIT_NAMES, ordered_split, split_indices
 from orchestrator.config import FilesData, SyntheticData, TextData
 from orchestrator.errors import DataError
 
@@ -14,14 +15,14 @@ from orchestrator.errors import DataError
 def test_digits_split_is_stratified_disjoint_and_seeded():
     arrays = data.load_arrays(data.DigitsData(name="digits"), seed=0)
     assert arrays.x.shape == (1797, 1, 8, 8) and arrays.x.dtype == np.float32 and len(arrays.label_names) == 10
-    tr, va, te = data.split_indices(arrays.y, 0.15, 0.15, seed=0)
+    tr, va, te = split_indices(arrays.y, 0.15, 0.15, seed=0)
     assert len(set(tr) | set(va) | set(te)) == 1797 and not (set(tr) & set(va) or set(tr) & set(te) or set(va) & set(te))
     assert abs(len(te) - 0.15 * 1797) <= 1 and abs(len(va) - 0.15 * 1797) <= 1
     overall = np.bincount(arrays.y) / len(arrays.y)
     for split in (tr, va, te):
         assert np.abs(np.bincount(arrays.y[split], minlength=10) / len(split) - overall).max() < 0.01
-    again = data.split_indices(arrays.y, 0.15, 0.15, seed=0)
-    other = data.split_indices(arrays.y, 0.15, 0.15, seed=1)
+    again = split_indices(arrays.y, 0.15, 0.15, seed=0)
+    other = split_indices(arrays.y, 0.15, 0.15, seed=1)
     assert all(np.array_equal(a, b) for a, b in zip((tr, va, te), again))
     assert not np.array_equal(te, other[2])
     # the checkpoint records each class's training rows (train.class_weight weighs by them)
@@ -147,10 +148,10 @@ def test_integral_float_labels_are_named_as_integers():
 
 
 def test_splits_of_tiny_data_fall_back_to_random_and_refuse_too_few_rows():
-    train, val, test = data.split_indices(np.array([0, 1] * 3), 0.15, 0.15, seed=0)  # too few to stratify
+    train, val, test = split_indices(np.array([0, 1] * 3), 0.15, 0.15, seed=0)  # too few to stratify
     assert sorted([*train, *val, *test]) == list(range(6)) and len(val) == len(test) == 1
     with pytest.raises(DataError, match="2 rows are too few to split"):
-        data.split_indices(np.array([0, 1]), 0.15, 0.15, seed=0)
+        split_indices(np.array([0, 1]), 0.15, 0.15, seed=0)
 
 
 def _split_table(tmp_path, splits) -> Path:
@@ -169,7 +170,7 @@ def test_a_split_column_puts_each_row_in_the_split_it_names(tmp_path, capsys):
     splits = data.load_splits(FilesData(name="files", path=str(tmp_path / "t.csv"), split_column="split"), 0)
     assert splits.feature_columns == ["day", "x"]  # the split column is not a feature
     expected = {split: table[table.split.str.strip().str.lower().isin(words)] for split, words in
-                zip(("train", "val", "test"), data.SPLIT_NAMES)}
+                zip(("train", "val", "test"), SPLIT_NAMES)}
     for split, rows in expected.items():  # the very rows, in the file's order
         np.testing.assert_array_equal(splits.arrays[split][0][:, -1], rows.x.to_numpy(np.float32), err_msg=split)
     assert splits.num_rows == {"train": 75, "val": 75, "test": 50}
@@ -964,10 +965,10 @@ def test_text_is_byte_windows_whose_targets_are_the_next_bytes(tmp_path):
 
 
 def test_text_splits_in_corpus_order_so_test_text_never_trained_on():
-    tr, va, te = data.ordered_split(100, 0.1, 0.2)
+    tr, va, te = ordered_split(100, 0.1, 0.2)
     assert list(tr) == list(range(70)) and list(va) == list(range(70, 80)) and list(te) == list(range(80, 100))
     with pytest.raises(DataError, match="too few"):
-        data.ordered_split(2, 0.1, 0.1)
+        ordered_split(2, 0.1, 0.1)
 
 
 def test_the_default_corpus_is_the_standard_library_and_max_bytes_bounds_it():
@@ -1125,7 +1126,7 @@ def test_blank_numeric_cells_stay_blank_for_the_model_to_fill_with_training_medi
     cfg = FilesData(name="files", path=str(tmp_path / "people.csv"))
     splits = data.load_splits(cfg, seed=0)
     # features: age, kind=a, kind=b, fare; the blank ones are named with what fills them
-    train_rows = data.split_indices(frame["label"].to_numpy(), 0.15, 0.15, seed=0)[0]
+    train_rows = split_indices(frame["label"].to_numpy(), 0.15, 0.15, seed=0)[0]
     assert splits.blanks["columns"] == ["age", "fare"] and splits.blanks["index"] == splits.blanks["flags"] == [0, 3]
     assert splits.blanks["fill"] == pytest.approx([frame["age"].iloc[train_rows].median(),
                                                    frame["fare"].iloc[train_rows].median()], rel=1e-6)
