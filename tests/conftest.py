@@ -1,6 +1,7 @@
 """Shared fixtures: an S3-protocol server on loopback and one local Ray cluster per test session."""
 
 import os
+import random
 import signal
 import socket
 import time
@@ -14,6 +15,25 @@ MARKER = f"pytest-{uuid.uuid4().hex[:10]}"  # in the environment of every proces
 
 
 def free_port() -> int:
+    """A free port on loopback that no process is handed later by the system.
+
+    A port the system gives to `bind(0)` is free now, but it may give it again to the next process that asks, and
+    a Ray that starts after this returns asks for many (its gRPC servers): once, Serve's HTTP proxy found its port
+    taken by one. So draw from below the system's ephemeral range and above Ray's worker ports (10002-19999).
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):  # not Linux: the system's choice
+        low = 0
+    rng = random.Random()
+    for _ in range(200 if low > 20100 else 0):
+        port = rng.randrange(20000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -1,5 +1,6 @@
 """The README's main command as users run it: a subprocess with its own embedded Ray."""
 
+import http.client as http_client
 import json
 import os
 import queue
@@ -244,13 +245,14 @@ def test_rays_own_serve_run_brings_up_deploy_serve_yaml(pipeline, tmp_path):
     proc = subprocess.Popen([serve_cli, "run", str(tmp_path / "serve.yaml")], env=env, cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline, ready = time.time() + 240, None
+        deadline, ready, last_error = time.time() + 240, None, None
         while time.time() < deadline and proc.poll() is None and not ready:
             try:
                 ready = http("GET", f"http://127.0.0.1:{port}/readyz", timeout=5)[2].get("ready")
-            except (OSError, AttributeError):
+            except (OSError, AttributeError, http_client.HTTPException) as e:  # not up, or not yet Serve's proxy
+                last_error = e
                 time.sleep(1)
-        assert ready, f"serve run never became ready (exit code {proc.poll()})"
+        assert ready, f"serve run never became ready on port {port} (exit code {proc.poll()}; last: {last_error!r})"
         body = json.dumps({"instances": np.zeros((2, 1, 8, 8)).tolist()}).encode()
         status, _, answer = http("POST", f"http://127.0.0.1:{port}/v1/predict", body,
                                  {"Content-Type": "application/json"})
