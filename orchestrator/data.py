@@ -375,6 +375,8 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
     else:
         x, feature_cols, found, dated, forms = _features(columns, cfg, index, known, rows)
     y, label_names = _labels(columns[cfg.label_column], cfg.label_column)
+    if known is None:  # training: the label's values are the classes to learn
+        _check_classes(y, label_names, cfg.label_column, numeric=columns[cfg.label_column].dtype.kind in "iuf")
     split = (splits.named(split_names[rows], "its file (train.csv, test.csv, ...)") if split_names is not None
              else None if known else splits.of_rows(columns, cfg, rows))
     return Arrays(x, y, label_names, feature_cols, found or None, dated or None, forms or None, cfg.text_name,
@@ -553,6 +555,23 @@ def _labels(raw: np.ndarray, column: str) -> tuple[np.ndarray, list[str]]:
         raw = raw.astype(np.int64)
     names, y = np.unique(raw, return_inverse=True)
     return y.astype(np.int64), [str(n) for n in names]
+
+
+def _check_classes(y: np.ndarray, names: list[str], column: str, numeric: bool) -> None:
+    """Refuses a label whose values are mostly each in one row (a price, an id: a class of one row cannot be both
+    learned and tested), and notes a label of many whole numbers, each a class, where near misses count as wrong."""
+    counts = np.bincount(y, minlength=len(names))
+    single = int((counts == 1).sum())
+    amount = (f"the models here classify, and do not predict amounts (regression): to predict {column!r}, give each "
+              "row a class, bands of it say (pandas.cut or qcut)")
+    if len(names) >= 10 and single > len(names) / 2:
+        raise DataError(f"label column {column!r} holds {len(names):,} different values in {len(y):,} rows, {single:,} "
+                        f"of them in one row only: each value is a class, and a class of one row cannot be both learned "
+                        f"and tested. " + (amount[0].upper() + amount[1:] if numeric else
+                                           "Is it the column to predict? Name it in data.label_column"))
+    if numeric and len(names) > 20:
+        print(f"data: label column {column!r} holds {len(names)} different numbers, each a class: a prediction of "
+              f"{names[0]} for {names[1]} counts as wrong as any other; {amount}", flush=True)
 
 
 def _numbers(values: np.ndarray) -> np.ndarray:

@@ -136,6 +136,32 @@ def test_labels_that_cannot_be_classes_are_refused(labels, message):
     assert message in str(e.value)
 
 
+@pytest.mark.parametrize("labels, message", [  # 40 rows
+    (np.arange(40) * 1000 + 95_000, "label column 'label' holds 40 different values in 40 rows, 40 of them in one row "
+     "only: each value is a class, and a class of one row cannot be both learned and tested. The models here "
+     "classify, and do not predict amounts (regression): to predict 'label', give each row a class"),  # prices
+    (np.array([f"user{i}" for i in range(30)] + ["user0"] * 10, dtype=object),
+     "holds 30 different values in 40 rows, 29 of them in one row only: each value is a class, and a class of one "
+     "row cannot be both learned and tested. Is it the column to predict?"),  # an id, not a label
+])
+def test_a_label_of_mostly_one_row_values_is_refused(labels, message):
+    columns = {"x": np.arange(40, dtype=np.float32), "label": labels}
+    with pytest.raises(DataError) as e:
+        data._columns_to_arrays(columns, FilesData(name="files", path="d.csv"))
+    assert message in str(e.value)
+
+
+def test_a_label_of_many_numbers_is_noted_and_of_few_rows_each_is_read(capsys):
+    columns = {"x": np.arange(300, dtype=np.float32), "age": np.arange(300) % 30 + 18}  # 30 ages, 10 rows each
+    arrays = data._columns_to_arrays(columns, FilesData(name="files", path="d.csv", label_column="age"))
+    assert len(arrays.label_names) == 30
+    assert "label column 'age' holds 30 different numbers, each a class: a prediction of 18 for 19 counts as wrong" \
+        in capsys.readouterr().out
+    few = {"x": np.arange(300, dtype=np.float32), "kind": np.array([f"k{i % 12}" for i in range(300)], dtype=object)}
+    data._columns_to_arrays(few, FilesData(name="files", path="d.csv", label_column="kind"))  # 12 classes of text
+    assert "different numbers" not in capsys.readouterr().out
+
+
 def test_training_on_a_single_class_is_refused(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.ones((20, 3), np.float32), label=np.zeros(20, np.int64))
     with pytest.raises(DataError, match=r"the labels hold one class \('0' in every row\)"):
