@@ -129,7 +129,10 @@ def walk(fs, root: str, shown: str, skip: tuple[str, ...] = ()):
     except OSError as e:
         raise DataError(f"cannot reach data at {shown!r}: {e}") from None
     if info.type.name == "NotFound":
-        raise DataError(f"data path {shown!r} does not exist: set data.path to a file or directory")
+        relative = "://" not in shown and not os.path.isabs(os.path.expanduser(shown))
+        raise DataError(f"data path {shown!r} does not exist" + (f" (a relative path is read from the working "
+                        f"directory, {os.getcwd()}, not the config's)" if relative else "")
+                        + ": set data.path to a file or directory")
     if info.type.name != "Directory":
         yield root
         return

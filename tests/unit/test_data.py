@@ -88,7 +88,9 @@ def test_npz_with_pickled_objects_is_refused(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"path": "/nonexistent/data.npz"}, "does not exist"),
+        ({"path": "/nonexistent/data.npz"}, "data path '/nonexistent/data.npz' does not exist: set data.path"),
+        ({"path": "nonexistent/d.csv"}, "data path 'nonexistent/d.csv' does not exist (a relative path is read from "
+         "the working directory, "),  # a config's path is not read from the config's directory
         ({"label_column": "nope"}, "label column 'nope' not in the data"),
         ({"feature_columns": ["nope"]}, "feature columns ['nope'] not in the data"),
         ({"feature_shape": [3, 3]}, "does not fit samples"),
