@@ -205,14 +205,15 @@ def _train(args) -> dict:
     from orchestrator.config import load_config
 
     cfg = load_config(args.config, args.overrides)  # fails fast, before torch and Ray are imported
-    from orchestrator.report import headline, relied_on
+    from orchestrator.report import beside_baseline, headline, relied_on
     from orchestrator.train import train
 
     result = train(cfg, address=args.address).to_dict()
     m = result["metrics"]
-    relied = relied_on(result["importance"])
-    print(f"\nrun {result['run']} done in {result['duration_s']}s: {headline(m)}\ncheckpoint {result['checkpoint']}\n"
-          + (f"{relied}\n" if relied else "") + f"next: orchestrator evaluate {result['checkpoint']}", flush=True)
+    lines = [beside_baseline(m.get("test_accuracy"), result["baseline"]), f"checkpoint {result['checkpoint']}",
+             relied_on(result["importance"]), f"next: orchestrator evaluate {result['checkpoint']}"]
+    print(f"\nrun {result['run']} done in {result['duration_s']}s: {headline(m)}\n"
+          + "\n".join(line for line in lines if line), flush=True)
     return result
 
 
@@ -350,6 +351,7 @@ def _follow(model: str, args, root: str) -> list[dict]:
 
 def _evaluate(args) -> dict:
     from orchestrator.evaluate import evaluate_checkpoint, evaluate_on_data
+    from orchestrator.report import beside_baseline
 
     result = (evaluate_on_data(args.checkpoint, args.data, args.encoding, args.sheet) if args.data
               else evaluate_checkpoint(args.checkpoint, args.split))
@@ -361,6 +363,9 @@ def _evaluate(args) -> dict:
             print(f"{row['class']:<{width}}  {row['precision']:9.4f}  {row['recall']:9.4f}  {row['f1']:9.4f}  "
                   f"{row['support']:9d}", flush=True)
     print("  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items()), flush=True)
+    if against := beside_baseline(result["metrics"].get("accuracy" if args.data else f"{args.split}_accuracy"),
+                                  result.get("baseline")):
+        print(against, flush=True)
     return result
 
 

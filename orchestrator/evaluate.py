@@ -31,6 +31,19 @@ def evaluate_model(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, num_cla
     return {**metrics, "confusion": stats["confusion"].tolist()} if with_confusion else metrics
 
 
+def baseline(info: dict, y: np.ndarray, balanced: bool) -> dict | None:
+    """What a model must beat: the accuracy on labels y of always answering the training split's most common class
+    (scikit-learn's DummyClassifier, "most_frequent"), that class, and its share of the training rows. `info`: a
+    model's (data.Arrays.info); `balanced`: whether training weighed the classes (train.class_weight). None for a
+    language model, or a checkpoint that did not keep its training split's class counts."""
+    counts = info.get("class_counts")
+    if not counts:
+        return None
+    most = int(np.argmax(counts))
+    return {"answer": info["label_names"][most], "share": round(counts[most] / sum(counts), 4),
+            "accuracy": round(float(np.mean(y == most)), 4), "balanced": balanced}
+
+
 def column_importance(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, features: list[tuple[str, str]],
                       num_classes: int, batch_size: int, repeats: int = 5, max_rows: int = 5_000) -> list[dict]:
     """How much a model of a table relies on each column: its accuracy on (x, y) less its accuracy with the
@@ -78,6 +91,7 @@ def evaluate_checkpoint(uri: str, split: str = "test") -> dict:
         "num_rows": splits.num_rows[split],
         **({} if language_model else {"per_class": per_class_table(metrics.pop("confusion"), splits.label_names)}),
         "metrics": {f"{split}_{k}": v for k, v in metrics.items()},
+        "baseline": baseline(ckpt.model_info, splits.arrays[split][1], cfg.train.class_weight == "balanced"),
     }
 
 
@@ -125,4 +139,5 @@ def evaluate_on_data(uri: str, data_uri: str, encoding: str | None = None, sheet
     y = np.array([labels.index(name) for name in arrays.label_names])[arrays.y]  # to the model's class indices
     metrics = evaluate_model(ckpt.model(), arrays.x, y, len(labels), cfg.train.eval_batch_size, with_confusion=True)
     return {"checkpoint": uri, "data": data_uri, "num_rows": len(y),
-            "per_class": per_class_table(metrics.pop("confusion"), labels), "metrics": metrics}
+            "per_class": per_class_table(metrics.pop("confusion"), labels), "metrics": metrics,
+            "baseline": baseline(info, y, cfg.train.class_weight == "balanced")}

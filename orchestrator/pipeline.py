@@ -134,6 +134,7 @@ def run(cfg: ExperimentConfig, *, address: str | None = None, host: str = "127.0
         "weights_version": deployed["version"],
         "metrics": served["metrics"],
         "importance": trained.importance,
+        "baseline": trained.baseline,
         "lineage": served["lineage"],
         "report": trained.report,
         "smoke": smoke,
@@ -212,11 +213,12 @@ def _try(result: dict) -> str:
 def print_summary(result: dict) -> None:
     m, lin = result["metrics"], result["lineage"]
     served_new = result["model_version"] == result["registered_version"]  # else production stayed as it was
-    relied = report.relied_on(result["importance"]) if served_new else ""
+    beside = [report.beside_baseline(m.get("test_accuracy"), result["baseline"]),
+              report.relied_on(result["importance"])] if served_new else []
     say(f"\nmodel {result['model']} v{result['model_version']} (weights {result['weights_version']}) at "
         f"{result['endpoint']}\n"
         f"{report.headline(m)}\n"
-        + (f"{relied}\n" if relied else "") +
+        + "".join(f"{line}\n" for line in beside if line) +
         f"lineage: config {lin['config_hash'][:12]}  data {lin['data_fingerprint'][:12]}  code {lin['code_version']}\n"
         f"report {result['report']}\n"
         f"try: orchestrator {_try(result)} {result['endpoint']}   docs: {result['endpoint']}/docs\n"

@@ -24,6 +24,22 @@ def relied_on(importance: list[dict] | None, most: int = 5) -> str:
     return f"columns relied on most (test accuracy lost without each): {columns}"
 
 
+def beside_baseline(accuracy: float, baseline: dict | None) -> str:
+    """A line setting a classifier's accuracy beside always answering the most common class (evaluate.baseline),
+    saying so where the model does no better; "" for a language model."""
+    if not baseline:
+        return ""
+    line = (f"always answering {baseline['answer']!r}, the most common class in training ({baseline['share']:.0%} of "
+            f"its rows), scores accuracy {baseline['accuracy']:.4f}")
+    if accuracy > baseline["accuracy"] or baseline["balanced"]:  # weighed classes trade accuracy for rare-class recall
+        return line
+    line = f"warning: {line}, and the model does no better"
+    if baseline["share"] >= 0.75:  # a rare class the loss has learned to ignore
+        line += ("; with classes this uneven, set train.class_weight: balanced, so that the rare ones count as much "
+                 "as the common one, and judge by F1 and each class's recall (orchestrator evaluate)")
+    return line
+
+
 def tune_results(rows: list[dict], curves: dict[str, list[tuple[int, float]]], tune_cfg, experiment_uri: str, st):
     """Write trials.csv, trials.json, trials.png (metric per epoch) and params.png (metric against each
     searched field) under the experiment; return (csv URI, [plot URIs])."""

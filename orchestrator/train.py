@@ -42,6 +42,7 @@ class TrainResult:
     report: str  # URI of the run's HTML report
     mlflow_run_id: str | None = None  # when tracking.mlflow
     importance: list[dict] | None = None  # a table's columns, by how much the model relies on each (test split)
+    baseline: dict | None = None  # always answering the most common class, on the test split (evaluate.baseline)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,7 +60,7 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
     `report_extra`: more for the report (report.run_report)."""
     from orchestrator import report
     from orchestrator.blanks import features_of
-    from orchestrator.evaluate import column_importance, evaluate_model
+    from orchestrator.evaluate import baseline, column_importance, evaluate_model
     from orchestrator.runtime import ray_session, restore_sigint
 
     started = time.time()
@@ -107,6 +108,7 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
         lineage=ckpt.lineage() or {},
         report=report_uri,
         importance=importance,
+        baseline=baseline(model_info, splits.arrays["test"][1], cfg.train.class_weight == "balanced"),
     )
     report_dir = None if storage.is_remote(report_uri) else str(Path(report_uri).parent)
     out.mlflow_run_id = tracking.log_mlflow(cfg, name, out.metrics, out.lineage, report_dir)

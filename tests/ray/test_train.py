@@ -20,7 +20,11 @@ def test_mlp_job_reaches_its_accuracy_target(ray_cluster, tmp_path):
     result = train(load_config(MLP, [f"storage.path={tmp_path}"]))
     print("digits-mlp:", json.dumps(result.metrics))
     assert result.metrics["test_accuracy"] >= 0.95
-    assert evaluate_checkpoint(result.checkpoint)["metrics"]["test_accuracy"] == result.metrics["test_accuracy"]
+    evaluated = evaluate_checkpoint(result.checkpoint)
+    assert evaluated["metrics"]["test_accuracy"] == result.metrics["test_accuracy"]
+    # beside always answering the most common class of the training split: about a tenth of the digits
+    assert result.baseline == evaluated["baseline"] and result.baseline["answer"] in [str(d) for d in range(10)]
+    assert 0.05 < result.baseline["accuracy"] < 0.15 < 0.95 <= result.metrics["test_accuracy"]
 
 
 def test_streaming_shares_of_ray_datasets_to_two_workers_learns(ray_cluster, tmp_path):

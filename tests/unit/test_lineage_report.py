@@ -117,3 +117,48 @@ def test_column_importance_is_the_accuracy_lost_when_a_columns_cells_are_shuffle
     # at most max_rows rows, drawn at random: the same answer in less time
     fewer = column_importance(ReadsSize(), x, y, features, num_classes=2, batch_size=64, max_rows=200)
     assert abs(fewer[0]["accuracy_drop"] - importance[0]["accuracy_drop"]) < 0.1
+
+
+def test_a_classifier_is_set_beside_always_answering_the_most_common_class(tmp_path, capsys):
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from orchestrator.checkpoint import write_checkpoint
+    from orchestrator.cli import main
+    from orchestrator.config import config_from_dict
+    from orchestrator.evaluate import baseline
+    from orchestrator.models import build_model
+
+    info = {"label_names": ["ok", "fraud"], "class_counts": [90, 10]}
+    y = np.array([0] * 95 + [1] * 5)
+    assert baseline(info, y, balanced=False) == {"answer": "ok", "share": 0.9, "accuracy": 0.95, "balanced": False}
+    assert baseline({"label_names": ["a"], "class_counts": None}, y, False) is None  # a language model
+    assert baseline({"label_names": ["a", "b"]}, y, False) is None  # a checkpoint from before class counts were kept
+    line = "always answering 'ok', the most common class in training (90% of its rows), scores accuracy 0.9500"
+    assert report.beside_baseline(0.97, baseline(info, y, False)) == line
+    hint = "set train.class_weight: balanced, so that the rare ones count as much as the common one"
+    warning = f"warning: {line}, and the model does no better; with classes this uneven, {hint}"
+    assert report.beside_baseline(0.95, baseline(info, y, False)).startswith(warning)
+    assert report.beside_baseline(0.90, baseline(info, y, True)) == line  # weighed classes trade accuracy for recall
+    even = baseline({"label_names": ["a", "b"], "class_counts": [60, 40]}, y, False)
+    assert report.beside_baseline(0.5, even).endswith("and the model does no better")  # no hint: classes not uneven
+    assert report.beside_baseline(0.5, None) == ""
+
+    # `orchestrator evaluate` on a model that always answers 'ok' says so, with the hint
+    cfg = config_from_dict({"name": "t", "data": {"name": "files", "path": "train.csv", "label_column": "kind"},
+                            "model": {"name": "mlp", "hidden_sizes": [4]}})
+    model = build_model(cfg.model, [1], 2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        list(model.parameters())[-1].copy_(torch.tensor([3.0, 0.0]))  # the output layer's bias: 'ok' always wins
+    write_checkpoint(str(tmp_path / "ckpt"), model=model, config=cfg, metrics={},
+                     model_info={"input_shape": [1], "label_names": ["ok", "fraud"], "feature_columns": ["amount"],
+                                 "normalization": {}, "data_fingerprint": "x", "class_counts": [90, 10]})
+    holdout = pd.DataFrame({"amount": np.arange(100.0), "kind": ["ok"] * 95 + ["fraud"] * 5})
+    holdout.to_csv(tmp_path / "h.csv", index=False)
+    assert main(["evaluate", str(tmp_path / "ckpt"), "--data", str(tmp_path / "h.csv")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-2].startswith("loss ") and "accuracy 0.9500" in printed[-2]
+    assert printed[-1].startswith(warning)
