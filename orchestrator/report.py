@@ -127,11 +127,11 @@ def _params_png(rows: list[dict], tune_cfg) -> bytes:
 
 
 def run_report(run_uri: str, ckpt, metrics: dict, confusion: list[list[int]], st, history: list[dict] | None = None,
-               search: dict | None = None, importance: list[dict] | None = None) -> str:
+               search: dict | None = None, importance: list[dict] | None = None, baseline: dict | None = None) -> str:
     """Write <run>/report/: index.html beside its PNGs (learning curves, confusion matrix, per-class
     precision/recall/F1, a table's columns by importance, and the search's plots when the run was tuned);
     return the HTML's URI. `search`: {"experiment": name, "plots": [png URIs], "num_trials": n, ...} of the
-    search that chose the config; `importance`: evaluate.column_importance."""
+    search that chose the config; `importance`: evaluate.column_importance; `baseline`: evaluate.baseline."""
     import numpy as np
     import torch
 
@@ -161,7 +161,8 @@ def run_report(run_uri: str, ckpt, metrics: dict, confusion: list[list[int]], st
     support = cm.sum(axis=1)
     rows = [] if language_model else [(labels[i], float(precision[i]), float(recall[i]), float(f1[i]), int(support[i]))
                                       for i in range(len(labels))]
-    put("index.html", _html(ckpt, metrics, rows, images, search).encode())
+    against = beside_baseline(metrics.get("test_accuracy"), baseline)
+    put("index.html", _html(ckpt, metrics, against, rows, images, search).encode())
     return storage.join(out, "index.html")
 
 
@@ -232,7 +233,7 @@ def _importance_png(importance: list[dict], most: int = 25) -> bytes:
     return _png(fig)
 
 
-def _html(ckpt, metrics: dict, rows: list[tuple], images: dict[str, str], search: dict | None) -> str:
+def _html(ckpt, metrics: dict, against: str, rows: list[tuple], images: dict[str, str], search: dict | None) -> str:
     from html import escape
 
     lineage = ckpt.lineage() or {}
@@ -250,6 +251,7 @@ figcaption{{color:#555;font-size:13px}}code{{background:#f4f4f4;padding:1px 4px}
 <body><h1>{escape(ckpt.config.name)}</h1>
 <p>Checkpoint <code>{escape(ckpt.uri)}</code></p>
 <h2>Metrics</h2>{_table(sorted(metrics.items()))}
+{f"<p>{escape(against[0].upper() + against[1:])}.</p>" if against else ""}
 {figures}
 {"<h2>Per class (test split)</h2>" + per_class if rows else ""}
 <h2>Hyperparameter search</h2>{searched}

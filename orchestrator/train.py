@@ -96,8 +96,9 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
                                        cfg.train.eval_batch_size)
     confusion = test.pop("confusion")
     metrics = {**best_metrics, **{f"test_{k}": v for k, v in test.items()}}
+    base = baseline(model_info, splits.arrays["test"][1], cfg.train.class_weight == "balanced")
     report_uri = report.run_report(run_uri, ckpt, metrics, confusion, st, history=latest["history"],
-                                   importance=importance, **(report_extra or {}))
+                                   importance=importance, baseline=base, **(report_extra or {}))
     out = TrainResult(
         run=name,
         run_uri=run_uri,
@@ -108,7 +109,7 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
         lineage=ckpt.lineage() or {},
         report=report_uri,
         importance=importance,
-        baseline=baseline(model_info, splits.arrays["test"][1], cfg.train.class_weight == "balanced"),
+        baseline=base,
     )
     report_dir = None if storage.is_remote(report_uri) else str(Path(report_uri).parent)
     out.mlflow_run_id = tracking.log_mlflow(cfg, name, out.metrics, out.lineage, report_dir)

@@ -47,8 +47,11 @@ def test_the_report_is_html_whose_images_exist(tmp_path):
                                                                          "std": 0.0}]
     uri = report.run_report(str(tmp_path / "run"), ckpt, {"test_accuracy": 0.9}, [[9, 1], [2, 8]], StorageConfig(),
                             history=history, search={"experiment": "s", "plots": [str(search_plot)], "num_trials": 4},
-                            importance=importance)
+                            importance=importance, baseline={"answer": "a", "share": 0.55, "accuracy": 0.5,
+                                                             "balanced": False})
     html = Path(uri).read_text()
+    assert ("<p>Always answering &#x27;a&#x27;, the most common class in training (55% of its rows), scores accuracy "
+            "0.5000.</p>") in html
     images = re.findall(r'<img src="([^"]+)"', html)
     assert len(images) == 5 and "search-trials.png" in images and "importance.png" in images
     for name in images:
