@@ -58,7 +58,9 @@ def read_text(values: np.ndarray) -> tuple[np.ndarray, str] | None:
     in one form with a currency sign, % or thousands commas; else None. Or with a decimal comma, where some cell
     shows it: a currency sign or % (3,99 €), or thousands before it (1.234,50). Where both readings fit every
     cell ($1,234), the decimal point's is taken."""
-    filled = {v.strip() for v in values if v.strip()}
+    cells = values.tolist()  # Python strs: per distinct cell below, not per cell of a million rows
+    distinct = set(cells)
+    filled = {v.strip() for v in distinct if v.strip()}
     if not filled:
         return None
     for comma in (False, True):
@@ -71,7 +73,8 @@ def read_text(values: np.ndarray) -> tuple[np.ndarray, str] | None:
             continue  # plain digits (02134: text, as before)
         if comma and not any(_shows_comma(cell, form) for cell in filled):
             continue  # 1,5 and 2,25 alone: a list, as like as not
-        return np.array([read[v.strip()][0] if v.strip() else np.nan for v in values]), form
+        number = {v: read[v.strip()][0] if v.strip() else np.nan for v in distinct}
+        return np.array([number[v] for v in cells]), form
     return None
 
 

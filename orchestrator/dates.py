@@ -41,7 +41,9 @@ def read_text(values: np.ndarray) -> tuple[np.ndarray, str | None, list[str]] | 
     """(datetime64[s], form, other forms that every cell fits too) of a column of text that holds dates only (and
     blanks), else None. The form: None for ISO 8601 (2026-01-05, 2026-01-05T10:30:00Z, mixed), else the
     strptime form of FORMS that every cell is written in. None for a column that is not all dates."""
-    filled = sorted({v.strip() for v in values if v.strip()})
+    cells = values.tolist()  # Python strs: per distinct cell below, not per cell of a million rows
+    distinct = set(cells)
+    filled = sorted({v.strip() for v in distinct if v.strip()})
     if not filled:
         return None
     if all(ISO_DATE.match(v) for v in filled):
@@ -58,7 +60,8 @@ def read_text(values: np.ndarray) -> tuple[np.ndarray, str | None, list[str]] | 
     read = {cell: datetime.datetime.strptime(cell, fits[0]) for cell in filled}
     # forms that every cell fits too and that read some cell as another date (day first, where month first is read)
     others = [form for form in fits[1:] if any(datetime.datetime.strptime(c, form) != d for c, d in read.items())]
-    return np.array([read.get(v.strip()) for v in values], dtype="datetime64[s]"), fits[0], others
+    date = {v: read.get(v.strip()) for v in distinct}
+    return np.array([date[v] for v in cells], dtype="datetime64[s]"), fits[0], others
 
 
 def _fits(form: str, cells: list[str]) -> bool:
@@ -80,8 +83,10 @@ def as_dates(values: np.ndarray, column: str, form: str | None = None) -> np.nda
     the reader did not take for dates gives them: ISO 8601, or `form` (the model's training data's, FORMS)."""
     if values.dtype.kind == "M":
         return values.astype("datetime64[s]")
+    parsed = {}  # per distinct cell: a column of a million dates holds a few thousand days
     try:
-        return np.array([_parse(v, form) for v in values], dtype="datetime64[s]")
+        return np.array([parsed[v] if v in parsed else parsed.setdefault(v, _parse(v, form)) for v in values.tolist()],
+                        dtype="datetime64[s]")
     except ValueError as e:
         raise DataError(f"column {column!r} holds dates in training, and here {e}") from None
 
