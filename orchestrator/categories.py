@@ -28,6 +28,15 @@ def categories_of(values: np.ndarray) -> list[str]:
     return sorted(set(values.tolist()))
 
 
+def look_alike(values: list[str]) -> list[list[str]]:
+    """Groups of values that differ only in case or in spaces around them ('Yes', 'yes ', 'YES'): typed by hand
+    apart, most likely, one value meant, but different categories or classes to a model."""
+    groups: dict[str, list[str]] = {}
+    for value in values:
+        groups.setdefault(value.strip().casefold(), []).append(value)
+    return [group for group in groups.values() if len(group) > 1]
+
+
 def names_rows(categories: list[str], num_rows: int) -> bool:
     """Whether a text column has so many values that they name rows (ids, names, free text), not categories."""
     return len(categories) > MAX_CATEGORIES or (len(categories) > 20 and len(categories) > num_rows / 2)

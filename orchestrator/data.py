@@ -21,8 +21,8 @@ from orchestrator import blanks, byte_text, dates, splits, storage
 from orchestrator.amounts import as_numbers
 from orchestrator.amounts import example as amount_example
 from orchestrator.amounts import read_text as read_amounts
-from orchestrator.categories import (MAX_CATEGORIES, categories_of, check_not_numbers, names_rows, one_hot,
-                                     sentence_words, texts)
+from orchestrator.categories import (MAX_CATEGORIES, categories_of, check_not_numbers, look_alike, names_rows,
+                                     one_hot, sentence_words, texts)
 from orchestrator.config import DataConfig, DigitsData, FilesData, SyntheticData, TextData
 from orchestrator.datafiles import (blank_cells, data_files, holds_text, image_files, partition_values, read_npz,
                                     read_table, walk)
@@ -504,6 +504,9 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str], k
             feature_cols, text = kept, {c: v for c, v in text.items() if c not in wide}
             found = {c: v for c, v in found.items() if c not in wide}
         for c in text:
+            if alike := look_alike(found[c]):
+                print(f"data: column {c!r} holds values that differ only in case or spaces, {_alike(alike)}: "
+                      "different categories here; if each group is one value, write it alike", flush=True)
             if (words := sentence_words(found[c])) is not None:
                 print(f"data: column {c!r} holds sentences (a median of {words} words), made categories: each "
                       "different text a feature of its own, and one that training never saw turns on none. To "
@@ -560,6 +563,9 @@ def _labels(raw: np.ndarray, column: str) -> tuple[np.ndarray, list[str]]:
 def _check_classes(y: np.ndarray, names: list[str], column: str, numeric: bool) -> None:
     """Refuses a label whose values are mostly each in one row (a price, an id: a class of one row cannot be both
     learned and tested), and notes a label of many whole numbers, each a class, where near misses count as wrong."""
+    if alike := look_alike(names):
+        print(f"data: label column {column!r} holds values that differ only in case or spaces, {_alike(alike)}: "
+              "different classes here; if each group is one class, write it alike", flush=True)
     counts = np.bincount(y, minlength=len(names))
     single = int((counts == 1).sum())
     amount = (f"the models here classify, and do not predict amounts (regression): to predict {column!r}, give each "
@@ -572,6 +578,11 @@ def _check_classes(y: np.ndarray, names: list[str], column: str, numeric: bool) 
     if numeric and len(names) > 20:
         print(f"data: label column {column!r} holds {len(names)} different numbers, each a class: a prediction of "
               f"{names[0]} for {names[1]} counts as wrong as any other; {amount}", flush=True)
+
+
+def _alike(groups: list[list[str]], most: int = 3) -> str:
+    shown = "; ".join(", ".join(map(repr, group)) for group in groups[:most])
+    return shown + (f" (and {len(groups) - most} groups more)" if len(groups) > most else "")
 
 
 def _numbers(values: np.ndarray) -> np.ndarray:

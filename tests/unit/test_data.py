@@ -164,6 +164,21 @@ def test_a_label_of_many_numbers_is_noted_and_of_few_rows_each_is_read(capsys):
     assert "different numbers" not in capsys.readouterr().out
 
 
+def test_values_that_differ_only_in_case_or_spaces_are_noted(capsys):
+    columns = {"x": np.arange(40, dtype=np.float32), "city": np.array(["NY", "ny ", "Boston", "LA"] * 10, dtype=object),
+               "label": np.array(["Yes", "yes", "No", " no"] * 10, dtype=object)}
+    arrays = data._columns_to_arrays(columns, FilesData(name="files", path="d.csv"))
+    assert arrays.label_names == [" no", "No", "Yes", "yes"]  # read as written: the note says so, nothing merged
+    out = capsys.readouterr().out
+    assert ("data: column 'city' holds values that differ only in case or spaces, 'NY', 'ny ': different categories "
+            "here; if each group is one value, write it alike") in out
+    assert ("data: label column 'label' holds values that differ only in case or spaces, ' no', 'No'; 'Yes', 'yes': "
+            "different classes here; if each group is one class, write it alike") in out
+    data._columns_to_arrays({**columns, "city": np.array(["NY", "Boston"] * 20, dtype=object),
+                             "label": np.array(["yes", "no"] * 20, dtype=object)}, FilesData(name="files", path="d.csv"))
+    assert "differ only" not in capsys.readouterr().out
+
+
 def test_training_on_a_single_class_is_refused(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.ones((20, 3), np.float32), label=np.zeros(20, np.int64))
     with pytest.raises(DataError, match=r"the labels hold one class \('0' in every row\)"):
