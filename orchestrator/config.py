@@ -35,9 +35,12 @@ class Section(BaseModel):
 
 
 class AugmentConfig(Section):
-    enabled: bool = Field(False, description="Apply random shift and noise to training images.")
+    enabled: bool = Field(False, description="Apply random shift and noise (and flips, with flip) to training images.")
     max_shift_px: int = Field(1, ge=0, description="Largest random shift of an image, pixels.")
     noise_std: float = Field(0.05, ge=0, description="Gaussian noise, in units of the feature std.")
+    flip: bool = Field(False, description="Mirror half the training images left to right, at random, as "
+                       "torchvision's RandomHorizontalFlip: for photos, where a cat facing left is a cat too; not for "
+                       "digits or text, which a mirror makes other signs.")
 
 
 class Fractions(Section):

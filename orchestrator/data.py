@@ -609,10 +609,14 @@ def _not_finite(x: np.ndarray, rows: np.ndarray, columns: list[str], fillable: b
 # ---- worker-side helpers (plain torch) --------------------------------------------------
 
 
-def augment(x, max_shift_px: int, noise_std: float, std, generator):
-    """Random shift (zero padded) of [B, C, H, W] images and Gaussian noise scaled by the feature std."""
+def augment(x, max_shift_px: int, noise_std: float, std, generator, flip: bool = False):
+    """Random shift (zero padded) of [B, C, H, W] images, a left-right mirror of half of them with `flip`, and
+    Gaussian noise scaled by the feature std."""
     import torch
 
+    if flip and x.ndim == 4:
+        mirrored = torch.rand(len(x), generator=generator) < 0.5
+        x = torch.where(mirrored[:, None, None, None], x.flip(3), x)
     if max_shift_px and x.ndim == 4:
         b, _, h, w = x.shape
         p = max_shift_px

@@ -101,7 +101,8 @@ def run(cfg: ExperimentConfig, info: dict, session: Session, invocation: str, ru
             break
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch * 1_009 + session.rank)
         augmented = aug is not None and aug.enabled
-        transform = (lambda x: data.augment(x, aug.max_shift_px, aug.noise_std, std, gen)) if augmented else None
+        transform = ((lambda x: data.augment(x, aug.max_shift_px, aug.noise_std, std, gen, aug.flip)) if augmented
+                     else None)
         tick = time.perf_counter()
         batches = engine.prefetch(session.batches("train", t.batch_size_per_worker, gen, transform), device,
                                   t.prefetch_batches)

@@ -986,6 +986,12 @@ def test_augment_shifts_within_bounds_and_keeps_shape():
     assert set(rows.tolist()) == {3, 4, 5} and set(cols.tolist()) == {3, 4, 5}
     noisy = data.augment(x, 0, 0.1, torch.full((1, 1, 1), 2.0), torch.Generator().manual_seed(0))
     assert 0.15 < (noisy - x).std() < 0.25
+    # flip: about half the images mirrored left to right, each whole, the others as they were
+    x = torch.arange(400 * 3 * 4 * 5, dtype=torch.float32).reshape(400, 3, 4, 5)
+    out = data.augment(x, 0, 0.0, torch.ones(1, 1, 1), torch.Generator().manual_seed(0), flip=True)
+    mirrored = (out == x.flip(3)).flatten(1).all(1)
+    assert ((out == x).flatten(1).all(1) | mirrored).all() and 160 < int(mirrored.sum()) < 240
+    assert torch.equal(data.augment(x, 0, 0.0, torch.ones(1, 1, 1), torch.Generator(), flip=False), x)
 
 
 # ---- text for the language model --------------------------------------------------------
