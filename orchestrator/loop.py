@@ -9,6 +9,7 @@ same way in both.
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import tempfile
 import time
@@ -137,6 +138,16 @@ def run(cfg: ExperimentConfig, info: dict, session: Session, invocation: str, ru
                                  metrics=metrics, optimizer=optimizer, train_state=train_state, lineage=stamp,
                                  shards=shards)
             session.report(metrics, tmp, f"epoch-{epoch + 1:04d}")
+        if not math.isfinite(metrics["train_loss"]):  # all-reduced: every rank stops here, as Keras' TerminateOnNaN
+            if session.rank == 0:
+                say(f"{session.name}: stopped in epoch {epoch + 1}: {diverged(metrics['train_loss'], cfg.optim)}")
+            break
+
+
+def diverged(loss: float, optim) -> str:
+    """Why a run stopped whose training loss is no longer a number, and what to change."""
+    clip = "" if optim.grad_clip_norm else ", or clip the gradients (optim.grad_clip_norm: 1.0)"
+    return f"the training loss is {loss}: the model diverged; lower optim.lr ({optim.lr:g}){clip}"
 
 
 def stalled(history: list[dict], metric: str, mode: str, patience: int | None) -> str | None:

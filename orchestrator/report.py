@@ -26,14 +26,14 @@ def relied_on(importance: list[dict] | None, most: int = 5) -> str:
 
 def beside_baseline(accuracy: float, baseline: dict | None) -> str:
     """A line setting a classifier's accuracy beside always answering the most common class (evaluate.baseline),
-    saying so where the model does no better; "" for a language model."""
+    saying so where the model does no better, or under a point better; "" for a language model."""
     if not baseline:
         return ""
     line = (f"always answering {baseline['answer']!r}, the most common class in training ({baseline['share']:.0%} of "
             f"its rows), scores accuracy {baseline['accuracy']:.4f}")
-    if accuracy > baseline["accuracy"] or baseline["balanced"]:  # weighed classes trade accuracy for rare-class recall
+    if accuracy >= baseline["accuracy"] + 0.01 or baseline["balanced"]:  # weighed classes trade accuracy for recall
         return line
-    line = f"warning: {line}, and the model does no better"
+    line = f"warning: {line}, and the model does {'no' if accuracy <= baseline['accuracy'] else 'hardly'} better"
     if baseline["share"] >= 0.75:  # a rare class the loss has learned to ignore
         line += ("; with classes this uneven, set train.class_weight: balanced, so that the rare ones count as much "
                  "as the common one, and judge by F1 and each class's recall (orchestrator evaluate)")

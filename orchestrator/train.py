@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -86,6 +87,9 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
         best_uri, best_metrics = _best_checkpoint(cfg, result)
         ckpt = read_checkpoint(best_uri, st.endpoint_url)
         latest = read_checkpoint(_uri(result.checkpoint), st.endpoint_url).train_state()
+        if not math.isfinite(loss := latest["history"][-1]["train_loss"]):
+            print(f"warning: training stopped in epoch {latest['epoch']} of {cfg.train.epochs}: "
+                  f"{loop.diverged(loss, cfg.optim)}. Kept: {best_uri}", flush=True)
     # the best model on the test split, in this process: Ray is not needed for it
     model = ckpt.model()
     test = evaluate_model(model, *splits.arrays["test"], len(splits.label_names), cfg.train.eval_batch_size,
@@ -213,7 +217,13 @@ def _uri(checkpoint) -> str:
 
 
 def _best_checkpoint(cfg: ExperimentConfig, result) -> tuple[str, dict]:
-    ranked = [(c, m) for c, m in (result.best_checkpoints or []) if cfg.train.checkpoint_metric in m]
+    """The kept checkpoint that `checkpoint_metric` ranks best, of those whose model is numbers: a diverged
+    epoch's (loop.diverged) is not."""
+    reported = [(c, m) for c, m in (result.best_checkpoints or []) if cfg.train.checkpoint_metric in m]
+    ranked = [(c, m) for c, m in reported if math.isfinite(m["train_loss"])
+              and math.isfinite(m[cfg.train.checkpoint_metric])]
+    if reported and not ranked:
+        raise RuntimeError(f"no epoch left a model to keep: {loop.diverged(reported[-1][1]['train_loss'], cfg.optim)}")
     if not ranked:
         raise RuntimeError(f"run finished without a checkpoint; see the logs under {result.path}")
     sign = 1 if cfg.train.checkpoint_mode == "max" else -1

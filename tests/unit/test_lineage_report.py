@@ -146,6 +146,8 @@ def test_a_classifier_is_set_beside_always_answering_the_most_common_class(tmp_p
     assert report.beside_baseline(0.90, baseline(info, y, True)) == line  # weighed classes trade accuracy for recall
     even = baseline({"label_names": ["a", "b"], "class_counts": [60, 40]}, y, False)
     assert report.beside_baseline(0.5, even).endswith("and the model does no better")  # no hint: classes not uneven
+    assert report.beside_baseline(0.955, baseline(info, y, False)).startswith(f"warning: {line}, and the model does "
+                                                                              "hardly better; with classes")
     assert report.beside_baseline(0.5, None) == ""
 
     # `orchestrator evaluate` on a model that always answers 'ok' says so, with the hint

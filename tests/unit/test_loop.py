@@ -62,6 +62,41 @@ def test_a_run_whose_metric_stops_improving_ends_after_patience_epochs(lr, patie
         assert "unit: stopping early: val_accuracy has not improved for 2 epochs (best" in capsys.readouterr().out
 
 
+def test_a_run_whose_training_loss_is_no_longer_a_number_stops_there_and_no_such_epoch_is_kept(capsys):
+    """As Keras' TerminateOnNaN: a learning rate warmed up to 1,000 makes the loss nan in epoch 3 of 6."""
+    from types import SimpleNamespace
+
+    import pyarrow.fs
+
+    from orchestrator.train import _best_checkpoint
+
+    cfg = config_from_dict({
+        "name": "div", "data": {"name": "synthetic", "num_samples": 300, "feature_shape": [4], "num_classes": 3},
+        "model": {"name": "mlp", "hidden_sizes": [8]},
+        "optim": {"name": "sgd", "lr": 1e3, "schedule": "constant", "warmup_epochs": 5},
+        "train": {"epochs": 6, "batch_size_per_worker": 32},
+    })
+    arrays = data.load_arrays(cfg.data, cfg.seed)
+    x, y = arrays.x.astype(np.float32), arrays.y
+    mean, std = data.channel_stats(x)
+    info = {"input_shape": [4], "input_dtype": "float32", "label_names": arrays.label_names, "feature_columns": None,
+            "normalization": {"mean": mean.tolist(), "std": std.tolist()}, "data_fingerprint": "unit"}
+    session = Recording({"train": (x[:200], y[:200]), "val": (x[200:], y[200:])})
+    run(cfg, info, session, invocation="unit")
+    losses = [m["train_loss"] for m in session.reports]
+    assert len(losses) < 6 and np.isfinite(losses[:-1]).all() and not np.isfinite(losses[-1])
+    assert (f"unit: stopped in epoch {len(losses)}: the training loss is nan: the model diverged; lower optim.lr "
+            "(1000), or clip the gradients (optim.grad_clip_norm: 1.0)") in capsys.readouterr().out
+    # the run keeps the best epoch whose model is numbers, though the diverged one's val_accuracy ranks higher
+    checkpoint = lambda epoch: SimpleNamespace(filesystem=pyarrow.fs.LocalFileSystem(), path=f"/r/epoch-{epoch}")
+    reported = [(checkpoint(e), {**m, "val_accuracy": 0.3 + 0.1 * e}) for e, m in enumerate(session.reports, 1)]
+    kept, _ = _best_checkpoint(cfg, SimpleNamespace(best_checkpoints=reported, path="/r"))
+    assert kept == f"/r/epoch-{len(losses) - 1}"
+    with pytest.raises(RuntimeError, match=r"^no epoch left a model to keep: the training loss is nan: the model "
+                                           r"diverged; lower optim.lr \(1000\)"):
+        _best_checkpoint(cfg, SimpleNamespace(best_checkpoints=reported[-1:], path="/r"))
+
+
 def test_balanced_class_weight_reaches_the_loss_from_the_training_split_counts():
     """train.class_weight: balanced, through the loop, on 1 rare row in 20: the rare class's recall rises."""
     rng = np.random.default_rng(0)
