@@ -575,7 +575,8 @@ def _check_classes(y: np.ndarray, names: list[str], column: str, numeric: bool) 
                         f"of them in one row only: each value is a class, and a class of one row cannot be both learned "
                         f"and tested. " + (amount[0].upper() + amount[1:] if numeric else
                                            "Is it the column to predict? Name it in data.label_column"))
-    if numeric and len(names) > 20:
+    codes = names in ([str(i) for i in range(len(names))], [str(i) for i in range(1, len(names) + 1)])
+    if numeric and len(names) > 20 and not codes:  # 0 .. K-1 (CIFAR-100's fine labels) name classes; 18 .. 89 count
         print(f"data: label column {column!r} holds {len(names)} different numbers, each a class: a prediction of "
               f"{names[0]} for {names[1]} counts as wrong as any other; {amount}", flush=True)
 

@@ -162,6 +162,10 @@ def test_a_label_of_many_numbers_is_noted_and_of_few_rows_each_is_read(capsys):
     few = {"x": np.arange(300, dtype=np.float32), "kind": np.array([f"k{i % 12}" for i in range(300)], dtype=object)}
     data._columns_to_arrays(few, FilesData(name="files", path="d.csv", label_column="kind"))  # 12 classes of text
     assert "different numbers" not in capsys.readouterr().out
+    for first in (0, 1):  # class codes, as CIFAR-100 numbers its 100 classes: no note
+        codes = {"x": np.arange(300, dtype=np.float32), "label": np.arange(300) % 30 + first}
+        assert len(data._columns_to_arrays(codes, FilesData(name="files", path="d.csv")).label_names) == 30
+        assert "different numbers" not in capsys.readouterr().out
 
 
 def test_values_that_differ_only_in_case_or_spaces_are_noted(capsys):
