@@ -60,8 +60,7 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
     `lineage_extra`: more lineage for every checkpoint (e.g. the search that chose the config);
     `report_extra`: more for the report (report.run_report)."""
     from orchestrator import report
-    from orchestrator.blanks import features_of
-    from orchestrator.evaluate import baseline, column_importance, evaluate_model
+    from orchestrator.evaluate import baseline, evaluate_model
     from orchestrator.runtime import ray_session, restore_sigint
 
     started = time.time()
@@ -94,10 +93,7 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
     model = ckpt.model()
     test = evaluate_model(model, *splits.arrays["test"], len(splits.label_names), cfg.train.eval_batch_size,
                           with_confusion=True)
-    importance = None
-    if splits.input_dtype == "float32" and len(splits.feature_columns or []) > 1:  # a table of 2+ columns
-        importance = column_importance(model, *splits.arrays["test"], features_of(model_info), len(splits.label_names),
-                                       cfg.train.eval_batch_size)
+    importance = _column_importance(model, splits, model_info, cfg.train.eval_batch_size)
     confusion = test.pop("confusion")
     metrics = {**best_metrics, **{f"test_{k}": v for k, v in test.items()}}
     base = baseline(model_info, splits.arrays["test"][1], cfg.train.class_weight == "balanced")
@@ -120,6 +116,18 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
     storage.write_bytes(storage.join(run_uri, "result.json"), json.dumps(out.to_dict(), indent=2).encode(),
                         st.endpoint_url, st.region)
     return out
+
+
+def _column_importance(model, splits: data.Splits, model_info: dict, batch_size: int) -> list[dict] | None:
+    """evaluate.column_importance on the test split, for a model of a table of 2+ columns; None for others, and for
+    a table whose columns data.feature_shape makes images (pixel0 .. pixel783), which a model reads as an image."""
+    from orchestrator.blanks import features_of
+    from orchestrator.evaluate import column_importance
+
+    x, y = splits.arrays["test"]
+    if splits.input_dtype != "float32" or len(splits.feature_columns or []) < 2 or x.ndim != 2:
+        return None
+    return column_importance(model, x, y, features_of(model_info), len(splits.label_names), batch_size)
 
 
 def _check_resumable(cfg: ExperimentConfig, run_uri: str) -> None:

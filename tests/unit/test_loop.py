@@ -115,3 +115,29 @@ def test_balanced_class_weight_reaches_the_loss_from_the_training_split_counts()
         run(cfg, info, session, invocation="unit")
         recalls[weight] = session.reports[-1]["val_recall"]  # the mean of the two classes' recalls
     assert recalls["balanced"] > recalls["none"] + 0.15, recalls  # here 0.70 against 0.50
+
+
+def test_column_importance_is_for_tables_and_not_for_pixel_columns_made_images(tmp_path):
+    """A CSV of pixel columns (Kaggle's digit recognizer) with data.feature_shape is read as images: shuffling a
+    column of a [N, 1, 8, 8] array had failed after training, with a traceback, and no report."""
+    import pandas as pd
+    import torch
+
+    from orchestrator.config import FilesData
+    from orchestrator.models import build_model, describe
+    from orchestrator.train import _column_importance
+
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.normal(size=(60, 64)).round(3), columns=[f"pixel{i}" for i in range(64)])
+    table.insert(0, "label", np.arange(60) % 2)
+    table.to_csv(tmp_path / "px.csv", index=False)
+    for shape, model_cfg, tabular in (([1, 8, 8], {"name": "cnn", "channels": [4], "hidden_size": 8}, False),
+                                      (None, {"name": "mlp", "hidden_sizes": [8]}, True)):
+        cfg = config_from_dict({"name": "px", "data": {"name": "files", "path": str(tmp_path / "px.csv"),
+                                                        "label_column": "label", "feature_shape": shape},
+                                "model": model_cfg})
+        splits = data.load_splits(FilesData(**cfg.data.model_dump()), 0)
+        model = build_model(cfg.model, list(splits.arrays["test"][0].shape[1:]), 2)
+        with torch.no_grad():
+            importance = _column_importance(model.eval(), splits, describe(cfg.model, splits.info()), 64)
+        assert (importance is not None and len(importance) == 64) == tabular
