@@ -27,7 +27,7 @@ from orchestrator.config import DataConfig, DigitsData, FilesData, SyntheticData
 from orchestrator.datafiles import (blank_cells, data_files, holds_text, image_files, partition_values, read_npz,
                                     read_table, walk)
 from orchestrator.errors import DataError
-from orchestrator.images import decode_image, image_shape
+from orchestrator.images import channels_last, decode_image, image_shape
 
 
 @dataclass
@@ -541,7 +541,12 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str], k
     if blank and known is None and (empty := list(dict.fromkeys(features[i][0]
                                                                 for i in np.flatnonzero(np.isnan(x).all(0))))):
         raise DataError(f"columns {empty} are blank in every row: leave them out with data.feature_columns")
-    if cfg.feature_shape:
+    if stored := channels_last(x.shape[1:]):  # as PIL, Keras, TensorFlow and Ray Data hold images
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        if known is None:
+            print(f"data: images of shape {stored} (height, width, channels: channels last) read as "
+                  f"{list(x.shape[1:])}, channels first, as PyTorch's layers take them", flush=True)
+    if cfg.feature_shape and list(cfg.feature_shape) not in (stored, list(x.shape[1:])):  # either names the samples
         if int(np.prod(cfg.feature_shape)) != int(np.prod(x.shape[1:])):
             raise DataError(f"data.feature_shape {cfg.feature_shape} does not fit samples of shape {list(x.shape[1:])}")
         x = x.reshape(len(x), *cfg.feature_shape)

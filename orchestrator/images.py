@@ -80,3 +80,12 @@ def _open_image(raw: bytes, name: str, max_pixels: int | None = None):
     except Exception as e:  # noqa: BLE001 (hostile input must be a 422, never a 500)
         raise DataError(f"{name}: not an image that Pillow reads ({type(e).__name__}: {e})") from None
     return image
+
+
+def channels_last(shape) -> list[int] | None:
+    """A sample shape [H, W, C] of an image stored channels last, as PIL, Keras, TensorFlow and Ray Data hold them
+    (C 1, 3 or 4; H and W over 4, H not a channel count): that shape, else None. Models take [C, H, W]."""
+    shape = list(shape)
+    if len(shape) == 3 and shape[2] in (1, 3, 4) and shape[0] not in (1, 3, 4) and min(shape[:2]) > 4:
+        return shape
+    return None

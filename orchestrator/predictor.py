@@ -26,6 +26,7 @@ from orchestrator import amounts, byte_text, dates, lm
 from orchestrator.blanks import table_features
 from orchestrator.categories import one_hot
 from orchestrator.checkpoint import Checkpoint, read_checkpoint
+from orchestrator.images import channels_last
 
 
 class RequestError(Exception):
@@ -200,6 +201,8 @@ class Predictor:
             raise RequestError(422, "wrong_type", f"instances must hold numbers, got {_kind(x.dtype)}")
         if (named or x.ndim == 2) and x.size == len(x) * math.prod(shape):
             x = x.reshape(len(x), *shape)  # flat rows (a table's columns, a CSV row) fill the input row-major
+        elif x.ndim == 4 and list(x.shape[1:]) != shape and channels_last(x.shape[1:]) == [*shape[1:], shape[0]]:
+            x = x.transpose(0, 3, 1, 2)  # images channels last, as training read them (data.channels_last)
         if list(x.shape[1:]) != shape:
             flat = f" (or be a flat list of {math.prod(shape)} numbers)" if len(shape) > 1 else ""
             raise RequestError(422, "wrong_shape", f"each instance must have shape {shape}{flat}, "

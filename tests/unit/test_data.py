@@ -981,6 +981,27 @@ def test_evaluate_on_other_data_matches_the_model_by_column_and_label_name(tmp_p
         evaluate_on_data(str(tmp_path / "ckpt-de"), str(tmp_path / "holdout-de.csv"), encoding="utf-8")
 
 
+def test_images_stored_channels_last_are_read_channels_first(tmp_path, capsys):
+    """[N, H, W, C] arrays (PIL, Keras, TensorFlow, Ray Data) had been read as C=H channels of H x C pixels."""
+    from orchestrator.images import channels_last
+
+    assert channels_last([32, 32, 3]) == [32, 32, 3] and channels_last([28, 28, 1]) == [28, 28, 1]
+    for shape in ([3, 32, 32], [1, 28, 28], [32, 32], [4, 4, 3], [3, 32, 3], [32, 32, 5]):
+        assert channels_last(shape) is None, shape
+    rng = np.random.default_rng(0)
+    hwc = rng.integers(0, 255, size=(40, 8, 8, 3)).astype(np.float32)
+    np.savez(tmp_path / "rgb.npz", x=hwc, label=np.arange(40) % 2)
+    for shape in (None, [3, 8, 8], [8, 8, 3]):  # data.feature_shape either way names the same images
+        arrays = data.load_arrays(FilesData(name="files", path=str(tmp_path / "rgb.npz"), feature_shape=shape), 0)
+        assert np.array_equal(arrays.x, hwc.transpose(0, 3, 1, 2)), shape
+    assert ("data: images of shape [8, 8, 3] (height, width, channels: channels last) read as [3, 8, 8], channels "
+            "first, as PyTorch's layers take them") in capsys.readouterr().out
+    np.savez(tmp_path / "chw.npz", x=hwc.transpose(0, 3, 1, 2), label=np.arange(40) % 2)
+    assert np.array_equal(data.load_arrays(FilesData(name="files", path=str(tmp_path / "chw.npz")), 0).x,
+                          hwc.transpose(0, 3, 1, 2))  # channels first already: as it is
+    assert "channels last" not in capsys.readouterr().out
+
+
 def test_augment_shifts_within_bounds_and_keeps_shape():
     x = torch.zeros(64, 1, 8, 8)
     x[:, :, 4, 4] = 1.0

@@ -653,6 +653,20 @@ def test_images_in_a_request_are_base64_files_decoded_as_in_training(tmp_path):
         Predictor.load(write(tmp_path / "vectors")).validate([b64((4, 4))])
 
 
+def test_images_channels_last_are_taken_as_training_read_them(tmp_path):
+    """A model of [3, 8, 8] images, trained on arrays of [8, 8, 3] (as PIL, Keras and Ray Data hold them), takes
+    an image either way; a shape that is neither is refused."""
+    cfg = config_from_dict({"name": "rgb", "data": {"name": "digits"}, "model": {"name": "cnn", "channels": [4]}})
+    write_checkpoint(str(tmp_path / "ckpt"), model=build_model(cfg.model, [3, 8, 8], 2), config=cfg, metrics={},
+                     model_info={**INFO, "input_shape": [3, 8, 8], "label_names": ["cat", "dog"]})
+    model = Predictor.load(str(tmp_path / "ckpt"))
+    chw = np.random.default_rng(0).normal(size=(2, 3, 8, 8)).round(3)
+    assert np.array_equal(model.validate(chw.transpose(0, 2, 3, 1).tolist()), model.validate(chw.tolist()))
+    with pytest.raises(RequestError, match=r"each instance must have shape \[3, 8, 8\] \(or be a flat list of 192 "
+                                           r"numbers\), got \[8, 3, 8\]"):
+        model.validate(chw.transpose(0, 2, 1, 3).tolist())
+
+
 def request(client_host: str, authorization: str | None = None) -> Request:
     headers = [(b"authorization", authorization.encode())] if authorization else []
     return Request({"type": "http", "method": "POST", "path": "/v1/predict", "headers": headers,
