@@ -127,6 +127,8 @@ def columns_read(arrays: Arrays, most: int = 24) -> str:
             return "date" + (f" written {dates.example(form)!r}" if form else "")
         if column in (arrays.categories or {}):
             return f"{len(arrays.categories[column])} categories"
+        if len(arrays.feature_columns) == 1 and arrays.x.shape[1:] != (1,):  # a list or tensor per row, NPZ's x
+            return f"array of shape {list(arrays.x.shape[1:])}"
         return "number" + (f" written {amount_example(form)!r}" if form else "")
 
     shown = [f"{column} {kind(column)}" for column in arrays.feature_columns[:most]]

@@ -994,6 +994,7 @@ def test_images_stored_channels_last_are_read_channels_first(tmp_path, capsys):
     for shape in (None, [3, 8, 8], [8, 8, 3]):  # data.feature_shape either way names the same images
         arrays = data.load_arrays(FilesData(name="files", path=str(tmp_path / "rgb.npz"), feature_shape=shape), 0)
         assert np.array_equal(arrays.x, hwc.transpose(0, 3, 1, 2)), shape
+    assert data.columns_read(arrays).endswith("columns read: x array of shape [3, 8, 8]")
     assert ("data: images of shape [8, 8, 3] (height, width, channels: channels last) read as [3, 8, 8], channels "
             "first, as PyTorch's layers take them") in capsys.readouterr().out
     np.savez(tmp_path / "chw.npz", x=hwc.transpose(0, 3, 1, 2), label=np.arange(40) % 2)
