@@ -199,10 +199,10 @@ class Predictor:
             raise RequestError(422, "wrong_type", f"instances must hold only numbers, in nested lists of shape {shape}")
         if x.dtype.kind not in "iuf":  # strings, booleans
             raise RequestError(422, "wrong_type", f"instances must hold numbers, got {_kind(x.dtype)}")
-        if (named or x.ndim == 2) and x.size == len(x) * math.prod(shape):
+        if x.ndim == 4 and list(x.shape[1:]) != shape and channels_last(x.shape[1:]) == [*shape[1:], shape[0]]:
+            x = x.transpose(0, 3, 1, 2)  # images channels last, as training read them (images.channels_last)
+        elif (named or x.ndim == 2) and x.size == len(x) * math.prod(shape):
             x = x.reshape(len(x), *shape)  # flat rows (a table's columns, a CSV row) fill the input row-major
-        elif x.ndim == 4 and list(x.shape[1:]) != shape and channels_last(x.shape[1:]) == [*shape[1:], shape[0]]:
-            x = x.transpose(0, 3, 1, 2)  # images channels last, as training read them (data.channels_last)
         if list(x.shape[1:]) != shape:
             flat = f" (or be a flat list of {math.prod(shape)} numbers)" if len(shape) > 1 else ""
             raise RequestError(422, "wrong_shape", f"each instance must have shape {shape}{flat}, "

@@ -665,6 +665,13 @@ def test_images_channels_last_are_taken_as_training_read_them(tmp_path):
     with pytest.raises(RequestError, match=r"each instance must have shape \[3, 8, 8\] \(or be a flat list of 192 "
                                            r"numbers\), got \[8, 3, 8\]"):
         model.validate(chw.transpose(0, 2, 1, 3).tolist())
+    # rows of a table whose column holds each image (Ray Data's Parquet), as `predict --input` sends them: reshaping
+    # the [8, 8, 3] rows to [3, 8, 8] had scrambled them
+    write_checkpoint(str(tmp_path / "column"), model=build_model(cfg.model, [3, 8, 8], 2), config=cfg, metrics={},
+                     model_info={**INFO, "input_shape": [3, 8, 8], "label_names": ["cat", "dog"],
+                                 "feature_columns": ["image"]})
+    rows = [{"image": image, "label": "cat"} for image in chw.transpose(0, 2, 3, 1).tolist()]
+    assert np.array_equal(Predictor.load(str(tmp_path / "column")).validate(rows), model.validate(chw.tolist()))
 
 
 def request(client_host: str, authorization: str | None = None) -> Request:
