@@ -459,13 +459,14 @@ def _predict(args) -> dict:
 
 
 def _scored_rows(instances: list, files: list[str] | None, result: dict) -> list[dict]:
-    """Each input as a row (a table's row as it came, a text, an image's file, other inputs as they are),
-    then its prediction, that prediction's probability and every class's."""
+    """Each input as a row (a table's row as it came, less a column of image files; a text, an image's file, other
+    inputs as they are), then its prediction, that prediction's probability and every class's."""
     labels = result["labels"]
     scores = ["prediction", "probability", *(f"probability_{label}" for label in labels)]
     rows = []
     for i, (instance, p) in enumerate(zip(instances, result["predictions"], strict=True)):
-        row = ({"file": files[i]} if files else dict(instance) if isinstance(instance, dict)
+        row = ({"file": files[i]} if files else {k: v for k, v in instance.items() if not isinstance(v, dict)}
+               if isinstance(instance, dict)
                else {"text": instance} if isinstance(instance, str) else {"input": instance})
         if clash := [c for c in scores if c in row]:
             raise ConfigError(f"--input has columns {clash}, which --output would write the predictions to: "

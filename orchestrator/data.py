@@ -27,7 +27,7 @@ from orchestrator.config import DataConfig, DigitsData, FilesData, SyntheticData
 from orchestrator.datafiles import (blank_cells, data_files, holds_text, image_files, partition_values, read_npz,
                                     read_table, walk)
 from orchestrator.errors import DataError
-from orchestrator.images import channels_last, decode_image, image_shape
+from orchestrator.images import channels_last, decode_images, image_bytes, is_image_column
 
 
 @dataclass
@@ -320,18 +320,8 @@ def _image_folder(fs, root: str, files: list[str], cfg: FilesData) -> Arrays:
     where = [posixpath.relpath(posixpath.dirname(f), root).split("/") for f in files]
     by_directory = (cfg.split_column is None and all(len(w) >= 2 for w in where)
                     and {w[0].lower() for w in where} <= {name for names in splits.SPLIT_NAMES for name in names})
-    shape = cfg.feature_shape
-    images, labels, split_names = [], [], []
+    labels, split_names = [], []
     for f, below in zip(files, where, strict=True):
-        with fs.open_input_file(f) as fh:
-            raw = fh.read()
-        if shape is None:
-            shape = image_shape(raw, storage.uri(fs, f))
-        image = decode_image(raw, shape, storage.uri(fs, f), resize=cfg.feature_shape is not None)
-        if images and image.shape != images[0].shape:
-            raise DataError(f"images differ in size: {storage.uri(fs, files[0])} is {images[0].shape[2]}x"
-                            f"{images[0].shape[1]}, {storage.uri(fs, f)} is {image.shape[2]}x{image.shape[1]} (width x "
-                            "height): set data.feature_shape: [C, H, W] to resize every image to H x W")
         keys = partition_values(f, root)
         if by_directory:
             split_names.append(below[0])
@@ -343,14 +333,19 @@ def _image_folder(fs, root: str, files: list[str], cfg: FilesData) -> Arrays:
         if label is None:
             raise DataError(f"{storage.uri(fs, f)} has no class: put each image in a directory named for its class "
                             f"({cfg.path.rstrip('/')}/cat/1.png, {cfg.path.rstrip('/')}/dog/2.png)")
-        images.append(image)
         labels.append(label)
+    images = decode_images(((_read_file(fs, f), storage.uri(fs, f)) for f in files), cfg.feature_shape)
     names, y = np.unique(np.array(labels), return_inverse=True)
     split = None
     if split_names:
         split = splits.named(np.array(split_names), "its directory (train/, val/, test/)" if by_directory else
                              f"data.split_column {cfg.split_column!r}")
-    return Arrays(np.stack(images), y.astype(np.int64), [str(n) for n in names], split=split)
+    return Arrays(images, y.astype(np.int64), [str(n) for n in names], split=split)
+
+
+def _read_file(fs, path: str) -> bytes:
+    with fs.open_input_file(path) as fh:
+        return fh.read()
 
 
 def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str] = frozenset(),
@@ -364,6 +359,8 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
     rows = _labelled_rows(columns[cfg.label_column], cfg.label_column)
     if len(rows) < len(columns[cfg.label_column]):
         columns = {name: values[rows] for name, values in columns.items()}
+    for name in [c for c, values in columns.items() if c != cfg.label_column and is_image_column(values)]:
+        columns = {**columns, name: _image_column(columns[name], name, cfg, rows)}  # [N, C, H, W] from here on
     parts = cfg.text_columns if len(cfg.text_columns) > 1 else None
     if parts:  # a title and a body: one text, a column of its own from here on
         columns = {**columns, cfg.text_name: _joined_text(columns, cfg)}
@@ -383,6 +380,19 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
              else None if known else splits.of_rows(columns, cfg, rows))
     return Arrays(x, y, label_names, feature_cols, found or None, dated or None, forms or None, cfg.text_name,
                   cfg.text_bytes if beside else None, parts, split)
+
+
+def _image_column(values: np.ndarray, column: str, cfg: FilesData, rows: np.ndarray) -> np.ndarray:
+    """A column of image files (Hugging Face datasets' Parquet: images.image_bytes) decoded as an image folder's
+    files are, to data.feature_shape or the first image's shape."""
+    def files():
+        for row, cell in zip(rows, values, strict=True):
+            if (raw := image_bytes(cell)) is None:
+                raise DataError(f"row {row + 1} of column {column!r} holds no image file ({str(cell)[:40]!r}), where "
+                                "the column's other rows do: fill it in or leave the row out")
+            yield raw, f"the image in row {row + 1} of column {column!r}"
+
+    return decode_images(files(), cfg.feature_shape)
 
 
 def _counts_rows(values: np.ndarray) -> bool:

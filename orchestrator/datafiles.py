@@ -8,6 +8,7 @@ too, for the table's encoding (data.py) and for `orchestrator predict --input`.
 
 from __future__ import annotations
 
+import base64
 import codecs
 import json
 import os
@@ -19,7 +20,7 @@ import numpy as np
 from orchestrator import storage
 from orchestrator.categories import texts
 from orchestrator.errors import DataError
-from orchestrator.images import IMAGE_SUFFIXES, image_shape, is_image_file
+from orchestrator.images import IMAGE_SUFFIXES, image_bytes, image_shape, is_image_column, is_image_file
 
 
 def read_rows(path: str, encoding: str = "utf-8", sheet: str | None = None) -> list[dict]:
@@ -31,6 +32,10 @@ def read_rows(path: str, encoding: str = "utf-8", sheet: str | None = None) -> l
     columns = {k: v for k, v in columns.items() if k not in index}
     cells = {}
     for name, values in columns.items():
+        if is_image_column(values):  # image files (Hugging Face's Parquet), as a request carries them: base64
+            cells[name] = [{"b64": base64.b64encode(raw).decode()} if (raw := image_bytes(v)) else None
+                           for v in values]
+            continue
         if holds_text(values):  # a blank cell of a text column is the category "", as training reads it
             cells[name] = texts(values).tolist()
             continue

@@ -59,6 +59,40 @@ def decode_image(raw: bytes, shape: list[int], name: str, resize: bool = True,
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
+def decode_images(files, shape: list[int] | None) -> np.ndarray:
+    """[N, C, H, W] float32 of image files, `files` (raw bytes, a name for messages) as training reads them: to
+    `shape` [C, H, W] (data.feature_shape), converted and resized; else each as the first is, which every image
+    must then match in size."""
+    images, first, resize = [], None, shape is not None
+    for raw, name in files:
+        image = decode_image(raw, shape or image_shape(raw, name), name, resize=resize)
+        if images and image.shape != images[0].shape:
+            raise DataError(f"images differ in size: {first} is {images[0].shape[2]}x{images[0].shape[1]}, {name} is "
+                            f"{image.shape[2]}x{image.shape[1]} (width x height): set data.feature_shape: [C, H, W] "
+                            "to resize every image to H x W")
+        first, shape = first or name, shape or list(image.shape)  # colour: as the first image's, for every one
+        images.append(image)
+    return np.stack(images)
+
+
+# The first bytes of the image files a table's cell may hold: PNG, JPEG, GIF, BMP, TIFF (either byte order), WebP
+MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
+
+
+def image_bytes(cell) -> bytes | None:
+    """The image file a table's cell holds: Hugging Face datasets' {"bytes": ..., "path": ...} (their Parquet
+    files store images so), or the file's bytes themselves; else None."""
+    if isinstance(cell, dict):
+        cell = cell.get("bytes")
+    return bytes(cell) if isinstance(cell, (bytes, bytearray)) and bytes(cell[:8]).startswith(MAGIC) else None
+
+
+def is_image_column(values: np.ndarray) -> bool:
+    """Whether a table's column holds image files (image_bytes), judged from its first cells."""
+    first = [v for v in values[:20] if v is not None]
+    return values.dtype == object and bool(first) and all(image_bytes(v) is not None for v in first)
+
+
 def _open_image(raw: bytes, name: str, max_pixels: int | None = None):
     import io
 

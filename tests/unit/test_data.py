@@ -1003,6 +1003,47 @@ def test_images_stored_channels_last_are_read_channels_first(tmp_path, capsys):
     assert "channels last" not in capsys.readouterr().out
 
 
+def test_a_column_of_image_files_is_read_as_an_image_folder_is(tmp_path):
+    """Hugging Face datasets ship images in Parquet as {"bytes", "path"} structs, one file a split
+    (train-00000-of-00001.parquet): before, "features ['image'] are not numeric arrays"."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from orchestrator.images import decode_image
+
+    rng = np.random.default_rng(0)
+    pixels = [rng.integers(0, 256, (6, 5)).astype(np.uint8) for _ in range(30)]
+    files = []
+    for image in pixels:
+        out = io.BytesIO()
+        Image.fromarray(image).save(out, "PNG")
+        files.append(out.getvalue())
+    struct = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    (tmp_path / "hf").mkdir()
+    for split, rows in (("train", slice(0, 20)), ("test", slice(20, 30))):
+        images = pa.array([{"bytes": f, "path": None} for f in files[rows]], struct)
+        pq.write_table(pa.table({"image": images, "label": (np.arange(30) % 2)[rows]}),
+                       tmp_path / "hf" / f"{split}-00000-of-00001.parquet")
+    arrays = data.load_arrays(FilesData(name="files", path=str(tmp_path / "hf")), 0)
+    read = np.concatenate([np.stack(pixels[20:]), np.stack(pixels[:20])])
+    assert arrays.x.shape == (30, 1, 6, 5) and np.array_equal(arrays.x[:, 0], read.astype(np.float32))
+    assert list(arrays.split) == [2] * 10 + [0] * 20  # the files in name order, test first: each in its split
+    resized = data.load_arrays(FilesData(name="files", path=str(tmp_path / "hf"), feature_shape=[3, 4, 4]), 0)
+    assert np.array_equal(resized.x[0], decode_image(files[20], [3, 4, 4], "x"))  # as an image folder's file
+    # the files' bytes alone, a column of binary, read the same; a row without one is named
+    pq.write_table(pa.table({"image": pa.array(files, pa.binary()), "label": np.arange(30) % 2}), tmp_path / "b.parquet")
+    assert np.array_equal(data.load_arrays(FilesData(name="files", path=str(tmp_path / "b.parquet")), 0).x[:, 0],
+                          np.stack(pixels).astype(np.float32))
+    pq.write_table(pa.table({"image": pa.array(files[:29] + [b"oops"], pa.binary()), "label": np.arange(30) % 2}),
+                   tmp_path / "bad.parquet")
+    with pytest.raises(DataError, match=r"row 30 of column 'image' holds no image file \(.b'oops'.\), where the "
+                                        r"column's other rows do: fill it in or leave the row out"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "bad.parquet")), 0)
+
+
 def test_augment_shifts_within_bounds_and_keeps_shape():
     x = torch.zeros(64, 1, 8, 8)
     x[:, :, 4, 4] = 1.0
@@ -1114,6 +1155,8 @@ def test_an_image_folder_is_one_directory_per_class(tmp_path):
 
 
 def test_an_image_folder_of_split_directories_keeps_its_split(tmp_path, capsys):
+    from orchestrator.images import decode_image
+
     # as datasets ship: train/ and test/ (and val/), each with a directory per class; the class is not 'train'
     rng = np.random.default_rng(0)
     layout = {"train": 12, "Test": 4}
@@ -1127,7 +1170,7 @@ def test_an_image_folder_of_split_directories_keeps_its_split(tmp_path, capsys):
     assert "each row in the split named by its directory (train/, val/, test/); val drawn from the train rows" in \
         capsys.readouterr().out
     test_pixels = {tuple(x.ravel()) for x in splits.arrays["test"][0]}
-    shipped = {tuple(data.decode_image(p.read_bytes(), [1, 4, 4], str(p)).ravel())
+    shipped = {tuple(decode_image(p.read_bytes(), [1, 4, 4], str(p)).ravel())
                for p in (tmp_path / "pets" / "Test").rglob("*.png")}
     assert test_pixels == shipped
     # or in split=NAME directories, by data.split_column

@@ -4,6 +4,7 @@ import asyncio
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from starlette.requests import Request
@@ -617,6 +618,40 @@ def test_the_predict_command_decodes_image_files_to_the_model_input_shape(tmp_pa
     table = write_table_model(tmp_path / "table", ["width", "area"], [2])
     assert main(["predict", table, "--input", str(tmp_path / "in")]) == 2
     assert "this model takes inputs of shape [2], not images" in capsys.readouterr().err
+
+
+def test_the_predict_command_reads_a_parquet_column_of_image_files_as_training_did(tmp_path, capsys):
+    """Hugging Face datasets' Parquet: an `image` column of {"bytes", "path"} structs beside the label."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from orchestrator.cli import main
+
+    cfg = config_from_dict({"name": "hf", "data": {"name": "files", "path": "hf", "feature_shape": [1, 6, 5]},
+                            "model": {"name": "cnn", "channels": [4]}})
+    torch.manual_seed(0)
+    model = build_model(cfg.model, [1, 6, 5], 2)
+    ckpt = str(tmp_path / "ckpt")
+    write_checkpoint(ckpt, model=model, config=cfg, metrics={}, model_info={
+        **INFO, "input_shape": [1, 6, 5], "label_names": ["cat", "dog"], "feature_columns": ["image"]})
+    rng = np.random.default_rng(0)
+    pixels = [rng.integers(0, 256, (12, 10)).astype(np.uint8) for _ in range(3)]
+    files = []
+    for image in pixels:
+        out = io.BytesIO()
+        Image.fromarray(image).save(out, "PNG")
+        files.append({"bytes": out.getvalue(), "path": None})
+    images = pa.array(files, pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    pq.write_table(pa.table({"id": [7, 8, 9], "image": images}), tmp_path / "test.parquet")
+    assert main(["predict", ckpt, "--input", str(tmp_path / "test.parquet"), "--output", str(tmp_path / "o.csv")]) == 0
+    expected = np.stack([np.asarray(Image.fromarray(i).resize((5, 6)), np.float32)[None] for i in pixels])
+    probs = torch.softmax(model.eval()(torch.tensor(expected)), 1).detach().numpy()
+    scored = pd.read_csv(tmp_path / "o.csv")
+    assert list(scored.columns[:3]) == ["id", "prediction", "probability"]  # the image bytes are not written back
+    np.testing.assert_allclose(scored[["probability_cat", "probability_dog"]].to_numpy(), probs, atol=1e-5)
 
 
 def test_images_in_a_request_are_base64_files_decoded_as_in_training(tmp_path):
