@@ -508,7 +508,10 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str], k
                     f"{MAX_CATEGORIES}, and under half the rows): ids, names or free text")
             as_text = (f"to read one as free text, set data.text_column: {wide[0]} with model.name rnn or "
                        f"transformer{beside}")
-            if cfg.feature_columns or not kept:  # asked for by name, or nothing else to read
+            if not kept:  # nothing else to read: the text is the input
+                raise DataError(f"text columns hold {what}, and the data has no other feature column: "
+                                f"{as_text}")
+            if cfg.feature_columns:  # asked for by name
                 raise DataError(f"text columns hold {what}. Leave them out: data.feature_columns: [{keep}]; or, "
                                 f"{as_text}")
             # every column was taken by default: those that name rows are left out, as ids would be by hand

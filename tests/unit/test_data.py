@@ -366,11 +366,13 @@ def test_text_columns_are_categories_a_feature_each(capsys):
             "1000, and under half the rows): ids, names or free text: left out (to read one as free text, set "
             "data.text_column: name with model.name rnn or transformer, and data.feature_columns: [size] for the "
             "columns beside it)") in capsys.readouterr().out
-    # refused where data.feature_columns asks for it, or where nothing else is left, with the columns to keep
+    # refused where data.feature_columns asks for it, with the columns to keep; where nothing else is left, the
+    # text is the input (before: 'Leave them out: data.feature_columns: []')
     with pytest.raises(DataError, match=r"text columns hold too many different values to be categories \('name' 40 "
                                         r"in 40 rows; .*Leave them out: data.feature_columns: \[size\]"):
         data._columns_to_arrays(ids, files.model_copy(update={"feature_columns": ["size", "name"]}))
-    with pytest.raises(DataError, match=r"\('name' 40 in 40 rows; .*Leave them out: data.feature_columns: \[\]"):
+    with pytest.raises(DataError, match=r"\('name' 40 in 40 rows; .*free text, and the data has no other feature "
+                                        r"column: to read one as free text, set data.text_column: name with"):
         data._columns_to_arrays({"name": ids["name"], "label": ids["label"]}, files)
 
 
