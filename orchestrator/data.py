@@ -457,6 +457,12 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str], k
     available = list(columns)
     feature_cols = cfg.feature_columns or [c for c in available
                                            if c not in (cfg.label_column, cfg.split_column) and c not in index]
+    images = [c for c in feature_cols if c in columns and np.ndim(columns[c]) == 4]  # [N, C, H, W]: _image_column's
+    if cfg.feature_columns is None and images and len(feature_cols) > 1:  # an image is a model's whole input
+        if known is None:
+            print(f"data: column {images[0]!r} holds images, the input; columns "
+                  f"{[c for c in feature_cols if c != images[0]]} are not read", flush=True)
+        feature_cols = images[:1]
     free_text = cfg.text_name  # set here only beside data.feature_columns
     feature_cols = [free_text, *feature_cols] if free_text else feature_cols
     if not feature_cols:
@@ -527,11 +533,12 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str], k
                       "different text a feature of its own, and one that training never saw turns on none. To "
                       f"read their words, set data.text_column: {c} (model.name rnn or transformer; the columns "
                       "beside it in data.feature_columns)", flush=True)
-    lists = [c for c in feature_cols if c not in text and columns[c].dtype == object  # a list (tensor) per row
-             and any(isinstance(v, (list, tuple, np.ndarray)) for v in columns[c])]
+    lists = [c for c in feature_cols if c not in text and (columns[c].ndim > 1 or columns[c].dtype == object  # a
+             and any(isinstance(v, (list, tuple, np.ndarray)) for v in columns[c]))]  # list (tensor, image) per row
     if lists and len(feature_cols) > 1:
-        raise DataError(f"feature columns {lists} hold lists, beside other feature columns: a list column is a "
-                        "whole input, so name it alone in data.feature_columns, or give each of its values a column")
+        raise DataError(f"feature columns {lists} hold lists or images, beside other feature columns: such a column "
+                        "is a whole input, so name it alone in data.feature_columns, or give each of its values a "
+                        "column")
     try:
         if len(feature_cols) == 1 and not text and not dated:  # one tensor/list column, or a single scalar feature
             x = np.stack(columns[lists[0]]) if lists else _numbers(columns[feature_cols[0]])

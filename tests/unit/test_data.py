@@ -911,8 +911,9 @@ def test_list_columns_beside_others_or_of_different_sizes_are_named(tmp_path):
 
     vectors = pa.array([[1.0, 2.0], [3.0, 4.0]] * 3)
     pq.write_table(pa.table({"age": [1, 2] * 3, "embedding": vectors, "label": [0, 1] * 3}), tmp_path / "mixed.parquet")
-    with pytest.raises(DataError, match=r"feature columns \['embedding'\] hold lists, beside other feature columns: "
-                                        r"a list column is a whole input, so name it alone in data.feature_columns"):
+    with pytest.raises(DataError, match=r"feature columns \['embedding'\] hold lists or images, beside other feature "
+                                        r"columns: such a column is a whole input, so name it alone in "
+                                        r"data.feature_columns"):
         data.load_arrays(FilesData(name="files", path=str(tmp_path / "mixed.parquet")), seed=0)
     only = data.load_arrays(FilesData(name="files", path=str(tmp_path / "mixed.parquet"),
                                       feature_columns=["embedding"]), seed=0)
@@ -1005,7 +1006,7 @@ def test_images_stored_channels_last_are_read_channels_first(tmp_path, capsys):
     assert "channels last" not in capsys.readouterr().out
 
 
-def test_a_column_of_image_files_is_read_as_an_image_folder_is(tmp_path):
+def test_a_column_of_image_files_is_read_as_an_image_folder_is(tmp_path, capsys):
     """Hugging Face datasets ship images in Parquet as {"bytes", "path"} structs, one file a split
     (train-00000-of-00001.parquet): before, "features ['image'] are not numeric arrays"."""
     import io
@@ -1039,6 +1040,18 @@ def test_a_column_of_image_files_is_read_as_an_image_folder_is(tmp_path):
     pq.write_table(pa.table({"image": pa.array(files, pa.binary()), "label": np.arange(30) % 2}), tmp_path / "b.parquet")
     assert np.array_equal(data.load_arrays(FilesData(name="files", path=str(tmp_path / "b.parquet")), 0).x[:, 0],
                           np.stack(pixels).astype(np.float32))
+    # beside other columns (a file path, a size: Hugging Face's beans), the image is the input, alone; they had been
+    # joined into a vector of 30 pixels and a width
+    beside = {"image": pa.array(files, pa.binary()), "width": np.full(30, 5), "label": np.arange(30) % 2}
+    pq.write_table(pa.table(beside), tmp_path / "beside.parquet")
+    capsys.readouterr()
+    alone = data.load_arrays(FilesData(name="files", path=str(tmp_path / "beside.parquet")), 0)
+    assert alone.x.shape == (30, 1, 6, 5) and alone.feature_columns == ["image"]
+    assert "data: column 'image' holds images, the input; columns ['width'] are not read" in capsys.readouterr().out
+    with pytest.raises(DataError, match=r"feature columns \['image'\] hold lists or images, beside other feature "
+                                        r"columns: such a column is a whole input"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "beside.parquet"),
+                                   feature_columns=["image", "width"]), 0)
     pq.write_table(pa.table({"image": pa.array(files[:29] + [b"oops"], pa.binary()), "label": np.arange(30) % 2}),
                    tmp_path / "bad.parquet")
     with pytest.raises(DataError, match=r"row 30 of column 'image' holds no image file \(.b'oops'.\), where the "
