@@ -123,3 +123,14 @@ def http(method: str, url: str, body=None, headers: dict | None = None, timeout:
     except ValueError:
         content = raw.decode(errors="replace")
     return resp.status, {k.lower(): v for k, v in resp.getheaders()}, content
+
+
+def png_bytes(pixels) -> bytes:
+    """A PNG file of uint8 pixels, as a table's column of image files holds it."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG")
+    return out.getvalue()

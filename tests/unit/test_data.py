@@ -1009,21 +1009,15 @@ def test_images_stored_channels_last_are_read_channels_first(tmp_path, capsys):
 def test_a_column_of_image_files_is_read_as_an_image_folder_is(tmp_path, capsys):
     """Hugging Face datasets ship images in Parquet as {"bytes", "path"} structs, one file a split
     (train-00000-of-00001.parquet): before, "features ['image'] are not numeric arrays"."""
-    import io
-
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from PIL import Image
 
     from orchestrator.images import decode_image
+    from tests.conftest import png_bytes
 
     rng = np.random.default_rng(0)
     pixels = [rng.integers(0, 256, (6, 5)).astype(np.uint8) for _ in range(30)]
-    files = []
-    for image in pixels:
-        out = io.BytesIO()
-        Image.fromarray(image).save(out, "PNG")
-        files.append(out.getvalue())
+    files = [png_bytes(image) for image in pixels]
     struct = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     (tmp_path / "hf").mkdir()
     for split, rows in (("train", slice(0, 20)), ("test", slice(20, 30))):

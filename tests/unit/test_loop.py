@@ -42,13 +42,12 @@ class Recording(TuneSession):
         self.reports.append(metrics)
 
 
-@pytest.mark.parametrize("lr, patience, ran", [(1e-12, 2, 3), (1e-12, None, 6)])
-def test_a_run_whose_metric_stops_improving_ends_after_patience_epochs(lr, patience, ran, capsys):
+def run_on_synthetic_data(optim: dict, train: dict | None = None):
+    """(config, Recording session) of 6 epochs of an MLP on 300 synthetic rows, without Ray."""
     cfg = config_from_dict({
-        "name": "stall", "data": {"name": "synthetic", "num_samples": 300, "feature_shape": [4], "num_classes": 3},
-        "model": {"name": "mlp", "hidden_sizes": [8]},
-        "optim": {"name": "sgd", "lr": lr, "schedule": "constant"},  # too small a step to change any prediction
-        "train": {"epochs": 6, "batch_size_per_worker": 32, "early_stopping_patience": patience},
+        "name": "unit", "data": {"name": "synthetic", "num_samples": 300, "feature_shape": [4], "num_classes": 3},
+        "model": {"name": "mlp", "hidden_sizes": [8]}, "optim": optim,
+        "train": {"epochs": 6, "batch_size_per_worker": 32, **(train or {})},
     })
     arrays = data.load_arrays(cfg.data, cfg.seed)
     x, y = arrays.x.astype(np.float32), arrays.y
@@ -57,6 +56,13 @@ def test_a_run_whose_metric_stops_improving_ends_after_patience_epochs(lr, patie
             "normalization": {"mean": mean.tolist(), "std": std.tolist()}, "data_fingerprint": "unit"}
     session = Recording({"train": (x[:200], y[:200]), "val": (x[200:], y[200:])})
     run(cfg, info, session, invocation="unit")
+    return cfg, session
+
+
+@pytest.mark.parametrize("lr, patience, ran", [(1e-12, 2, 3), (1e-12, None, 6)])
+def test_a_run_whose_metric_stops_improving_ends_after_patience_epochs(lr, patience, ran, capsys):
+    _, session = run_on_synthetic_data({"name": "sgd", "lr": lr, "schedule": "constant"},  # too small a step to
+                                       {"early_stopping_patience": patience})  # change any prediction
     assert [m["epoch"] for m in session.reports] == list(range(1, ran + 1))
     if patience:
         assert "unit: stopping early: val_accuracy has not improved for 2 epochs (best" in capsys.readouterr().out
@@ -70,19 +76,7 @@ def test_a_run_whose_training_loss_is_no_longer_a_number_stops_there_and_no_such
 
     from orchestrator.train import _best_checkpoint
 
-    cfg = config_from_dict({
-        "name": "div", "data": {"name": "synthetic", "num_samples": 300, "feature_shape": [4], "num_classes": 3},
-        "model": {"name": "mlp", "hidden_sizes": [8]},
-        "optim": {"name": "sgd", "lr": 1e3, "schedule": "constant", "warmup_epochs": 5},
-        "train": {"epochs": 6, "batch_size_per_worker": 32},
-    })
-    arrays = data.load_arrays(cfg.data, cfg.seed)
-    x, y = arrays.x.astype(np.float32), arrays.y
-    mean, std = data.channel_stats(x)
-    info = {"input_shape": [4], "input_dtype": "float32", "label_names": arrays.label_names, "feature_columns": None,
-            "normalization": {"mean": mean.tolist(), "std": std.tolist()}, "data_fingerprint": "unit"}
-    session = Recording({"train": (x[:200], y[:200]), "val": (x[200:], y[200:])})
-    run(cfg, info, session, invocation="unit")
+    cfg, session = run_on_synthetic_data({"name": "sgd", "lr": 1e3, "schedule": "constant", "warmup_epochs": 5})
     losses = [m["train_loss"] for m in session.reports]
     assert len(losses) < 6 and np.isfinite(losses[:-1]).all() and not np.isfinite(losses[-1])
     assert (f"unit: stopped in epoch {len(losses)}: the training loss is nan: the model diverged; lower optim.lr "

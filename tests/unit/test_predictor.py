@@ -622,13 +622,12 @@ def test_the_predict_command_decodes_image_files_to_the_model_input_shape(tmp_pa
 
 def test_the_predict_command_reads_a_parquet_column_of_image_files_as_training_did(tmp_path, capsys):
     """Hugging Face datasets' Parquet: an `image` column of {"bytes", "path"} structs beside the label."""
-    import io
-
     import pyarrow as pa
     import pyarrow.parquet as pq
     from PIL import Image
 
     from orchestrator.cli import main
+    from tests.conftest import png_bytes
 
     cfg = config_from_dict({"name": "hf", "data": {"name": "files", "path": "hf", "feature_shape": [1, 6, 5]},
                             "model": {"name": "cnn", "channels": [4]}})
@@ -639,11 +638,7 @@ def test_the_predict_command_reads_a_parquet_column_of_image_files_as_training_d
         **INFO, "input_shape": [1, 6, 5], "label_names": ["cat", "dog"], "feature_columns": ["image"]})
     rng = np.random.default_rng(0)
     pixels = [rng.integers(0, 256, (12, 10)).astype(np.uint8) for _ in range(3)]
-    files = []
-    for image in pixels:
-        out = io.BytesIO()
-        Image.fromarray(image).save(out, "PNG")
-        files.append({"bytes": out.getvalue(), "path": None})
+    files = [{"bytes": png_bytes(image), "path": None} for image in pixels]
     images = pa.array(files, pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
     pq.write_table(pa.table({"id": [7, 8, 9], "image": images}), tmp_path / "test.parquet")
     assert main(["predict", ckpt, "--input", str(tmp_path / "test.parquet"), "--output", str(tmp_path / "o.csv")]) == 0
