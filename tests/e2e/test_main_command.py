@@ -50,7 +50,7 @@ def pipeline(tmp_path_factory):
     proc = cli("run", "jobs/digits.yaml", f"storage.path={storage_path}", "--port", str(free_port()), "--json",
                marker=marker)
     try:
-        line = read_until(proc, '{"checkpoint"', 600)
+        line = read_until(proc, '"model_version": ', 600)  # the --json line: its keys sorted, whichever is first
         wall = time.time() - started
         result = json.loads(line)
         model = http("GET", f"{result['endpoint']}/v1/model")[2]
