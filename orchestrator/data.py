@@ -359,7 +359,8 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
     rows = _labelled_rows(columns[cfg.label_column], cfg.label_column)
     if len(rows) < len(columns[cfg.label_column]):
         columns = {name: values[rows] for name, values in columns.items()}
-    for name in [c for c, values in columns.items() if c != cfg.label_column and is_image_column(values)]:
+    read = [c for c in columns if c != cfg.label_column and c in (cfg.feature_columns or columns)]  # not decoded:
+    for name in [c for c in read if is_image_column(columns[c])]:  # images of a column data.feature_columns leaves out
         columns = {**columns, name: _image_column(columns[name], name, cfg, rows)}  # [N, C, H, W] from here on
     parts = cfg.text_columns if len(cfg.text_columns) > 1 else None
     if parts:  # a title and a body: one text, a column of its own from here on

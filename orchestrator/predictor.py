@@ -184,7 +184,8 @@ class Predictor:
         if self.text_column and not self.text_bytes:
             return self._texts(instances)
         if self.columns and len(self.columns) == 1:  # rows whose one column holds an image: {"image": {"b64": ...}}
-            instances = [i[self.columns[0]] if isinstance(i, dict) and isinstance(i.get(self.columns[0]), dict)
+            column = self.columns[0]
+            instances = [i[column] if isinstance(i, dict) and isinstance(i.get(column), dict) and "b64" in i[column]
                          else i for i in instances]
         if any(isinstance(i, dict) and "b64" in i for i in instances):
             instances = self._images(instances)

@@ -1046,6 +1046,11 @@ def test_a_column_of_image_files_is_read_as_an_image_folder_is(tmp_path, capsys)
                                         r"columns: such a column is a whole input"):
         data.load_arrays(FilesData(name="files", path=str(tmp_path / "beside.parquet"),
                                    feature_columns=["image", "width"]), 0)
+    broken = pa.table({**beside, "image": pa.array(files[:29] + [b"\x89PNG\r\n\x1a\n cut short"], pa.binary())})
+    pq.write_table(broken, tmp_path / "broken.parquet")  # a column data.feature_columns leaves out is not decoded
+    only_width = data.load_arrays(FilesData(name="files", path=str(tmp_path / "broken.parquet"),
+                                            feature_columns=["width"]), 0)
+    assert only_width.x.shape == (30, 1)
     pq.write_table(pa.table({"image": pa.array(files[:29] + [b"oops"], pa.binary()), "label": np.arange(30) % 2}),
                    tmp_path / "bad.parquet")
     with pytest.raises(DataError, match=r"row 30 of column 'image' holds no image file \(.b'oops'.\), where the "
