@@ -134,8 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="URL|CHECKPOINT_URI")
     p.add_argument("--input", required=True, help='JSON file ({"instances": [...]} or a list of inputs), - for '
                    "stdin, a table file with a header: CSV, TSV, Parquet, JSON Lines, Feather, Excel (.xlsx: see "
-                   "--sheet), or a directory of them (a row per input, by column name), or an image file or a "
-                   "directory of them (the model decodes them as in training); a local path, s3:// or gs://")
+                   "--sheet), an NPZ of arrays, or a directory of them (a row per input, by column name), or an "
+                   "image file or a directory of them (the model decodes them as in training); a local path, s3:// "
+                   "or gs://")
     p.add_argument("--output", metavar="FILE", help="write the inputs and their predictions to this table file "
                    "(.csv, .tsv, .jsonl, .json, .parquet, .feather, .xlsx; local, s3:// or gs://): each input's row "
                    "(or its text, or its file), then its prediction, probability and a probability_<class> per class")

@@ -24,8 +24,8 @@ from orchestrator.amounts import read_text as read_amounts
 from orchestrator.categories import (MAX_CATEGORIES, categories_of, check_not_numbers, look_alike, names_rows,
                                      one_hot, sentence_words, texts)
 from orchestrator.config import DataConfig, DigitsData, FilesData, SyntheticData, TextData
-from orchestrator.datafiles import (blank_cells, data_files, holds_text, image_files, partition_values, read_npz,
-                                    read_table, walk)
+from orchestrator.datafiles import (LIKELY_LABELS, blank_cells, data_files, holds_text, image_files, not_in_data,
+                                    partition_values, read_npz, read_table, walk)
 from orchestrator.errors import DataError
 from orchestrator.images import channels_last, decode_images, image_bytes, is_image_column
 
@@ -235,7 +235,12 @@ def _synthetic(cfg: SyntheticData, seed: int) -> Arrays:
 def _files(cfg: FilesData, endpoint_url: str | None, known: dict | None) -> Arrays:
     fs, root, files, fmt = data_files(cfg.path, cfg.format, endpoint_url)
     if fmt == "npz":
-        return _columns_to_arrays(read_npz(fs, files), cfg, known=known)
+        arrays = read_npz(fs, files)
+        if (by_name := None if cfg.split_column or cfg.order_column else splits.of_arrays(arrays)) is None:
+            return _columns_to_arrays(arrays, cfg, known=known)
+        columns, named = by_name  # every row, for a model's evaluation (known); one split names none
+        return _columns_to_arrays(columns, cfg, known=known, split_names=named if known is None
+                                  and len(set(named)) > 1 else None, split_source="its arrays' names (x_train, ...)")
     if fmt == "images":
         if cfg.order_column:
             raise DataError("data.order_column names a column of a table, and image folders have none: leave it out")
@@ -349,13 +354,17 @@ def _read_file(fs, path: str) -> bytes:
 
 
 def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str] = frozenset(),
-                       known: dict | None = None, split_names: np.ndarray | None = None) -> Arrays:
+                       known: dict | None = None, split_names: np.ndarray | None = None,
+                       split_source: str = "its file (train.csv, test.csv, ...)") -> Arrays:
     """`index`: columns that are features only where data.feature_columns names them. Text columns are
     categories (categories.py): those a model lists (`known`: its model_info), else every value in the data;
-    date columns are 7 features each (dates.py). `split_names`: each row's split, as its file names it."""
+    date columns are 7 features each (dates.py). `split_names`: each row's split, as `split_source` names it."""
     available = list(columns)  # in the file's order, which is the order of each sample's features
     if cfg.label_column not in columns:
-        raise DataError(f"label column {cfg.label_column!r} not in the data; columns: {available}")
+        likely = [c for c in available if c.strip().lower() in LIKELY_LABELS]
+        raise not_in_data(f"label column {cfg.label_column!r}", [cfg.label_column], available,
+                          "name the column to predict in data.label_column"
+                          + (f" ({', '.join(map(repr, likely))}?)" if likely else ""))
     rows = _labelled_rows(columns[cfg.label_column], cfg.label_column)
     if len(rows) < len(columns[cfg.label_column]):
         columns = {name: values[rows] for name, values in columns.items()}
@@ -377,7 +386,7 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
     y, label_names = _labels(columns[cfg.label_column], cfg.label_column)
     if known is None:  # training: the label's values are the classes to learn
         _check_classes(y, label_names, cfg.label_column, numeric=columns[cfg.label_column].dtype.kind in "iuf")
-    split = (splits.named(split_names[rows], "its file (train.csv, test.csv, ...)") if split_names is not None
+    split = (splits.named(split_names[rows], split_source) if split_names is not None
              else None if known else splits.of_rows(columns, cfg, rows))
     return Arrays(x, y, label_names, feature_cols, found or None, dated or None, forms or None, cfg.text_name,
                   cfg.text_bytes if beside else None, parts, split)
@@ -407,7 +416,7 @@ def _counts_rows(values: np.ndarray) -> bool:
 def _text_of(columns: dict[str, np.ndarray], name: str) -> np.ndarray:
     """A column of text's cells; a blank cell is the empty text."""
     if name not in columns:
-        raise DataError(f"data.text_column {name!r} not in the data; columns: {list(columns)}")
+        raise not_in_data(f"data.text_column {name!r}", [name], list(columns), "name a column of text")
     if not holds_text(columns[name]):
         raise DataError(f"data.text_column {name!r} holds {columns[name].dtype.name} values, not text: name a "
                         "column of text, or leave data.text_column unset to use the column as numbers")
@@ -470,7 +479,8 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str], k
         raise DataError(f"the data has no feature columns: its columns are {available}, the label and any index "
                         "pandas wrote (see data.feature_columns)")
     if missing := [c for c in feature_cols if c not in columns]:
-        raise DataError(f"feature columns {missing} not in the data; columns: {available}")
+        raise not_in_data(f"feature columns {missing}", missing, available, "name the data's columns in "
+                          "data.feature_columns")
     if known is None:  # training: the columns of dates; the text columns, and every value they hold
         text = {c: texts(columns[c]) for c in feature_cols if c != free_text and holds_text(columns[c])}
         dates_of = {c: columns[c].astype("datetime64[s]") for c in feature_cols if columns[c].dtype.kind == "M"}

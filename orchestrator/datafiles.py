@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import codecs
+import difflib
 import json
 import os
 import posixpath
@@ -26,8 +27,19 @@ from orchestrator.images import IMAGE_SUFFIXES, image_bytes, image_shape, is_ima
 def read_rows(path: str, encoding: str = "utf-8", sheet: str | None = None) -> list[dict]:
     """The rows of a table file (or a directory of them), read as `data.name: files` reads it, as objects
     keyed by column name: inputs to a model trained on a table (`orchestrator predict --input rows.csv`).
-    An index pandas wrote is left out: it is never a model's column."""
+    An index pandas wrote is left out: it is never a model's column. An NPZ file's arrays are its columns (those
+    named for their splits, x_train and x_test, joined), a row of each per input."""
     fs, root, files, fmt = data_files(path, None, None)
+    if fmt == "npz":
+        from orchestrator import splits
+
+        arrays = read_npz(fs, files)
+        columns = joined[0] if (joined := splits.of_arrays(arrays)) else arrays
+        if len({len(values) for values in columns.values()}) > 1:
+            lengths = ", ".join(f"{name} {len(values):,}" for name, values in columns.items())
+            raise DataError(f"{path} holds arrays of different lengths ({lengths}): one row of each per input")
+        cells = {name: values.tolist() for name, values in columns.items()}
+        return [dict(zip(cells, row, strict=True)) for row in zip(*cells.values(), strict=True)]
     columns, index = read_table(fs, root, files, fmt, encoding, sheet)
     columns = {k: v for k, v in columns.items() if k not in index}
     cells = {}
@@ -108,12 +120,12 @@ def check_writable(path: str) -> str:
 
 
 def is_table_file(path: str) -> bool:
-    """Whether the name says a table that `read_rows` reads (.csv, .parquet, .jsonl.gz, ...), or refuses
-    (a spreadsheet)."""
+    """Whether the name says a table that `read_rows` reads (.csv, .parquet, .jsonl.gz, an NPZ of arrays, ...), or
+    refuses (a spreadsheet)."""
     if posixpath.splitext(path.lower())[1] in SPREADSHEETS:
         return True
     try:
-        return infer_format(path) not in ("npz", "images")
+        return infer_format(path) != "images"
     except DataError:
         return False
 
@@ -231,6 +243,21 @@ def read_npz(fs, files: list[str]) -> dict[str, np.ndarray]:
             except (ValueError, OSError) as e:
                 raise DataError(f"{f}: not a plain-array NPZ file ({e})") from None
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+LIKELY_LABELS = ("y", "target", "targets", "labels", "class", "classes", "category", "outcome")
+
+
+def not_in_data(what: str, missing: list[str], columns: list[str], fix: str) -> DataError:
+    """The error for columns a config names that the data lacks: the columns it has (the first 30), and the one
+    each most likely means, the same name in other case or spacing, else the nearest by spelling; else `fix`."""
+    lowered = {c.strip().lower(): c for c in columns}
+    guesses = [near[0] for name in missing
+               if (near := [lowered[k] for k in [name.strip().lower()] if k in lowered]
+                   or difflib.get_close_matches(name, columns, n=1, cutoff=0.75))]
+    shown = str(columns[:30])[:-1] + f", ... ({len(columns):,} in all)]" if len(columns) > 30 else str(columns)
+    return DataError(f"{what} not in the data; columns: {shown}; "
+                     + (f"did you mean {', '.join(map(repr, guesses))}?" if guesses else fix))
 
 
 def read_table(fs, root: str, files: list[str], fmt: str, encoding: str = "utf-8", sheet: str | None = None

@@ -13,7 +13,7 @@ import numpy as np
 from orchestrator import dates
 from orchestrator.categories import texts
 from orchestrator.config import FilesData
-from orchestrator.datafiles import blank_cells, holds_text
+from orchestrator.datafiles import blank_cells, holds_text, not_in_data
 from orchestrator.errors import DataError
 
 
@@ -110,7 +110,7 @@ def of_rows(columns: dict[str, np.ndarray], cfg: FilesData, rows: np.ndarray) ->
         return None
     if name not in columns:
         field = "split_column" if cfg.split_column else "order_column"
-        raise DataError(f"data.{field} {name!r} not in the data; columns: {list(columns)}")
+        raise not_in_data(f"data.{field} {name!r}", [name], list(columns), f"name a column in data.{field}")
     values = columns[name]
     if cfg.split_column:
         return named(texts(values) if holds_text(values) else values.astype(str),
@@ -150,3 +150,34 @@ def of_files(root: str, files: list[str]) -> list[str] | None:
     first = [posixpath.relpath(f, root).split("/")[0] for f in files]
     found = [SPLIT_FILE.fullmatch(name) for name in first]
     return [m[1] for m in found] if all(found) and len({m[1].lower() for m in found}) > 1 else None
+
+
+_WORD = "|".join(name for names in SPLIT_NAMES for name in names)
+SPLIT_ARRAY = re.compile(rf"(?:(?P<name>.+?)[-_.](?P<split>{_WORD})|(?P<split_first>{_WORD})[-_.](?P<name_last>.+))",
+                         re.IGNORECASE)
+
+
+def of_arrays(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+    """Arrays named for their splits, as Keras' mnist.npz holds them and `np.savez(f, x_train=..., y_train=...,
+    x_test=..., y_test=...)` writes them (or train_x, train_images, ...): the arrays of each name joined across
+    the splits (x, y), and each row's split word; None where the names do not all say a split. A file of one split
+    (x_test and y_test: inputs to predict) has the same names, x and y."""
+    found = {key: SPLIT_ARRAY.fullmatch(key) for key in arrays}
+    if not all(found.values()):
+        return None
+    parts = {key: (m["name"] or m["name_last"], m["split"] or m["split_first"]) for key, m in found.items()}
+    by_split: dict[str, dict[str, str]] = {}
+    for key, (name, split) in parts.items():
+        by_split.setdefault(split.lower(), {})[name] = key
+    first, names = next(iter(by_split.items()))
+    for split, keys in by_split.items():
+        if set(keys) != set(names):
+            raise DataError(f"the NPZ's {split} arrays are {sorted(keys.values())}, its {first} arrays "
+                            f"{sorted(names.values())}: every split needs arrays of the same names")
+        if len({len(arrays[key]) for key in keys.values()}) > 1:
+            rows = ", ".join(f"{key} {len(arrays[key]):,}" for key in keys.values())
+            raise DataError(f"the NPZ's {split} arrays hold different numbers of rows ({rows}): one row of each "
+                            "per sample")
+    columns = {name: np.concatenate([arrays[keys[name]] for keys in by_split.values()]) for name in names}
+    named = np.concatenate([[split] * len(arrays[keys[next(iter(names))]]) for split, keys in by_split.items()])
+    return columns, named

@@ -79,6 +79,54 @@ def test_npz_files_with_other_arrays_are_refused_by_name(tmp_path):
         data.load_arrays(FilesData(name="files", path=str(tmp_path)), seed=0)
 
 
+def test_npz_arrays_named_for_their_splits_keep_them(tmp_path, capsys):
+    """Keras' mnist.npz holds x_train, y_train, x_test, y_test: it had been refused ("label column 'label' not in
+    the data; columns: ['x_train', ...]"), and naming one array the label could not join the splits."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((50, 4, 4)).astype(np.float32), np.arange(50) % 2
+    np.savez(tmp_path / "keras.npz", x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:])
+    np.savez(tmp_path / "named.npz", train_images=x[:40], train_labels=y[:40], Test_images=x[40:],
+             Test_labels=y[40:])  # the split first, in any case
+    for name, label in (("keras.npz", "y"), ("named.npz", "labels")):
+        cfg = FilesData(name="files", path=str(tmp_path / name), label_column=label)
+        arrays = data.load_arrays(cfg, seed=0)
+        assert np.array_equal(arrays.x, x) and list(arrays.split) == [0] * 40 + [2] * 10, name
+        assert "each row in the split named by its arrays' names (x_train, ...)" in capsys.readouterr().out
+    splits = data.load_splits(FilesData(name="files", path=str(tmp_path / "keras.npz"), label_column="y"), seed=0)
+    (test_x, _), (train_x, _), (val_x, _) = (splits.arrays[k] for k in ("test", "train", "val"))
+    assert np.array_equal(test_x, x[40:]) and len(train_x) + len(val_x) == 40
+    with pytest.raises(DataError, match=r"label column 'label' not in the data; columns: \['x', 'y'\]; name the "
+                                        r"column to predict in data.label_column \('y'\?\)"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "keras.npz")), seed=0)
+    np.savez(tmp_path / "unlabelled.npz", x_train=x[:40], y_train=y[:40], x_test=x[40:])
+    with pytest.raises(DataError, match=r"the NPZ's test arrays are \['x_test'\], its train arrays \['x_train', "
+                                        r"'y_train'\]: every split needs arrays of the same names"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "unlabelled.npz"), label_column="y"), seed=0)
+    np.savez(tmp_path / "short.npz", x_train=x[:40], y_train=y[:39], x_test=x[40:], y_test=y[40:])
+    with pytest.raises(DataError, match=r"train arrays hold different numbers of rows \(x_train 40, y_train 39\)"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "short.npz"), label_column="y"), seed=0)
+    # arrays of other names are columns, as they were; arrays of one split are x and y, the split drawn
+    np.savez(tmp_path / "plain.npz", x=x, y=y)
+    np.savez(tmp_path / "train.npz", x_train=x, y_train=y)
+    for name in ("plain.npz", "train.npz"):
+        arrays = data.load_arrays(FilesData(name="files", path=str(tmp_path / name), label_column="y"), 0)
+        assert arrays.split is None and arrays.feature_columns == ["x"], name
+
+
+def test_a_column_the_data_lacks_is_named_with_the_one_meant():
+    from orchestrator.datafiles import not_in_data
+
+    columns = ["PassengerId", "Survived", "Pclass", " Age "]
+    assert str(not_in_data("label column 'survived'", ["survived"], columns, "fix")).endswith(
+        "columns: ['PassengerId', 'Survived', 'Pclass', ' Age ']; did you mean 'Survived'?")
+    assert str(not_in_data("feature columns", ["age", "Pclas"], columns, "fix")).endswith(
+        "did you mean ' Age ', 'Pclass'?")
+    assert str(not_in_data("feature columns", ["fare"], columns, "name them")).endswith("' Age ']; name them")
+    wide = [f"pixel{i}" for i in range(784)]
+    message = str(not_in_data("label column 'label'", ["label"], wide, "name it"))
+    assert "'pixel29', ... (784 in all)]; name it" in message and "pixel30'" not in message
+
+
 def test_npz_with_pickled_objects_is_refused(tmp_path):
     np.savez(tmp_path / "evil.npz", x=np.array([{"a": 1}], dtype=object), label=np.array([1]))
     with pytest.raises(DataError, match="plain-array"):

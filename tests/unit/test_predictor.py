@@ -704,6 +704,27 @@ def test_images_channels_last_are_taken_as_training_read_them(tmp_path):
     assert np.array_equal(Predictor.load(str(tmp_path / "column")).validate(rows), model.validate(chw.tolist()))
 
 
+def test_predict_input_reads_an_npz_of_arrays_as_training_does(tmp_path, capsys):
+    """A model trained on an NPZ's x and y (or Keras' x_train, x_test) scores an NPZ of inputs: before, `predict
+    --input test.npz` read it as UTF-8 text ("cannot read --input ...: 'utf-8' codec can't decode")."""
+    from orchestrator.cli import main
+
+    write_checkpoint(str(tmp_path / "ckpt"), model=build_model(CFG.model, [2, 3], 3), config=CFG, metrics={},
+                     model_info={**INFO, "feature_columns": ["x"]})
+    model = Predictor.load(str(tmp_path / "ckpt"))
+    x = np.random.default_rng(0).normal(size=(5, 2, 3)).astype(np.float32)
+    expected = [model.labels[i] for i in model.predict(model.validate(x.tolist())).argmax(1)]
+    np.savez(tmp_path / "test.npz", x_test=x, y_test=np.arange(5) % 3)  # one split: x and y
+    np.savez(tmp_path / "plain.npz", x=x)
+    for name in ("test.npz", "plain.npz"):
+        assert main(["predict", str(tmp_path / "ckpt"), "--input", str(tmp_path / name), "--json"]) == 0
+        answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert [p["label"] for p in answer["predictions"]] == expected, name
+    np.savez(tmp_path / "ragged.npz", x=x, y=np.arange(4))
+    assert main(["predict", str(tmp_path / "ckpt"), "--input", str(tmp_path / "ragged.npz")]) == 2
+    assert "holds arrays of different lengths (x 5, y 4): one row of each per input" in capsys.readouterr().err
+
+
 def request(client_host: str, authorization: str | None = None) -> Request:
     headers = [(b"authorization", authorization.encode())] if authorization else []
     return Request({"type": "http", "method": "POST", "path": "/v1/predict", "headers": headers,
