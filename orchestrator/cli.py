@@ -427,8 +427,7 @@ def _predict(args) -> dict:
             raise ConfigError(f"--output {args.output} is the --input file: name another, to keep the inputs")
     remote = args.target.startswith(("http://", "https://"))
     trained_on = {} if remote else _training_data(args.target)  # a file is read as training read its data
-    names, instances = _read_inputs(args.input, args.encoding or trained_on.get("encoding") or "utf-8",
-                                    args.sheet or trained_on.get("sheet"))
+    names, instances = _read_inputs(args.input, _read_as(args, trained_on))
     if remote:
         from orchestrator.client import predict_all
 
@@ -483,12 +482,24 @@ def _snippet(text: str, width: int = 40) -> str:
     return flat if len(flat) <= width else flat[: width - 3].rstrip() + "..."
 
 
-def _read_inputs(source: str, encoding: str = "utf-8", sheet: str | None = None) -> tuple[list[str] | None, list]:
+def _read_as(args, trained_on: dict):
+    """How --input's table file is read: as the checkpoint's training read its data (its encoding, sheet, header,
+    column names, and its format where the file's name says none), less what --encoding and --sheet say."""
+    from orchestrator.config import FilesData
+    from orchestrator.datafiles import format_of
+
+    keep = ("encoding", "sheet", "header", "column_names", "label_column")
+    given = {"encoding": args.encoding, "sheet": args.sheet, "format": format_of(args.input, trained_on.get("format"))}
+    return FilesData(name="files", path=args.input, **({k: v for k, v in trained_on.items() if k in keep}
+                                                       | {k: v for k, v in given.items() if v}))
+
+
+def _read_inputs(source: str, how) -> tuple[list[str] | None, list]:
     """--input's inputs, and their file names where they are images. `source`: - (stdin) or a file, local,
-    on S3 or on GCS: JSON ({"instances": [...]} or a list of inputs); a table file with a header (CSV, TSV,
-    Parquet, ...: what `data.name: files` reads) or a directory of them, whose rows go as objects keyed by
-    column name; a .txt file of texts for a model of text, one a line; an image file or a directory of them,
-    sent as they are (the model decodes them as its training did)."""
+    on S3 or on GCS: JSON ({"instances": [...]} or a list of inputs); a table file (CSV, TSV, Parquet, ...: what
+    `data.name: files` reads, as `how` says) or a directory of them, whose rows go as objects keyed by column
+    name; a .txt file of texts for a model of text, one a line; an image file or a directory of them, sent as
+    they are (the model decodes them as its training did)."""
     import base64
 
     from orchestrator import datafiles, storage
@@ -506,10 +517,11 @@ def _read_inputs(source: str, encoding: str = "utf-8", sheet: str | None = None)
         names, contents = datafiles.read_image_files(source)
         return names, [{"b64": base64.b64encode(raw).decode()} for raw in contents]
     json_file = posixpath.splitext(source.lower())[1] == ".json"  # {"instances": [...]} or a list of inputs
-    if kind == "directory" or (datafiles.is_table_file(source) and not json_file):  # Spark's, Ray Data's parts
-        return None, datafiles.read_rows(source, encoding, sheet)
+    table = datafiles.is_table_file(source) or how.format not in (None, "json", "images")  # named, or as trained
+    if kind == "directory" or (table and not json_file):  # Spark's, Ray Data's parts
+        return None, datafiles.read_rows(source, how)
     try:
-        text = storage.read_bytes(source).decode(encoding if source.endswith(".txt") else "utf-8")  # JSON: UTF-8
+        text = storage.read_bytes(source).decode(how.encoding if source.endswith(".txt") else "utf-8")  # JSON: UTF-8
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read --input {source}: {getattr(e, 'strerror', None) or e}") from None
     if source.endswith(".txt"):

@@ -95,6 +95,14 @@ class FilesData(SplitFields):
                           "file.")
     sheet: str | None = Field(None, description="The sheet of an Excel workbook (.xlsx) to read, by name: "
                               "default the first.")
+    header: bool | None = Field(None, description="Whether the first row of a CSV or TSV file names its columns. "
+                                "Default: found from the file: its first row is data, not names, where each of its "
+                                "cells is a number over a column of numbers or a value that its column of text holds "
+                                "again (UCI's iris.data, Spark's CSV parts).")
+    column_names: list[str] | None = Field(None, description="Names of the columns of a CSV or TSV file, in order: "
+                                           "for a file without a header row (default names: column1, column2, ...), "
+                                           "or instead of its header's, with data.header: true. A file of rows to "
+                                           "predict may lack the label's.")
     label_column: str = Field("label", description="Column (or NPZ array) holding the class label.")
     feature_columns: list[str] | None = Field(
         None, description="Feature columns (or one tensor column / NPZ array); all but the label, in the file's order, "
@@ -146,6 +154,15 @@ class FilesData(SplitFields):
         if self.split_column in [*(self.feature_columns or []), *self.text_columns]:
             raise ValueError(f"data.split_column {self.split_column!r} says which split a row is in; it cannot be "
                              "read as a feature too: leave it out of data.feature_columns and data.text_column")
+        return self
+
+    @model_validator(mode="after")
+    def _column_names(self):
+        names = self.column_names
+        if names is not None and (not names or not all(n.strip() for n in names)):
+            raise ValueError("data.column_names needs a name for each column of the file, none of them blank")
+        if names and (twice := sorted({n for n in names if names.count(n) > 1})):
+            raise ValueError(f"data.column_names lists {twice} more than once: give each column its own name")
         return self
 
     @model_validator(mode="after")

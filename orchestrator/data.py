@@ -247,7 +247,7 @@ def _files(cfg: FilesData, endpoint_url: str | None, known: dict | None) -> Arra
         return _image_folder(fs, root, files, cfg)
     by_file = None if known or cfg.split_column or cfg.order_column else splits.of_files(root, files)
     if by_file is None:
-        columns, index = read_table(fs, root, files, fmt, cfg.encoding, cfg.sheet)
+        columns, index = read_table(fs, root, files, fmt, cfg)
         return _columns_to_arrays(columns, cfg, index, known)
     columns, index, named = _tables_by_split(fs, root, files, by_file, fmt, cfg)
     return _columns_to_arrays(columns, cfg, index, known, named)
@@ -257,7 +257,7 @@ def _tables_by_split(fs, root: str, files: list[str], by_file: list[str], fmt: s
     """The columns and index (as read_table) of files named for their splits (train.csv and test.csv, or
     train/ and test/ directories of parts), and each row's split, as its file names it."""
     groups = {split: [f for f, s in zip(files, by_file, strict=True) if s == split] for split in dict.fromkeys(by_file)}
-    read = {split: read_table(fs, root, group, fmt, cfg.encoding, cfg.sheet) for split, group in groups.items()}
+    read = {split: read_table(fs, root, group, fmt, cfg) for split, group in groups.items()}
     names = {split: list(columns) for split, (columns, _) in read.items()}
     first = next(iter(groups))
     for split, group in groups.items():

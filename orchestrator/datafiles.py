@@ -20,16 +20,17 @@ import numpy as np
 
 from orchestrator import storage
 from orchestrator.categories import texts
+from orchestrator.config import FilesData
 from orchestrator.errors import DataError
 from orchestrator.images import IMAGE_SUFFIXES, image_bytes, image_shape, is_image_column, is_image_file
 
 
-def read_rows(path: str, encoding: str = "utf-8", sheet: str | None = None) -> list[dict]:
-    """The rows of a table file (or a directory of them), read as `data.name: files` reads it, as objects
-    keyed by column name: inputs to a model trained on a table (`orchestrator predict --input rows.csv`).
-    An index pandas wrote is left out: it is never a model's column. An NPZ file's arrays are its columns (those
-    named for their splits, x_train and x_test, joined), a row of each per input."""
-    fs, root, files, fmt = data_files(path, None, None)
+def read_rows(path: str, how: FilesData | None = None) -> list[dict]:
+    """The rows of a table file (or a directory of them), read as `data.name: files` reads it (`how`: its encoding,
+    sheet, header, ...), as objects keyed by column name: inputs to a model trained on a table (`orchestrator
+    predict --input rows.csv`). An index pandas wrote is left out: it is never a model's column. An NPZ file's
+    arrays are its columns (those named for their splits, x_train and x_test, joined), a row of each per input."""
+    fs, root, files, fmt = data_files(path, how.format if how else None, None)
     if fmt == "npz":
         from orchestrator import splits
 
@@ -40,7 +41,7 @@ def read_rows(path: str, encoding: str = "utf-8", sheet: str | None = None) -> l
             raise DataError(f"{path} holds arrays of different lengths ({lengths}): one row of each per input")
         cells = {name: values.tolist() for name, values in columns.items()}
         return [dict(zip(cells, row, strict=True)) for row in zip(*cells.values(), strict=True)]
-    columns, index = read_table(fs, root, files, fmt, encoding, sheet)
+    columns, index = read_table(fs, root, files, fmt, how or FilesData(name="files", path=path))
     columns = {k: v for k, v in columns.items() if k not in index}
     cells = {}
     for name, values in columns.items():
@@ -185,6 +186,15 @@ COMPRESSED = ("gz", "bz2", "zst", "lz4")
 SPREADSHEETS = (".xls", ".ods")  # tables too, in formats not read here (Excel 97's, OpenDocument's): refused
 
 
+def format_of(path: str, trained: str | None) -> str | None:
+    """The format that a file's name says, else `trained`, the training data's data.format: a holdout file named
+    as the training file was (iris.data, read with data.format: csv). None: found from the files."""
+    try:
+        return infer_format(path)
+    except DataError:
+        return trained
+
+
 def infer_format(path: str) -> str:
     stem, suffix = posixpath.splitext(path.lower())
     if suffix.lstrip(".") in COMPRESSED and SUFFIXES.get(posixpath.splitext(stem)[1].lstrip(".")) in TEXT_FORMATS:
@@ -260,13 +270,12 @@ def not_in_data(what: str, missing: list[str], columns: list[str], fix: str) -> 
                      + (f"did you mean {', '.join(map(repr, guesses))}?" if guesses else fix))
 
 
-def read_table(fs, root: str, files: list[str], fmt: str, encoding: str = "utf-8", sheet: str | None = None
-               ) -> tuple[dict[str, np.ndarray], set[str]]:
+def read_table(fs, root: str, files: list[str], fmt: str, how: FilesData) -> tuple[dict[str, np.ndarray], set[str]]:
     """The files' columns, matched by name, read with pyarrow in this process, with the columns that
     directories below root name (see `partition_values`), and those of them that hold a pandas
-    DataFrame's index rather than data (see `index_columns`). A CSV or TSV file is text in `encoding`,
-    its cells separated and its decimals written as `csv_dialect` finds; of an Excel workbook, `sheet` (default
-    the first) is read. Not with Ray Data: it
+    DataFrame's index rather than data (see `index_columns`). A CSV or TSV file is text in `how.encoding`,
+    its cells separated and its decimals written as `csv_dialect` finds, its columns named as `csv_names` finds;
+    of an Excel workbook, `how.sheet` (default the first) is read. Not with Ray Data: it
     started a local Ray for `orchestrator evaluate --data` (17.1 s for a 178-row CSV here, 3.6 s
     without), or joined one already running on the machine."""
     import pyarrow as pa
@@ -274,7 +283,7 @@ def read_table(fs, root: str, files: list[str], fmt: str, encoding: str = "utf-8
     import pyarrow.json
     import pyarrow.parquet
 
-    tables, index, partitioned = [], set(), set()
+    tables, index, partitioned, layout = [], set(), set(), None
     for f in files:
         try:
             if fmt in ("parquet", "feather"):
@@ -286,9 +295,13 @@ def read_table(fs, root: str, files: list[str], fmt: str, encoding: str = "utf-8
             elif fmt == "json":
                 table = _read_json_table(fs, f)
             elif fmt == "excel":
-                table = _read_workbook(fs, f, sheet)
-            else:
-                table = _read_csv(fs, f, fmt, encoding)
+                table = _read_workbook(fs, f, how.sheet)
+            else:  # its columns named as the first file's are: by its first row, or by csv_names
+                if layout is None or layout[0] is None:
+                    table = _read_csv(fs, f, fmt, how.encoding)
+                layout = layout or csv_names(table, how, storage.uri(fs, f))
+                if layout[0] is not None:
+                    table = _read_csv(fs, f, fmt, how.encoding, *layout)
             names = table.column_names  # decoded here: a binary file's header is not UTF-8
         except (pa.ArrowException, OSError, ValueError) as e:
             raise DataError(f"cannot read {storage.uri(fs, f)} as {fmt}: {str(e).strip().splitlines()[0]}") from None
@@ -343,9 +356,55 @@ def csv_dialect(head: str, fmt: str) -> tuple[str, str]:
     return delimiter, "," if commas > points else "."
 
 
-def _read_csv(fs, f: str, fmt: str, encoding: str):
+def first_row_is_data(table) -> bool:
+    """Whether the first row of a CSV file, read as the names of its columns (`table`), is data like the rows
+    below it, as in files without a header row (UCI's iris.data, Spark's CSV parts): each of its cells is a
+    number over a column of numbers, or a value that its column of text holds again. Numbers that count up
+    (0, 1, 2, ..., as pandas names a frame's columns; years) are names."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    numbers = []
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+            try:
+                numbers.append(float(name))
+            except ValueError:
+                return False
+        elif not (pa.types.is_string(column.type) and pc.any(pc.equal(column, name)).as_py()):
+            return False  # a name, or a cell of another kind (a date, true): read as a header, as it was
+    counting = len(numbers) > 1 and len(numbers) == table.num_columns and all(
+        b - a == 1 for a, b in zip(numbers, numbers[1:]))
+    return table.num_rows > 0 and not counting
+
+
+def csv_names(table, how: FilesData, uri: str) -> tuple[list[str] | None, bool]:
+    """(the names of a CSV file's columns, whether its first row is skipped) as data.header and data.column_names
+    say, or, where data.header is unset, as `first_row_is_data` finds (and says); (None, False): its first row
+    names them. `table`: the file read with its first row as names."""
+    width = table.num_columns
+    is_data = not how.header if how.header is not None else first_row_is_data(table)
+    names = how.column_names
+    if names and len(names) == width + 1 and how.label_column in names:  # rows to predict, without the label
+        names = [n for n in names if n != how.label_column]
+    if names and len(names) != width:
+        raise DataError(f"data.column_names names {len(names)} columns, and {uri} has {width}: name each column, "
+                        "in order")
+    if how.header is None and is_data:
+        first = ",".join(table.column_names)
+        print(f"data: {uri} has no header row: its first row ({first[:60]}{'...' * (len(first) > 60)}) is data like "
+              "the rows below it, and the columns are named " + (
+                  "by data.column_names" if names else f"column1 to column{width} (name them in data.column_names)")
+              + "; if that row holds the names, set data.header: true", flush=True)
+    if not is_data:
+        return names, names is not None
+    return names or [f"column{i + 1}" for i in range(width)], False
+
+
+def _read_csv(fs, f: str, fmt: str, encoding: str, names: list[str] | None = None, skip_first: bool = False):
     """A CSV or TSV file (decompressed as its suffix says: .gz, ...) in its dialect (`csv_dialect`), as text in
-    `encoding`, or in the one its byte-order mark declares (Excel saves "Unicode text" in UTF-16)."""
+    `encoding`, or in the one its byte-order mark declares (Excel saves "Unicode text" in UTF-16). Its columns
+    named by its first row, or by `names` (the first row skipped, or read as data)."""
     import pyarrow as pa
     import pyarrow.csv
 
@@ -356,7 +415,8 @@ def _read_csv(fs, f: str, fmt: str, encoding: str):
     delimiter, decimal = csv_dialect(head.decode(encoding, errors="replace").removeprefix("\ufeff"), fmt)
     try:
         with fs.open_input_stream(f, compression="detect") as fh:
-            table = pyarrow.csv.read_csv(fh, pyarrow.csv.ReadOptions(encoding="utf8" if utf8 else encoding),
+            table = pyarrow.csv.read_csv(fh, pyarrow.csv.ReadOptions(encoding="utf8" if utf8 else encoding,
+                                                                     column_names=names, skip_rows=int(skip_first)),
                                          pyarrow.csv.ParseOptions(delimiter=delimiter),
                                          pyarrow.csv.ConvertOptions(decimal_point=decimal))
         names = table.column_names  # pyarrow decodes the header here

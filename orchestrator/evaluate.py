@@ -16,6 +16,7 @@ from orchestrator import data, engine
 from orchestrator.blanks import unfilled
 from orchestrator.checkpoint import read_checkpoint
 from orchestrator.config import FilesData
+from orchestrator.datafiles import format_of
 from orchestrator.errors import ConfigError, DataError
 from orchestrator.lm import GPT
 
@@ -124,8 +125,10 @@ def evaluate_on_data(uri: str, data_uri: str, encoding: str | None = None, sheet
     else:
         inputs = {"feature_columns": info.get("feature_columns"), "feature_shape": info["input_shape"]}
     source = FilesData(name="files", path=data_uri, label_column=getattr(cfg.data, "label_column", "label"),
+                       format=format_of(data_uri, getattr(cfg.data, "format", None)),
                        encoding=encoding or getattr(cfg.data, "encoding", "utf-8"),
-                       sheet=sheet or getattr(cfg.data, "sheet", None), **inputs)
+                       sheet=sheet or getattr(cfg.data, "sheet", None), header=getattr(cfg.data, "header", None),
+                       column_names=getattr(cfg.data, "column_names", None), **inputs)
     arrays = data.load_arrays(source, cfg.seed, cfg.storage.endpoint_url, known=info)
     fills = info.get("blanks")
     if arrays.feature_columns and (blank := unfilled(arrays.x, fills, arrays.features())):

@@ -834,7 +834,8 @@ def test_a_table_as_european_and_windows_spreadsheets_save_it_reads_as_the_same_
         assert read.feature_columns == plain.feature_columns and read.label_names == plain.label_names, name
         assert np.array_equal(read.x, plain.x) and np.array_equal(read.y, plain.y), name
     rows = datafiles.read_rows(str(tmp_path / "plain.csv"))
-    assert datafiles.read_rows(str(tmp_path / "excel.csv"), "cp1252") == rows
+    cp1252 = FilesData(name="files", path="e", encoding="cp1252")
+    assert datafiles.read_rows(str(tmp_path / "excel.csv"), cp1252) == rows
     with pytest.raises(DataError, match=r"excel\.csv is not utf-8 text: .*reads as cp1252 \('Kündigung"):
         datafiles.read_rows(str(tmp_path / "excel.csv"))
 
@@ -884,7 +885,7 @@ def test_an_excel_workbook_reads_as_the_same_csv_its_sheet_by_name(tmp_path, cap
     assert np.array_equal(read.x, plain.x, equal_nan=True) and np.array_equal(read.y, plain.y)
     with pytest.raises(DataError, match=r"t\.xlsx has no sheet 'Sheet1': its sheets are \['About', 'Customers'\]"):
         data.load_arrays(FilesData(name="files", path=str(tmp_path / "t.xlsx"), sheet="Sheet1"), 0)
-    assert datafiles.read_rows(str(tmp_path / "t.xlsx"), sheet="Customers")[3] == {
+    assert datafiles.read_rows(str(tmp_path / "t.xlsx"), FilesData(name="files", path="t", sheet="Customers"))[3] == {
         "age": None, "city": df.city[3], "joined": "2025-01-04T00:00:00.000000", "label": df.label[3]}
     with pytest.raises(DataError, match=r"label column 'label' not in the data; columns: \['note'\]"):
         data.load_arrays(FilesData(name="files", path=str(tmp_path / "t.xlsx")), 0)
@@ -895,6 +896,58 @@ def test_an_excel_workbook_reads_as_the_same_csv_its_sheet_by_name(tmp_path, cap
                                                                                       index=False)
     with pytest.raises(DataError, match=r"column 'size' holds numbers, and text in 1 cell \('unknown'\)"):
         data.load_arrays(FilesData(name="files", path=str(tmp_path / "m.xlsx")), 0)
+
+
+def test_a_csv_without_a_header_row_is_read_as_data(tmp_path, capsys):
+    """UCI's iris.data and Spark's CSV parts have no header row: the first row had been taken for the names
+    ("label column 'label' not in the data; columns: ['5.1', '3.5', '1.4', '0.2', 'Iris-setosa']"), and a
+    header-less file of small numbers ("0,0,1,...") was refused for naming columns twice."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3)).round(2)
+    kinds = np.array(["setosa", "versicolor", "virginica"])[np.arange(60) % 3]
+    rows = "".join(f"{a},{b},{c},{k}\n" for (a, b, c), k in zip(x, kinds))
+    (tmp_path / "iris.data").write_text(rows)
+    auto = FilesData(name="files", path=str(tmp_path / "iris.data"), format="csv", label_column="column4")
+    arrays = data.load_arrays(auto, 0)
+    assert np.allclose(arrays.x, x) and arrays.feature_columns == ["column1", "column2", "column3"]
+    said = capsys.readouterr().out
+    assert f"data: {tmp_path / 'iris.data'} has no header row: its first row ({x[0, 0]},{x[0, 1]},{x[0, 2]},setosa) " \
+           "is data like the rows below it, and the columns are named column1 to column4 (name them in " \
+           "data.column_names); if that row holds the names, set data.header: true" in said
+    named = FilesData(name="files", path=str(tmp_path / "iris.data"), format="csv", label_column="kind",
+                      column_names=["a", "b", "c", "kind"])
+    arrays = data.load_arrays(named, 0)
+    assert np.allclose(arrays.x, x) and arrays.feature_columns == ["a", "b", "c"]
+    with pytest.raises(DataError, match=r"data.column_names names 3 columns, and .*iris.data has 4: name each column"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "iris.data"), format="csv",
+                                   column_names=["a", "b", "kind"], label_column="kind"), 0)
+    assert "and the columns are named by data.column_names" in capsys.readouterr().out
+    # small whole numbers, names repeated in the first row; a directory of parts, as Spark writes them
+    digits = np.column_stack([rng.integers(0, 3, (40, 4)), np.arange(40) % 2])
+    (tmp_path / "parts").mkdir()
+    for i, part in enumerate((digits[:20], digits[20:])):
+        np.savetxt(tmp_path / "parts" / f"part-0000{i}.csv", part, fmt="%d", delimiter=",")
+    arrays = data.load_arrays(FilesData(name="files", path=str(tmp_path / "parts"), label_column="column5"), 0)
+    assert np.array_equal(arrays.x, digits[:, :4]) and len(arrays.y) == 40
+    assert capsys.readouterr().out.count("has no header row") == 1  # the first part's, for every part
+    # a header is a header: pandas' default names (0, 1, ...), years beside a name, or one that data.header says
+    pd.DataFrame(digits).to_csv(tmp_path / "pandas.csv", index=False)
+    assert data.load_arrays(FilesData(name="files", path=str(tmp_path / "pandas.csv"), label_column="4"),
+                            0).feature_columns == ["0", "1", "2", "3"]
+    (tmp_path / "years.csv").write_text("country,2019,2021,label\n" + "".join(
+        f"{c},{a},{b},{k}\n" for c, (a, b, _), k in zip(["fr", "de"] * 20, x, ["y", "n"] * 20)))
+    assert data.load_arrays(FilesData(name="files", path=str(tmp_path / "years.csv")), 0).feature_columns[-2:] == [
+        "2019", "2021"]
+    (tmp_path / "numbered.csv").write_text("7,9,11\n" + "".join(f"{a},{b},{k}\n" for (a, b, _), k in
+                                                                 zip(x, ["y", "n"] * 30)))
+    for header, label, names in ((True, "11", ["7", "9"]), (False, "column3", ["column1", "column2"])):
+        arrays = data.load_arrays(FilesData(name="files", path=str(tmp_path / "numbered.csv"), header=header,
+                                            label_column=label), 0)
+        assert arrays.feature_columns == names and len(arrays.y) == 60 + (not header), header
+    renamed = FilesData(name="files", path=str(tmp_path / "years.csv"), header=True,
+                        column_names=["land", "a", "b", "label"])
+    assert data.load_arrays(renamed, 0).feature_columns[-2:] == ["a", "b"]
+    assert "no header row" not in capsys.readouterr().out
 
 
 def test_json_lines_and_feather_tables_read_as_the_same_csv(tmp_path):

@@ -725,6 +725,31 @@ def test_predict_input_reads_an_npz_of_arrays_as_training_does(tmp_path, capsys)
     assert "holds arrays of different lengths (x 5, y 4): one row of each per input" in capsys.readouterr().err
 
 
+def test_a_model_of_a_file_without_a_header_reads_new_rows_as_its_training_did(tmp_path, capsys):
+    """Trained on iris.data (data.format: csv, data.column_names), `predict --input new.data` had been read as
+    JSON and `evaluate --data iris.data` refused ("cannot tell the format"): both read such files as training did,
+    the rows to predict without the label's column."""
+    from orchestrator.cli import main
+    from orchestrator.evaluate import evaluate_on_data
+
+    cfg = config_from_dict({**TABLE, "data": {"name": "files", "path": "iris.data", "format": "csv",
+                                              "column_names": ["width", "area", "mass", "kind"],
+                                              "label_column": "kind"}})
+    torch.manual_seed(0)
+    write_checkpoint(str(tmp_path / "ckpt"), model=build_model(cfg.model, [3], 3), config=cfg, metrics={},
+                     model_info={**INFO, "input_shape": [3], "feature_columns": ["width", "area", "mass"]})
+    model = Predictor.load(str(tmp_path / "ckpt"))
+    x = np.random.default_rng(0).normal(size=(6, 3)).round(3)
+    probs = model.predict(model.validate(x.tolist()))
+    (tmp_path / "new.data").write_text("".join(f"{a},{b},{c}\n" for a, b, c in x))
+    assert main(["predict", str(tmp_path / "ckpt"), "--input", str(tmp_path / "new.data"), "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    np.testing.assert_allclose([p["probabilities"] for p in answer["predictions"]], probs, atol=1e-6)
+    labels = [INFO["label_names"][i] for i in probs.argmax(1)]
+    (tmp_path / "holdout.data").write_text("".join(f"{a},{b},{c},{k}\n" for (a, b, c), k in zip(x, labels)))
+    assert evaluate_on_data(str(tmp_path / "ckpt"), str(tmp_path / "holdout.data"))["metrics"]["accuracy"] == 1.0
+
+
 def request(client_host: str, authorization: str | None = None) -> Request:
     headers = [(b"authorization", authorization.encode())] if authorization else []
     return Request({"type": "http", "method": "POST", "path": "/v1/predict", "headers": headers,
