@@ -9,6 +9,8 @@ refused: one whose values name rows (ids, names), one of numbers with a few cell
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from orchestrator.amounts import is_amount
@@ -66,15 +68,17 @@ def check_not_numbers(column: str, values: np.ndarray) -> None:
     as text, and would become a category per number: name those cells instead. A column whose every value is
     digits stays text (zip codes stored as text: categories)."""
     distinct, counts = np.unique(values[values != ""], return_counts=True)
-    numeric = np.array([_is_number(v) or is_amount(v) for v in distinct], dtype=bool)
+    numeric = np.array([is_number(v) or is_amount(v) for v in distinct], dtype=bool)
     if numeric.any() and not numeric.all() and counts[numeric].sum() >= 0.9 * counts.sum():
-        odd, cells = ", ".join(repr(str(v)) for v in distinct[~numeric][:3]), int(counts[~numeric].sum())
+        marks = [str(v).strip() for v in distinct[~numeric][:3]]
+        odd, cells = ", ".join(map(repr, marks)), int(counts[~numeric].sum())
         raise DataError(f"column {column!r} holds numbers, and text in {cells} cell{'s' * (cells > 1)} ({odd}), so "
-                        "it reads as text: write those cells as numbers, or blank (the model fills a blank cell: "
-                        "data.fill_blanks), or leave the column out with data.feature_columns")
+                        f"it reads as text: where {'they mark' if len(marks) > 1 else 'it marks'} a missing value, "
+                        f"set data.blank_values: {json.dumps(marks)} (the model fills a blank cell: data.fill_blanks); "
+                        "else write those cells as numbers, or leave the column out with data.feature_columns")
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
     try:
         float(text)
     except ValueError:

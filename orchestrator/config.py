@@ -103,6 +103,11 @@ class FilesData(SplitFields):
                                            "for a file without a header row (default names: column1, column2, ...), "
                                            "or instead of its header's, with data.header: true. A file of rows to "
                                            "predict may lack the label's.")
+    blank_values: list[str] = Field([], description="Cells that mark a value as missing, as pandas' na_values: "
+                                    "['?'] for UCI's files, ['n/a', '-'], ['-999']: blank, in any column, compared "
+                                    "without the spaces around them (a blank number is filled: data.fill_blanks; a "
+                                    "blank label leaves its row out). A column of text whose other cells are all "
+                                    "numbers is numbers.")
     label_column: str = Field("label", description="Column (or NPZ array) holding the class label.")
     feature_columns: list[str] | None = Field(
         None, description="Feature columns (or one tensor column / NPZ array); all but the label, in the file's order, "

@@ -19,7 +19,7 @@ import re
 import numpy as np
 
 from orchestrator import storage
-from orchestrator.categories import texts
+from orchestrator.categories import is_number, texts
 from orchestrator.config import FilesData
 from orchestrator.errors import DataError
 from orchestrator.images import IMAGE_SUFFIXES, image_bytes, image_shape, is_image_column, is_image_file
@@ -322,6 +322,8 @@ def read_table(fs, root: str, files: list[str], fmt: str, how: FilesData) -> tup
     if not tables:
         raise DataError("the data files hold no rows")
     columns = {name: np.concatenate([_column(t, name) for t in tables]) for name in tables[0].column_names}
+    if how.blank_values:
+        columns = {name: _blanked(values, how.blank_values) for name, values in columns.items()}
     for name in partitioned:  # numbers where every directory names one, as pyarrow reads them
         for dtype in (np.int64, np.float64):
             try:
@@ -356,6 +358,26 @@ def csv_dialect(head: str, fmt: str) -> tuple[str, str]:
     return delimiter, "," if commas > points else "."
 
 
+def _blanked(values: np.ndarray, markers: list[str]) -> np.ndarray:
+    """A column with its cells written as one of `markers` (data.blank_values: '?', 'n/a', '-999') blank; a column of
+    text that held some, numbers where its other cells all are."""
+    if values.dtype.kind in "iuf":
+        numbers = [float(m) for m in markers if is_number(m)]
+        marked = np.isin(values, numbers)
+        return np.where(marked, np.nan, values) if marked.any() else values
+    if not holds_text(values):
+        return values
+    cells = np.char.strip(texts(values))
+    marked = np.isin(cells, [m.strip() for m in markers])
+    if not marked.any():
+        return values
+    values = np.where(marked, None, values.astype(object))
+    try:
+        return np.array([np.nan if _blank(v) else float(v) for v in values], np.float64)
+    except (TypeError, ValueError):
+        return values
+
+
 def first_row_is_data(table) -> bool:
     """Whether the first row of a CSV file, read as the names of its columns (`table`), is data like the rows
     below it, as in files without a header row (UCI's iris.data, Spark's CSV parts): each of its cells is a
@@ -371,7 +393,7 @@ def first_row_is_data(table) -> bool:
                 numbers.append(float(name))
             except ValueError:
                 return False
-        elif not (pa.types.is_string(column.type) and pc.any(pc.equal(column, name)).as_py()):
+        elif not (pa.types.is_string(column.type) and pc.any(pc.equal(column, name.strip())).as_py()):
             return False  # a name, or a cell of another kind (a date, true): read as a header, as it was
     counting = len(numbers) > 1 and len(numbers) == table.num_columns and all(
         b - a == 1 for a, b in zip(numbers, numbers[1:]))
@@ -406,6 +428,7 @@ def _read_csv(fs, f: str, fmt: str, encoding: str, names: list[str] | None = Non
     `encoding`, or in the one its byte-order mark declares (Excel saves "Unicode text" in UTF-16). Its columns
     named by its first row, or by `names` (the first row skipped, or read as data)."""
     import pyarrow as pa
+    import pyarrow.compute
     import pyarrow.csv
 
     with fs.open_input_stream(f, compression="detect") as fh:
@@ -422,11 +445,13 @@ def _read_csv(fs, f: str, fmt: str, encoding: str, names: list[str] | None = Non
         names = table.column_names  # pyarrow decodes the header here
     except UnicodeDecodeError as e:  # in the header, or, in an encoding Python decodes, anywhere
         raise _not_encoded(storage.uri(fs, f), "a line", e.object[max(0, e.start - 16):e.end + 16], encoding) from None
-    for name, column in zip(names, table.columns, strict=True):
+    for i, (name, column) in enumerate(zip(names, table.columns, strict=True)):
         if pa.types.is_binary(column.type):  # how pyarrow reads cells that are not UTF-8
             row, raw = next((i, v) for i, v in enumerate(column.to_pylist()) if not _utf8(v))
             raise _not_encoded(storage.uri(fs, f), f"row {row + 1:,} of column {name!r}", raw, encoding)
-    return table
+        if pa.types.is_string(column.type):  # "39, State-gov": spaces beside a separator are layout, not the value
+            table = table.set_column(i, name, pyarrow.compute.utf8_trim_whitespace(column))
+    return table.rename_columns([name.strip() for name in names])  # and in the header: "age, work"
 
 
 def _read_json_table(fs, f: str):

@@ -392,7 +392,7 @@ def test_text_columns_are_categories_a_feature_each(capsys):
     # numbers with a few cells of text read as text: those cells are named, not made a category per number
     ages = np.array([str(20 + i % 50) for i in range(99)] + ["?"], dtype=object)
     with pytest.raises(DataError, match=r"column 'age' holds numbers, and text in 1 cell \('\?'\), so it reads as "
-                                        r"text: write those cells as numbers, or blank \(the model fills a blank "):
+                                        r"text: where it marks a missing value, set data.blank_values: \[\"\?\"\] "):
         data._columns_to_arrays({"age": ages, "label": np.arange(100) % 2}, files)
     zips = np.array(["75001", "69002", "06000"] * 10, dtype=object)  # every value digits: categories
     assert data._columns_to_arrays({"zip": zips, "label": np.arange(30) % 2}, files).categories == {
@@ -948,6 +948,27 @@ def test_a_csv_without_a_header_row_is_read_as_data(tmp_path, capsys):
                         column_names=["land", "a", "b", "label"])
     assert data.load_arrays(renamed, 0).feature_columns[-2:] == ["a", "b"]
     assert "no header row" not in capsys.readouterr().out
+
+
+def test_cells_that_mark_a_missing_value_are_blank_and_csv_cells_lose_the_spaces_beside_them(tmp_path):
+    """UCI's adult.data writes "39, State-gov, 77516, <=50K" and "?" where a value is missing: the '?' had made
+    a column of hours text (refused), and every category and class kept the space after the comma, so that a
+    client's {"work": "Private"} matched no category the model knew (" Private")."""
+    rows = [f"{20 + i % 50}, {['Private', 'State-gov', '?'][i % 3]}, {'?' if i % 10 == 0 else 30 + i % 7}, "
+            f"{['<=50K', '>50K', '?'][min(i % 5, 2)]}" for i in range(100)]
+    (tmp_path / "adult.csv").write_text("age, work, hours, income\n" + "\n".join(rows) + "\n")
+    cfg = FilesData(name="files", path=str(tmp_path / "adult.csv"), label_column="income")
+    with pytest.raises(DataError, match=r"column 'hours' holds numbers, and text in 10 cells \('\?'\)"):
+        data.load_arrays(cfg, 0)
+    arrays = data.load_arrays(cfg.model_copy(update={"blank_values": ["?"]}), 0)
+    assert arrays.label_names == ["<=50K", ">50K"] and len(arrays.y) == 40  # '?': not labelled, left out
+    assert arrays.categories == {"work": ["", "Private", "State-gov"]}
+    assert np.isnan(arrays.x[:, arrays.feature_columns.index("hours") + 2]).sum() == 10  # after work's 3 features
+    # a number that marks a missing value, in a column of numbers
+    (tmp_path / "weather.csv").write_text("temp,label\n" + "".join(f"{-999 if i % 4 == 0 else i},{i % 2}\n"
+                                                                    for i in range(40)))
+    weather = FilesData(name="files", path=str(tmp_path / "weather.csv"), blank_values=["-999"])
+    assert np.isnan(data.load_arrays(weather, 0).x[:, 0]).sum() == 10
 
 
 def test_json_lines_and_feather_tables_read_as_the_same_csv(tmp_path):
