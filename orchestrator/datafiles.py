@@ -186,6 +186,11 @@ COMPRESSED = ("gz", "bz2", "zst", "lz4")
 SPREADSHEETS = (".xls", ".ods")  # tables too, in formats not read here (Excel 97's, OpenDocument's): refused
 
 
+# The data.* fields that say how a table file is read: a file of new rows (evaluate --data, predict --input) is read
+# as the model's training read its data
+READ_AS = ("encoding", "sheet", "header", "column_names", "blank_values", "label_column")
+
+
 def format_of(path: str, trained: str | None) -> str | None:
     """The format that a file's name says, else `trained`, the training data's data.format: a holdout file named
     as the training file was (iris.data, read with data.format: csv). None: found from the files."""
@@ -378,16 +383,18 @@ def _blanked(values: np.ndarray, markers: list[str]) -> np.ndarray:
         return values
 
 
-def first_row_is_data(table) -> bool:
+def first_row_is_data(table, blank_values: list[str]) -> bool:
     """Whether the first row of a CSV file, read as the names of its columns (`table`), is data like the rows
     below it, as in files without a header row (UCI's iris.data, Spark's CSV parts): each of its cells is a
-    number over a column of numbers, or a value that its column of text holds again. Numbers that count up
-    (0, 1, 2, ..., as pandas names a frame's columns; years) are names."""
+    number over a column of numbers, a value that its column of text holds again, or a mark of a missing value
+    (`blank_values`). Numbers that count up (0, 1, 2, ..., as pandas names a frame's columns; years) are names."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     numbers = []
     for name, column in zip(table.column_names, table.columns, strict=True):
+        if name.strip() in blank_values:
+            continue
         if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
             try:
                 numbers.append(float(name))
@@ -402,16 +409,19 @@ def first_row_is_data(table) -> bool:
 
 def csv_names(table, how: FilesData, uri: str) -> tuple[list[str] | None, bool]:
     """(the names of a CSV file's columns, whether its first row is skipped) as data.header and data.column_names
-    say, or, where data.header is unset, as `first_row_is_data` finds (and says); (None, False): its first row
-    names them. `table`: the file read with its first row as names."""
-    width = table.num_columns
-    is_data = not how.header if how.header is not None else first_row_is_data(table)
-    names = how.column_names
+    say; where data.header is unset, the first row is data unless it holds data.column_names, or, where those are
+    unset too, as `first_row_is_data` finds (and says so); (None, False): its first row names the columns.
+    `table`: the file read with its first row as names."""
+    width, names = table.num_columns, how.column_names
     if names and len(names) == width + 1 and how.label_column in names:  # rows to predict, without the label
         names = [n for n in names if n != how.label_column]
     if names and len(names) != width:
         raise DataError(f"data.column_names names {len(names)} columns, and {uri} has {width}: name each column, "
                         "in order")
+    if how.header is not None:
+        is_data = not how.header
+    else:  # with names given, the file most likely has none: its first row is data unless it is those names
+        is_data = table.column_names != names if names else first_row_is_data(table, how.blank_values)
     if how.header is None and is_data:
         first = ",".join(table.column_names)
         print(f"data: {uri} has no header row: its first row ({first[:60]}{'...' * (len(first) > 60)}) is data like "

@@ -16,7 +16,7 @@ from orchestrator import data, engine
 from orchestrator.blanks import unfilled
 from orchestrator.checkpoint import read_checkpoint
 from orchestrator.config import FilesData
-from orchestrator.datafiles import format_of
+from orchestrator.datafiles import READ_AS, format_of
 from orchestrator.errors import ConfigError, DataError
 from orchestrator.lm import GPT
 
@@ -124,11 +124,9 @@ def evaluate_on_data(uri: str, data_uri: str, encoding: str | None = None, sheet
                   "feature_columns": [c for c in info["feature_columns"] if c != text_column]}
     else:
         inputs = {"feature_columns": info.get("feature_columns"), "feature_shape": info["input_shape"]}
-    source = FilesData(name="files", path=data_uri, label_column=getattr(cfg.data, "label_column", "label"),
-                       format=format_of(data_uri, getattr(cfg.data, "format", None)),
-                       encoding=encoding or getattr(cfg.data, "encoding", "utf-8"),
-                       sheet=sheet or getattr(cfg.data, "sheet", None), header=getattr(cfg.data, "header", None),
-                       column_names=getattr(cfg.data, "column_names", None), **inputs)
+    read_as = {k: getattr(cfg.data, k) for k in READ_AS if hasattr(cfg.data, k)}  # as training read its data
+    given = {"encoding": encoding, "sheet": sheet, "format": format_of(data_uri, getattr(cfg.data, "format", None))}
+    source = FilesData(name="files", path=data_uri, **(read_as | {k: v for k, v in given.items() if v}), **inputs)
     arrays = data.load_arrays(source, cfg.seed, cfg.storage.endpoint_url, known=info)
     fills = info.get("blanks")
     if arrays.feature_columns and (blank := unfilled(arrays.x, fills, arrays.features())):

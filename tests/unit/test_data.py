@@ -918,6 +918,8 @@ def test_a_csv_without_a_header_row_is_read_as_data(tmp_path, capsys):
                       column_names=["a", "b", "c", "kind"])
     arrays = data.load_arrays(named, 0)
     assert np.allclose(arrays.x, x) and arrays.feature_columns == ["a", "b", "c"]
+    (tmp_path / "with_names.csv").write_text("a, b, c, kind\n" + rows)  # a first row of those names: a header
+    assert np.allclose(data.load_arrays(named.model_copy(update={"path": str(tmp_path / "with_names.csv")}), 0).x, x)
     with pytest.raises(DataError, match=r"data.column_names names 3 columns, and .*iris.data has 4: name each column"):
         data.load_arrays(FilesData(name="files", path=str(tmp_path / "iris.data"), format="csv",
                                    column_names=["a", "b", "kind"], label_column="kind"), 0)

@@ -734,7 +734,7 @@ def test_a_model_of_a_file_without_a_header_reads_new_rows_as_its_training_did(t
 
     cfg = config_from_dict({**TABLE, "data": {"name": "files", "path": "iris.data", "format": "csv",
                                               "column_names": ["width", "area", "mass", "kind"],
-                                              "label_column": "kind"}})
+                                              "label_column": "kind", "blank_values": ["?"]}})
     torch.manual_seed(0)
     write_checkpoint(str(tmp_path / "ckpt"), model=build_model(cfg.model, [3], 3), config=cfg, metrics={},
                      model_info={**INFO, "input_shape": [3], "feature_columns": ["width", "area", "mass"]})
@@ -746,8 +746,13 @@ def test_a_model_of_a_file_without_a_header_reads_new_rows_as_its_training_did(t
     answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     np.testing.assert_allclose([p["probabilities"] for p in answer["predictions"]], probs, atol=1e-6)
     labels = [INFO["label_names"][i] for i in probs.argmax(1)]
-    (tmp_path / "holdout.data").write_text("".join(f"{a},{b},{c},{k}\n" for (a, b, c), k in zip(x, labels)))
-    assert evaluate_on_data(str(tmp_path / "ckpt"), str(tmp_path / "holdout.data"))["metrics"]["accuracy"] == 1.0
+    (tmp_path / "holdout.data").write_text("".join(f"{a},{b},{c},{k}\n" for (a, b, c), k in zip(x, labels))
+                                           + "1,2,3,?\n")  # not labelled, as training's data.blank_values says
+    scored = evaluate_on_data(str(tmp_path / "ckpt"), str(tmp_path / "holdout.data"))
+    assert scored["metrics"]["accuracy"] == 1.0 and scored["num_rows"] == 6
+    (tmp_path / "two.data").write_text("".join(f"{a},{b},{c}\n" for a, b, c in x[:2]))  # too few rows to tell
+    assert main(["predict", str(tmp_path / "ckpt"), "--input", str(tmp_path / "two.data"), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"]) == 2
 
 
 def request(client_host: str, authorization: str | None = None) -> Request:
