@@ -11,6 +11,7 @@ become Ray Datasets, which Ray Train streams to its workers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import posixpath
 from dataclasses import dataclass
@@ -339,7 +340,8 @@ def _image_folder(fs, root: str, files: list[str], cfg: FilesData) -> Arrays:
             raise DataError(f"{storage.uri(fs, f)} has no class: put each image in a directory named for its class "
                             f"({cfg.path.rstrip('/')}/cat/1.png, {cfg.path.rstrip('/')}/dog/2.png)")
         labels.append(label)
-    images = decode_images(((_read_file(fs, f), storage.uri(fs, f)) for f in files), cfg.feature_shape)
+    images = decode_images([(functools.partial(_read_file, fs, f), storage.uri(fs, f)) for f in files],
+                           cfg.feature_shape)
     names, y = np.unique(np.array(labels), return_inverse=True)
     split = None
     if split_names:
@@ -395,14 +397,14 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
 def _image_column(values: np.ndarray, column: str, cfg: FilesData, rows: np.ndarray) -> np.ndarray:
     """A column of image files (Hugging Face datasets' Parquet: images.image_bytes) decoded as an image folder's
     files are, to data.feature_shape or the first image's shape."""
-    def files():
-        for row, cell in zip(rows, values, strict=True):
-            if (raw := image_bytes(cell)) is None:
-                raise DataError(f"row {row + 1} of column {column!r} holds no image file ({str(cell)[:40]!r}), where "
-                                "the column's other rows do: fill it in or leave the row out")
-            yield raw, f"the image in row {row + 1} of column {column!r}"
+    def file(row: int, cell) -> bytes:
+        if (raw := image_bytes(cell)) is None:
+            raise DataError(f"row {row + 1} of column {column!r} holds no image file ({str(cell)[:40]!r}), where "
+                            "the column's other rows do: fill it in or leave the row out")
+        return raw
 
-    return decode_images(files(), cfg.feature_shape)
+    return decode_images([(functools.partial(file, row, cell), f"the image in row {row + 1} of column {column!r}")
+                          for row, cell in zip(rows, values, strict=True)], cfg.feature_shape)
 
 
 def _counts_rows(values: np.ndarray) -> bool:
