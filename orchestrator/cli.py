@@ -135,8 +135,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help='JSON file ({"instances": [...]} or a list of inputs), - for '
                    "stdin, a table file with a header: CSV, TSV, Parquet, JSON Lines, Feather, Excel (.xlsx: see "
                    "--sheet), an NPZ of arrays, or a directory of them (a row per input, by column name), or an "
-                   "image file or a directory of them (the model decodes them as in training); a local path, s3:// "
-                   "or gs://")
+                   "image file or a directory of them (the model decodes them as in training); a local path, s3://, "
+                   "gs:// or an https:// URL of a file")
     p.add_argument("--output", metavar="FILE", help="write the inputs and their predictions to this table file "
                    "(.csv, .tsv, .jsonl, .json, .parquet, .feather, .xlsx; local, s3:// or gs://): each input's row "
                    "(or its text, or its file), then its prediction, probability and a probability_<class> per class")
@@ -507,7 +507,7 @@ def _read_inputs(source: str, how) -> tuple[list[str] | None, list]:
     if source == "-":
         return None, _instances(sys.stdin.read(), source)
     try:
-        kind = storage.file_type(source)
+        kind = storage.file_type(source, web=True)
     except UserError as e:
         raise ConfigError(f"--input {e}") from None
     if kind is None:
@@ -520,7 +520,8 @@ def _read_inputs(source: str, how) -> tuple[list[str] | None, list]:
     if kind == "directory" or (table and not json_file):  # Spark's, Ray Data's parts
         return None, datafiles.read_rows(source, how)
     try:
-        text = storage.read_bytes(source).decode(how.encoding if source.endswith(".txt") else "utf-8")  # JSON: UTF-8
+        raw = storage.read_bytes(source, web=True)
+        text = raw.decode(how.encoding if source.endswith(".txt") else "utf-8")  # JSON: UTF-8
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read --input {source}: {getattr(e, 'strerror', None) or e}") from None
     if source.endswith(".txt"):

@@ -81,7 +81,8 @@ class FilesData(SplitFields):
     name: Literal["files"] = Field(description="User data in Parquet, CSV, TSV, JSON Lines, Feather (Arrow IPC), "
                                    "Excel (.xlsx), NPZ "
                                    "or image files, from a local path or s3://.")
-    path: str = Field(description="A file or a directory of files: local path or s3://bucket/prefix. Images: a "
+    path: str = Field(description="A file or a directory of files: local path, s3://bucket/prefix or gs://, or an "
+                      "https:// URL of a file (as pandas' read_csv(url) reads it). Images: a "
                       "directory with one directory of images per class (cat/1.png, dog/2.jpg).")
     format: Literal["parquet", "csv", "tsv", "jsonl", "json", "feather", "excel", "npz", "images"] | None = Field(
         None, description="File format; inferred from the file suffix when empty (.parquet or .pq, .csv, .tsv, "
@@ -215,7 +216,8 @@ class FilesData(SplitFields):
 class TextData(Fractions):
     name: Literal["text"] = Field(description="Byte-level text for a language model (model.name: gpt), local or s3://.")
     path: str | None = Field(
-        None, description="A text file or a directory of them: local path or s3://bucket/prefix; "
+        None, description="A text file or a directory of them: local path or s3://bucket/prefix, or an https:// URL "
+        "of a file; "
         "default: the Python standard library's source on this machine (offline, on every node)."
     )
     suffixes: list[str] | None = Field(

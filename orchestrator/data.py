@@ -298,7 +298,7 @@ def read_corpus(cfg: TextData, endpoint_url: str | None = None) -> bytes:
         path, suffixes = sysconfig.get_paths()["stdlib"], cfg.suffixes or [".py"]
     else:
         path, suffixes = cfg.path, cfg.suffixes
-    fs, root = storage.filesystem(path, endpoint_url)
+    fs, root = storage.filesystem(path, endpoint_url, web=True)
     skip = ("site-packages", "dist-packages") if cfg.path is None else ()  # the stdlib, not what is installed in it
     out = bytearray()
     for f in walk(fs, root, path, skip):

@@ -132,7 +132,7 @@ def is_table_file(path: str) -> bool:
 
 
 def data_files(path: str, fmt: str | None, endpoint_url: str | None):
-    fs, root = storage.filesystem(path, endpoint_url)
+    fs, root = storage.filesystem(path, endpoint_url, web=True)
     files = list(walk(fs, root, path))
     if not files:
         raise DataError(f"data directory {path!r} holds no files")

@@ -21,11 +21,20 @@ def is_remote(uri: str) -> bool:
     return uri.startswith(("s3://", "gs://"))
 
 
-def filesystem(uri: str, endpoint_url: str | None = None, region: str | None = None):
-    """(pyarrow filesystem, path inside it) for a local path, an s3:// or a gs:// URI."""
+WEB = ("http://", "https://")
+
+
+def filesystem(uri: str, endpoint_url: str | None = None, region: str | None = None, web: bool = False):
+    """(pyarrow filesystem, path inside it) for a local path, an s3:// or a gs:// URI; with `web`, an http(s) URL
+    of a file too, to read (data, as pandas' read_csv(url) reads it), through fsspec's HTTP filesystem."""
+    if web and uri.startswith(WEB):
+        import fsspec  # with Ray Train and Tune; its HTTP filesystem runs on aiohttp, which Ray installs
+
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem("https"))), uri
     if not is_remote(uri):
         if "://" in uri:
-            raise StorageError(f"unsupported storage URI {uri!r}: use a local path, s3://bucket/prefix or gs://bucket/prefix")
+            raise StorageError(f"unsupported storage URI {uri!r}: use a local path, s3://bucket/prefix or "
+                               f"gs://bucket/prefix{', or an https:// URL of a file' if web else ''}")
         return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
     parsed = urlparse(uri)
     if not parsed.netloc:
@@ -68,9 +77,9 @@ def check_writable(uri: str, endpoint_url: str | None = None, region: str | None
         raise StorageError(f"cannot write to storage {uri!r}: {_first_line(e)}") from None
 
 
-def file_type(uri: str, endpoint_url: str | None = None, region: str | None = None) -> str | None:
+def file_type(uri: str, endpoint_url: str | None = None, region: str | None = None, web: bool = False) -> str | None:
     """"file", "directory" (on S3 or GCS: a prefix that holds objects), or None where nothing is."""
-    fs, path = filesystem(uri, endpoint_url, region)
+    fs, path = filesystem(uri, endpoint_url, region, web)
     try:
         kind = fs.get_file_info(path).type.name
     except OSError as e:
@@ -78,9 +87,9 @@ def file_type(uri: str, endpoint_url: str | None = None, region: str | None = No
     return {"File": "file", "Directory": "directory"}.get(kind)
 
 
-def read_bytes(uri: str, endpoint_url: str | None = None, region: str | None = None) -> bytes:
+def read_bytes(uri: str, endpoint_url: str | None = None, region: str | None = None, web: bool = False) -> bytes:
     """The file's bytes as stored (pyarrow would decompress a .gz name's by default)."""
-    fs, path = filesystem(uri, endpoint_url, region)
+    fs, path = filesystem(uri, endpoint_url, region, web)
     with fs.open_input_stream(path, compression=None) as f:
         return f.read()
 

@@ -974,6 +974,35 @@ def test_cells_that_mark_a_missing_value_are_blank_and_csv_cells_lose_the_spaces
     assert np.isnan(data.load_arrays(weather, 0).x[:, 0]).sum() == 10
 
 
+def test_data_at_an_https_url_is_read_as_pandas_reads_it(tmp_path):
+    """data.path: https://.../iris.data (pandas' read_csv(url), nanoGPT's tiny Shakespeare) had been refused as an
+    unsupported storage URI; now it is read, on loopback here, as a local file is."""
+    import functools
+    import http.server
+    import threading
+
+    rows = "".join(f"{i % 7},{i % 5},{['a', 'b'][i % 2]}\n" for i in range(40))
+    (tmp_path / "iris.data").write_text("x,y,label\n" + rows)
+    (tmp_path / "input.txt").write_text("To be, or not to be, that is the question. " * 50)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        local = data.load_arrays(FilesData(name="files", path=str(tmp_path / "iris.data"), format="csv"), 0)
+        web = data.load_arrays(FilesData(name="files", path=f"{url}/iris.data", format="csv"), 0)
+        assert np.array_equal(web.x, local.x) and np.array_equal(web.y, local.y)
+        assert datafiles.read_rows(f"{url}/iris.data", FilesData(name="files", path="i", format="csv"))[1] == {
+            "x": 1, "y": 1, "label": "b"}
+        with pytest.raises(DataError, match=rf"data path '{url}/nope.csv' does not exist: set data.path"):
+            data.load_arrays(FilesData(name="files", path=f"{url}/nope.csv"), 0)
+        corpus = data.read_corpus(TextData(name="text", path=f"{url}/input.txt", max_bytes=1024))
+        assert corpus == (tmp_path / "input.txt").read_bytes()[:1024]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_json_lines_and_feather_tables_read_as_the_same_csv(tmp_path):
     # as pandas writes them: df.to_json(orient="records", lines=True, compression=...) and df.to_feather()
     import pandas as pd
