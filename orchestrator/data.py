@@ -340,8 +340,9 @@ def _image_folder(fs, root: str, files: list[str], cfg: FilesData) -> Arrays:
             raise DataError(f"{storage.uri(fs, f)} has no class: put each image in a directory named for its class "
                             f"({cfg.path.rstrip('/')}/cat/1.png, {cfg.path.rstrip('/')}/dog/2.png)")
         labels.append(label)
-    images = decode_images([(functools.partial(_read_file, fs, f), storage.uri(fs, f)) for f in files],
-                           cfg.feature_shape)
+    images, kept = decode_images([(functools.partial(_read_file, fs, f), storage.uri(fs, f)) for f in files],
+                                 cfg.feature_shape, skip_unreadable=True)
+    labels, split_names = [labels[i] for i in kept], [split_names[i] for i in kept] if split_names else []
     names, y = np.unique(np.array(labels), return_inverse=True)
     split = None
     if split_names:
@@ -404,7 +405,7 @@ def _image_column(values: np.ndarray, column: str, cfg: FilesData, rows: np.ndar
         return raw
 
     return decode_images([(functools.partial(file, row, cell), f"the image in row {row + 1} of column {column!r}")
-                          for row, cell in zip(rows, values, strict=True)], cfg.feature_shape)
+                          for row, cell in zip(rows, values, strict=True)], cfg.feature_shape)[0]
 
 
 def _counts_rows(values: np.ndarray) -> bool:

@@ -64,36 +64,67 @@ def decode_image(raw: bytes, shape: list[int], name: str, resize: bool = True,
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
-def decode_images(files: list[tuple[Callable[[], bytes], str]], shape: list[int] | None,
-                  every_s: float = 5.0) -> np.ndarray:
+class UnreadableImage(DataError):
+    """A file that is no image Pillow reads: empty, cut short, corrupt, or of another kind."""
+
+
+# Of an image folder, the share of files that may be unreadable and left out (as the Kaggle cats and dogs folder's
+# two empty JPEGs of 25,000): more says the data is wrong, and stops the run
+UNREADABLE_SHARE = 0.01
+
+
+def decode_images(files: list[tuple[Callable[[], bytes], str]], shape: list[int] | None, every_s: float = 5.0,
+                  skip_unreadable: bool = False) -> tuple[np.ndarray, list[int]]:
     """[N, C, H, W] float32 of image files, `files` (a function that reads one's bytes, a name for messages) as
     training reads them: to `shape` [C, H, W] (data.feature_shape), converted and resized; else each as the first
-    is, which every image must then match in size. Read and decoded in threads, in order (Pillow decodes and
-    resizes outside the GIL, and a bucket's files are fetched at once); a read longer than `every_s` says how far
-    it is, every `every_s`."""
+    is, which every image must then match in size; and the indices of the files decoded. With `skip_unreadable`,
+    files that are no image (UnreadableImage) are left out, and named, up to UNREADABLE_SHARE of them. Read and
+    decoded in threads, in order (Pillow decodes and resizes outside the GIL, and a bucket's files are fetched at
+    once); a read longer than `every_s` says how far it is, every `every_s`."""
     from concurrent.futures import ThreadPoolExecutor
 
-    resize = shape is not None
-    if not resize:  # colour and size as the first image's, for every one
-        read, name = files[0]
-        raw = read()
-        shape = list(decode_image(raw, image_shape(raw, name), name, resize=False).shape)
-    images, started = [], time.monotonic()
+    def attempt(file, shape: list[int] | None):
+        try:
+            raw = file[0]()
+            return decode_image(raw, shape or image_shape(raw, file[1]), file[1], resize=resize)
+        except UnreadableImage as e:
+            if not skip_unreadable:
+                raise
+            return e
+
+    resize, first = shape is not None, 0
+    while shape is None:  # colour and size as the first image's, for every one
+        image = attempt(files[first], None)
+        if isinstance(image, np.ndarray):
+            shape = list(image.shape)
+        elif (first := first + 1) == len(files):
+            raise image
+    images, kept, bad, started = [], [], [], time.monotonic()
     said, pool = started, ThreadPoolExecutor()
     try:
-        decoded = pool.map(lambda file: decode_image(file[0](), shape, file[1], resize=resize), files)
-        for (_, name), image in zip(files, decoded):
+        decoded = pool.map(lambda file: attempt(file, shape), files)
+        for i, ((_, name), image) in enumerate(zip(files, decoded)):
+            if isinstance(image, UnreadableImage):
+                bad.append(image)
+                if len(bad) > UNREADABLE_SHARE * len(files):
+                    raise DataError(f"{bad[0]}; {len(bad):,} of the first {i + 1:,} files are no images: is "
+                                    "data.path the right folder?")
+                continue
             if image.shape != tuple(shape):
-                raise DataError(f"images differ in size: {files[0][1]} is {shape[2]}x{shape[1]}, {name} is "
+                raise DataError(f"images differ in size: {files[first][1]} is {shape[2]}x{shape[1]}, {name} is "
                                 f"{image.shape[2]}x{image.shape[1]} (width x height): set data.feature_shape: "
                                 "[C, H, W] to resize every image to H x W")
             images.append(image)
-            if (now := time.monotonic()) - said >= every_s and len(images) < len(files):
+            kept.append(i)
+            if (now := time.monotonic()) - said >= every_s and i + 1 < len(files):
                 said = now
-                print(f"data: {len(images):,} of {len(files):,} images decoded ({now - started:.0f} s)", flush=True)
+                print(f"data: {i + 1:,} of {len(files):,} images decoded ({now - started:.0f} s)", flush=True)
     finally:
         pool.shutdown(cancel_futures=True)  # after a bad file, the others are not decoded for nothing
-    return np.stack(images)
+    if bad:
+        print(f"data: {len(bad):,} of {len(files):,} files are no images, and are left out: "
+              + "; ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else ""), flush=True)
+    return np.stack(images), kept
 
 
 # The first bytes of the image files a table's cell may hold: PNG, JPEG, GIF, BMP, TIFF (either byte order), WebP
@@ -133,11 +164,11 @@ def _open_image(raw: bytes, name: str, max_pixels: int | None = None, draft: tup
     except DataError:
         raise
     except UnidentifiedImageError:
-        raise DataError(f"{name}: not an image file of a kind Pillow reads (PNG, JPEG, BMP, GIF, WebP, TIFF, "
-                        "...)") from None
+        raise UnreadableImage(f"{name}: not an image file of a kind Pillow reads (PNG, JPEG, BMP, GIF, WebP, TIFF, "
+                              "...)") from None
     # a truncated or corrupt file: Pillow's decoders raise OSError, SyntaxError, EOFError, struct.error, ...
     except Exception as e:  # noqa: BLE001 (hostile input must be a 422, never a 500)
-        raise DataError(f"{name}: not an image that Pillow reads ({type(e).__name__}: {e})") from None
+        raise UnreadableImage(f"{name}: not an image that Pillow reads ({type(e).__name__}: {e})") from None
     return image
 
 
