@@ -426,7 +426,13 @@ def _predict(args) -> dict:
         if args.input != "-" and same:
             raise ConfigError(f"--output {args.output} is the --input file: name another, to keep the inputs")
     remote = args.target.startswith(("http://", "https://"))
-    trained_on = {} if remote else _training_data(args.target)  # a file is read as training read its data
+    if remote:  # a file is read as the model's training read its data: the endpoint's model says how
+        from orchestrator.client import described
+
+        model = described(args.target, api_key=os.environ.get(args.api_key_env))
+        trained_on = (model.get("config") or {}).get("data") or {}
+    else:
+        trained_on = _training_data(args.target)
     names, instances = _read_inputs(args.input, _read_as(args, trained_on))
     if remote:
         from orchestrator.client import predict_all

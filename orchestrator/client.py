@@ -33,8 +33,17 @@ class Unreachable(Exception):
 def post_json(url: str, payload: dict, *, api_key: str | None = None, retries: int = 4, backoff_s: float = 0.2,
               max_backoff_s: float = 5.0, timeout_s: float = 60, stats: dict | None = None) -> tuple[int, dict]:
     """POST payload as JSON; (status, parsed body) of the last answer. `stats["retries"]` counts retries."""
-    body = json.dumps(payload).encode()
-    headers = {"Content-Type": "application/json"}
+    return _send(url, json.dumps(payload).encode(), api_key, retries, backoff_s, max_backoff_s, timeout_s, stats)
+
+
+def get_json(url: str, *, api_key: str | None = None, retries: int = 4, timeout_s: float = 60) -> tuple[int, dict]:
+    """GET a JSON answer (GET /v1/model), with the same retries; (status, parsed body)."""
+    return _send(url, None, api_key, retries, 0.2, 5.0, timeout_s, None)
+
+
+def _send(url: str, body: bytes | None, api_key: str | None, retries: int, backoff_s: float, max_backoff_s: float,
+          timeout_s: float, stats: dict | None) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json"} if body is not None else {}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     for attempt in range(retries + 1):
@@ -91,6 +100,16 @@ def predict_all(target: str, instances: list, api_key: str | None = None) -> dic
         joined = answer if joined is None else {**answer, "predictions": joined["predictions"] + answer["predictions"]}
         start += len(chunk)
     return joined
+
+
+def described(target: str, api_key: str | None = None) -> dict:
+    """The endpoint's GET /v1/model (its model's config, columns, labels, ...); {} where it gives none."""
+    url = target.rstrip("/").removesuffix("/v1/predict") + "/v1/model"
+    try:
+        status, answer = get_json(url, api_key=api_key, retries=1)
+    except (Unreachable, ValueError):  # the prediction that follows names what is wrong
+        return {}
+    return answer if status == 200 else {}
 
 
 def call(target: str, route: str, payload: dict, api_key: str | None = None) -> dict:

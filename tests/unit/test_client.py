@@ -62,3 +62,19 @@ def test_a_4xx_is_never_sent_again_and_no_answer_at_all_is_unreachable():
     with pytest.raises(Unreachable, match="cannot reach"):
         post_json(url, {"instances": []}, retries=1, backoff_s=0.01)
     assert len(taken) == 2
+
+
+def test_predict_reads_a_file_for_an_endpoint_as_the_endpoints_model_was_trained(tmp_path, capsys):
+    """A model trained on iris.data (no header row; data.column_names, data.format: csv): `predict URL --input
+    new.data` had read the file as JSON, and keyed its rows column1, ... where the model takes its names.
+    The endpoint's GET /v1/model says how its training read its data."""
+    from orchestrator.cli import main
+
+    data = {"name": "files", "path": "iris.data", "format": "csv", "label_column": "kind", "blank_values": ["?"],
+            "column_names": ["width", "area", "kind"]}
+    predicted = {"predictions": [{"label": "a", "class_index": 0, "probabilities": [1.0]}] * 2, "labels": ["a"],
+                 "model": {"name": "iris", "version": "v"}}
+    url, taken = scripted_server([reply("200 OK", {"config": {"data": data}}), reply("200 OK", predicted)])
+    (tmp_path / "new.data").write_text("1.5,?\n2.5,3\n")
+    assert main(["predict", url.removesuffix("/v1/predict"), "--input", str(tmp_path / "new.data"), "--json"]) == 0
+    assert json.loads(taken[1])["instances"] == [{"width": 1.5, "area": None}, {"width": 2.5, "area": 3}]
