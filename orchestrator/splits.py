@@ -137,19 +137,25 @@ def of_rows(columns: dict[str, np.ndarray], cfg: FilesData, rows: np.ndarray) ->
     return codes
 
 
-# train.csv, test_2024.parquet, val/part-0.csv: a name that says a split (SPLIT_NAMES), then nothing or a separator
-SPLIT_FILE = re.compile("(" + "|".join(name for names in SPLIT_NAMES for name in names) + r")(?:[-_.][^/]*)?",
-                        re.IGNORECASE)
+WORDS = {name for names in SPLIT_NAMES for name in names}
+
+
+def split_word(name: str) -> str | None:
+    """The split a file's or directory's name says, as written: the one split word (SPLIT_NAMES) among the parts
+    that - _ . separate (train.csv, test_2024.parquet, mnist_train.csv, ECG5000_TEST.tsv, val/, Train-00000-of-00001);
+    else None (contest.csv, train_test.csv)."""
+    said = {part for part in re.split(r"[-_.]", name) if part.lower() in WORDS}
+    return said.pop() if len({part.lower() for part in said}) == 1 and len(said) == 1 else None
 
 
 def of_files(root: str, files: list[str]) -> list[str] | None:
     """Each file's split where the files under data.path are named for their splits (train.csv and
-    test.csv, or train/ and test/ directories): the name's split word, as written; else None."""
+    test.csv, mnist_train.csv and mnist_test.csv, or train/ and test/ directories): the name's split word, as
+    written; else None."""
     if len(files) < 2:
         return None
-    first = [posixpath.relpath(f, root).split("/")[0] for f in files]
-    found = [SPLIT_FILE.fullmatch(name) for name in first]
-    return [m[1] for m in found] if all(found) and len({m[1].lower() for m in found}) > 1 else None
+    found = [split_word(posixpath.relpath(f, root).split("/")[0]) for f in files]
+    return found if all(found) and len({word.lower() for word in found}) > 1 else None
 
 
 _WORD = "|".join(name for names in SPLIT_NAMES for name in names)

@@ -289,6 +289,7 @@ def test_a_directory_of_train_and_test_files_keeps_their_split(tmp_path, capsys)
                                    "label": rng.choice(["a", "b"], n)}) for split, n in (("train", 170), ("test", 30))}
     layouts = {"files": {"train.csv": frames["train"], "test.csv": frames["test"]},  # test.csv listed first
                "dated": {"Train_2023.csv": frames["train"], "test_2024.csv": frames["test"]},
+               "named": {"mnist_train.csv": frames["train"], "mnist_TEST.csv": frames["test"]},  # Kaggle's, UCR's
                "parts": {"train/part-0.csv": frames["train"][:100], "train/part-1.csv": frames["train"][100:],
                          "test/part-0.csv": frames["test"]}}
     for layout, files in layouts.items():
@@ -305,9 +306,12 @@ def test_a_directory_of_train_and_test_files_keeps_their_split(tmp_path, capsys)
                                         r"rows to predict go to `orchestrator predict"):
         data.load_splits(FilesData(name="files", path=str(tmp_path / "files")), 0)
     # files named otherwise are one table, split at random as before
-    for name in ("train.csv", "test.csv"):
-        (tmp_path / "files" / name).rename(tmp_path / "files" / f"part-{name}")
-    frames["test"].to_csv(tmp_path / "files" / "part-test.csv", index=False)
+    for i, name in enumerate(("train.csv", "test.csv")):
+        (tmp_path / "files" / name).rename(tmp_path / "files" / f"part-{i}.csv")
+    frames["test"].to_csv(tmp_path / "files" / "part-1.csv", index=False)
+    from orchestrator.splits import split_word
+    assert [split_word(n) for n in ("contest.csv", "train_test.csv", "latest.parquet", "ECG5000_TEST.tsv")] == [
+        None, None, None, "TEST"]
     mixed = data.load_splits(FilesData(name="files", path=str(tmp_path / "files")), 0)
     assert sum(mixed.num_rows.values()) == 200 and not np.array_equal(
         np.sort(mixed.arrays["test"][0][:, 0]), np.sort(frames["test"].x.to_numpy(np.float32)))
