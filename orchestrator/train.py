@@ -78,6 +78,8 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
         storage.write_bytes(storage.join(run_uri, "config.yaml"), save_config(cfg).encode(), st.endpoint_url, st.region)
         print(f"run {name}: {model_info['num_parameters']:,} parameters, rows {splits.num_rows}, "
               f"{cfg.train.num_workers} worker(s); storage {run_uri}", flush=True)
+        if note := few_steps(cfg, splits.num_rows["train"]):
+            print(note, flush=True)
         invocation = uuid.uuid4().hex  # stamped into the checkpoints this call writes
         run_lineage = lineage.collect(cfg, splits.fingerprint, **(lineage_extra or {}))
         with restore_sigint():
@@ -116,6 +118,27 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
     storage.write_bytes(storage.join(run_uri, "result.json"), json.dumps(out.to_dict(), indent=2).encode(),
                         st.endpoint_url, st.region)
     return out
+
+
+MIN_STEPS = 200  # optimizer steps in a run, below which most models of a small table stop short of what they can learn
+
+
+def few_steps(cfg: ExperimentConfig, rows: int) -> str | None:
+    """A note where a run takes few optimizer steps in all, with the batch size that takes ten an epoch: 104 rows
+    of iris in batches of 64 are 2 steps an epoch, 40 in 20 epochs, and scored 0.83 on the test rows; in
+    batches of 16, 0.96."""
+    t, accumulated = cfg.train, cfg.optim.grad_accum_steps
+    per_step = t.batch_size_per_worker * t.num_workers * accumulated
+    per_epoch = math.ceil(rows / per_step)
+    if per_epoch * t.epochs >= MIN_STEPS:
+        return None
+    batch = 2 ** max(0, int(math.log2(max(1, rows // (10 * t.num_workers * accumulated)))))
+    smaller = (f"smaller batches take more (train.batch_size_per_worker: {batch}, "
+               f"{math.ceil(rows / (batch * t.num_workers * accumulated))} an epoch), or "
+               if batch < t.batch_size_per_worker else "")
+    return (f"note: {per_epoch * t.epochs:,} optimizer steps in all ({per_epoch} an epoch: {rows:,} training rows in "
+            f"batches of {per_step:,}, {t.epochs} epochs), which most models need more of to learn: {smaller}"
+            "more epochs (train.epochs)")
 
 
 def _column_importance(model, splits: data.Splits, model_info: dict, batch_size: int) -> list[dict] | None:
