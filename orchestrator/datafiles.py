@@ -197,10 +197,18 @@ def format_of(path: str, trained: str | None) -> str | None:
     try:
         return infer_format(path)
     except DataError:
+        if path.lower().rstrip("/").endswith(ARCHIVES):
+            raise
         return trained
 
 
+ARCHIVES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz", ".7z", ".rar")  # files of files: not read
+
+
 def infer_format(path: str) -> str:
+    if path.lower().rstrip("/").endswith(ARCHIVES):
+        raise DataError(f"{path!r} is an archive of files, which is not read as it is: unpack it (unzip, tar -xf) and "
+                        "give the folder, or a file, inside (of a Kaggle download, its train.csv, say)")
     stem, suffix = posixpath.splitext(path.lower())
     if suffix.lstrip(".") in COMPRESSED and SUFFIXES.get(posixpath.splitext(stem)[1].lstrip(".")) in TEXT_FORMATS:
         suffix = posixpath.splitext(stem)[1]

@@ -860,6 +860,12 @@ def test_tab_separated_and_compressed_tables_are_read_by_their_suffix(tmp_path):
         arrays = data.load_arrays(FilesData(name="files", path=str(path), format=fmt), seed=0)
         assert np.array_equal(arrays.x, plain.x) and np.array_equal(arrays.y, plain.y), path
         assert arrays.feature_columns == ["f1", "f2"] and arrays.label_names == ["a", "b"]
+    for name in ("titanic.zip", "cats.tar.gz"):  # Kaggle's downloads: they had been told to set data.format
+        (tmp_path / name).write_bytes(b"PK\x03\x04")
+        with pytest.raises(DataError, match=rf"{name}' is an archive of files, which is not read as it is: unpack it"):
+            data.load_arrays(FilesData(name="files", path=str(tmp_path / name)), 0)
+        with pytest.raises(DataError, match="is an archive of files"):
+            datafiles.format_of(str(tmp_path / name), "csv")
     with pytest.raises(DataError, match=r"cannot tell the format of .*t\.csv\.xz' from its name: set data.format to "
                                          r"one of parquet, csv, tsv, jsonl, json, feather, excel, npz, images, or name the "
                                          r"file by its format \(\.csv, .*may be compressed: \.csv\.gz, \.bz2"):
