@@ -191,6 +191,9 @@ SPREADSHEETS = (".xls", ".ods")  # tables too, in formats not read here (Excel 9
 READ_AS = ("encoding", "sheet", "header", "column_names", "blank_values", "label_column")
 
 
+ARCHIVES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz", ".7z", ".rar")  # files of files: not read
+
+
 def format_of(path: str, trained: str | None) -> str | None:
     """The format that a file's name says, else `trained`, the training data's data.format: a holdout file named
     as the training file was (iris.data, read with data.format: csv). None: found from the files."""
@@ -200,9 +203,6 @@ def format_of(path: str, trained: str | None) -> str | None:
         if path.lower().rstrip("/").endswith(ARCHIVES):
             raise
         return trained
-
-
-ARCHIVES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz", ".7z", ".rar")  # files of files: not read
 
 
 def infer_format(path: str) -> str:
@@ -399,9 +399,9 @@ def first_row_is_data(table, blank_values: list[str]) -> bool:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    numbers = []
+    numbers, marks = [], {m.strip() for m in blank_values}
     for name, column in zip(table.column_names, table.columns, strict=True):
-        if name.strip() in blank_values:
+        if name.strip() in marks:
             continue
         if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
             try:

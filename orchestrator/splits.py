@@ -145,7 +145,7 @@ def split_word(name: str) -> str | None:
     that - _ . separate (train.csv, test_2024.parquet, mnist_train.csv, ECG5000_TEST.tsv, val/, Train-00000-of-00001);
     else None (contest.csv, train_test.csv)."""
     said = {part for part in re.split(r"[-_.]", name) if part.lower() in WORDS}
-    return said.pop() if len({part.lower() for part in said}) == 1 and len(said) == 1 else None
+    return said.pop() if len(said) == 1 else None
 
 
 def of_files(root: str, files: list[str]) -> list[str] | None:
