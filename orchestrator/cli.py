@@ -489,14 +489,12 @@ def _snippet(text: str, width: int = 40) -> str:
 
 
 def _read_as(args, trained_on: dict):
-    """How --input's table file is read: as the checkpoint's training read its data (datafiles.READ_AS, and its
-    format where the file's name says none), less what --encoding and --sheet say."""
+    """How --input's table file is read: as the model's training read its data (datafiles.read_as)."""
     from orchestrator.config import FilesData
-    from orchestrator.datafiles import READ_AS, format_of
+    from orchestrator.datafiles import read_as
 
-    given = {"encoding": args.encoding, "sheet": args.sheet, "format": format_of(args.input, trained_on.get("format"))}
-    return FilesData(name="files", path=args.input, **({k: v for k, v in trained_on.items() if k in READ_AS}
-                                                       | {k: v for k, v in given.items() if v}))
+    return FilesData(name="files", path=args.input,
+                     **read_as(args.input, trained_on, encoding=args.encoding, sheet=args.sheet))
 
 
 def _read_inputs(source: str, how) -> tuple[list[str] | None, list]:

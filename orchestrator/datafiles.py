@@ -191,6 +191,14 @@ SPREADSHEETS = (".xls", ".ods")  # tables too, in formats not read here (Excel 9
 READ_AS = ("encoding", "sheet", "header", "column_names", "blank_values", "label_column")
 
 
+def read_as(path: str, trained: dict, **given) -> dict:
+    """The data.* fields to read a file of new rows with (evaluate --data, predict --input): as the model's training
+    read its data (`trained`: its data section; READ_AS, and its format where the file's name says none), less what
+    is `given` (--encoding, --sheet)."""
+    return ({k: v for k, v in trained.items() if k in READ_AS} | {"format": format_of(path, trained.get("format"))}
+            | {k: v for k, v in given.items() if v})
+
+
 ARCHIVES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz", ".7z", ".rar")  # files of files: not read
 
 

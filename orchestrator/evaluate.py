@@ -16,7 +16,7 @@ from orchestrator import data, engine
 from orchestrator.blanks import unfilled
 from orchestrator.checkpoint import read_checkpoint
 from orchestrator.config import FilesData
-from orchestrator.datafiles import READ_AS, format_of
+from orchestrator.datafiles import read_as
 from orchestrator.errors import ConfigError, DataError
 from orchestrator.lm import GPT
 
@@ -124,9 +124,8 @@ def evaluate_on_data(uri: str, data_uri: str, encoding: str | None = None, sheet
                   "feature_columns": [c for c in info["feature_columns"] if c != text_column]}
     else:
         inputs = {"feature_columns": info.get("feature_columns"), "feature_shape": info["input_shape"]}
-    read_as = {k: getattr(cfg.data, k) for k in READ_AS if hasattr(cfg.data, k)}  # as training read its data
-    given = {"encoding": encoding, "sheet": sheet, "format": format_of(data_uri, getattr(cfg.data, "format", None))}
-    source = FilesData(name="files", path=data_uri, **(read_as | {k: v for k, v in given.items() if v}), **inputs)
+    source = FilesData(name="files", path=data_uri, **read_as(data_uri, cfg.data.model_dump(), encoding=encoding,
+                                                              sheet=sheet), **inputs)
     arrays = data.load_arrays(source, cfg.seed, cfg.storage.endpoint_url, known=info)
     fills = info.get("blanks")
     if arrays.feature_columns and (blank := unfilled(arrays.x, fills, arrays.features())):
