@@ -515,7 +515,8 @@ def _read_inputs(source: str, how) -> tuple[list[str] | None, list]:
     except UserError as e:
         raise ConfigError(f"--input {e}") from None
     if kind is None:
-        raise ConfigError(f"--input {source}: no such file")
+        why = storage.web_failure(source) if source.startswith(storage.WEB) else "no such file"
+        raise ConfigError(f"--input {source}: {why}")
     if is_image_file(source) or (kind == "directory" and datafiles.holds_images(source)):
         names, contents = datafiles.read_image_files(source)
         return names, [{"b64": base64.b64encode(raw).decode()} for raw in contents]

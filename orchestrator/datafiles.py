@@ -147,6 +147,9 @@ def walk(fs, root: str, shown: str, skip: tuple[str, ...] = ()):
     except OSError as e:
         raise DataError(f"cannot reach data at {shown!r}: {e}") from None
     if info.type.name == "NotFound":
+        if shown.startswith(storage.WEB):
+            raise DataError(f"data URL {shown!r} gives no file: {storage.web_failure(shown)}; set data.path to the "
+                            "URL of a file")
         relative = "://" not in shown and not os.path.isabs(os.path.expanduser(shown))
         raise DataError(f"data path {shown!r} does not exist" + (f" (a relative path is read from the working "
                         f"directory, {os.getcwd()}, not the config's)" if relative else "")

@@ -87,6 +87,29 @@ def file_type(uri: str, endpoint_url: str | None = None, region: str | None = No
     return {"File": "file", "Directory": "directory"}.get(kind)
 
 
+def web_failure(url: str) -> str:
+    """Why an http(s) URL gives no file, in words: the server's answer (404 Not Found, 403 Forbidden), or why
+    there was none (the host is unknown, the connection refused or timed out). fsspec reads every failure as
+    FileNotFoundError, and pyarrow's wrapper of it keeps none of the cause."""
+    import fsspec
+
+    try:
+        fsspec.filesystem("https").info(url)
+    except FileNotFoundError as e:
+        cause = e.__cause__
+        if (status := getattr(cause, "status", None)) is not None:  # aiohttp's ClientResponseError
+            return f"the server answered {status} {getattr(cause, 'message', '')}".rstrip()
+        if cause is not None:  # aiohttp's ClientConnectorError and its DNS kind: the OSError they wrap says why
+            reason = getattr(cause, "os_error", None) or cause
+            said = os.strerror(reason.errno) if isinstance(reason, ConnectionError) and reason.errno else (
+                getattr(reason, "strerror", None) or _first_line(reason))  # asyncio's refusal names no reason
+            return f"the server did not answer ({said})"
+        return "the server has no such file"
+    except Exception as e:  # noqa: BLE001 (a timeout, a TLS failure: each says what it is)
+        return f"the server did not answer ({_first_line(e)})"
+    return "the server answered, with no file"
+
+
 def read_bytes(uri: str, endpoint_url: str | None = None, region: str | None = None, web: bool = False) -> bytes:
     """The file's bytes as stored (pyarrow would decompress a .gz name's by default)."""
     fs, path = filesystem(uri, endpoint_url, region, web)

@@ -989,6 +989,7 @@ def test_data_at_an_https_url_is_read_as_pandas_reads_it(tmp_path):
     unsupported storage URI; now it is read, on loopback here, as a local file is."""
     import functools
     import http.server
+    import socket
     import threading
 
     rows = "".join(f"{i % 7},{i % 5},{['a', 'b'][i % 2]}\n" for i in range(40))
@@ -1004,8 +1005,14 @@ def test_data_at_an_https_url_is_read_as_pandas_reads_it(tmp_path):
         assert np.array_equal(web.x, local.x) and np.array_equal(web.y, local.y)
         assert datafiles.read_rows(f"{url}/iris.data", FilesData(name="files", path="i", format="csv"))[1] == {
             "x": 1, "y": 1, "label": "b"}
-        with pytest.raises(DataError, match=rf"data path '{url}/nope.csv' does not exist: set data.path"):
+        # a URL that gives no file says why: the server's answer, or that there was none
+        with pytest.raises(DataError, match=rf"data URL '{url}/nope.csv' gives no file: the server answered 404"):
             data.load_arrays(FilesData(name="files", path=f"{url}/nope.csv"), 0)
+        with socket.socket() as closed:  # bound, not listening: a connection to it is refused
+            closed.bind(("127.0.0.1", 0))
+            refused = f"http://127.0.0.1:{closed.getsockname()[1]}/iris.data"
+            with pytest.raises(DataError, match=r"gives no file: the server did not answer \(Connection refused\)"):
+                data.load_arrays(FilesData(name="files", path=refused), 0)
         corpus = data.read_corpus(TextData(name="text", path=f"{url}/input.txt", max_bytes=1024))
         assert corpus == (tmp_path / "input.txt").read_bytes()[:1024]
     finally:

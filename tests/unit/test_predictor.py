@@ -438,6 +438,8 @@ def test_a_model_without_columns_says_to_send_lists(predictor):
 
 
 def test_the_predict_command_reads_a_table_file_by_its_header(tmp_path, capsys):
+    import socket
+
     import pandas as pd
 
     from orchestrator.cli import main
@@ -474,6 +476,11 @@ def test_the_predict_command_reads_a_table_file_by_its_header(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == by_name
     assert main(["predict", ckpt, "--input", str(tmp_path / "absent.csv")]) == 2
     assert "--input " + str(tmp_path / "absent.csv") + ": no such file" in capsys.readouterr().err
+    with socket.socket() as closed:  # a URL whose server does not answer says so, not "no such file"
+        closed.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{closed.getsockname()[1]}/rows.csv"
+        assert main(["predict", ckpt, "--input", refused]) == 2
+        assert f"--input {refused}: the server did not answer (Connection refused)" in capsys.readouterr().err
     # an Excel workbook's first sheet, as the same rows in a CSV; an old .xls workbook is refused with what to do
     frame.to_excel(tmp_path / "rows.xlsx", index=False)
     assert main(["predict", ckpt, "--input", str(tmp_path / "rows.xlsx"), "--json"]) == 0
