@@ -79,17 +79,18 @@ def check_encoding(name: str, field: str) -> None:
 
 class FilesData(SplitFields):
     name: Literal["files"] = Field(description="User data in Parquet, CSV, TSV, JSON Lines, Feather (Arrow IPC), "
-                                   "Excel (.xlsx), NPZ "
+                                   "Excel (.xlsx), NPZ, IDX (MNIST's files) "
                                    "or image files, from a local path or s3://.")
     path: str = Field(description="A file or a directory of files: local path, s3://bucket/prefix or gs://, or an "
                       "https:// URL of a file (as pandas' read_csv(url) reads it). Images: a "
                       "directory with one directory of images per class (cat/1.png, dog/2.jpg).")
-    format: Literal["parquet", "csv", "tsv", "jsonl", "json", "feather", "excel", "npz", "images"] | None = Field(
-        None, description="File format; inferred from the file suffix when empty (.parquet or .pq, .csv, .tsv, "
-        ".jsonl or .ndjson, .json (a list of rows), .feather or .arrow, .xlsx or .xlsm: excel, .npz; .png, .jpg, "
+    format: Literal["parquet", "csv", "tsv", "jsonl", "json", "feather", "excel", "npz", "idx", "images"] | None = (
+        Field(None, description="File format; inferred from the file suffix when empty (.parquet or .pq, .csv, .tsv, "
+        ".jsonl or .ndjson, .json (a list of rows), .feather or .arrow, .xlsx or .xlsm: excel, .npz; "
+        "train-images-idx3-ubyte(.gz) and the like: idx, arrays `image` and `label`; .png, .jpg, "
         ".bmp, .gif, .webp, .tif: images; a CSV, TSV, JSON Lines or JSON file may be compressed: .csv.gz, "
         ".tsv.zst, .jsonl.bz2, ...)."
-    )
+    ))
     encoding: str = Field("utf-8", description="The text encoding of CSV and TSV files, any Python codec: cp1252 "
                           "for a CSV that Excel on Windows saved (not as CSV UTF-8), latin-1, shift_jis, utf-16, ... "
                           "The cells' separator (a comma, a semicolon, a tab) and decimal point are read from the "

@@ -25,8 +25,9 @@ from orchestrator.amounts import read_text as read_amounts
 from orchestrator.categories import (MAX_CATEGORIES, categories_of, check_not_numbers, look_alike, names_rows,
                                      one_hot, sentence_words, texts)
 from orchestrator.config import DataConfig, DigitsData, FilesData, SyntheticData, TextData
-from orchestrator.datafiles import (LIKELY_LABELS, blank_cells, data_files, holds_text, image_files, not_in_data,
-                                    partition_values, read_npz, read_table, walk)
+from orchestrator.arrayfiles import columns_of, read_arrays
+from orchestrator.datafiles import (ARRAY_FORMATS, LIKELY_LABELS, blank_cells, data_files, holds_text, image_files,
+                                    not_in_data, partition_values, read_table, walk)
 from orchestrator.errors import DataError
 from orchestrator.images import channels_last, decode_images, image_bytes, is_image_column
 
@@ -235,13 +236,15 @@ def _synthetic(cfg: SyntheticData, seed: int) -> Arrays:
 
 def _files(cfg: FilesData, endpoint_url: str | None, known: dict | None) -> Arrays:
     fs, root, files, fmt = data_files(cfg.path, cfg.format, endpoint_url)
-    if fmt == "npz":
-        arrays = read_npz(fs, files)
-        if (by_name := None if cfg.split_column or cfg.order_column else splits.of_arrays(arrays)) is None:
+    if fmt in ARRAY_FORMATS:
+        arrays = read_arrays(fs, files, fmt)
+        if cfg.split_column or cfg.order_column:
             return _columns_to_arrays(arrays, cfg, known=known)
-        columns, named = by_name  # every row, for a model's evaluation (known); one split names none
-        return _columns_to_arrays(columns, cfg, known=known, split_names=named if known is None
-                                  and len(set(named)) > 1 else None, split_source="its arrays' names (x_train, ...)")
+        columns, named = columns_of(arrays)  # every row, for a model's evaluation (known); one split names none
+        source = ("its arrays' names (x_train, ...)" if fmt == "npz" else
+                  "its files' names (train-images-idx3-ubyte, t10k-...)")
+        return _columns_to_arrays(columns, cfg, known=known, split_names=named if known is None and named is not None
+                                  and len(set(named)) > 1 else None, split_source=source)
     if fmt == "images":
         if cfg.order_column:
             raise DataError("data.order_column names a column of a table, and image folders have none: leave it out")

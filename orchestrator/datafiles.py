@@ -31,11 +31,10 @@ def read_rows(path: str, how: FilesData | None = None) -> list[dict]:
     predict --input rows.csv`). An index pandas wrote is left out: it is never a model's column. An NPZ file's
     arrays are its columns (those named for their splits, x_train and x_test, joined), a row of each per input."""
     fs, root, files, fmt = data_files(path, how.format if how else None, None)
-    if fmt == "npz":
-        from orchestrator import splits
+    if fmt in ARRAY_FORMATS:
+        from orchestrator.arrayfiles import columns_of, read_arrays
 
-        arrays = read_npz(fs, files)
-        columns = joined[0] if (joined := splits.of_arrays(arrays)) else arrays
+        columns, _ = columns_of(read_arrays(fs, files, fmt))
         if len({len(values) for values in columns.values()}) > 1:
             lengths = ", ".join(f"{name} {len(values):,}" for name, values in columns.items())
             raise DataError(f"{path} holds arrays of different lengths ({lengths}): one row of each per input")
@@ -104,11 +103,8 @@ def write_rows(path: str, rows: list[dict]) -> None:
 def check_writable(path: str) -> str:
     """The table format `write_rows` writes `path` in; DataError if it is none, or the path cannot be written
     (on S3 or GCS: a probe file written and deleted beside it)."""
-    try:
-        fmt = infer_format(path)
-    except DataError:
-        fmt = None
-    if fmt in (None, "npz", "images"):
+    fmt = said_format(path)
+    if fmt in (None, *ARRAY_FORMATS, "images"):
         raise DataError(f"{path}: name the file by the table format to write: .csv, .tsv, .jsonl, .json, .parquet, "
                         ".feather or .xlsx (.csv.gz and the like: compressed)")
     if storage.is_remote(path):
@@ -125,10 +121,7 @@ def is_table_file(path: str) -> bool:
     refuses (a spreadsheet)."""
     if posixpath.splitext(path.lower())[1] in SPREADSHEETS:
         return True
-    try:
-        return infer_format(path) != "images"
-    except DataError:
-        return False
+    return said_format(path) not in (None, "images")
 
 
 def data_files(path: str, fmt: str | None, endpoint_url: str | None):
@@ -136,7 +129,15 @@ def data_files(path: str, fmt: str | None, endpoint_url: str | None):
     files = list(walk(fs, root, path))
     if not files:
         raise DataError(f"data directory {path!r} holds no files")
-    return fs, root, files, fmt or infer_format(files[0])
+    return fs, root, files, fmt or next(filter(None, map(said_format, files)), None) or infer_format(files[0])
+
+
+def said_format(path: str) -> str | None:
+    """The format a file's name says, or None (a README beside the data, a file named without a suffix)."""
+    try:
+        return infer_format(path)
+    except DataError:
+        return None
 
 
 def walk(fs, root: str, shown: str, skip: tuple[str, ...] = ()):
@@ -183,6 +184,12 @@ SUFFIXES = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "tsv": "tsv", "
 TEXT_FORMATS = ("csv", "tsv", "jsonl", "json")
 
 
+ARRAY_FORMATS = ("npz", "idx")  # files of whole arrays (arrayfiles.py)
+
+
+IDX_NAME = re.compile(r".*idx\d-ubyte(\.gz)?", re.IGNORECASE)  # train-images-idx3-ubyte, t10k-labels.idx1-ubyte.gz
+
+
 COMPRESSED = ("gz", "bz2", "zst", "lz4")
 
 
@@ -220,6 +227,8 @@ def infer_format(path: str) -> str:
     if path.lower().rstrip("/").endswith(ARCHIVES):
         raise DataError(f"{path!r} is an archive of files, which is not read as it is: unpack it (unzip, tar -xf) and "
                         "give the folder, or a file, inside (of a Kaggle download, its train.csv, say)")
+    if IDX_NAME.fullmatch(posixpath.basename(path.rstrip("/"))):
+        return "idx"
     stem, suffix = posixpath.splitext(path.lower())
     if suffix.lstrip(".") in COMPRESSED and SUFFIXES.get(posixpath.splitext(stem)[1].lstrip(".")) in TEXT_FORMATS:
         suffix = posixpath.splitext(stem)[1]
@@ -228,9 +237,10 @@ def infer_format(path: str) -> str:
         raise DataError(f"{path!r} is a spreadsheet workbook in a format not read here: save it as an Excel "
                         "workbook (.xlsx) or its sheet as CSV (File > Save As) and give that file")
     if fmt is None:
-        raise DataError(f"cannot tell the format of {path!r} from its name: set data.format to one of "
-                        f"{', '.join(dict.fromkeys(SUFFIXES.values()))}, or name the file by its format (.csv, "
-                        ".parquet, .png, ...; a CSV, TSV, JSON Lines or JSON file may be compressed: .csv.gz, "
+        formats = ", ".join(dict.fromkeys([*SUFFIXES.values(), *ARRAY_FORMATS]))
+        raise DataError(f"cannot tell the format of {path!r} from its name: set data.format to one of {formats}, "
+                        "or name the file by its format (.csv, .parquet, .png, ...; a CSV, TSV, JSON Lines or JSON "
+                        "file may be compressed: .csv.gz, "
                         f"{', '.join('.' + c for c in COMPRESSED[1:])})")
     return fmt
 
@@ -259,24 +269,6 @@ def image_files(files: list[str], shown: str) -> list[str]:
     if not (images := [f for f in files if is_image_file(f)]):
         raise DataError(f"{shown!r} holds no image files ({', '.join('.' + s for s in IMAGE_SUFFIXES)})")
     return images
-
-
-def read_npz(fs, files: list[str]) -> dict[str, np.ndarray]:
-    import io
-
-    parts: dict[str, list[np.ndarray]] = {}
-    for f in files:
-        with fs.open_input_file(f) as fh:
-            try:
-                npz = np.load(io.BytesIO(fh.read()), allow_pickle=False)  # never unpickle user files
-                if parts and set(npz.files) != set(parts):
-                    raise DataError(f"{f} holds arrays {npz.files}, {files[0]} holds {list(parts)}: every file of "
-                                    "the data needs the same arrays")
-                for key in npz.files:
-                    parts.setdefault(key, []).append(npz[key])
-            except (ValueError, OSError) as e:
-                raise DataError(f"{f}: not a plain-array NPZ file ({e})") from None
-    return {k: np.concatenate(v) for k, v in parts.items()}
 
 
 LIKELY_LABELS = ("y", "target", "targets", "labels", "class", "classes", "category", "outcome")

@@ -79,7 +79,8 @@ def _draw(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.nda
     return np.sort(rest), np.sort(drawn)
 
 
-SPLIT_NAMES = (("train", "training"), ("val", "valid", "validation", "dev"), ("test", "testing"))
+# t10k: MNIST's test files (t10k-images-idx3-ubyte), and Fashion-MNIST's and KMNIST's, named as MNIST's
+SPLIT_NAMES = (("train", "training"), ("val", "valid", "validation", "dev"), ("test", "testing", "t10k"))
 
 
 def named(cells: np.ndarray, source: str) -> np.ndarray:

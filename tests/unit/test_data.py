@@ -114,6 +114,66 @@ def test_npz_arrays_named_for_their_splits_keep_them(tmp_path, capsys):
         assert arrays.split is None and arrays.feature_columns == ["x"], name
 
 
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An array as an IDX file holds it (MNIST's format): zero, zero, the type's code, the dimensions, big-endian."""
+    code = {np.dtype(np.uint8): 0x08, np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D}[array.dtype]
+    return bytes([0, 0, code, array.ndim]) + np.array(array.shape, ">u4").tobytes() + array.tobytes()
+
+
+def test_mnist_idx_files_are_read_with_their_splits(tmp_path, capsys):
+    """MNIST, Fashion-MNIST and KMNIST come as IDX files (train-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz),
+    which torchvision leaves in MNIST/raw, each beside its unpacked copy: they had been refused ("cannot tell the
+    format of ...train-images-idx3-ubyte from its name"). Now the images and labels are columns `image` and
+    `label`, the default label column, each row in its file's split (t10k: test)."""
+    import gzip
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (60, 6, 5), dtype=np.uint8), (np.arange(60) % 3).astype(np.uint8)
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name, array in [("train-images-idx3-ubyte", x[:45]), ("train-labels-idx1-ubyte", y[:45]),
+                        ("t10k-images-idx3-ubyte", x[45:]), ("t10k-labels-idx1-ubyte", y[45:])]:
+        (raw / name).write_bytes(idx_bytes(array))
+        (raw / f"{name}.gz").write_bytes(gzip.compress(idx_bytes(array)))
+    (raw / "README.txt").write_text("MNIST, as torchvision downloads it")
+    arrays = data.load_arrays(FilesData(name="files", path=str(tmp_path / "MNIST")), seed=0)
+    assert np.array_equal(arrays.x, x) and np.array_equal(arrays.y, y) and arrays.label_names == ["0", "1", "2"]
+    assert list(arrays.split) == [0] * 45 + [2] * 15 and arrays.feature_columns == ["image"]
+    assert "split named by its files' names (train-images-idx3-ubyte, t10k-...)" in capsys.readouterr().out
+    splits = data.load_splits(FilesData(name="files", path=str(raw)), seed=0)
+    assert np.array_equal(splits.arrays["test"][0], x[45:]) and splits.num_rows["train"] + splits.num_rows["val"] == 45
+    # one file alone (rows to predict), gzipped or not, and a name with a dot (Kaggle's train-images.idx3-ubyte)
+    rows = datafiles.read_rows(str(raw / "t10k-images-idx3-ubyte.gz"))
+    assert len(rows) == 15 and np.array_equal(rows[3]["image"], x[48].tolist())
+    assert datafiles.infer_format("archive/train-images.idx3-ubyte") == "idx"
+    # wider types, big-endian in the file, are read as numbers, not bytes
+    (tmp_path / "wide").mkdir()
+    (tmp_path / "wide" / "images-idx2-ubyte").write_bytes(idx_bytes(np.arange(12, dtype=">f4").reshape(4, 3)))
+    (tmp_path / "wide" / "labels-idx1-ubyte").write_bytes(idx_bytes(np.array([7, 300, 7, 300], ">i4")))
+    wide = data.load_arrays(FilesData(name="files", path=str(tmp_path / "wide")), seed=0)
+    assert np.array_equal(wide.x, np.arange(12).reshape(4, 3)) and wide.label_names == ["7", "300"]
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"train-images-idx3-ubyte": idx_bytes(np.zeros((4, 2, 2), np.uint8))[:-3],
+      "train-labels-idx1-ubyte": idx_bytes(np.zeros(4, np.uint8))},
+     r"train-images-idx3-ubyte holds 13 bytes of values where its header says \[4, 2, 2\] uint8 values: is it cut"),
+    ({"train-images-idx3-ubyte": b"\x1f\x8b\x08\x00 gzip, named as if unpacked"},
+     r"train-images-idx3-ubyte is not an IDX file: it does not start with IDX's magic number"),
+    ({"train-images-idx3-ubyte": b"\0\0\x08\x03\0\0"}, r"is not an IDX file"),  # its dimensions cut short
+    ({"train-images-idx3-ubyte.gz": b"not gzip"}, r"cannot read .*train-images-idx3-ubyte.gz: "),
+    ({f"emnist-{kind}-train-{part}-idx{n}-ubyte": idx_bytes(np.zeros((4,) + (2,) * (n - 1), np.uint8))
+      for kind in ("digits", "letters") for part, n in (("images", 3), ("labels", 1))},
+     r"2 IDX files hold images of the train split \(emnist-digits-train-images-idx3-ubyte, "
+     r"emnist-letters-train-images-idx3-ubyte\): give data.path a folder of one dataset's files"),
+])
+def test_idx_files_that_cannot_be_read_are_named(tmp_path, files, message):
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path)), seed=0)
+
+
 def test_a_column_the_data_lacks_is_named_with_the_one_meant():
     from orchestrator.datafiles import not_in_data
 
@@ -867,8 +927,8 @@ def test_tab_separated_and_compressed_tables_are_read_by_their_suffix(tmp_path):
         with pytest.raises(DataError, match="is an archive of files"):
             datafiles.format_of(str(tmp_path / name), "csv")
     with pytest.raises(DataError, match=r"cannot tell the format of .*t\.csv\.xz' from its name: set data.format to "
-                                         r"one of parquet, csv, tsv, jsonl, json, feather, excel, npz, images, or name the "
-                                         r"file by its format \(\.csv, .*may be compressed: \.csv\.gz, \.bz2"):
+                                         r"one of parquet, csv, tsv, jsonl, json, feather, excel, npz, images, idx, or name "
+                                         r"the file by its format \(\.csv, .*may be compressed: \.csv\.gz, \.bz2"):
         data.load_arrays(FilesData(name="files", path=str(_write(tmp_path / "t.csv.xz", b"x"))), seed=0)
     with pytest.raises(DataError, match=r"t\.ods' is a spreadsheet workbook in a format not read here: save it as an "
                                          r"Excel workbook \(\.xlsx\) or its sheet as CSV"):

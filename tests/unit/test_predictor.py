@@ -714,6 +714,8 @@ def test_images_channels_last_are_taken_as_training_read_them(tmp_path):
 def test_predict_input_reads_an_npz_of_arrays_as_training_does(tmp_path, capsys):
     """A model trained on an NPZ's x and y (or Keras' x_train, x_test) scores an NPZ of inputs: before, `predict
     --input test.npz` read it as UTF-8 text ("cannot read --input ...: 'utf-8' codec can't decode")."""
+    import gzip
+
     from orchestrator.cli import main
 
     write_checkpoint(str(tmp_path / "ckpt"), model=build_model(CFG.model, [2, 3], 3), config=CFG, metrics={},
@@ -727,6 +729,17 @@ def test_predict_input_reads_an_npz_of_arrays_as_training_does(tmp_path, capsys)
         assert main(["predict", str(tmp_path / "ckpt"), "--input", str(tmp_path / name), "--json"]) == 0
         answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert [p["label"] for p in answer["predictions"]] == expected, name
+    # MNIST's IDX files: a model trained on them (its input `image`) scores the t10k images file, gzipped
+    write_checkpoint(str(tmp_path / "idx"), model=build_model(CFG.model, [2, 3], 3), config=CFG, metrics={},
+                     model_info={**INFO, "feature_columns": ["image"]})
+    pixels = np.random.default_rng(1).integers(0, 256, (5, 2, 3), dtype=np.uint8)
+    header = bytes([0, 0, 0x08, 3]) + np.array(pixels.shape, ">u4").tobytes()
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + pixels.tobytes()))
+    model = Predictor.load(str(tmp_path / "idx"))
+    expected = [model.labels[i] for i in model.predict(model.validate(pixels.tolist())).argmax(1)]
+    assert main(["predict", str(tmp_path / "idx"), "--input", str(tmp_path / "t10k-images-idx3-ubyte.gz"),
+                 "--json"]) == 0
+    assert [p["label"] for p in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"]] == expected
     np.savez(tmp_path / "ragged.npz", x=x, y=np.arange(4))
     assert main(["predict", str(tmp_path / "ckpt"), "--input", str(tmp_path / "ragged.npz")]) == 2
     assert "holds arrays of different lengths (x 5, y 4): one row of each per input" in capsys.readouterr().err
