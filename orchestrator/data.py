@@ -139,22 +139,30 @@ def columns_read(arrays: Arrays, most: int = 24) -> str:
             + (f", and {more} more" if more > 0 else ""))
 
 
-def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean/std per channel: axis 0 of a [C, H, W] sample, else the last axis (features)."""
+def channel_stats(x: np.ndarray, rows_at_once: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Mean/std per channel: axis 0 of a [C, H, W] sample, else the last axis (features). Summed in float64 over
+    `rows_at_once` rows at a time: numpy's std of all of x at once holds a float64 copy of it (320 MB for MNIST's
+    training images)."""
     sample_ndim = x.ndim - 1
     keep = 1 if sample_ndim == 3 else x.ndim - 1
     axes = tuple(a for a in range(x.ndim) if a != keep)
-    mean = x.mean(axis=axes, keepdims=True, dtype=np.float64)[0]
-    std = x.std(axis=axes, keepdims=True, dtype=np.float64)[0]
-    std = np.where(std < 1e-8, 1.0, std)  # a constant feature passes through unscaled
-    return mean.astype(np.float32), std.astype(np.float32)
+    count = x.size // x.shape[keep]  # values per channel
+
+    def total(of) -> np.ndarray:
+        return sum(of(x[i:i + rows_at_once]).sum(axis=axes, keepdims=True, dtype=np.float64)
+                   for i in range(0, len(x), rows_at_once))
+
+    mean = total(lambda part: part) / count
+    std = np.sqrt(total(lambda part: np.square(part - mean)) / count)
+    std = np.where(std < 1e-8, 1.0, std)[0]  # a constant feature passes through unscaled
+    return mean[0].astype(np.float32), std.astype(np.float32)
 
 
 def fingerprint(arrays: Arrays) -> str:
     h = hashlib.sha256()
     for a in (arrays.x, arrays.y, *([] if arrays.split is None else [arrays.split])):  # a split the data gives
         h.update(str(a.shape).encode())
-        h.update(np.ascontiguousarray(a).tobytes())
+        h.update(np.ascontiguousarray(a).reshape(-1).view(np.uint8))  # its bytes, not a copy of them
     h.update("\n".join(arrays.label_names).encode())
     return h.hexdigest()
 
@@ -172,9 +180,9 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
     """The experiment's data, split."""
     arrays = load_arrays(cfg, seed, endpoint_url)
     fills = None
-    if isinstance(cfg, TextData):  # in corpus order; bytes are token ids, nothing to normalize
+    text = isinstance(cfg, TextData)
+    if text:  # in corpus order
         tr, va, te = splits.ordered_split(len(arrays.y), cfg.val_fraction, cfg.test_fraction)
-        mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
     else:
         if len(arrays.label_names) < 2:
             raise DataError(f"the labels hold one class ({arrays.label_names[0]!r} in every row): a classifier "
@@ -183,16 +191,17 @@ def load_splits(cfg: DataConfig, seed: int, endpoint_url: str | None = None) -> 
                       else splits.given_split(arrays.split, arrays.y, cfg.val_fraction, cfg.test_fraction, seed))
         if arrays.feature_columns:
             print(columns_read(arrays), flush=True)
-        if arrays.text_column and not arrays.text_bytes:  # a text's bytes alone are token ids: nothing to normalize
-            mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
-        else:
-            if arrays.feature_columns and np.isnan(arrays.x).any():  # only a table's blank cells get this far
-                fills = blanks.find(arrays.x, tr, arrays.features())
-                print(blanks.notice(fills, len(arrays.y)), flush=True)
-            mean, std = channel_stats(blanks.fill_numpy(arrays.x[tr], fills) if fills else arrays.x[tr])
-            if arrays.text_bytes:  # a text's bytes beside the table: token ids, left as they are
-                mean[: arrays.text_bytes], std[: arrays.text_bytes] = 0, 1
     parts = {split: (arrays.x[rows], arrays.y[rows]) for split, rows in (("train", tr), ("val", va), ("test", te))}
+    if text or (arrays.text_column and not arrays.text_bytes):  # bytes are token ids: nothing to normalize
+        mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
+    else:  # over the train split (its rows copied once, above: MNIST's 51,000 images are 160 MB as float32)
+        if arrays.feature_columns and np.isnan(arrays.x).any():  # only a table's blank cells get this far
+            fills = blanks.find(arrays.x, tr, arrays.features())
+            print(blanks.notice(fills, len(arrays.y)), flush=True)
+        train_x = parts["train"][0]
+        mean, std = channel_stats(blanks.fill_numpy(train_x, fills) if fills else train_x)
+        if arrays.text_bytes:  # a text's bytes beside the table: token ids, left as they are
+            mean[: arrays.text_bytes], std[: arrays.text_bytes] = 0, 1
     return Splits(
         arrays=parts,
         input_shape=list(arrays.x.shape[1:]),
@@ -414,7 +423,7 @@ def _image_column(values: np.ndarray, column: str, cfg: FilesData, rows: np.ndar
 def _counts_rows(values: np.ndarray) -> bool:
     """Whether a column is whole numbers that count the rows: each one more than the last (1, 2, 3 or 1001,
     1002, ...), as ids and row numbers do."""
-    if values.dtype.kind not in "iu" or len(values) < 20:
+    if values.dtype.kind not in "iu" or values.ndim != 1 or len(values) < 20:  # an array per row (an image): no id
         return False
     return bool((np.diff(values.astype(np.int64)) == 1).all())
 
@@ -558,7 +567,8 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str], k
                         "column")
     try:
         if len(feature_cols) == 1 and not text and not dated:  # one tensor/list column, or a single scalar feature
-            x = np.stack(columns[lists[0]]) if lists else _numbers(columns[feature_cols[0]])
+            whole = columns[lists[0]] if lists else None  # an array [N, ...] (NPZ, IDX), or a list per row
+            x = (whole if whole.ndim > 1 else np.stack(whole)) if lists else _numbers(columns[feature_cols[0]])
         else:  # a feature per number, per category of a text column, and 7 per date column
             x = np.concatenate([_text_input(columns, cfg) if c == free_text else one_hot(text[c], found[c])
                                 if c in text else dates.features(dates_of[c]) if c in dates_of

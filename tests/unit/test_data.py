@@ -40,6 +40,14 @@ def test_channel_stats_per_channel_for_images_and_per_feature_for_vectors():
     vectors = np.stack([np.zeros(100), np.arange(100.0)], axis=1).astype(np.float32)
     mean, std = data.channel_stats(vectors)
     assert mean.shape == (2,) and std[0] == 1.0 and np.isclose(std[1], np.arange(100.0).std())
+    # summed a few rows at a time (all at once, numpy's std held a float64 copy of the data): numpy's figures
+    for x in (images, vectors, rng.normal(5.0, 3.0, size=(301, 6, 5)).astype(np.float32)):
+        keep = 1 if x.ndim == 4 else x.ndim - 1
+        axes = tuple(a for a in range(x.ndim) if a != keep)
+        mean, std = data.channel_stats(x, rows_at_once=64)
+        assert np.allclose(mean, x.mean(axis=axes, keepdims=True, dtype=np.float64)[0], atol=1e-6)
+        spread = x.std(axis=axes, keepdims=True, dtype=np.float64)[0]
+        assert np.allclose(std, np.where(spread < 1e-8, 1.0, spread), atol=1e-6)  # a constant feature: unscaled
 
 
 def test_synthetic_is_learnable_shape_and_seeded():
