@@ -129,7 +129,23 @@ def data_files(path: str, fmt: str | None, endpoint_url: str | None):
     files = list(walk(fs, root, path))
     if not files:
         raise DataError(f"data directory {path!r} holds no files")
-    return fs, root, files, fmt or next(filter(None, map(said_format, files)), None) or infer_format(files[0])
+    if fmt or (fmt := next(filter(None, map(said_format, files)), None)):
+        return fs, root, files, fmt
+    with fs.open_input_stream(files[0], compression=None) as fh:
+        if _is_pickle(fh.read(2)):  # CIFAR-10's python batches (data_batch_1, ...), named for no format
+            raise DataError(_pickled(storage.uri(fs, files[0])))
+    return fs, root, files, infer_format(files[0])
+
+
+def _is_pickle(head: bytes) -> bool:
+    """Whether a file starts as Python's pickles of protocol 2 and later do: the PROTO opcode and its number."""
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def _pickled(path: str) -> str:
+    return (f"{path} is a Python pickle, which is not read: unpickling runs whatever code the file holds. Save its "
+            "arrays with numpy (np.savez('data.npz', x=images, y=labels); CIFAR-10's batches: x_train, y_train, "
+            "x_test, y_test) or its table as Parquet or CSV, and give that file")
 
 
 def said_format(path: str) -> str | None:
@@ -196,6 +212,9 @@ COMPRESSED = ("gz", "bz2", "zst", "lz4")
 SPREADSHEETS = (".xls", ".ods")  # tables too, in formats not read here (Excel 97's, OpenDocument's): refused
 
 
+PICKLES = (".pkl", ".pickle", ".pt", ".pth", ".joblib")  # Python pickles (torch.save, joblib.dump too): refused
+
+
 # The data.* fields that say how a table file is read: a file of new rows (evaluate --data, predict --input) is read
 # as the model's training read its data
 READ_AS = ("encoding", "sheet", "header", "column_names", "blank_values", "label_column")
@@ -218,7 +237,7 @@ def format_of(path: str, trained: str | None) -> str | None:
     try:
         return infer_format(path)
     except DataError:
-        if path.lower().rstrip("/").endswith(ARCHIVES):
+        if path.lower().rstrip("/").endswith(ARCHIVES + PICKLES):  # refused whatever training read
             raise
         return trained
 
@@ -233,6 +252,8 @@ def infer_format(path: str) -> str:
     if suffix.lstrip(".") in COMPRESSED and SUFFIXES.get(posixpath.splitext(stem)[1].lstrip(".")) in TEXT_FORMATS:
         suffix = posixpath.splitext(stem)[1]
     fmt = SUFFIXES.get(suffix.lstrip("."))
+    if suffix in PICKLES:
+        raise DataError(_pickled(repr(path)))
     if suffix in SPREADSHEETS:
         raise DataError(f"{path!r} is a spreadsheet workbook in a format not read here: save it as an Excel "
                         "workbook (.xlsx) or its sheet as CSV (File > Save As) and give that file")

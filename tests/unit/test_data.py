@@ -182,6 +182,38 @@ def test_idx_files_that_cannot_be_read_are_named(tmp_path, files, message):
         data.load_arrays(FilesData(name="files", path=str(tmp_path)), seed=0)
 
 
+class _Marks:
+    """A pickle that, loaded, writes a file: how a data file could run code where it is unpickled."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.path), "unpickled"))
+
+
+def test_python_pickles_are_refused_unread(tmp_path):
+    """CIFAR-10's python batches (data_batch_1, ..., named for no format) and .pkl/.pt files are pickles, which run
+    code as they load: each is refused, unread, with what to give instead; before, "cannot tell the format"."""
+    import pickle
+
+    marker = tmp_path / "ran"
+    batches = tmp_path / "cifar-10-batches-py"
+    batches.mkdir()
+    for name in ("data_batch_1", "test_batch"):
+        (batches / name).write_bytes(pickle.dumps({b"data": _Marks(marker), b"labels": [0]}, protocol=2))
+    (batches / "readme.html").write_text("<html></html>")
+    with pytest.raises(DataError, match=r"data_batch_1 is a Python pickle, which is not read: unpickling runs "
+                                        r"whatever code the file holds. Save its arrays with numpy"):
+        data.load_arrays(FilesData(name="files", path=str(batches)), seed=0)
+    (tmp_path / "table.pkl").write_bytes(pickle.dumps(_Marks(marker)))
+    with pytest.raises(DataError, match=r"table\.pkl is a Python pickle"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "table.pkl")), seed=0)
+    with pytest.raises(DataError, match=r"is a Python pickle"):  # rows to predict, of a model trained on a CSV
+        datafiles.format_of(str(tmp_path / "table.pkl"), "csv")
+    assert not marker.exists()
+
+
 def test_a_column_the_data_lacks_is_named_with_the_one_meant():
     from orchestrator.datafiles import not_in_data
 
