@@ -125,16 +125,26 @@ def is_table_file(path: str) -> bool:
 
 
 def data_files(path: str, fmt: str | None, endpoint_url: str | None):
+    """(filesystem, root, the data's files, their format) of a file or directory. With `fmt` (data.format) every
+    file is read so; else the format is the first file's whose name says one, and files whose names say another
+    or none (a README, the dataset_info.json beside Hugging Face's save_to_disk files) are left out, and said."""
     fs, root = storage.filesystem(path, endpoint_url, web=True)
-    files = list(walk(fs, root, path))
+    files = list(walk(fs, root, path, skip=DESCRIPTIONS))
     if not files:
         raise DataError(f"data directory {path!r} holds no files")
-    if fmt or (fmt := next(filter(None, map(said_format, files)), None)):
+    if fmt:
         return fs, root, files, fmt
-    with fs.open_input_stream(files[0], compression=None) as fh:
-        if _is_pickle(fh.read(2)):  # CIFAR-10's python batches (data_batch_1, ...), named for no format
-            raise DataError(_pickled(storage.uri(fs, files[0])))
-    return fs, root, files, infer_format(files[0])
+    said = [said_format(f) for f in files]
+    if (fmt := next(filter(None, said), None)) is None:
+        with fs.open_input_stream(files[0], compression=None) as fh:
+            if _is_pickle(fh.read(2)):  # CIFAR-10's python batches (data_batch_1, ...), named for no format
+                raise DataError(_pickled(storage.uri(fs, files[0])))
+        infer_format(files[0])  # says what to do
+    if others := [f for f, kind in zip(files, said, strict=True) if kind != fmt]:
+        shown = ", ".join(posixpath.relpath(f, root) for f in others[:3]) + (", ..." if len(others) > 3 else "")
+        print(f"data: {len(others)} file(s) under {path} not read, as their names say no {fmt} file: {shown}",
+              flush=True)
+    return fs, root, [f for f, kind in zip(files, said, strict=True) if kind == fmt], fmt
 
 
 def _is_pickle(head: bytes) -> bool:
@@ -146,6 +156,11 @@ def _pickled(path: str) -> str:
     return (f"{path} is a Python pickle, which is not read: unpickling runs whatever code the file holds. Save its "
             "arrays with numpy (np.savez('data.npz', x=images, y=labels); CIFAR-10's batches: x_train, y_train, "
             "x_test, y_test) or its table as Parquet or CSV, and give that file")
+
+
+# Files that describe a dataset beside its data, never data: Hugging Face's save_to_disk writes them beside its
+# Arrow files, Kaggle's API beside a dataset's
+DESCRIPTIONS = ("dataset_info.json", "state.json", "dataset_dict.json", "dataset-metadata.json")
 
 
 def said_format(path: str) -> str | None:
@@ -323,9 +338,11 @@ def read_table(fs, root: str, files: list[str], fmt: str, how: FilesData) -> tup
     tables, index, partitioned, layout = [], set(), set(), None
     for f in files:
         try:
-            if fmt in ("parquet", "feather"):
+            if fmt == "parquet":
                 with fs.open_input_file(f) as fh:
-                    table = (pyarrow.parquet if fmt == "parquet" else pyarrow.feather).read_table(fh)
+                    table = pyarrow.parquet.read_table(fh)
+            elif fmt == "feather":
+                table = _read_arrow(fs, f)
             elif fmt == "jsonl":  # decompressed as its suffix says (.gz, ...); JSON is UTF-8
                 with fs.open_input_stream(f, compression="detect") as fh:
                     table = pyarrow.json.read_json(fh)
@@ -494,6 +511,25 @@ def _read_csv(fs, f: str, fmt: str, encoding: str, names: list[str] | None = Non
         if pa.types.is_string(column.type):  # "39, State-gov": spaces beside a separator are layout, not the value
             table = table.set_column(i, name, pyarrow.compute.utf8_trim_whitespace(column))
     return table.rename_columns([name.strip() for name in names])  # and in the header: "age, work"
+
+
+def _read_arrow(fs, f: str):
+    """An Arrow file (Feather v2, pandas' to_feather) or an Arrow stream (Hugging Face's save_to_disk writes its
+    .arrow files so; pyarrow's file reader refuses them, "Not an Arrow file")."""
+    import pyarrow as pa
+    import pyarrow.feather
+    import pyarrow.ipc
+
+    with fs.open_input_file(f) as fh:
+        if fh.read(6) == b"ARROW1":  # the file format's magic; a stream starts with its schema's message
+            fh.seek(0)
+            return pyarrow.feather.read_table(fh)
+        fh.seek(0)
+        try:
+            return pyarrow.ipc.open_stream(fh).read_all()
+        except pa.ArrowInvalid:  # nor a stream: Feather v1, which the feather reader takes
+            fh.seek(0)
+            return pyarrow.feather.read_table(fh)
 
 
 def _read_json_table(fs, f: str):

@@ -214,6 +214,40 @@ def test_python_pickles_are_refused_unread(tmp_path):
     assert not marker.exists()
 
 
+def test_hugging_face_save_to_disk_folders_are_read_with_their_splits(tmp_path, capsys):
+    """`DatasetDict.save_to_disk(path)` writes train/ and test/, each an Arrow stream (.arrow) beside
+    dataset_info.json and state.json, and dataset_dict.json above them: the JSON files had made the format json
+    ("dataset_dict.json is not a table in JSON") and the stream was refused by the Arrow file reader. Now the
+    descriptions are left out, files of other kinds (a README) too, and said, and the streams read."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.ipc
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "test"]}))
+    (tmp_path / "ds" / "README.md").write_text("# my dataset")
+    tables = {}
+    for split, n in (("train", 40), ("test", 10)):
+        (tmp_path / "ds" / split).mkdir()
+        a = rng.normal(size=n)
+        tables[split] = pa.table({"a": a, "label": (a > 0).astype(np.int64)})
+        with pa.OSFile(str(tmp_path / "ds" / split / "data-00000-of-00001.arrow"), "wb") as f:
+            with pyarrow.ipc.new_stream(f, tables[split].schema) as stream:
+                stream.write_table(tables[split])
+        (tmp_path / "ds" / split / "dataset_info.json").write_text("{}")
+        (tmp_path / "ds" / split / "state.json").write_text(json.dumps({"_data_files": []}))
+    arrays = data.load_arrays(FilesData(name="files", path=str(tmp_path / "ds")), seed=0)
+    expected = np.concatenate([tables["test"]["a"].to_numpy(), tables["train"]["a"].to_numpy()])  # in name order
+    assert np.allclose(arrays.x[:, 0], expected) and list(arrays.split) == [2] * 10 + [0] * 40
+    assert "data: 1 file(s) under " in (out := capsys.readouterr().out) and "not read, as their names say no feather " \
+        "file: README.md" in out
+    # pandas' to_feather (the Arrow file format) is read as before
+    pd.DataFrame({"a": [1.0, 2.0, 3.0], "label": [0, 1, 0]}).to_feather(tmp_path / "t.feather")
+    assert data.load_arrays(FilesData(name="files", path=str(tmp_path / "t.feather")), 0).x[:, 0].tolist() == [1, 2, 3]
+
+
 def test_a_column_the_data_lacks_is_named_with_the_one_meant():
     from orchestrator.datafiles import not_in_data
 
