@@ -132,6 +132,10 @@ def data_files(path: str, fmt: str | None, endpoint_url: str | None):
     files = list(walk(fs, root, path, skip=DESCRIPTIONS))
     if not files:
         raise DataError(f"data directory {path!r} holds no files")
+    if len(files) > 1 and (forms := [f for f in files if SUBMISSION.fullmatch(posixpath.basename(f))]):
+        print(f"data: {', '.join(posixpath.relpath(f, root) for f in forms)} under {path} not read: a Kaggle "
+              "competition's form for answers, not data", flush=True)
+        files = [f for f in files if f not in forms]
     if fmt:
         return fs, root, files, fmt
     said = [said_format(f) for f in files]
@@ -161,6 +165,10 @@ def _pickled(path: str) -> str:
 # Files that describe a dataset beside its data, never data: Hugging Face's save_to_disk writes them beside its
 # Arrow files, Kaggle's API beside a dataset's
 DESCRIPTIONS = ("dataset_info.json", "state.json", "dataset_dict.json", "dataset-metadata.json")
+
+# A Kaggle competition's form for answers beside its train.csv and test.csv (sample_submission.csv,
+# gender_submission.csv): the ids and the label column, never data
+SUBMISSION = re.compile(r"(.*[-_.])?submission([-_.].*)?", re.IGNORECASE)
 
 
 def said_format(path: str) -> str | None:
@@ -368,8 +376,9 @@ def read_table(fs, root: str, files: list[str], fmt: str, how: FilesData) -> tup
         names = table.column_names
         if tables and set(names) != set(tables[0].column_names):
             raise DataError(f"the data files differ in their columns: {storage.uri(fs, files[0])} has "
-                            f"{tables[0].column_names}, {storage.uri(fs, f)} has {names}; every file of the data "
-                            "needs the same columns")
+                            f"{tables[0].column_names}, {storage.uri(fs, f)} has {names}; a directory's files are "
+                            "read as one table, so every file needs the same columns: give data.path the file of the "
+                            "data (of a Kaggle competition's, its train.csv), or a directory of its files alone")
         tables.append(table)
         index |= index_columns(table)
     tables = [t for t in tables if t.num_rows]  # a header-only CSV has untyped (null) columns

@@ -434,11 +434,15 @@ def test_a_directory_of_train_and_test_files_keeps_their_split(tmp_path, capsys)
         assert splits.num_rows == {"train": 144, "val": 26, "test": 30}, layout
         np.testing.assert_array_equal(splits.arrays["test"][0][:, 0], frames["test"].x.to_numpy(np.float32))
         assert "each row in the split named by its file (train.csv, test.csv, ...)" in capsys.readouterr().out
-    # a test file without labels is rows to predict, not a test split
+    # a test file without labels is rows to predict, not a test split; a Kaggle competition's form for answers
+    # beside it (ids and the label) is not data: it had been read with them ("the data files differ")
     frames["test"].drop(columns="label").to_csv(tmp_path / "files" / "test.csv", index=False)
+    frames["test"][["label"]].to_csv(tmp_path / "files" / "sample_submission.csv", index_label="id")
     with pytest.raises(DataError, match=r"test\.csv has no 'label' column, the label, so it cannot be the test split: "
                                         r"rows to predict go to `orchestrator predict"):
         data.load_splits(FilesData(name="files", path=str(tmp_path / "files")), 0)
+    assert "data: sample_submission.csv under " in capsys.readouterr().out
+    (tmp_path / "files" / "sample_submission.csv").unlink()
     # files named otherwise are one table, split at random as before
     for i, name in enumerate(("train.csv", "test.csv")):
         (tmp_path / "files" / name).rename(tmp_path / "files" / f"part-{i}.csv")
@@ -883,7 +887,7 @@ def test_csv_files_of_one_table_are_matched_by_column_name(tmp_path):
     assert arrays.feature_columns == ["f1", "f2"] and len(arrays.y) == 40 and (arrays.x[:, 1] == -arrays.x[:, 0]).all()
     (tmp_path / "parts" / "4.csv").write_text("f1,target\n1,0\n")
     with pytest.raises(DataError, match=r"the data files differ in their columns: .*1\.csv has \['f1', 'f2', 'target'\]"
-                                        r", .*4\.csv has \['f1', 'target'\]"):
+                                        r", .*4\.csv has \['f1', 'target'\]; .*give data.path the file of the data"):
         data.load_arrays(FilesData(name="files", path=str(tmp_path / "parts"), label_column="target"), seed=0)
 
 
