@@ -501,8 +501,8 @@ def _read_inputs(source: str, how) -> tuple[list[str] | None, list]:
     """--input's inputs, and their file names where they are images. `source`: - (stdin) or a file, local,
     on S3 or on GCS: JSON ({"instances": [...]} or a list of inputs); a table file (CSV, TSV, Parquet, ...: what
     `data.name: files` reads, as `how` says) or a directory of them, whose rows go as objects keyed by column
-    name; a .txt file of texts for a model of text, one a line; an image file or a directory of them, sent as
-    they are (the model decodes them as its training did)."""
+    name; a .txt file of texts for a model of text, one a line, or a directory of text files, one each; an image
+    file or a directory of them, sent as they are (the model decodes them as its training did)."""
     import base64
 
     from orchestrator import datafiles, storage
@@ -520,8 +520,10 @@ def _read_inputs(source: str, how) -> tuple[list[str] | None, list]:
     if is_image_file(source) or (kind == "directory" and datafiles.holds_images(source)):
         names, contents = datafiles.read_image_files(source)
         return names, [{"b64": base64.b64encode(raw).decode()} for raw in contents]
+    if kind == "directory" and (how.format == "texts" or datafiles.data_files(source, None, None)[3] == "texts"):
+        return datafiles.read_text_files(source, how)  # a text a file, as a model of a folder of texts learnt them
     json_file = posixpath.splitext(source.lower())[1] == ".json"  # {"instances": [...]} or a list of inputs
-    table = datafiles.is_table_file(source) or how.format not in (None, "json", "images")  # named, or as trained
+    table = datafiles.is_table_file(source) or how.format not in (None, "json", *datafiles.FOLDERS)  # or as trained
     if kind == "directory" or (table and not json_file):  # Spark's, Ray Data's parts
         return None, datafiles.read_rows(source, how)
     try:

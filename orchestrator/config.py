@@ -84,10 +84,12 @@ class FilesData(SplitFields):
     path: str = Field(description="A file or a directory of files: local path, s3://bucket/prefix or gs://, or an "
                       "https:// URL of a file (as pandas' read_csv(url) reads it). Images: a "
                       "directory with one directory of images per class (cat/1.png, dog/2.jpg).")
-    format: Literal["parquet", "csv", "tsv", "jsonl", "json", "feather", "excel", "npz", "idx", "images"] | None = (
+    format: Literal["parquet", "csv", "tsv", "jsonl", "json", "feather", "excel", "npz", "idx", "images",
+                    "texts"] | None = (
         Field(None, description="File format; inferred from the file suffix when empty (.parquet or .pq, .csv, .tsv, "
         ".jsonl or .ndjson, .json (a list of rows), .feather or .arrow, .xlsx or .xlsm: excel, .npz; "
-        "train-images-idx3-ubyte(.gz) and the like: idx, arrays `image` and `label`; .png, .jpg, "
+        "train-images-idx3-ubyte(.gz) and the like: idx, arrays `image` and `label`; .txt: texts, a file each in "
+        "a directory per class (texts: every file, where they are named by number as 20 Newsgroups'); .png, .jpg, "
         ".bmp, .gif, .webp, .tif: images; a CSV, TSV, JSON Lines or JSON file may be compressed: .csv.gz, "
         ".tsv.zst, .jsonl.bz2, ...)."
     ))

@@ -11,6 +11,7 @@ become Ray Datasets, which Ray Train streams to its workers.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import hashlib
 import posixpath
@@ -26,8 +27,9 @@ from orchestrator.categories import (MAX_CATEGORIES, categories_of, check_not_nu
                                      one_hot, sentence_words, texts)
 from orchestrator.config import DataConfig, DigitsData, FilesData, SyntheticData, TextData
 from orchestrator.arrayfiles import columns_of, read_arrays
-from orchestrator.datafiles import (ARRAY_FORMATS, LIKELY_LABELS, blank_cells, data_files, holds_text, image_files,
-                                    not_in_data, partition_values, read_table, walk)
+from orchestrator.datafiles import (ARRAY_FORMATS, FOLDERS, LIKELY_LABELS, blank_cells, data_files, decode_text,
+                                    holds_text, image_files, not_in_data, partition_values, read_file, read_table,
+                                    walk)
 from orchestrator.errors import DataError
 from orchestrator.images import channels_last, decode_images, image_bytes, is_image_column
 
@@ -254,10 +256,12 @@ def _files(cfg: FilesData, endpoint_url: str | None, known: dict | None) -> Arra
                   "its files' names (train-images-idx3-ubyte, t10k-...)")
         return _columns_to_arrays(columns, cfg, known=known, split_names=named if known is None and named is not None
                                   and len(set(named)) > 1 else None, split_source=source)
+    if fmt in FOLDERS and cfg.order_column:
+        raise DataError(f"data.order_column names a column of a table, and folders of {fmt} have none: leave it out")
     if fmt == "images":
-        if cfg.order_column:
-            raise DataError("data.order_column names a column of a table, and image folders have none: leave it out")
         return _image_folder(fs, root, files, cfg)
+    if fmt == "texts":
+        return _text_folder(fs, root, files, cfg, known)
     by_file = None if known or cfg.split_column or cfg.order_column else splits.of_files(root, files)
     if by_file is None:
         columns, index = read_table(fs, root, files, fmt, cfg)
@@ -326,6 +330,30 @@ def read_corpus(cfg: TextData, endpoint_url: str | None = None) -> bytes:
     return bytes(out)
 
 
+def _folder_classes(root: str, files: list[str], cfg: FilesData) -> tuple[list[str | None], list[str], str | None]:
+    """Each file's class and split in a folder of a directory per class (cat/1.png), or of split directories each
+    with its class directories (train/cat/1.png; 20 Newsgroups' 20news-bydate-train/sci.space/60804: a name that
+    says a split, splits.split_word), or of label=cat/ directories, with split=test/ ones where data.split_column
+    names that key. The class is None for a file in no class directory. Last, what names the splits, for
+    messages (splits.named), or None where nothing does."""
+    where = [[] if w == ["."] else w for w in (posixpath.relpath(posixpath.dirname(f), root).split("/") for f in files)]
+    by_directory = (cfg.split_column is None and any(len(w) >= 2 for w in where)
+                    and all(splits.split_word(w[0]) for w in where if w))
+    classes, split_names = [], []
+    for f, below in zip(files, where, strict=True):
+        keys = partition_values(f, root)
+        if by_directory:
+            split_names.append(splits.split_word(below[0]) if below else "")
+            below = below[1:]
+        elif cfg.split_column:
+            split_names.append(keys.get(cfg.split_column) or "")
+        named = [d for d in below if "=" not in d]  # a class directory, not a key=value one
+        classes.append(keys.get(cfg.label_column, named[0] if named else None))
+    source = ("its directory (train/, val/, test/)" if by_directory else
+              f"data.split_column {cfg.split_column!r}" if cfg.split_column else None)
+    return classes, split_names, source
+
+
 def _image_folder(fs, root: str, files: list[str], cfg: FilesData) -> Arrays:
     """Images in one directory per class, as torchvision's ImageFolder takes them (`cat/1.png`), or in
     `label=cat/` directories: [N, C, H, W] float32 pixels (0-255). data.feature_shape [C, H, W] converts
@@ -335,37 +363,44 @@ def _image_folder(fs, root: str, files: list[str], cfg: FilesData) -> Arrays:
     `test/dog/2.png`), as datasets are often shipped, or where data.split_column names a directory key
     (`split=test/`), each image is in the split its directory names (Arrays.split)."""
     files = image_files(files, cfg.path)
-    where = [posixpath.relpath(posixpath.dirname(f), root).split("/") for f in files]
-    by_directory = (cfg.split_column is None and all(len(w) >= 2 for w in where)
-                    and {w[0].lower() for w in where} <= {name for names in splits.SPLIT_NAMES for name in names})
-    labels, split_names = [], []
-    for f, below in zip(files, where, strict=True):
-        keys = partition_values(f, root)
-        if by_directory:
-            split_names.append(below[0])
-            below = below[1:]
-        elif cfg.split_column:
-            split_names.append(keys.get(cfg.split_column) or "")
-        named = [d for d in below if "=" not in d and d != "."]  # a class directory, not a key=value one
-        label = keys.get(cfg.label_column, named[0] if named else None)
-        if label is None:
-            raise DataError(f"{storage.uri(fs, f)} has no class: put each image in a directory named for its class "
-                            f"({cfg.path.rstrip('/')}/cat/1.png, {cfg.path.rstrip('/')}/dog/2.png)")
-        labels.append(label)
-    images, kept = decode_images([(functools.partial(_read_file, fs, f), storage.uri(fs, f)) for f in files],
+    labels, split_names, source = _folder_classes(root, files, cfg)
+    if None in labels:
+        raise DataError(f"{storage.uri(fs, files[labels.index(None)])} has no class: put each image in a directory "
+                        f"named for its class ({cfg.path.rstrip('/')}/cat/1.png, {cfg.path.rstrip('/')}/dog/2.png)")
+    images, kept = decode_images([(functools.partial(read_file, fs, f), storage.uri(fs, f)) for f in files],
                                  cfg.feature_shape, skip_unreadable=True)
     labels, split_names = [labels[i] for i in kept], [split_names[i] for i in kept] if split_names else []
     names, y = np.unique(np.array(labels), return_inverse=True)
-    split = None
-    if split_names:
-        split = splits.named(np.array(split_names), "its directory (train/, val/, test/)" if by_directory else
-                             f"data.split_column {cfg.split_column!r}")
+    split = splits.named(np.array(split_names), source) if split_names else None
     return Arrays(images, y.astype(np.int64), [str(n) for n in names], split=split)
 
 
-def _read_file(fs, path: str) -> bytes:
-    with fs.open_input_file(path) as fh:
-        return fh.read()
+UNLABELLED = ("unsup", "unlabeled", "unlabelled")  # directories of texts without a class: IMDB's train/unsup/
+
+
+def _text_folder(fs, root: str, files: list[str], cfg: FilesData, known: dict | None) -> Arrays:
+    """Texts in one directory per class, a file each, as scikit-learn's load_files takes them (bbc/sport/001.txt;
+    IMDB's aclImdb/train/pos/0_9.txt, split directories as an image folder's): the column `text` (data.text_column's
+    name, where it names one), the input, and the label. Files in no class directory (IMDB's urls_pos.txt) and in
+    directories of unlabelled texts (its train/unsup/) are left out, and said."""
+    classes, split_names, source = _folder_classes(root, files, cfg)
+    kept = [i for i, c in enumerate(classes) if c is not None and c.lower() not in UNLABELLED]
+    if not kept:
+        raise DataError(f"{cfg.path!r} holds no text files in class directories: put each text in a directory named "
+                        f"for its class ({cfg.path.rstrip('/')}/pos/1.txt, {cfg.path.rstrip('/')}/neg/2.txt)")
+    if left := [files[i] for i in range(len(files)) if i not in set(kept)]:
+        shown = ", ".join(posixpath.relpath(f, root) for f in left[:3]) + (", ..." if len(left) > 3 else "")
+        print(f"data: {len(left):,} file(s) not read, in no class directory or in one of texts without a class "
+              f"({'/, '.join(UNLABELLED)}/): {shown}", flush=True)
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:  # 50,000 small files; on S3, a request each
+        raw = list(pool.map(functools.partial(read_file, fs), [files[i] for i in kept]))
+    name = cfg.text_column if isinstance(cfg.text_column, str) else "text"
+    columns = {name: np.array([decode_text(r, storage.uri(fs, files[i]), cfg.encoding) for r, i in zip(raw, kept)],
+                              dtype=object),
+               cfg.label_column: np.array([classes[i] for i in kept], dtype=object)}
+    named = np.array([split_names[i] for i in kept]) if source and known is None else None
+    return _columns_to_arrays(columns, cfg.model_copy(update={"text_column": name}), known=known, split_names=named,
+                              split_source=source or "")
 
 
 def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str] = frozenset(),

@@ -104,7 +104,7 @@ def check_writable(path: str) -> str:
     """The table format `write_rows` writes `path` in; DataError if it is none, or the path cannot be written
     (on S3 or GCS: a probe file written and deleted beside it)."""
     fmt = said_format(path)
-    if fmt in (None, *ARRAY_FORMATS, "images"):
+    if fmt in (None, *ARRAY_FORMATS, *FOLDERS):
         raise DataError(f"{path}: name the file by the table format to write: .csv, .tsv, .jsonl, .json, .parquet, "
                         ".feather or .xlsx (.csv.gz and the like: compressed)")
     if storage.is_remote(path):
@@ -121,13 +121,14 @@ def is_table_file(path: str) -> bool:
     refuses (a spreadsheet)."""
     if posixpath.splitext(path.lower())[1] in SPREADSHEETS:
         return True
-    return said_format(path) not in (None, "images")
+    return said_format(path) not in (None, *FOLDERS)
 
 
 def data_files(path: str, fmt: str | None, endpoint_url: str | None):
     """(filesystem, root, the data's files, their format) of a file or directory. With `fmt` (data.format) every
-    file is read so; else the format is the first file's whose name says one, and files whose names say another
-    or none (a README, the dataset_info.json beside Hugging Face's save_to_disk files) are left out, and said."""
+    file is read so; else the format is the one most files' names say (the first in SUFFIXES' order where as many
+    say another), and files whose names say another or none (a README, the dataset_info.json beside Hugging Face's
+    save_to_disk files) are left out, and said."""
     fs, root = storage.filesystem(path, endpoint_url, web=True)
     files = list(walk(fs, root, path, skip=DESCRIPTIONS))
     if not files:
@@ -139,15 +140,16 @@ def data_files(path: str, fmt: str | None, endpoint_url: str | None):
     if fmt:
         return fs, root, files, fmt
     said = [said_format(f) for f in files]
-    if (fmt := next(filter(None, said), None)) is None:
+    order = list(dict.fromkeys([*SUFFIXES.values(), *ARRAY_FORMATS]))
+    if (fmt := max(filter(None, said), key=lambda kind: (said.count(kind), -order.index(kind)), default=None)) is None:
         with fs.open_input_stream(files[0], compression=None) as fh:
             if _is_pickle(fh.read(2)):  # CIFAR-10's python batches (data_batch_1, ...), named for no format
                 raise DataError(_pickled(storage.uri(fs, files[0])))
         infer_format(files[0])  # says what to do
     if others := [f for f, kind in zip(files, said, strict=True) if kind != fmt]:
         shown = ", ".join(posixpath.relpath(f, root) for f in others[:3]) + (", ..." if len(others) > 3 else "")
-        print(f"data: {len(others)} file(s) under {path} not read, as their names say no {fmt} file: {shown}",
-              flush=True)
+        print(f"data: {len(others)} file(s) under {path} not read, their names saying no file of the data's format "
+              f"({fmt}): {shown}", flush=True)
     return fs, root, [f for f, kind in zip(files, said, strict=True) if kind == fmt], fmt
 
 
@@ -217,13 +219,16 @@ def _walk_dir(fs, directory: str, skip: tuple[str, ...]):
 SUFFIXES = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "tsv": "tsv", "jsonl": "jsonl", "ndjson": "jsonl",
             "json": "json",
             "feather": "feather", "arrow": "feather", "xlsx": "excel", "xlsm": "excel", "npz": "npz",
-            **dict.fromkeys(IMAGE_SUFFIXES, "images")}
+            **dict.fromkeys(IMAGE_SUFFIXES, "images"), "txt": "texts"}
 
 
 TEXT_FORMATS = ("csv", "tsv", "jsonl", "json")
 
 
 ARRAY_FORMATS = ("npz", "idx")  # files of whole arrays (arrayfiles.py)
+
+
+FOLDERS = ("images", "texts")  # a file per sample, in a directory per class (data._image_folder, data._text_folder)
 
 
 IDX_NAME = re.compile(r".*idx\d-ubyte(\.gz)?", re.IGNORECASE)  # train-images-idx3-ubyte, t10k-labels.idx1-ubyte.gz
@@ -296,10 +301,32 @@ def read_image_files(path: str) -> tuple[list[str], list[bytes]]:
     files = image_files(files, path)
     contents = []
     for f in files:
-        with fs.open_input_file(f) as fh:
-            contents.append(fh.read())
+        contents.append(read_file(fs, f))
         image_shape(contents[-1], storage.uri(fs, f))  # an unreadable file is named here, not as "instance 7"
     return [storage.uri(fs, f) for f in files], contents
+
+
+def read_text_files(path: str, how: FilesData) -> tuple[list[str], list[str]]:
+    """The text files under a directory, each one text: the inputs of `orchestrator predict --input` for a model
+    trained on a folder of them, read as its training read them (`how`: .txt files, or every file with data.format
+    texts, as 20 Newsgroups' files are named by number; data.encoding). Their paths, and their texts."""
+    fs, _, files, _ = data_files(path, how.format, None)
+    texts = [decode_text(read_file(fs, f), storage.uri(fs, f), how.encoding) for f in files]
+    return [storage.uri(fs, f) for f in files], texts
+
+
+def decode_text(raw: bytes, shown: str, encoding: str) -> str:
+    """A text file's text (a UTF-8 byte-order mark left out), or a DataError naming it and data.encoding."""
+    try:
+        return raw.decode(encoding).removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{shown} is not {encoding} text ({e.reason} at byte {e.start}): set data.encoding "
+                        "(cp1252, latin-1, ...)") from None
+
+
+def read_file(fs, path: str) -> bytes:
+    with fs.open_input_file(path) as fh:
+        return fh.read()
 
 
 def holds_images(directory: str) -> bool:

@@ -241,11 +241,55 @@ def test_hugging_face_save_to_disk_folders_are_read_with_their_splits(tmp_path, 
     arrays = data.load_arrays(FilesData(name="files", path=str(tmp_path / "ds")), seed=0)
     expected = np.concatenate([tables["test"]["a"].to_numpy(), tables["train"]["a"].to_numpy()])  # in name order
     assert np.allclose(arrays.x[:, 0], expected) and list(arrays.split) == [2] * 10 + [0] * 40
-    assert "data: 1 file(s) under " in (out := capsys.readouterr().out) and "not read, as their names say no feather " \
-        "file: README.md" in out
+    assert "data: 1 file(s) under " in (out := capsys.readouterr().out) and "not read, their names saying no file " \
+        "of the data's format (feather): README.md" in out
     # pandas' to_feather (the Arrow file format) is read as before
     pd.DataFrame({"a": [1.0, 2.0, 3.0], "label": [0, 1, 0]}).to_feather(tmp_path / "t.feather")
     assert data.load_arrays(FilesData(name="files", path=str(tmp_path / "t.feather")), 0).x[:, 0].tolist() == [1, 2, 3]
+
+
+def write_texts(root: Path, texts: dict[str, str]) -> None:
+    for name, text in texts.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def test_folders_of_text_files_a_directory_per_class_are_read_as_texts(tmp_path, capsys):
+    """IMDB's aclImdb (train/pos/0_9.txt, train/neg/..., test/..., and beside them train/unsup/, urls_pos.txt, a
+    README), a folder of class directories (BBC's bbc/sport/001.txt) and 20 Newsgroups' (20news-bydate-train/
+    sci.space/60804, named by number: data.format texts) had been refused ("cannot tell the format of ...README").
+    Now each file is one text, the input (data.text_column `text`), in the class its directory names."""
+    reviews = {f"aclImdb/{split}/{label}/{i}_{i % 10}.txt": f"{label} review {i} of the {split} split"
+               for split in ("train", "test") for label in ("pos", "neg") for i in range(6 if split == "train" else 3)}
+    write_texts(tmp_path, {**reviews, "aclImdb/README": "Large Movie Review Dataset", "aclImdb/imdb.vocab": "the\n",
+                           "aclImdb/train/urls_pos.txt": "http://...", "aclImdb/train/unsup/0_0.txt": "no label"})
+    splits = data.load_splits(FilesData(name="files", path=str(tmp_path / "aclImdb")), seed=0)
+    assert splits.label_names == ["neg", "pos"] and splits.text_column == "text" and splits.input_dtype == "int64"
+    assert splits.num_rows["test"] == 6 and splits.num_rows["train"] + splits.num_rows["val"] == 12
+    x, y = splits.arrays["test"]
+    texts = [bytes((row[row > 0] - 1).tolist()).decode() for row in x]  # token ids: a byte + 1; 0 pads
+    assert sorted(texts) == sorted(t for n, t in reviews.items() if "/test/" in n)
+    assert all(text.startswith(splits.label_names[label]) for text, label in zip(texts, y))
+    out = capsys.readouterr().out
+    assert "2 file(s) under" in out and "README, imdb.vocab" in out  # named for no format, or another
+    assert "data: 2 file(s) not read, in no class directory or in one of texts without a class (unsup/, " \
+           "unlabeled/, unlabelled/): train/unsup/0_0.txt, train/urls_pos.txt" in out
+    # a folder of class directories, split at random; 20 Newsgroups' files named by number, with data.format
+    write_texts(tmp_path, {f"bbc/{label}/{i:03}.txt": f"{label} news {i}" for label in ("sport", "tech")
+                           for i in range(10)})
+    assert data.load_arrays(FilesData(name="files", path=str(tmp_path / "bbc")), 0).split is None
+    write_texts(tmp_path, {f"news/20news-bydate-{split}/{group}/{60000 + i}": f"{group} {i}"
+                           for split in ("train", "test") for group in ("sci.space", "rec.autos") for i in range(5)})
+    news = data.load_arrays(FilesData(name="files", path=str(tmp_path / "news"), format="texts"), 0)
+    assert news.label_names == ["rec.autos", "sci.space"] and sorted(news.split.tolist()) == [0] * 10 + [2] * 10
+    # text that is not in data.encoding is named; a folder of texts in no class directory says how to lay it out
+    (tmp_path / "bbc" / "sport" / "010.txt").write_bytes("Café".encode("latin-1"))
+    with pytest.raises(DataError, match=r"sport/010\.txt is not utf-8 text .*: set data.encoding"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "bbc")), 0)
+    assert len(data.load_arrays(FilesData(name="files", path=str(tmp_path / "bbc"), encoding="latin-1"), 0).y) == 21
+    write_texts(tmp_path, {"flat/a.txt": "one", "flat/b.txt": "two"})
+    with pytest.raises(DataError, match=r"holds no text files in class directories: put each text in a directory"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "flat")), 0)
 
 
 def test_a_column_the_data_lacks_is_named_with_the_one_meant():
@@ -495,7 +539,7 @@ def test_a_split_from_the_data_is_refused_where_it_cannot_apply(tmp_path):
         with pytest.raises(ValidationError, match=message):
             FilesData(name="files", path="t.csv", **kwargs)
     _png(tmp_path / "cat" / "1.png", np.zeros((4, 4), np.uint8))
-    with pytest.raises(DataError, match="data.order_column names a column of a table, and image folders have none"):
+    with pytest.raises(DataError, match="data.order_column names a column of a table, and folders of images have none"):
         data.load_arrays(FilesData(name="files", path=str(tmp_path), order_column="taken"), 0)
 
 
@@ -1005,7 +1049,7 @@ def test_tab_separated_and_compressed_tables_are_read_by_their_suffix(tmp_path):
         with pytest.raises(DataError, match="is an archive of files"):
             datafiles.format_of(str(tmp_path / name), "csv")
     with pytest.raises(DataError, match=r"cannot tell the format of .*t\.csv\.xz' from its name: set data.format to "
-                                         r"one of parquet, csv, tsv, jsonl, json, feather, excel, npz, images, idx, or name "
+                                         r"one of parquet, csv, tsv, jsonl, json, feather, excel, npz, images, texts, idx, or name "
                                          r"the file by its format \(\.csv, .*may be compressed: \.csv\.gz, \.bz2"):
         data.load_arrays(FilesData(name="files", path=str(_write(tmp_path / "t.csv.xz", b"x"))), seed=0)
     with pytest.raises(DataError, match=r"t\.ods' is a spreadsheet workbook in a format not read here: save it as an "

@@ -350,6 +350,39 @@ def test_a_model_of_text_takes_texts_and_reads_them_as_training_did(tmp_path, ca
     assert capsys.readouterr().out.startswith("a fine film, truly truly truly truly...\t")  # the text, on one line
 
 
+def test_a_model_of_a_folder_of_texts_scores_a_folder_of_them(tmp_path, capsys):
+    """Trained on IMDB's layout (train/pos/1.txt, ...), `predict --input test/pos` scores each file as one text, and
+    `evaluate --data test` reads the folder's classes as training read them; before, the folder was read as a
+    table ("cannot tell the format")."""
+    from orchestrator import data, models
+    from orchestrator.cli import main
+    from orchestrator.evaluate import evaluate_on_data
+
+    for split in ("train", "test"):
+        for label in ("pos", "neg"):
+            (tmp_path / "imdb" / split / label).mkdir(parents=True)
+            for i in range(6):
+                word = "great" if label == "pos" else "dull"
+                (tmp_path / "imdb" / split / label / f"{i}.txt").write_text(f"{label} {word} film {i}")
+    cfg = config_from_dict({"name": "t", "model": {"name": "rnn", "cell": "gru", "hidden_size": 8},
+                            "data": {"name": "files", "path": str(tmp_path / "imdb" / "train"), "text_bytes": 16}})
+    splits = data.load_splits(cfg.data, 0)
+    info = models.describe(cfg.model, splits.info())
+    torch.manual_seed(0)
+    write_checkpoint(str(tmp_path / "ckpt"), model=models.model_for(cfg.model, info, normalized=True), config=cfg,
+                     model_info=info, metrics={})
+    predictor = Predictor.load(str(tmp_path / "ckpt"))
+    texts = [(tmp_path / "imdb" / "test" / "pos" / f"{i}.txt").read_text() for i in range(6)]
+    expected = [predictor.labels[i] for i in predictor.predict(predictor.validate(texts)).argmax(1)]
+    assert main(["predict", str(tmp_path / "ckpt"), "--input", str(tmp_path / "imdb" / "test" / "pos"), "--json"]) == 0
+    assert [p["label"] for p in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"]] == expected
+    assert main(["predict", str(tmp_path / "ckpt"), "--input", str(tmp_path / "imdb" / "test" / "pos"), "--output",
+                 str(tmp_path / "scored.csv")]) == 0
+    assert pd.read_csv(tmp_path / "scored.csv")["file"].str.endswith("pos/0.txt").iloc[0]
+    evaluated = evaluate_on_data(str(tmp_path / "ckpt"), str(tmp_path / "imdb" / "test"))
+    assert evaluated["num_rows"] == 12 and [c["support"] for c in evaluated["per_class"]] == [6, 6]
+
+
 def test_a_model_of_a_text_beside_columns_takes_rows_by_column_and_reads_them_as_training_did(tmp_path, capsys):
     from orchestrator import data, datafiles, models
 
