@@ -46,7 +46,7 @@ def embedded_env(workdir: str) -> dict[str, str]:
     real = _haproxy_binary()
     if real is None:
         return {}
-    stats, metrics, http, grpc = _free_ports(4)
+    stats, metrics, http, grpc = free_ports(4)
     wrapper = Path(workdir) / WRAPPER
     wrapper.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -I {shlex.quote(__file__)} "
                        f"{shlex.quote(real)} {stats} {metrics} \"$@\"\n")
@@ -85,11 +85,17 @@ def _haproxy_binary() -> str | None:
     return str(bundled) if os.access(bundled, os.X_OK) else None
 
 
-def _free_ports(n: int) -> list[int]:
-    """`n` distinct ports of PORT_RANGE free now on 127.0.0.1 (all held until all are chosen)."""
+_handed: set[int] = set()  # ports this process chose: bound only when Ray starts its servers, so free still
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct ports of PORT_RANGE free now on 127.0.0.1 (all held until all are chosen), none that this
+    process chose before."""
     held = []
     try:
         for port in random.sample(PORT_RANGE, len(PORT_RANGE)):
+            if port in _handed:
+                continue
             s = socket.socket()
             try:
                 s.bind(("127.0.0.1", port))
@@ -98,7 +104,9 @@ def _free_ports(n: int) -> list[int]:
                 continue
             held.append(s)
             if len(held) == n:
-                return [s.getsockname()[1] for s in held]
+                chosen = [s.getsockname()[1] for s in held]
+                _handed.update(chosen)
+                return chosen
         raise OSError(f"fewer than {n} free ports in {PORT_RANGE.start}-{PORT_RANGE.stop - 1}")
     finally:
         for s in held:

@@ -71,6 +71,7 @@ def ray_session(address: str | None = None):
             # fit, watching nothing, and print an error line about its own constructor in every run.
             os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
             stack.enter_context(_serve_ingress())
+            stack.enter_context(_own_address())
             # address="local": always a new cluster, never one that happens to run on this machine
             with _loopback_node():
                 ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", **quiet)
@@ -168,7 +169,28 @@ def _serve_ingress():
     from orchestrator import ingress
 
     workdir = tempfile.mkdtemp(prefix="haproxy-", dir="/tmp" if os.path.isdir("/tmp") else None)  # short: sockets
-    env = ingress.embedded_env(workdir)
+    try:
+        with _environ(ingress.embedded_env(workdir)):
+            yield
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _own_address():
+    """The embedded Ray's GCS on a port chosen here, and RAY_ADDRESS naming it, in the environment that Ray starts
+    with and its processes inherit. Ray Train's placement-group cleaner asks Ray's State API, from a worker, whether
+    the run's controller lives, and that API finds its cluster by RAY_ADDRESS, else by the last `ray start` on the
+    machine: with another Ray there, it asked that one, which knows no such controller, and so removed the run's
+    placement group, or, with several, died with a traceback ("Found multiple active Ray instances")."""
+    from orchestrator.ingress import free_ports
+
+    port = free_ports(1)[0]
+    return _environ({"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"127.0.0.1:{port}"})
+
+
+@contextlib.contextmanager
+def _environ(env: dict[str, str]):
+    """`env` set in this process's environment, and what it replaced put back after."""
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -179,7 +201,6 @@ def _serve_ingress():
                 os.environ.pop(k)
             else:
                 os.environ[k] = v
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @contextlib.contextmanager

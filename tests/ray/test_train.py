@@ -27,6 +27,23 @@ def test_mlp_job_reaches_its_accuracy_target(ray_cluster, tmp_path):
     assert 0.05 < result.baseline["accuracy"] < 0.15 < 0.95 <= result.metrics["test_accuracy"]
 
 
+def test_the_embedded_rays_processes_find_their_own_cluster(ray_cluster):
+    """Ray's State API, in a worker, finds its cluster by RAY_ADDRESS, else by the last `ray start` on the machine,
+    and Ray Train's placement-group cleaner asks it whether the run's controller lives: with another Ray on the
+    machine it asked that one, which knows no such controller, and removed the run's placement group (or died,
+    "Found multiple active Ray instances"). The embedded Ray's processes have its address."""
+    import os
+
+    @ray_cluster.remote(num_cpus=0)
+    def found() -> tuple[str | None, str]:
+        from ray._private.services import canonicalize_bootstrap_address_or_die
+
+        return os.environ.get("RAY_ADDRESS"), canonicalize_bootstrap_address_or_die(None)
+
+    gcs = ray_cluster.get_runtime_context().gcs_address
+    assert ray_cluster.get(found.remote()) == (gcs, gcs) and gcs.startswith("127.0.0.1:")
+
+
 def test_streaming_shares_of_ray_datasets_to_two_workers_learns(ray_cluster, tmp_path):
     """train.streaming: each worker streams its share of the Ray Datasets every epoch, instead of
     taking its rows of the in-memory arrays."""
