@@ -71,9 +71,8 @@ def ray_session(address: str | None = None):
             # fit, watching nothing, and print an error line about its own constructor in every run.
             os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
             stack.enter_context(_serve_ingress())
-            stack.enter_context(_own_address())
             # address="local": always a new cluster, never one that happens to run on this machine
-            with _loopback_node():
+            with _loopback_node(), _own_address():
                 ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", **quiet)
         stack.callback(ray.shutdown)
         _quiet_ray_data()
@@ -178,7 +177,7 @@ def _serve_ingress():
 
 def _own_address():
     """The embedded Ray's GCS on a port chosen here, and RAY_ADDRESS naming it, in the environment that Ray starts
-    with and its processes inherit. Ray Train's placement-group cleaner asks Ray's State API, from a worker, whether
+    with and its processes inherit (this process's is as it was once Ray has started). Ray Train's placement-group cleaner asks Ray's State API, from a worker, whether
     the run's controller lives, and that API finds its cluster by RAY_ADDRESS, else by the last `ray start` on the
     machine: with another Ray there, it asked that one, which knows no such controller, and so removed the run's
     placement group, or, with several, died with a traceback ("Found multiple active Ray instances")."""
