@@ -80,6 +80,17 @@ TABLE = {"name": "t", "data": {"name": "files", "path": "t.csv", "label_column":
          "model": {"name": "mlp", "hidden_sizes": [8]}}
 
 
+def write_model_of(cfg, path) -> tuple[Predictor, dict]:
+    """An untrained model of cfg.data, as training would build it, saved at `path`: its Predictor and model_info."""
+    from orchestrator import data, models
+
+    info = models.describe(cfg.model, data.load_splits(cfg.data, 0).info())
+    torch.manual_seed(0)
+    write_checkpoint(str(path), model=models.model_for(cfg.model, info, normalized=True), config=cfg, model_info=info,
+                     metrics={})
+    return Predictor.load(str(path)), info
+
+
 def write_table_model(path, columns: list[str], input_shape: list[int]) -> str:
     cfg = config_from_dict(TABLE)
     torch.manual_seed(0)
@@ -354,7 +365,6 @@ def test_a_model_of_a_folder_of_texts_scores_a_folder_of_them(tmp_path, capsys):
     """Trained on IMDB's layout (train/pos/1.txt, ...), `predict --input test/pos` scores each file as one text, and
     `evaluate --data test` reads the folder's classes as training read them; before, the folder was read as a
     table ("cannot tell the format")."""
-    from orchestrator import data, models
     from orchestrator.cli import main
     from orchestrator.evaluate import evaluate_on_data
 
@@ -366,12 +376,7 @@ def test_a_model_of_a_folder_of_texts_scores_a_folder_of_them(tmp_path, capsys):
                 (tmp_path / "imdb" / split / label / f"{i}.txt").write_text(f"{label} {word} film {i}")
     cfg = config_from_dict({"name": "t", "model": {"name": "rnn", "cell": "gru", "hidden_size": 8},
                             "data": {"name": "files", "path": str(tmp_path / "imdb" / "train"), "text_bytes": 16}})
-    splits = data.load_splits(cfg.data, 0)
-    info = models.describe(cfg.model, splits.info())
-    torch.manual_seed(0)
-    write_checkpoint(str(tmp_path / "ckpt"), model=models.model_for(cfg.model, info, normalized=True), config=cfg,
-                     model_info=info, metrics={})
-    predictor = Predictor.load(str(tmp_path / "ckpt"))
+    predictor, info = write_model_of(cfg, tmp_path / "ckpt")
     texts = [(tmp_path / "imdb" / "test" / "pos" / f"{i}.txt").read_text() for i in range(6)]
     expected = [predictor.labels[i] for i in predictor.predict(predictor.validate(texts)).argmax(1)]
     assert main(["predict", str(tmp_path / "ckpt"), "--input", str(tmp_path / "imdb" / "test" / "pos"), "--json"]) == 0
@@ -384,7 +389,7 @@ def test_a_model_of_a_folder_of_texts_scores_a_folder_of_them(tmp_path, capsys):
 
 
 def test_a_model_of_a_text_beside_columns_takes_rows_by_column_and_reads_them_as_training_did(tmp_path, capsys):
-    from orchestrator import data, datafiles, models
+    from orchestrator import data, datafiles
 
     (tmp_path / "rows.csv").write_text("id,note,stars,kind,label\n" + "".join(
         f"{i},{['fine', 'poor', 'a long note'][i % 3]},{'' if i == 4 else i % 5},{['x', 'y'][i % 2]},{'ab'[i % 2]}\n"
@@ -392,12 +397,7 @@ def test_a_model_of_a_text_beside_columns_takes_rows_by_column_and_reads_them_as
     cfg = config_from_dict({"name": "t", "model": {"name": "rnn", "cell": "gru", "hidden_size": 8},
                             "data": {"name": "files", "path": str(tmp_path / "rows.csv"), "text_column": "note",
                                      "text_bytes": 6, "feature_columns": ["stars", "kind"]}})
-    splits = data.load_splits(cfg.data, 0)
-    info = models.describe(cfg.model, splits.info())
-    torch.manual_seed(0)
-    write_checkpoint(str(tmp_path / "ckpt"), model=models.model_for(cfg.model, info, normalized=True), config=cfg,
-                     model_info=info, metrics={})
-    predictor = Predictor.load(str(tmp_path / "ckpt"))
+    predictor, info = write_model_of(cfg, tmp_path / "ckpt")
     assert predictor.info["input"]["columns"] == ["note", "stars", "kind"] and predictor.canary()
     # the rows of the file as objects (their other keys left), in any key order: the features training read
     rows = datafiles.read_rows(str(tmp_path / "rows.csv"))
