@@ -383,6 +383,9 @@ def _text_folder(fs, root: str, files: list[str], cfg: FilesData, known: dict | 
     IMDB's aclImdb/train/pos/0_9.txt, split directories as an image folder's): the column `text` (data.text_column's
     name, where it names one), the input, and the label. Files in no class directory (IMDB's urls_pos.txt) and in
     directories of unlabelled texts (its train/unsup/) are left out, and said."""
+    if files == [root]:  # one file: UCI's tables come as .txt too (data_banknote_authentication.txt)
+        raise DataError(f"{cfg.path!r} is one text file, where format texts reads a folder of them, a directory per "
+                        "class: if it holds a table, set data.format: csv (or tsv)")
     classes, split_names, source = _folder_classes(root, files, cfg)
     kept = [i for i, c in enumerate(classes) if c is not None and c.lower() not in UNLABELLED]
     if not kept:

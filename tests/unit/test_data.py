@@ -287,6 +287,12 @@ def test_folders_of_text_files_a_directory_per_class_are_read_as_texts(tmp_path,
     with pytest.raises(DataError, match=r"sport/010\.txt is not utf-8 text .*: set data.encoding"):
         data.load_arrays(FilesData(name="files", path=str(tmp_path / "bbc")), 0)
     assert len(data.load_arrays(FilesData(name="files", path=str(tmp_path / "bbc"), encoding="latin-1"), 0).y) == 21
+    write_texts(tmp_path, {"banknotes.txt": "3.6,8.6,-2.8,-0.4,0\n4.5,8.1,-2.4,-1.4,0\n"})  # UCI's: a table
+    with pytest.raises(DataError, match=r"banknotes\.txt' is one text file, .*: if it holds a table, set data.format: "
+                                        r"csv \(or tsv\)"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "banknotes.txt")), 0)
+    assert data.load_arrays(FilesData(name="files", path=str(tmp_path / "banknotes.txt"), format="csv",
+                                      label_column="column5"), 0).x.shape == (2, 4)
     write_texts(tmp_path, {"flat/a.txt": "one", "flat/b.txt": "two"})
     with pytest.raises(DataError, match=r"holds no text files in class directories: put each text in a directory"):
         data.load_arrays(FilesData(name="files", path=str(tmp_path / "flat")), 0)
