@@ -391,7 +391,8 @@ def _text_folder(fs, root: str, files: list[str], cfg: FilesData, known: dict | 
     if not kept:
         raise DataError(f"{cfg.path!r} holds no text files in class directories: put each text in a directory named "
                         f"for its class ({cfg.path.rstrip('/')}/pos/1.txt, {cfg.path.rstrip('/')}/neg/2.txt)")
-    if left := [files[i] for i in range(len(files)) if i not in set(kept)]:
+    read = set(kept)
+    if left := [f for i, f in enumerate(files) if i not in read]:
         shown = ", ".join(posixpath.relpath(f, root) for f in left[:3]) + (", ..." if len(left) > 3 else "")
         print(f"data: {len(left):,} file(s) not read, in no class directory or in one of texts without a class "
               f"({'/, '.join(UNLABELLED)}/): {shown}", flush=True)
