@@ -12,7 +12,7 @@ A comma separates thousands only in groups of three digits (1,234,567). Amounts 
 them (1.234,50 €, € 3,99, 12,5 %, 1 234,50) are read with a decimal comma where some cell of the column shows
 it: a currency sign or % beside a comma decimal, or thousands before one; 1,5 and 2,25 alone are not numbers
 here, as a reader of a comma-separated file could not tell them from lists. (A CSV with semicolons between its
-cells and decimal commas is read as numbers before it gets here: datafiles.csv_dialect.) Plain digits (02134,
+cells and decimal commas is read as numbers before it gets here: tablefiles.csv_dialect.) Plain digits (02134,
 a zip code) stay text, as before: no sign, no comma, nothing tells they are amounts.
 """
 

@@ -25,13 +25,13 @@ from orchestrator.amounts import example as amount_example
 from orchestrator.amounts import read_text as read_amounts
 from orchestrator.categories import (MAX_CATEGORIES, categories_of, check_not_numbers, look_alike, names_rows,
                                      one_hot, sentence_words, texts)
-from orchestrator.config import DataConfig, DigitsData, FilesData, SyntheticData, TextData
 from orchestrator.arrayfiles import columns_of, read_arrays
-from orchestrator.datafiles import (ARRAY_FORMATS, FOLDERS, LIKELY_LABELS, blank_cells, data_files, decode_text,
-                                    holds_text, image_files, not_in_data, partition_values, read_file, read_table,
-                                    walk)
+from orchestrator.config import DataConfig, DigitsData, FilesData, SyntheticData, TextData
+from orchestrator.datafiles import (ARRAY_FORMATS, FOLDERS, LIKELY_LABELS, data_files, decode_text, image_files,
+                                    not_in_data, read_file, walk)
 from orchestrator.errors import DataError
 from orchestrator.images import channels_last, decode_images, image_bytes, is_image_column
+from orchestrator.tablefiles import blank_cells, holds_text, partition_values, read_table
 
 
 @dataclass

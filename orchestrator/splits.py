@@ -13,8 +13,9 @@ import numpy as np
 from orchestrator import dates
 from orchestrator.categories import texts
 from orchestrator.config import FilesData
-from orchestrator.datafiles import blank_cells, holds_text, not_in_data
+from orchestrator.datafiles import not_in_data
 from orchestrator.errors import DataError
+from orchestrator.tablefiles import blank_cells, holds_text
 
 
 def split_indices(y: np.ndarray, val_fraction: float, test_fraction: float, seed: int):

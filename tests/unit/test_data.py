@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from orchestrator import amounts, data, datafiles
+from orchestrator import amounts, data, datafiles, tablefiles
 from orchestrator.splits import SPLIT_NAMES, ordered_split, split_indices
 from orchestrator.config import FilesData, SyntheticData, TextData
 from orchestrator.errors import DataError
@@ -345,7 +345,7 @@ def test_file_data_errors_say_what_to_change(tmp_path, kwargs, message):
 def test_rows_without_a_label_are_left_out_and_said(labels, capsys):
     columns = {"x": np.arange(20, dtype=np.float32), "label": labels}  # as the Parquet, CSV and NPZ readers give them
     arrays = data._columns_to_arrays(columns, FilesData(name="files", path="d.csv"))
-    blank = np.flatnonzero(datafiles.blank_cells(labels))
+    blank = np.flatnonzero(tablefiles.blank_cells(labels))
     assert arrays.x[:, 0].tolist() == [i for i in range(20) if i not in blank]  # the labelled rows, in order
     assert len(arrays.y) == 15 and "" not in arrays.label_names and "nan" not in arrays.label_names
     assert (f"data: 5 of 20 rows have no 'label' (the first is row {blank[0] + 1} of the data): left out"
@@ -1001,7 +1001,7 @@ def test_unreadable_tables_name_the_file_and_the_fault(tmp_path, content, messag
     ("label\nx\n", "csv", (",", ".")),  # one column
 ])
 def test_the_separator_and_decimal_point_are_read_from_the_file(head, fmt, dialect):
-    assert datafiles.csv_dialect(head, fmt) == dialect
+    assert tablefiles.csv_dialect(head, fmt) == dialect
 
 
 def test_a_table_as_european_and_windows_spreadsheets_save_it_reads_as_the_same_utf8_csv(tmp_path):
@@ -1220,7 +1220,7 @@ def test_a_column_of_categories_holds_one_object_per_category(tmp_path):
     pyarrow.parquet.write_table(pa.table({"city": cities, "id": ids, "label": np.arange(20_000) % 2}),
                                 tmp_path / "t.parquet")
     fs, root, files, fmt = datafiles.data_files(str(tmp_path / "t.parquet"), None, None)
-    columns, _ = datafiles.read_table(fs, root, files, fmt, FilesData(name="files", path="t"))
+    columns, _ = tablefiles.read_table(fs, root, files, fmt, FilesData(name="files", path="t"))
     assert columns["city"].tolist() == cities.tolist() and columns["id"].tolist() == ids.tolist()
     assert len({id(v) for v in columns["city"]}) == 4 and len({id(v) for v in columns["id"]}) == 20_000
 

@@ -485,7 +485,7 @@ def test_the_predict_command_reads_a_table_file_by_its_header(tmp_path, capsys):
     by_name = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert main(["predict", ckpt, "--input", str(tmp_path / "rows.json"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == by_name
-    # pandas' to_csv() writes the frame's index first, unnamed: not a column of any model (datafiles.index_columns)
+    # pandas' to_csv() writes the frame's index first, unnamed: not a column of any model (tablefiles.index_columns)
     (tmp_path / "indexed.csv").write_text(",mass,kind,width,area\n0,3,a,1,2\n1,6.5,b,4,5\n")
     assert main(["predict", ckpt, "--input", str(tmp_path / "indexed.csv"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == by_name
