@@ -116,6 +116,8 @@ def _parser() -> argparse.ArgumentParser:
                    "cp1252 (default: the training data's, data.encoding)")
     p.add_argument("--sheet", help="the sheet of an Excel --data workbook to read (default: the training data's, "
                    "data.sheet, else the first)")
+    p.add_argument("--image-dir", help="the folder of the image files that a column of the --data table names "
+                   "(default: the training data's data.image_dir, in the --data file's folder)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("serve", parents=[common], help="serve a checkpoint as an HTTP endpoint with Ray Serve",
@@ -144,6 +146,9 @@ def _parser() -> argparse.ArgumentParser:
                    "as cp1252 (Excel on Windows); default: a checkpoint's training data's (data.encoding), else UTF-8")
     p.add_argument("--sheet", help="the sheet of an Excel --input workbook to read; default: a checkpoint's "
                    "training data's (data.sheet), else the first")
+    p.add_argument("--image-dir", help="the folder of the image files that a column of the --input table names "
+                   "(Kaggle's test/ beside test.csv); default: a checkpoint's training data's (data.image_dir), in "
+                   "the --input file's folder")
     p.add_argument("--api-key-env", default="ORCHESTRATOR_API_KEY", help="environment variable holding the API key")
     p.set_defaults(func=_predict)
 
@@ -354,7 +359,7 @@ def _evaluate(args) -> dict:
     from orchestrator.evaluate import evaluate_checkpoint, evaluate_on_data
     from orchestrator.report import beside_baseline
 
-    result = (evaluate_on_data(args.checkpoint, args.data, args.encoding, args.sheet) if args.data
+    result = (evaluate_on_data(args.checkpoint, args.data, args.encoding, args.sheet, args.image_dir) if args.data
               else evaluate_checkpoint(args.checkpoint, args.split))
     classes = result.get("per_class") or []  # a language model has none
     if classes and len(classes) <= 30 and not args.json:  # more: one line each says little; --json has them
@@ -494,7 +499,8 @@ def _read_as(args, trained_on: dict):
     from orchestrator.datafiles import read_as
 
     return FilesData(name="files", path=args.input,
-                     **read_as(args.input, trained_on, encoding=args.encoding, sheet=args.sheet))
+                     **read_as(args.input, trained_on, encoding=args.encoding, sheet=args.sheet,
+                               image_dir=args.image_dir))
 
 
 def _read_inputs(source: str, how) -> tuple[list[str] | None, list]:

@@ -112,6 +112,10 @@ class FilesData(SplitFields):
                                     "without the spaces around them (a blank number is filled: data.fill_blanks; a "
                                     "blank label leaves its row out). A column of text whose other cells are all "
                                     "numbers is numbers.")
+    image_dir: str | None = Field(None, description="A folder of image files that a column of the table names, by "
+                                  "their path below it, their name, or their name less its suffix (Kaggle's train.csv "
+                                  "of ids and labels beside train/): that column is the input, its images read as an "
+                                  "image folder's are. Relative to the folder that holds data.path.")
     label_column: str = Field("label", description="Column (or NPZ array) holding the class label.")
     feature_columns: list[str] | None = Field(
         None, description="Feature columns (or one tensor column / NPZ array); all but the label, in the file's order, "

@@ -27,8 +27,8 @@ from orchestrator.categories import (MAX_CATEGORIES, categories_of, check_not_nu
                                      one_hot, sentence_words, texts)
 from orchestrator.arrayfiles import columns_of, read_arrays
 from orchestrator.config import DataConfig, DigitsData, FilesData, SyntheticData, TextData
-from orchestrator.datafiles import (ARRAY_FORMATS, FOLDERS, LIKELY_LABELS, data_files, decode_text, image_files,
-                                    not_in_data, read_file, walk)
+from orchestrator.datafiles import (ARRAY_FORMATS, FOLDERS, LIKELY_LABELS, beside, data_files, decode_text,
+                                    image_files, not_in_data, read_file, refer_images, walk)
 from orchestrator.errors import DataError
 from orchestrator.images import channels_last, decode_images, image_bytes, is_image_column
 from orchestrator.tablefiles import blank_cells, holds_text, partition_values, read_table
@@ -265,9 +265,16 @@ def _files(cfg: FilesData, endpoint_url: str | None, known: dict | None) -> Arra
     by_file = None if known or cfg.split_column or cfg.order_column else splits.of_files(root, files)
     if by_file is None:
         columns, index = read_table(fs, root, files, fmt, cfg)
-        return _columns_to_arrays(columns, cfg, index, known)
+        return _columns_to_arrays(_with_images(columns, cfg, endpoint_url), cfg, index, known)
     columns, index, named = _tables_by_split(fs, root, files, by_file, fmt, cfg)
-    return _columns_to_arrays(columns, cfg, index, known, named)
+    return _columns_to_arrays(_with_images(columns, cfg, endpoint_url), cfg, index, known, named)
+
+
+def _with_images(columns: dict[str, np.ndarray], cfg: FilesData, endpoint_url: str | None) -> dict[str, np.ndarray]:
+    """The table's columns, the one naming data.image_dir's files holding them (datafiles.refer_images)."""
+    if not cfg.image_dir:
+        return columns
+    return refer_images(columns, beside(cfg.path, cfg.image_dir), endpoint_url, skip=(cfg.label_column,))
 
 
 def _tables_by_split(fs, root: str, files: list[str], by_file: list[str], fmt: str, cfg: FilesData):

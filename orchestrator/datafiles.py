@@ -17,8 +17,8 @@ from orchestrator import storage
 from orchestrator.categories import texts
 from orchestrator.config import FilesData
 from orchestrator.errors import DataError
-from orchestrator.images import IMAGE_SUFFIXES, image_bytes, image_shape, is_image_column, is_image_file
-from orchestrator.tablefiles import blank_cells, holds_text, read_table
+from orchestrator.images import IMAGE_SUFFIXES, ImageFile, image_bytes, image_shape, is_image_column, is_image_file
+from orchestrator.tablefiles import blank_cells, holds_text, is_blank, read_table
 
 
 def read_rows(path: str, how: FilesData | None = None) -> list[dict]:
@@ -36,8 +36,11 @@ def read_rows(path: str, how: FilesData | None = None) -> list[dict]:
             raise DataError(f"{path} holds arrays of different lengths ({lengths}): one row of each per input")
         cells = {name: values.tolist() for name, values in columns.items()}
         return [dict(zip(cells, row, strict=True)) for row in zip(*cells.values(), strict=True)]
-    columns, index = read_table(fs, root, files, fmt, how or FilesData(name="files", path=path))
+    how = how or FilesData(name="files", path=path)
+    columns, index = read_table(fs, root, files, fmt, how)
     columns = {k: v for k, v in columns.items() if k not in index}
+    if how.image_dir:
+        columns = refer_images(columns, beside(path, how.image_dir), skip=(how.label_column,))
     cells = {}
     for name, values in columns.items():
         if is_image_column(values):  # image files (Hugging Face's Parquet), as a request carries them: base64
@@ -241,7 +244,7 @@ PICKLES = (".pkl", ".pickle", ".pt", ".pth", ".joblib")  # Python pickles (torch
 
 # The data.* fields that say how a table file is read: a file of new rows (evaluate --data, predict --input) is read
 # as the model's training read its data
-READ_AS = ("encoding", "sheet", "header", "column_names", "blank_values", "label_column")
+READ_AS = ("encoding", "sheet", "header", "column_names", "blank_values", "label_column", "image_dir")
 
 
 def read_as(path: str, trained: dict, **given) -> dict:
@@ -323,6 +326,55 @@ def decode_text(raw: bytes, shown: str, encoding: str) -> str:
 def read_file(fs, path: str) -> bytes:
     with fs.open_input_file(path) as fh:
         return fh.read()
+
+
+def beside(path: str, relative: str) -> str:
+    """`relative` (a path, or a URI as it is) in the folder that holds `path`."""
+    if "://" in relative or os.path.isabs(os.path.expanduser(relative)):
+        return relative
+    return posixpath.join(posixpath.dirname(path.rstrip("/")), relative) if "://" in path else os.path.join(
+        os.path.dirname(os.path.abspath(os.path.expanduser(path))), relative)
+
+
+def refer_images(columns: dict[str, np.ndarray], image_dir: str, endpoint_url: str | None = None,
+                 skip: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """`columns` with the column (not one of `skip`) whose cells name image files under `image_dir` holding those
+    files (images.ImageFile, read as they are decoded): by their path below it, their name, or their name less
+    its suffix (Kaggle's train.csv of ids beside train/). DataError where no column names them, or a cell names
+    no image file there."""
+    fs, root, files, _ = data_files(image_dir, "images", endpoint_url)
+    index: dict[str, str] = {}
+    for f in image_files(files, image_dir):
+        name = posixpath.basename(f)
+        stem = posixpath.splitext(name)[0]
+        for key in (posixpath.relpath(f, root), name, stem, *([str(int(stem))] if stem.isdigit() else [])):
+            index.setdefault(key, f)  # 0042.png: a CSV reader's 42 too
+    candidates = [c for c, values in columns.items() if c not in skip and values.dtype.kind in "OUSiu"]
+
+    def names_images(values: np.ndarray) -> bool:  # most of its first cells: a file missing is named below
+        first = [_named(v) for v in values[:20] if not is_blank(v)]
+        return bool(first) and sum(cell in index for cell in first) * 2 >= len(first)
+
+    if (column := next((c for c in candidates if names_images(columns[c])), None)) is None:
+        example = posixpath.relpath(next(iter(index.values())), root)
+        shown = "; ".join(f"{c!r}: {[str(v) for v in columns[c][:2]]}" for c in candidates[:5]) or "none"
+        raise DataError(f"no column names the image files under {image_dir} (such as {example!r}) by their path "
+                        f"below it, their name or their name less its suffix; the columns: {shown}. Is it their "
+                        "folder (data.image_dir; for new rows, --image-dir)?")
+    cells = np.empty(len(columns[column]), dtype=object)
+    for row, value in enumerate(columns[column]):
+        if is_blank(value):
+            continue  # a row without an image: refused by name as its image is decoded
+        if (found := index.get(_named(value))) is None:
+            raise DataError(f"row {row + 1} of column {column!r} names {str(value)!r}, which is no image file under "
+                            f"{image_dir}")
+        cells[row] = ImageFile(fs, found)
+    return {**columns, column: cells}
+
+
+def _named(cell) -> str:
+    """The file name a cell holds: its text, or its whole number (an id a CSV reader made a number)."""
+    return str(cell).strip()
 
 
 def holds_images(directory: str) -> bool:

@@ -105,11 +105,12 @@ def per_class_table(confusion: list[list[int]], labels: list[str]) -> list[dict]
              "support": int(n)} for label, p, r, f, n in zip(labels, precision, recall, f1, cm.sum(1), strict=True)]
 
 
-def evaluate_on_data(uri: str, data_uri: str, encoding: str | None = None, sheet: str | None = None) -> dict:
+def evaluate_on_data(uri: str, data_uri: str, encoding: str | None = None, sheet: str | None = None,
+                     image_dir: str | None = None) -> dict:
     """Metrics of a classifier checkpoint on labelled data it was not trained on: a table file (CSV, Parquet,
     ...), NPZ or an image folder (a path or s3://) with the training data's label column and the model's
-    feature columns. A CSV or TSV file is text in `encoding`, and of a workbook `sheet` is read: by default the
-    training data's."""
+    feature columns. A CSV or TSV file is text in `encoding`, of a workbook `sheet` is read, and `image_dir` holds
+    the image files a column names: by default the training data's."""
     ckpt = read_checkpoint(uri)
     cfg, info = ckpt.config, ckpt.model_info
     if cfg.model.name == "gpt":
@@ -125,7 +126,7 @@ def evaluate_on_data(uri: str, data_uri: str, encoding: str | None = None, sheet
     else:
         inputs = {"feature_columns": info.get("feature_columns"), "feature_shape": info["input_shape"]}
     source = FilesData(name="files", path=data_uri, **read_as(data_uri, cfg.data.model_dump(), encoding=encoding,
-                                                              sheet=sheet), **inputs)
+                                                              sheet=sheet, image_dir=image_dir), **inputs)
     arrays = data.load_arrays(source, cfg.seed, cfg.storage.endpoint_url, known=info)
     fills = info.get("blanks")
     if arrays.feature_columns and (blank := unfilled(arrays.x, fills, arrays.features())):

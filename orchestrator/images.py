@@ -131,9 +131,22 @@ def decode_images(files: list[tuple[Callable[[], bytes], str]], shape: list[int]
 MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
 
 
+class ImageFile:
+    """A table's cell that names an image file (datafiles.refer_images), read when its image is decoded."""
+
+    def __init__(self, fs, path: str):
+        self.fs, self.path = fs, path
+
+    def read(self) -> bytes:
+        with self.fs.open_input_file(self.path) as fh:
+            return fh.read()
+
+
 def image_bytes(cell) -> bytes | None:
     """The image file a table's cell holds: Hugging Face datasets' {"bytes": ..., "path": ...} (their Parquet
-    files store images so), or the file's bytes themselves; else None."""
+    files store images so), the file's bytes themselves, or an ImageFile; else None."""
+    if isinstance(cell, ImageFile):
+        cell = cell.read()
     if isinstance(cell, dict):
         cell = cell.get("bytes")
     return bytes(cell) if isinstance(cell, (bytes, bytearray)) and bytes(cell[:8]).startswith(MAGIC) else None

@@ -124,7 +124,7 @@ def _blanked(values: np.ndarray, markers: list[str]) -> np.ndarray:
         return values
     values = np.where(marked, None, values.astype(object))
     try:
-        return np.array([np.nan if _blank(v) else float(v) for v in values], np.float64)
+        return np.array([np.nan if is_blank(v) else float(v) for v in values], np.float64)
     except (TypeError, ValueError):
         return values
 
@@ -374,7 +374,7 @@ def blank_cells(values: np.ndarray) -> np.ndarray:
     if values.dtype.kind == "f":
         return np.isnan(values)
     if values.dtype.kind in "OUS":
-        return np.array([_blank(v) for v in values], dtype=bool)
+        return np.array([is_blank(v) for v in values], dtype=bool)
     return np.zeros(len(values), dtype=bool)
 
 
@@ -384,6 +384,6 @@ def holds_text(column: np.ndarray) -> bool:
     return kind in "US" or (kind == "O" and any(isinstance(v, (str, bytes)) for v in column))
 
 
-def _blank(value) -> bool:
+def is_blank(value) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value)) or (
         isinstance(value, (str, bytes)) and not value.strip())

@@ -1712,3 +1712,32 @@ def test_blank_numeric_cells_stay_blank_for_the_model_to_fill_with_training_medi
     frame.to_csv(tmp_path / "note.csv", index=False)
     with pytest.raises(DataError, match=r"columns \['note'\] are blank in every training row"):
         data.load_splits(cfg.model_copy(update={"path": str(tmp_path / "note.csv")}), seed=0)
+
+
+def test_a_table_naming_image_files_in_data_image_dir_reads_them_as_its_input(tmp_path):
+    """Kaggle's image competitions ship a train.csv of ids (or file names) and labels beside a train/ folder of the
+    images (aerial cactus, dog breeds); that had no reading at all. With data.image_dir, the column naming the files
+    (by path below the folder, file name, or name less its suffix) is the input, its images read as a folder's."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (12, 6, 5, 3))
+    for i, image in enumerate(pixels):
+        _png(tmp_path / "train" / ("a" if i % 2 else "b") / f"{i:04}.png", image)
+    paths = [f"{'a' if i % 2 else 'b'}/{i:04}.png" for i in range(12)]
+    for name, cells in (("by_path", paths), ("by_name", [p.split("/")[1] for p in paths]),
+                        ("by_id", [p.split("/")[1][:-4] for p in paths])):
+        pd.DataFrame({"id": cells, "size": range(12), "label": ["cactus", "none"] * 6}).to_csv(
+            tmp_path / f"{name}.csv", index=False)
+        arrays = data.load_arrays(FilesData(name="files", path=str(tmp_path / f"{name}.csv"), image_dir="train"), 0)
+        assert arrays.feature_columns == ["id"] and arrays.x.shape == (12, 3, 6, 5), name
+        assert np.array_equal(arrays.x, pixels.transpose(0, 3, 1, 2)) and arrays.label_names == ["cactus", "none"]
+    # rows to predict: the ids of a test folder's files, each row's image as a request carries it
+    rows = datafiles.read_rows(str(tmp_path / "by_id.csv"), FilesData(name="files", path="x", image_dir="train"))
+    assert len(rows) == 12 and set(rows[0]["id"]) == {"b64"} and rows[0]["size"] == 0
+    pd.DataFrame({"id": ["0001", "0099"], "label": ["a", "b"]}).to_csv(tmp_path / "missing.csv", index=False)
+    with pytest.raises(DataError, match=r"row 2 of column 'id' names '99', which is no image file under .*train"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "missing.csv"), image_dir="train"), 0)
+    pd.DataFrame({"name": ["x", "y"], "label": ["a", "b"]}).to_csv(tmp_path / "none.csv", index=False)
+    with pytest.raises(DataError, match=r"no column names the image files under .*train \(such as 'a/0001.png'\) by "
+                                        r"their path below it, their name or their name less its suffix; the columns: "
+                                        r"'name': \['x', 'y'\]"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "none.csv"), image_dir="train"), 0)

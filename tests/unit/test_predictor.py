@@ -744,6 +744,36 @@ def test_images_channels_last_are_taken_as_training_read_them(tmp_path):
     assert np.array_equal(Predictor.load(str(tmp_path / "column")).validate(rows), model.validate(chw.tolist()))
 
 
+def test_a_model_of_a_table_naming_image_files_scores_a_test_folder_by_its_ids(tmp_path, capsys):
+    """Kaggle's layout: trained on train.csv's ids with data.image_dir train, `predict --input sample_submission.csv
+    --image-dir test` scores the test folder's images by the ids the file lists; `evaluate --data` reads a labelled
+    table so too."""
+    from PIL import Image
+
+    from orchestrator.cli import main
+    from orchestrator.evaluate import evaluate_on_data
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("test", 4)):
+        (tmp_path / split).mkdir()
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)).save(tmp_path / split / f"{split}{i}.png")
+        pd.DataFrame({"id": [f"{split}{i}" for i in range(n)], "kind": ["a", "b"] * (n // 2)}).to_csv(
+            tmp_path / f"{split}.csv", index=False)
+    cfg = config_from_dict({**TABLE, "model": {"name": "cnn", "channels": [4], "hidden_size": 8},
+                            "data": {**TABLE["data"], "path": str(tmp_path / "train.csv"), "image_dir": "train"}})
+    predictor, _ = write_model_of(cfg, tmp_path / "ckpt")
+    images = [np.asarray(Image.open(tmp_path / "test" / f"test{i}.png")).transpose(2, 0, 1).tolist() for i in range(4)]
+    expected = [predictor.labels[i] for i in predictor.predict(predictor.validate(images)).argmax(1)]
+    ckpt, test = str(tmp_path / "ckpt"), str(tmp_path / "test.csv")
+    assert main(["predict", ckpt, "--input", test, "--image-dir", "test", "--json"]) == 0
+    assert [p["label"] for p in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"]] == expected
+    assert main(["predict", ckpt, "--input", test]) == 2  # training's folder, train/: not where these ids are
+    assert "no column names the image files under " in (err := capsys.readouterr().err) and "'id': ['test0', " \
+        "'test1']. Is it their folder (data.image_dir; for new rows, --image-dir)?" in err
+    assert evaluate_on_data(ckpt, test, image_dir="test")["num_rows"] == 4
+
+
 def test_predict_input_reads_an_npz_of_arrays_as_training_does(tmp_path, capsys):
     """A model trained on an NPZ's x and y (or Keras' x_train, x_test) scores an NPZ of inputs: before, `predict
     --input test.npz` read it as UTF-8 text ("cannot read --input ...: 'utf-8' codec can't decode")."""
