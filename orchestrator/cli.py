@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", parents=[common], help="train a model with Ray Train")
-    p.add_argument("config", help="experiment YAML, e.g. jobs/digits-cnn.yaml")
+    p.add_argument("config", help="experiment YAML, e.g. jobs/digits-cnn.yaml; or the data itself (a table file, a "
+                   "folder of images or texts), trained with a model for its kind and every other default")
     p.add_argument("overrides", nargs="*", help="section.field=value, e.g. train.num_workers=4 optim.lr=0.01")
     p.set_defaults(func=_train)
 
@@ -85,7 +86,8 @@ def _parser() -> argparse.ArgumentParser:
                        description="Search (if the config has a tune section), train with the best values, test, "
                        "register and promote the model, serve it and send a smoke request; then serve until Ctrl-C "
                        "(embedded Ray) or leave it running on the cluster (--address).")
-    p.add_argument("config", help="experiment YAML, e.g. jobs/digits.yaml")
+    p.add_argument("config", help="experiment YAML, e.g. jobs/digits.yaml; or the data itself (a table file, a "
+                   "folder of images or texts): train, register and serve with the defaults, no search")
     p.add_argument("overrides", nargs="*", help="section.field=value, e.g. tune.num_samples=20")
     p.add_argument("--exit-after-smoke", action="store_true", help="stop after the smoke request (scripts, CI)")
     p.add_argument("--host", default="127.0.0.1", help="address the endpoint binds (non-loopback needs API keys)")

@@ -775,11 +775,35 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> ExperimentConfig:
-    """Read a YAML experiment file, apply `a.b=value` overrides, validate."""
+    """Read a YAML experiment file, apply `a.b=value` overrides, validate. Given data instead (a table file, a
+    folder of images, ...: not a .yaml file), the starter config for it (`starter_config`), with the overrides."""
+    if (raw := starter_config(str(path))) is not None:
+        return config_from_dict(apply_overrides(raw, overrides), source=f"{path} (data: the starter config)")
     path = Path(path)
     raw, _ = read_yaml(path, "config", "a mapping of sections (data, model, optim, train, ...)")
     raw.setdefault("name", path.stem)
     return config_from_dict(apply_overrides(raw, overrides), source=str(path))
+
+
+STARTER_MODELS = {"images": "cnn", "idx": "cnn", "texts": "rnn"}  # the rest (tables, NPZ): mlp
+
+
+def starter_config(path: str) -> dict | None:
+    """The config that trains on data given in place of a YAML file (`orchestrator train train.csv
+    data.label_column=Survived`): the files at `path`, a model for their kind (STARTER_MODELS), every other field
+    its default; said. None where `path` is not data: a .yaml file, or a file whose name says no data format."""
+    from orchestrator.datafiles import data_files, said_format
+
+    if path.lower().endswith((".yaml", ".yml")) or not (os.path.isdir(path) or "://" in path or said_format(path)):
+        return None
+    model = STARTER_MODELS.get(data_files(path, None, None, say=False)[3], "mlp")
+    where = Path(path.rstrip("/"))  # titanic/train.csv: titanic
+    stem = where.parent.name if where.stem.lower() in ("train", "training", "data", "dataset") else where.stem
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("._-") or "data"
+    print(f"config: {path} is data, not a YAML experiment: trained with model {model} and every other field's "
+          "default; set any field with section.field=value (data.label_column=Survived, model.name=cnn, "
+          "train.epochs=30), or write a YAML (see jobs/)", flush=True)
+    return {"name": name, "data": {"name": "files", "path": path}, "model": {"name": model}}
 
 
 def config_from_dict(raw: dict, source: str | None = None) -> ExperimentConfig:

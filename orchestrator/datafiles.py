@@ -123,18 +123,19 @@ def is_table_file(path: str) -> bool:
     return said_format(path) not in (None, *FOLDERS)
 
 
-def data_files(path: str, fmt: str | None, endpoint_url: str | None):
+def data_files(path: str, fmt: str | None, endpoint_url: str | None, say: bool = True):
     """(filesystem, root, the data's files, their format) of a file or directory. With `fmt` (data.format) every
     file is read so; else the format is the one most files' names say (the first in SUFFIXES' order where as many
     say another), and files whose names say another or none (a README, the dataset_info.json beside Hugging Face's
-    save_to_disk files) are left out, and said."""
+    save_to_disk files) are left out, and said (`say`)."""
     fs, root = storage.filesystem(path, endpoint_url, web=True)
     files = list(walk(fs, root, path, skip=DESCRIPTIONS))
     if not files:
         raise DataError(f"data directory {path!r} holds no files")
     if len(files) > 1 and (forms := [f for f in files if SUBMISSION.fullmatch(posixpath.basename(f))]):
-        print(f"data: {', '.join(posixpath.relpath(f, root) for f in forms)} under {path} not read: a Kaggle "
-              "competition's form for answers, not data", flush=True)
+        if say:
+            print(f"data: {', '.join(posixpath.relpath(f, root) for f in forms)} under {path} not read: a Kaggle "
+                  "competition's form for answers, not data", flush=True)
         files = [f for f in files if f not in forms]
     if fmt:
         return fs, root, files, fmt
@@ -145,7 +146,7 @@ def data_files(path: str, fmt: str | None, endpoint_url: str | None):
             if _is_pickle(fh.read(2)):  # CIFAR-10's python batches (data_batch_1, ...), named for no format
                 raise DataError(_pickled(storage.uri(fs, files[0])))
         infer_format(files[0])  # says what to do
-    if others := [f for f, kind in zip(files, said, strict=True) if kind != fmt]:
+    if say and (others := [f for f, kind in zip(files, said, strict=True) if kind != fmt]):
         shown = ", ".join(posixpath.relpath(f, root) for f in others[:3]) + (", ..." if len(others) > 3 else "")
         print(f"data: {len(others)} file(s) under {path} not read, their names saying no file of the data's format "
               f"({fmt}): {shown}", flush=True)

@@ -198,3 +198,26 @@ def test_hash_is_stable_and_sensitive():
     a = config_from_dict(BASE)
     assert a.hash() == config_from_dict(dict(reversed(list(BASE.items())))).hash()
     assert a.hash() != config_from_dict({**BASE, "seed": 1}).hash()
+
+
+def test_data_given_in_place_of_a_yaml_trains_with_the_starter_config(tmp_path, capsys):
+    """`orchestrator train titanic/train.csv data.label_column=Survived`: a newcomer's first run needed a YAML
+    written first ("titanic/train.csv is not valid YAML"). Data in its place trains with a model for its kind and
+    every other default, and says so; a YAML, or a file whose name says no data format, is read as before."""
+    (tmp_path / "titanic").mkdir()
+    (tmp_path / "titanic" / "train.csv").write_text("Age,Survived\n22,0\n38,1\n")
+    cfg = load_config(tmp_path / "titanic" / "train.csv", ["data.label_column=Survived", "train.epochs=5"])
+    assert (cfg.name, cfg.model.name, cfg.data.path, cfg.data.label_column, cfg.train.epochs) == (
+        "titanic", "mlp", str(tmp_path / "titanic" / "train.csv"), "Survived", 5)
+    assert "is data, not a YAML experiment: trained with model mlp" in capsys.readouterr().out
+    for folder, files, model in (("photos", ("cat/1.png", "dog/2.png"), "cnn"), ("reviews", ("pos/1.txt",), "rnn"),
+                                 ("MNIST", ("raw/train-images-idx3-ubyte.gz",), "cnn")):
+        for name in files:
+            (tmp_path / folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / folder / name).write_bytes(b"x")
+        assert load_config(tmp_path / folder).model.name == model, folder
+    (tmp_path / "notes").write_text("not: [yaml")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_config(tmp_path / "notes")
+    with pytest.raises(ConfigError, match=r"\(data: the starter config\): model.name: 'resnet' is not one of"):
+        load_config(tmp_path / "titanic" / "train.csv", ["model.name=resnet"])
