@@ -144,6 +144,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="FILE", help="write the inputs and their predictions to this table file "
                    "(.csv, .tsv, .jsonl, .json, .parquet, .feather, .xlsx; local, s3:// or gs://): each input's row "
                    "(or its text, or its file), then its prediction, probability and a probability_<class> per class")
+    p.add_argument("--columns", type=_names, help="the --output file's columns, in order, from the input's "
+                   "columns and prediction, probability and probability_<class>; the training's label column names "
+                   "the prediction (--columns PassengerId,Survived: a Kaggle submission)")
     p.add_argument("--encoding", type=_encoding, help="the text encoding of a CSV, TSV or .txt --input file, such "
                    "as cp1252 (Excel on Windows); default: a checkpoint's training data's (data.encoding), else UTF-8")
     p.add_argument("--sheet", help="the sheet of an Excel --input workbook to read; default: a checkpoint's "
@@ -423,6 +426,8 @@ def _serve_op(args) -> dict:
 def _predict(args) -> dict:
     from orchestrator import datafiles, storage
 
+    if args.columns and not args.output:
+        raise ConfigError("--columns chooses the columns of the --output file: give --output too")
     if args.output:  # before any prediction: a name it cannot write is said now, not after the work
         try:
             datafiles.check_writable(args.output)
@@ -458,7 +463,10 @@ def _predict(args) -> dict:
     elif all(isinstance(i, str) for i in instances):  # texts: each line starts with its text's start
         names = [_snippet(text) for text in instances]
     if args.output:
-        datafiles.write_rows(args.output, _scored_rows(instances, names if result.get("inputs") else None, result))
+        rows = _scored_rows(instances, names if result.get("inputs") else None, result)
+        if args.columns:
+            rows = _chosen(rows, args.columns, trained_on.get("label_column") or "label")
+        datafiles.write_rows(args.output, rows)
         counts = Counter(p["label"] for p in result["predictions"])
         n = len(result["predictions"])
         print(f"wrote {n:,} prediction{'s' * (n != 1)} to {args.output}: "
@@ -487,6 +495,24 @@ def _scored_rows(instances: list, files: list[str] | None, result: dict) -> list
         probabilities = [round(v, 6) for v in p["probabilities"]]  # float32's digits, not float64's noise
         rows.append({**row, **dict(zip(scores, [p["label"], max(probabilities), *probabilities], strict=True))})
     return rows
+
+
+def _chosen(rows: list[dict], columns: list[str], label: str) -> list[dict]:
+    """Each row's `columns`, in that order; `label` (the training's label column) stands for the prediction, unless
+    the input has a column of that name."""
+    have = list(rows[0]) if rows else []
+    source = {c: c if c in have else "prediction" if c == label else None for c in columns}
+    if missing := [c for c, found in source.items() if found is None]:
+        raise ConfigError(f"--columns {missing} are not among the output's columns: {have} (or {label!r}, the "
+                          "prediction)")
+    return [{c: row[found] for c, found in source.items()} for row in rows]
+
+
+def _names(text: str) -> list[str]:
+    """A comma-separated list of column names (argparse: exit 2 where it names none)."""
+    if not (names := [name.strip() for name in text.split(",") if name.strip()]):
+        raise argparse.ArgumentTypeError("name the columns, comma-separated: PassengerId,Survived")
+    return names
 
 
 def _snippet(text: str, width: int = 40) -> str:

@@ -552,6 +552,19 @@ def test_the_predict_command_writes_each_input_with_its_prediction_to_a_table_fi
         when = read(tmp_path / name)["when"]
         assert when.dtype.kind == "M" and when[0] == pd.Timestamp("2026-01-05") and pd.isna(when[1]), name
     capsys.readouterr()
+    # --columns: the output's columns, in order; the training's label column (kind), which rows to predict lack,
+    # names the prediction, as a Kaggle submission has it (id, kind)
+    pd.read_csv(tmp_path / "rows.csv").drop(columns="kind").to_csv(tmp_path / "test.csv", index=False)
+    assert main(["predict", ckpt, "--input", str(tmp_path / "test.csv"), "--output", str(tmp_path / "sub.csv"),
+                 "--columns", "id, kind,probability"]) == 0
+    submission = pd.read_csv(tmp_path / "sub.csv")
+    assert list(submission.columns) == ["id", "kind", "probability"] and submission["id"].tolist() == ["r1", "r2", "r3"]
+    assert submission["kind"].tolist() == [p["label"] for p in answer["predictions"]]
+    for argv, words in [(["--output", str(tmp_path / "o.csv"), "--columns", "id,knd"], "--columns ['knd'] are not "
+                         "among the output's columns: ['id', 'mass', 'width', 'area', 'prediction', "),
+                        (["--columns", "id"], "--columns chooses the columns of the --output file: give --output too")]:
+        assert main(["predict", ckpt, "--input", str(tmp_path / "test.csv"), *argv]) == 2
+        assert words in capsys.readouterr().err
     # texts and JSON inputs: each in a column of its own
     (tmp_path / "rows.json").write_text(json.dumps([[1, 2, 3]]))
     assert main(["predict", ckpt, "--input", str(tmp_path / "rows.json"), "--output", str(tmp_path / "l.jsonl")]) == 0
