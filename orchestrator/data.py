@@ -27,8 +27,8 @@ from orchestrator.categories import (MAX_CATEGORIES, categories_of, check_not_nu
                                      one_hot, sentence_words, texts)
 from orchestrator.arrayfiles import columns_of, read_arrays
 from orchestrator.config import DataConfig, DigitsData, FilesData, SyntheticData, TextData
-from orchestrator.datafiles import (ARRAY_FORMATS, FOLDERS, LIKELY_LABELS, beside, data_files, decode_text,
-                                    image_files, not_in_data, read_file, refer_images, walk)
+from orchestrator.datafiles import (ARRAY_FORMATS, FOLDERS, LIKELY_LABELS, data_files, decode_text, image_dir_named,
+                                    image_files, in_folder_of, not_in_data, read_file, refer_images, walk)
 from orchestrator.errors import DataError
 from orchestrator.images import channels_last, decode_images, image_bytes, is_image_column
 from orchestrator.tablefiles import blank_cells, holds_text, partition_values, read_table
@@ -274,7 +274,7 @@ def _with_images(columns: dict[str, np.ndarray], cfg: FilesData, endpoint_url: s
     """The table's columns, the one naming data.image_dir's files holding them (datafiles.refer_images)."""
     if not cfg.image_dir:
         return columns
-    return refer_images(columns, beside(cfg.path, cfg.image_dir), endpoint_url, skip=(cfg.label_column,))
+    return refer_images(columns, in_folder_of(cfg.path, cfg.image_dir), endpoint_url, skip=(cfg.label_column,))
 
 
 def _tables_by_split(fs, root: str, files: list[str], by_file: list[str], fmt: str, cfg: FilesData):
@@ -578,6 +578,9 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str], k
         for c, values in text.items():
             check_not_numbers(c, values)
         if wide := [c for c in text if names_rows(found[c], num_rows)]:
+            if folder := next(filter(None, (image_dir_named(cfg.path, columns[c]) for c in wide)), None):
+                raise DataError(f"a column of {cfg.path} names the image files in {folder}/: set data.image_dir: "
+                                f"{folder} to read them as the input (with model.name cnn)")
             counts = ", ".join(f"{c!r} {len(found[c])}" for c in wide)
             kept = [c for c in feature_cols if c not in wide]
             keep = ", ".join(kept)

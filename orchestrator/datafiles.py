@@ -40,7 +40,7 @@ def read_rows(path: str, how: FilesData | None = None) -> list[dict]:
     columns, index = read_table(fs, root, files, fmt, how)
     columns = {k: v for k, v in columns.items() if k not in index}
     if how.image_dir:
-        columns = refer_images(columns, beside(path, how.image_dir), skip=(how.label_column,))
+        columns = refer_images(columns, in_folder_of(path, how.image_dir), skip=(how.label_column,))
     cells = {}
     for name, values in columns.items():
         if is_image_column(values):  # image files (Hugging Face's Parquet), as a request carries them: base64
@@ -329,12 +329,36 @@ def read_file(fs, path: str) -> bytes:
         return fh.read()
 
 
-def beside(path: str, relative: str) -> str:
+def in_folder_of(path: str, relative: str) -> str:
     """`relative` (a path, or a URI as it is) in the folder that holds `path`."""
     if "://" in relative or os.path.isabs(os.path.expanduser(relative)):
         return relative
     return posixpath.join(posixpath.dirname(path.rstrip("/")), relative) if "://" in path else os.path.join(
         os.path.dirname(os.path.abspath(os.path.expanduser(path))), relative)
+
+
+def image_dir_named(path: str, cells: np.ndarray, most_files: int = 200_000) -> str | None:
+    """The folder, as data.image_dir says it, holding the image files that most of a column's first cells name (by
+    file name, or name less its suffix), below the folder that holds `path` (a local table file): a table of ids
+    beside its images (Kaggle's train.csv beside train/) read without data.image_dir. None where there are none,
+    or none among the first `most_files` files."""
+    if "://" in path:
+        return None
+    base = os.path.dirname(os.path.abspath(os.path.expanduser(path)))
+    wanted = {_named(c) for c in cells[:20] if not is_blank(c)}
+    hits: dict[str, int] = {}
+    seen = 0
+    for directory, folders, names in os.walk(base):
+        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        for name in names:
+            if is_image_file(name) and (name in wanted or os.path.splitext(name)[0] in wanted):
+                folder = os.path.relpath(directory, base)
+                hits[folder] = hits.get(folder, 0) + 1
+        if (seen := seen + len(names)) > most_files:
+            break
+    if not wanted or sum(hits.values()) * 2 < len(wanted):
+        return None
+    return os.path.commonpath(list(hits)) or "."  # train/cat and train/dog: train
 
 
 def refer_images(columns: dict[str, np.ndarray], image_dir: str, endpoint_url: str | None = None,

@@ -1730,6 +1730,15 @@ def test_a_table_naming_image_files_in_data_image_dir_reads_them_as_its_input(tm
         arrays = data.load_arrays(FilesData(name="files", path=str(tmp_path / f"{name}.csv"), image_dir="train"), 0)
         assert arrays.feature_columns == ["id"] and arrays.x.shape == (12, 3, 6, 5), name
         assert np.array_equal(arrays.x, pixels.transpose(0, 3, 1, 2)) and arrays.label_names == ["cactus", "none"]
+    # without data.image_dir, a column naming the images beside the table says to set it (it had been left out as
+    # ids, and the model trained on the other columns, or refused "too many different values to be categories")
+    for i in range(24):
+        _png(tmp_path / "kaggle" / "train" / f"{i:04x}.jpg", pixels[i % 12], "JPEG")
+    pd.DataFrame({"id": [f"{i:04x}.jpg" for i in range(24)], "label": ["a", "b"] * 12}).to_csv(
+        tmp_path / "kaggle" / "train.csv", index=False)
+    with pytest.raises(DataError, match=r"a column of .*train.csv names the image files in train/: set "
+                                        r"data.image_dir: train to read them as the input"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "kaggle" / "train.csv")), 0)
     # rows to predict: the ids of a test folder's files, each row's image as a request carries it
     rows = datafiles.read_rows(str(tmp_path / "by_id.csv"), FilesData(name="files", path="x", image_dir="train"))
     assert len(rows) == 12 and set(rows[0]["id"]) == {"b64"} and rows[0]["size"] == 0
