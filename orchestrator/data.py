@@ -14,7 +14,9 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import hashlib
+import os
 import posixpath
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -422,10 +424,12 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
     date columns are 7 features each (dates.py). `split_names`: each row's split, as `split_source` names it."""
     available = list(columns)  # in the file's order, which is the order of each sample's features
     if cfg.label_column not in columns:
-        likely = [c for c in available if c.strip().lower() in LIKELY_LABELS]
+        likely = [repr(c) for c in available if c.strip().lower() in LIKELY_LABELS]
+        if known is None and (lacked := _lacked_by_test_file(cfg, available)):
+            likely.append(f"{lacked[1]!r}, the one column {lacked[0]} lacks")
         raise not_in_data(f"label column {cfg.label_column!r}", [cfg.label_column], available,
                           "name the column to predict in data.label_column"
-                          + (f" ({', '.join(map(repr, likely))}?)" if likely else ""))
+                          + (f" ({', '.join(likely)}?)" if likely else ""))
     rows = _labelled_rows(columns[cfg.label_column], cfg.label_column)
     if len(rows) < len(columns[cfg.label_column]):
         columns = {name: values[rows] for name, values in columns.items()}
@@ -451,6 +455,27 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
              else None if known else splits.of_rows(columns, cfg, rows))
     return Arrays(x, y, label_names, feature_cols, found or None, dated or None, forms or None, cfg.text_name,
                   cfg.text_bytes if beside else None, parts, split)
+
+
+def _lacked_by_test_file(cfg: FilesData, columns: list[str]) -> tuple[str, str] | None:
+    """(the test file's name, the one column of the training file it lacks): Kaggle's test.csv beside train.csv holds
+    every column but the label. None where data.path is no local file named for the train split, or has no such
+    test file beside it."""
+    word = splits.split_word(os.path.basename(cfg.path))
+    if "://" in cfg.path or not os.path.isfile(cfg.path) or word is None or word.lower() not in ("train", "training"):
+        return None
+    test_word = {"TRAIN": "TEST", "Train": "Test"}.get(word, "test")  # ECG5000_TRAIN.tsv: ECG5000_TEST.tsv
+    name = re.sub(rf"(?<![^-_.]){re.escape(word)}(?![^-_.])", test_word, os.path.basename(cfg.path))
+    test = os.path.join(os.path.dirname(cfg.path), name)
+    if not os.path.isfile(test):
+        return None
+    try:
+        fs, root, files, fmt = data_files(test, cfg.format, None, say=False)
+        found = read_table(fs, root, files, fmt, cfg)[0]
+    except DataError:
+        return None
+    lacked = [c for c in columns if c not in found]
+    return (name, lacked[0]) if len(lacked) == 1 else None
 
 
 def _image_column(values: np.ndarray, column: str, cfg: FilesData, rows: np.ndarray) -> np.ndarray:

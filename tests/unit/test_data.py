@@ -298,6 +298,22 @@ def test_folders_of_text_files_a_directory_per_class_are_read_as_texts(tmp_path,
         data.load_arrays(FilesData(name="files", path=str(tmp_path / "flat")), 0)
 
 
+def test_a_missing_label_is_named_by_the_test_file_beside_the_training_file(tmp_path):
+    """Kaggle's test.csv beside train.csv holds every column but the label: where data.label_column is not in the
+    data, that column is the one suggested (`orchestrator train titanic/train.csv` with no YAML says
+    "('Survived', the one column test.csv lacks?)"); without such a file, the message is as before."""
+    (tmp_path / "train.csv").write_text("PassengerId,Survived,Age\n1,0,22\n2,1,38\n")
+    with pytest.raises(DataError, match=r"name the column to predict in data.label_column$"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "train.csv")), 0)
+    (tmp_path / "test.csv").write_text("PassengerId,Age\n3,40\n")
+    with pytest.raises(DataError, match=r"data.label_column \('Survived', the one column test.csv lacks\?\)"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "train.csv")), 0)
+    (tmp_path / "ECG_TRAIN.tsv").write_text("a\tb\tclass_id\n1\t2\t0\n")
+    (tmp_path / "ECG_TEST.tsv").write_text("a\tb\n1\t2\n")
+    with pytest.raises(DataError, match=r"\('class_id', the one column ECG_TEST.tsv lacks\?\)"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "ECG_TRAIN.tsv")), 0)
+
+
 def test_a_column_the_data_lacks_is_named_with_the_one_meant():
     from orchestrator.datafiles import not_in_data
 
