@@ -554,7 +554,8 @@ def _read_inputs(source: str, how) -> tuple[list[str] | None, list]:
     if is_image_file(source) or (kind == "directory" and datafiles.holds_images(source)):
         names, contents = datafiles.read_image_files(source)
         return names, [{"b64": base64.b64encode(raw).decode()} for raw in contents]
-    if kind == "directory" and (how.format == "texts" or datafiles.data_files(source, None, None)[3] == "texts"):
+    if kind == "directory" and (how.format == "texts" or datafiles.data_files(source, None, None, say=False)[3]
+                                == "texts"):
         return datafiles.read_text_files(source, how)  # a text a file, as a model of a folder of texts learnt them
     json_file = posixpath.splitext(source.lower())[1] == ".json"  # {"instances": [...]} or a list of inputs
     table = datafiles.is_table_file(source) or how.format not in (None, "json", *datafiles.FOLDERS)  # or as trained

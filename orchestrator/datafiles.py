@@ -342,21 +342,20 @@ def image_dir_named(path: str, cells: np.ndarray, most_files: int = 200_000) -> 
     file name, or name less its suffix), below the folder that holds `path` (a local table file): a table of ids
     beside its images (Kaggle's train.csv beside train/) read without data.image_dir. None where there are none,
     or none among the first `most_files` files."""
-    if "://" in path:
+    wanted = {_named(c) for c in cells[:20] if not is_blank(c)}
+    if "://" in path or not wanted or any(len(name.split()) > 1 for name in wanted):  # names, free text: no files
         return None
     base = os.path.dirname(os.path.abspath(os.path.expanduser(path)))
-    wanted = {_named(c) for c in cells[:20] if not is_blank(c)}
-    hits: dict[str, int] = {}
+    hits: dict[str, set[str]] = {}  # folder: the wanted names found in it
     seen = 0
     for directory, folders, names in os.walk(base):
         folders[:] = sorted(f for f in folders if not f.startswith("."))
         for name in names:
-            if is_image_file(name) and (name in wanted or os.path.splitext(name)[0] in wanted):
-                folder = os.path.relpath(directory, base)
-                hits[folder] = hits.get(folder, 0) + 1
-        if (seen := seen + len(names)) > most_files:
-            break
-    if not wanted or sum(hits.values()) * 2 < len(wanted):
+            if is_image_file(name) and (key := name if name in wanted else os.path.splitext(name)[0]) in wanted:
+                hits.setdefault(os.path.relpath(directory, base), set()).add(key)
+        if len(set().union(*hits.values())) == len(wanted) or (seen := seen + len(names)) > most_files:
+            break  # every name found, or enough looked through
+    if len(set().union(*hits.values())) * 2 < len(wanted):
         return None
     return os.path.commonpath(list(hits)) or "."  # train/cat and train/dog: train
 

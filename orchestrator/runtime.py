@@ -177,10 +177,11 @@ def _serve_ingress():
 
 def _own_address():
     """The embedded Ray's GCS on a port chosen here, and RAY_ADDRESS naming it, in the environment that Ray starts
-    with and its processes inherit (this process's is as it was once Ray has started). Ray Train's placement-group cleaner asks Ray's State API, from a worker, whether
-    the run's controller lives, and that API finds its cluster by RAY_ADDRESS, else by the last `ray start` on the
-    machine: with another Ray there, it asked that one, which knows no such controller, and so removed the run's
-    placement group, or, with several, died with a traceback ("Found multiple active Ray instances")."""
+    with and its processes inherit (this process's is as it was once Ray has started). Ray Train's placement-group
+    cleaner asks Ray's State API, from a worker, whether the run's controller lives, and that API finds its cluster
+    by RAY_ADDRESS, else by the last `ray start` on the machine: with another Ray there, it asked that one, which
+    knows no such controller, and could remove the run's placement group; with several, it died with a traceback
+    ("Found multiple active Ray instances")."""
     from orchestrator.ingress import free_ports
 
     port = free_ports(1)[0]
