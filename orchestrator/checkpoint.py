@@ -254,10 +254,8 @@ def _manifest(uri: str, endpoint_url: str | None) -> tuple[object, str, dict]:
         raise CheckpointError(str(e)) from None
     try:
         manifest = json.loads(_read(fs, posixpath.join(root, MANIFEST), uri))
-    except FileNotFoundError:
-        raise CheckpointError(
-            f"{uri} has no {MANIFEST}: not an orchestrator checkpoint, or its writing was interrupted"
-        ) from None
+    except (FileNotFoundError, CheckpointError) as e:  # CheckpointError: unreadable, as a file in its place is
+        raise CheckpointError(_not_a_checkpoint(fs, root, uri, e)) from None
     except json.JSONDecodeError:
         raise CheckpointError(f"{uri}/{MANIFEST} is not valid JSON: the checkpoint is corrupted") from None
     if manifest.get("format") != FORMAT:
@@ -272,6 +270,22 @@ def _manifest(uri: str, endpoint_url: str | None) -> tuple[object, str, dict]:
     if unsafe:
         raise CheckpointError(f"{uri}: manifest names an unsafe path {unsafe[0]!r}")
     return fs, root, listed
+
+
+def _not_a_checkpoint(fs, root: str, uri: str, e: Exception) -> str:
+    """Why `uri`'s manifest could not be read (`e`): no such path, a file, or a directory without one."""
+    try:
+        kind = fs.get_file_info(root).type.name
+    except OSError:
+        kind = None
+    if kind == "NotFound":
+        return f"checkpoint {uri} does not exist: give a checkpoint directory (a run's, as train printed it) or URI"
+    if kind == "File":
+        return (f"{uri} is a file, not a checkpoint: give a checkpoint directory (the one holding {MANIFEST} and "
+                f"{WEIGHTS}, as train printed it) or URI")
+    if isinstance(e, CheckpointError):
+        return str(e)
+    return f"{uri} has no {MANIFEST}: not an orchestrator checkpoint, or its writing was interrupted"
 
 
 def _read(fs, path: str, uri: str) -> bytes:

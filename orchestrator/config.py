@@ -754,6 +754,9 @@ def read_yaml(path: str | os.PathLike, what: str, expected: str, load=load_yaml)
         text = Path(path).read_text()
     except OSError as e:
         raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        data = ", or the data to train on (a table file, a folder of images or texts)" if what == "config" else ""
+        raise ConfigError(f"{path} is binary, not a YAML {what}: give a YAML file that holds {expected}{data}") from None
     try:
         raw = load(text)
     except yaml.YAMLError as e:
@@ -792,9 +795,9 @@ def starter_config(path: str) -> dict | None:
     """The config that trains on data given in place of a YAML file (`orchestrator train train.csv
     data.label_column=Survived`): the files at `path`, a model for their kind (STARTER_MODELS), every other field
     its default; said. None where `path` is not data: a .yaml file, or a file whose name says no data format."""
-    from orchestrator.datafiles import data_files, said_format
+    from orchestrator.datafiles import data_files, names_data
 
-    if path.lower().endswith((".yaml", ".yml")) or not (os.path.isdir(path) or "://" in path or said_format(path)):
+    if path.lower().endswith((".yaml", ".yml")) or not (os.path.isdir(path) or "://" in path or names_data(path)):
         return None
     model = STARTER_MODELS.get(data_files(path, None, None, say=False)[3], "mlp")
     where = Path(path.rstrip("/"))  # titanic/train.csv: titanic

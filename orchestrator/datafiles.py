@@ -181,6 +181,12 @@ def said_format(path: str) -> str | None:
         return None
 
 
+def names_data(path: str) -> bool:
+    """Whether a file's name says it holds data: a format read here, or one refused by its name (an archive, a
+    pickle, an old spreadsheet), which reading then refuses with what to give instead."""
+    return said_format(path) is not None or path.lower().rstrip("/").endswith(ARCHIVES + PICKLES + SPREADSHEETS)
+
+
 def walk(fs, root: str, shown: str, skip: tuple[str, ...] = ()):
     """Files under root (or root itself, a file) depth first in name order, hidden and _-prefixed
     names left out: lazily, so a small max_bytes lists only the directories it reads."""

@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -30,10 +31,17 @@ def write(tmp_path, text):
     return str(p)
 
 
-def binary(tmp_path) -> str:
-    p = tmp_path / "in.json"
+def binary(tmp_path, name: str = "in.json") -> str:
+    p = tmp_path / name
     p.write_bytes(b"\xff\xfe\x00not text")
     return str(p)
+
+
+def archive(tmp_path) -> str:
+    """A Kaggle download as it comes: a zip of the data files."""
+    with zipfile.ZipFile(tmp_path / "data.zip", "w") as z:
+        z.writestr("train.csv", "a,label\n1,0\n")
+    return str(tmp_path / "data.zip")
 
 
 def table(tmp_path, csv: str, model: str = "{name: mlp}") -> str:
@@ -69,10 +77,15 @@ CASES = {
     "tune bad range": (lambda t: ["tune", write(t, TUNE_TYPO.replace("optim.lrr: {loguniform: [0.001, 0.1]}",
                                                                       "optim.lr: {uniform: [1, 0]}"))], "must be below high"),
     "tune unknown field": (lambda t: ["tune", write(t, TUNE_TYPO)], "tune.space['optim.lrr']: unknown key"),
-    "missing checkpoint": (lambda t: ["evaluate", str(t / "no-such-checkpoint")], "no manifest.json"),
+    "missing checkpoint": (lambda t: ["evaluate", str(t / "no-such-checkpoint")], "no-such-checkpoint does not exist"),
+    "a checkpoint without a manifest": (lambda t: ["evaluate", str(t)], "has no manifest.json"),
+    "a file for a checkpoint": (lambda t: ["evaluate", write(t, "a: 1")], "exp.yaml is a file, not a checkpoint"),
+    "a binary file for a config": (lambda t: ["train", binary(t, "model.bin")],
+                                   "model.bin is binary, not a YAML config"),
+    "an archive for a config": (lambda t: ["train", archive(t)], "data.zip' is an archive of files"),
     "bad split": (lambda t: ["evaluate", str(t), "--split", "dev"], "invalid choice: 'dev'"),
     "unknown command": (lambda t: ["fly"], "invalid choice: 'fly'"),
-    "serve a missing checkpoint": (lambda t: ["serve", str(t / "nope")], "no manifest.json"),
+    "serve a missing checkpoint": (lambda t: ["serve", str(t / "nope")], "nope does not exist"),
     "serve setting typo": (lambda t: ["serve", str(t), "max_batch=4"], "did you mean 'max_batch_size'"),
     "serve bad setting": (lambda t: ["serve", str(t), "autoscaling.min_replicas=-1"], "autoscaling.min_replicas"),
     "serve a URL for an origin": (lambda t: ["serve", str(t), "cors_origins=[https://app.example.com/login]"],
