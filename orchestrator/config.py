@@ -800,8 +800,9 @@ def starter_config(path: str) -> dict | None:
     if path.lower().endswith((".yaml", ".yml")) or not (os.path.isdir(path) or "://" in path or names_data(path)):
         return None
     model = STARTER_MODELS.get(data_files(path, None, None, say=False)[3], "mlp")
-    where = Path(path.rstrip("/"))  # titanic/train.csv: titanic
-    stem = where.parent.name if where.stem.lower() in ("train", "training", "data", "dataset") else where.stem
+    where = Path(path.rstrip("/"))  # titanic/train.csv, titanic.zip/train.csv: titanic
+    folder = re.sub(r"\.zip$", "", where.parent.name, flags=re.IGNORECASE)
+    stem = folder if where.stem.lower() in ("train", "training", "data", "dataset") else where.stem
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("._-") or "data"
     print(f"config: {path} is data, not a YAML experiment: trained with model {model} and every other field's "
           "default; set any field with section.field=value (data.label_column=Survived, model.name=cnn, "

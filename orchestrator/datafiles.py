@@ -184,7 +184,8 @@ def said_format(path: str) -> str | None:
 def names_data(path: str) -> bool:
     """Whether a file's name says it holds data: a format read here, or one refused by its name (an archive, a
     pickle, an old spreadsheet), which reading then refuses with what to give instead."""
-    return said_format(path) is not None or path.lower().rstrip("/").endswith(ARCHIVES + PICKLES + SPREADSHEETS)
+    return (said_format(path) is not None or storage.zip_archive(path) is not None
+            or path.lower().rstrip("/").endswith(ARCHIVES + PICKLES + SPREADSHEETS))
 
 
 def walk(fs, root: str, shown: str, skip: tuple[str, ...] = ()):
@@ -262,7 +263,9 @@ def read_as(path: str, trained: dict, **given) -> dict:
             | {k: v for k, v in given.items() if v})
 
 
-ARCHIVES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz", ".7z", ".rar")  # files of files: not read
+# files of files not read: a zip is read as the folder it packs (storage.filesystem), a compressed tar could only
+# be read member by member from its start
+ARCHIVES = (".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz", ".7z", ".rar")
 
 
 def format_of(path: str, trained: str | None) -> str | None:
@@ -278,8 +281,8 @@ def format_of(path: str, trained: str | None) -> str | None:
 
 def infer_format(path: str) -> str:
     if path.lower().rstrip("/").endswith(ARCHIVES):
-        raise DataError(f"{path!r} is an archive of files, which is not read as it is: unpack it (unzip, tar -xf) and "
-                        "give the folder, or a file, inside (of a Kaggle download, its train.csv, say)")
+        raise DataError(f"{path!r} is an archive of files, which is not read as it is: unpack it (tar -xf) and give "
+                        "the folder, or a file, inside; a zip archive is read as the folder it packs")
     if IDX_NAME.fullmatch(posixpath.basename(path.rstrip("/"))):
         return "idx"
     stem, suffix = posixpath.splitext(path.lower())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -25,12 +26,15 @@ WEB = ("http://", "https://")
 
 
 def filesystem(uri: str, endpoint_url: str | None = None, region: str | None = None, web: bool = False):
-    """(pyarrow filesystem, path inside it) for a local path, an s3:// or a gs:// URI; with `web`, an http(s) URL
-    of a file too, to read (data, as pandas' read_csv(url) reads it), through fsspec's HTTP filesystem."""
+    """(pyarrow filesystem, path inside it) for a local path, an s3:// or a gs:// URI; with `web` (data to read),
+    an http(s) URL of a file too (as pandas' read_csv(url) reads it), through fsspec's HTTP filesystem, and a
+    local zip archive, as the folder it packs (a Kaggle download: titanic.zip, or titanic.zip/train.csv)."""
     if web and uri.startswith(WEB):
         import fsspec  # with Ray Train and Tune; its HTTP filesystem runs on aiohttp, which Ray installs
 
         return pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem("https"))), uri
+    if web and (zipped := zip_archive(uri)):
+        return _zip_filesystem(uri, *zipped)
     if not is_remote(uri):
         if "://" in uri:
             raise StorageError(f"unsupported storage URI {uri!r}: use a local path, s3://bucket/prefix or "
@@ -50,6 +54,64 @@ def filesystem(uri: str, endpoint_url: str | None = None, region: str | None = N
     if region:
         kwargs["region"] = region
     return pafs.S3FileSystem(**kwargs), parsed.netloc + parsed.path.rstrip("/")
+
+
+ZIP_PATH = re.compile(r"(?P<archive>.+?\.zip)(?:/+(?P<member>.*))?", re.IGNORECASE)
+
+
+def zip_archive(uri: str) -> tuple[str, str] | None:
+    """(the zip archive, the member's name) where a local path is a zip file or a path inside one
+    (titanic.zip/train.csv); else None."""
+    if "://" in uri or not (m := ZIP_PATH.fullmatch(uri)) or not os.path.isfile(os.path.expanduser(m["archive"])):
+        return None
+    return str(Path(m["archive"]).expanduser().resolve()), (m["member"] or "").strip("/")
+
+
+def _zip_filesystem(uri: str, archive: str, member: str):
+    """A zip archive read in place, its members at paths below the archive's own (/data/titanic.zip/train.csv),
+    so that they are named, and found by their folders, as unpacked files would be. Nothing is unpacked to
+    disk: no member's name can reach outside the archive (zip-slip)."""
+    import zipfile
+
+    from fsspec.implementations.zip import ZipFileSystem
+
+    class ZipHandler(pafs.FSSpecHandler):
+        def inner(self, path: str) -> str | None:  # the member's name; None: not in the archive
+            return "" if path == archive else path[len(archive) + 1:] if path.startswith(archive + "/") else None
+
+        def outer(self, info: pafs.FileInfo) -> pafs.FileInfo:
+            return pafs.FileInfo(posixpath.join(archive, info.path), info.type, size=info.size, mtime=info.mtime)
+
+        def get_file_info(self, paths):
+            return [pafs.FileInfo(path, pafs.FileType.NotFound) if (name := self.inner(path)) is None
+                    else self.outer(super(ZipHandler, self).get_file_info([name])[0]) for path in paths]
+
+        def get_file_info_selector(self, selector):
+            if (name := self.inner(selector.base_dir)) is None:
+                raise FileNotFoundError(selector.base_dir)
+            inside = pafs.FileSelector(name, allow_not_found=selector.allow_not_found, recursive=selector.recursive)
+            return [self.outer(info) for info in super().get_file_info_selector(inside)]
+
+        def member(self, path: str) -> str:
+            if not (name := self.inner(path)):
+                raise FileNotFoundError(path)
+            return name
+
+        def open_input_stream(self, path):
+            return super().open_input_stream(self.member(path))
+
+        def open_input_file(self, path):
+            return super().open_input_file(self.member(path))
+
+    try:
+        fs = pafs.PyFileSystem(ZipHandler(ZipFileSystem(archive)))
+        top = [] if member else [i for i in fs.get_file_info(pafs.FileSelector(archive))
+                                 if not posixpath.basename(i.path).startswith((".", "_"))]  # __MACOSX/: not data
+    except (zipfile.BadZipFile, OSError) as e:
+        raise StorageError(f"cannot read {uri} as a zip archive: {_first_line(e)}") from None
+    if len(top) == 1 and top[0].type == pafs.FileType.Directory:  # aclImdb.zip packing aclImdb/: read as that
+        return fs, top[0].path
+    return fs, posixpath.join(archive, member).rstrip("/")
 
 
 def uri(fs, path: str) -> str:

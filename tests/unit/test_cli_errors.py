@@ -4,7 +4,7 @@ import os
 import socket
 import subprocess
 import sys
-import zipfile
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -38,10 +38,11 @@ def binary(tmp_path, name: str = "in.json") -> str:
 
 
 def archive(tmp_path) -> str:
-    """A Kaggle download as it comes: a zip of the data files."""
-    with zipfile.ZipFile(tmp_path / "data.zip", "w") as z:
-        z.writestr("train.csv", "a,label\n1,0\n")
-    return str(tmp_path / "data.zip")
+    """A dataset as some downloads come: a compressed tar of the data files (a zip is read as a folder)."""
+    (tmp_path / "train.csv").write_text("a,label\n1,0\n")
+    with tarfile.open(tmp_path / "data.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "train.csv", "train.csv")
+    return str(tmp_path / "data.tar.gz")
 
 
 def table(tmp_path, csv: str, model: str = "{name: mlp}") -> str:
@@ -82,7 +83,7 @@ CASES = {
     "a file for a checkpoint": (lambda t: ["evaluate", write(t, "a: 1")], "exp.yaml is a file, not a checkpoint"),
     "a binary file for a config": (lambda t: ["train", binary(t, "model.bin")],
                                    "model.bin is binary, not a YAML config"),
-    "an archive for a config": (lambda t: ["train", archive(t)], "data.zip' is an archive of files"),
+    "an archive for a config": (lambda t: ["train", archive(t)], "data.tar.gz' is an archive of files"),
     "bad split": (lambda t: ["evaluate", str(t), "--split", "dev"], "invalid choice: 'dev'"),
     "unknown command": (lambda t: ["fly"], "invalid choice: 'fly'"),
     "serve a missing checkpoint": (lambda t: ["serve", str(t / "nope")], "nope does not exist"),

@@ -1,3 +1,4 @@
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -216,6 +217,10 @@ def test_data_given_in_place_of_a_yaml_trains_with_the_starter_config(tmp_path, 
             (tmp_path / folder / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / folder / name).write_bytes(b"x")
         assert load_config(tmp_path / folder).model.name == model, folder
+    with zipfile.ZipFile(tmp_path / "titanic.zip", "w") as z:  # Kaggle's download, or a file in it
+        z.write(tmp_path / "titanic" / "train.csv", "train.csv")
+    for path in (tmp_path / "titanic.zip", tmp_path / "titanic.zip" / "train.csv"):
+        assert (load_config(path).name, load_config(path).model.name) == ("titanic", "mlp"), path
     (tmp_path / "notes").write_text("not: [yaml")
     with pytest.raises(ConfigError, match="is not valid YAML"):
         load_config(tmp_path / "notes")

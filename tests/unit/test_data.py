@@ -214,6 +214,66 @@ def test_python_pickles_are_refused_unread(tmp_path):
     assert not marker.exists()
 
 
+def test_a_zip_archive_is_read_as_the_folder_it_packs(tmp_path, capsys):
+    import zipfile
+
+    from orchestrator.errors import StorageError
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "titanic"
+    folder.mkdir()
+    for split, n in (("train", 60), ("test", 20)):
+        x = rng.normal(size=(n, 2))
+        rows = "".join(f"{a:.3f},{b:.3f},{int(a > b)}\n" for a, b in x)
+        (folder / f"{split}.csv").write_text("a,b,Survived\n" + rows)
+    (folder / "gender_submission.csv").write_text("PassengerId,Survived\n1,0\n")
+    (tmp_path / "evil.csv").write_text("a,b,Survived\n9,9,1\n")  # on disk, beside the archive
+    with zipfile.ZipFile(tmp_path / "titanic.zip", "w") as z:  # as Kaggle's API downloads a competition
+        for f in sorted(folder.iterdir()):
+            z.write(f, f.name)
+        z.writestr("../evil.csv", "a,b,Survived\n1,1,0\n")  # a name reaching outside: read from the archive
+    with zipfile.ZipFile(tmp_path / "wrapped.zip", "w") as z:  # a folder packed with its name, zipped on a Mac
+        for f in sorted(folder.iterdir()):
+            z.write(f, f"titanic/{f.name}")
+        z.writestr("__MACOSX/titanic/._train.csv", b"\x00\x05")
+
+    def splits(path):
+        return data.load_splits(FilesData(name="files", path=path, label_column="Survived"), 0)
+
+    # ../evil.csv is neither the file on disk nor read from the archive: a name starting with a dot is left out
+    for packed, unpacked in ((tmp_path / "titanic.zip", folder), (tmp_path / "wrapped.zip", folder),
+                             (tmp_path / "titanic.zip" / "train.csv", folder / "train.csv")):  # a file in it, alone
+        read, want = splits(str(packed)), splits(str(unpacked))
+        assert read.num_rows == want.num_rows, packed
+        for split, (x, y) in want.arrays.items():
+            assert np.array_equal(read.arrays[split][0], x) and np.array_equal(read.arrays[split][1], y), packed
+    assert "gender_submission.csv under " + str(tmp_path / "wrapped.zip") + " not read" in capsys.readouterr().out
+    (folder / "test.csv").write_text("a,b\n1,2\n")
+    with zipfile.ZipFile(tmp_path / "titanic.zip", "w") as z:  # Kaggle's: a test.csv without the label
+        for name in ("train.csv", "test.csv"):
+            z.write(folder / name, name)
+    with pytest.raises(DataError, match=r"^" + re.escape(str(tmp_path / "titanic.zip" / "test.csv")) + " has no "):
+        splits(str(tmp_path / "titanic.zip"))  # its files named below the archive, as unpacked files are
+    import io
+    from PIL import Image
+
+    pngs = {}
+    for name in ("cat/1.png", "dog/2.png"):  # the images of predict --input cats-and-dogs.zip, named in it
+        out = io.BytesIO()
+        Image.new("L", (4, 4), len(pngs)).save(out, format="PNG")
+        pngs[name] = out.getvalue()
+    with zipfile.ZipFile(tmp_path / "images.zip", "w") as z:
+        for name, raw in pngs.items():
+            z.writestr(name, raw)
+    names, contents = datafiles.read_image_files(str(tmp_path / "images.zip"))
+    assert names == [str(tmp_path / "images.zip" / name) for name in pngs] and contents == list(pngs.values())
+    (tmp_path / "broken.zip").write_bytes(b"PK\x03\x04")
+    with pytest.raises(StorageError, match=r"cannot read .*broken\.zip as a zip archive: File is not a zip file"):
+        splits(str(tmp_path / "broken.zip"))
+    with pytest.raises(DataError, match=r"data path .*titanic\.zip/valid\.csv' does not exist"):
+        splits(str(tmp_path / "titanic.zip" / "valid.csv"))
+
+
 def test_hugging_face_save_to_disk_folders_are_read_with_their_splits(tmp_path, capsys):
     """`DatasetDict.save_to_disk(path)` writes train/ and test/, each an Arrow stream (.arrow) beside
     dataset_info.json and state.json, and dataset_dict.json above them: the JSON files had made the format json
@@ -1064,12 +1124,12 @@ def test_tab_separated_and_compressed_tables_are_read_by_their_suffix(tmp_path):
         arrays = data.load_arrays(FilesData(name="files", path=str(path), format=fmt), seed=0)
         assert np.array_equal(arrays.x, plain.x) and np.array_equal(arrays.y, plain.y), path
         assert arrays.feature_columns == ["f1", "f2"] and arrays.label_names == ["a", "b"]
-    for name in ("titanic.zip", "cats.tar.gz"):  # Kaggle's downloads: they had been told to set data.format
-        (tmp_path / name).write_bytes(b"PK\x03\x04")
-        with pytest.raises(DataError, match=rf"{name}' is an archive of files, which is not read as it is: unpack it"):
-            data.load_arrays(FilesData(name="files", path=str(tmp_path / name)), 0)
-        with pytest.raises(DataError, match="is an archive of files"):
-            datafiles.format_of(str(tmp_path / name), "csv")
+    (tmp_path / "cats.tar.gz").write_bytes(b"\x1f\x8b")  # they had been told to set data.format
+    with pytest.raises(DataError, match=r"cats\.tar\.gz' is an archive of files, which is not read as it is: unpack "
+                                         r"it \(tar -xf\) .*a zip archive is read as the folder it packs"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "cats.tar.gz")), 0)
+    with pytest.raises(DataError, match="is an archive of files"):
+        datafiles.format_of(str(tmp_path / "cats.tar.gz"), "csv")
     with pytest.raises(DataError, match=r"cannot tell the format of .*t\.csv\.xz' from its name: set data.format to "
                                          r"one of parquet, csv, tsv, jsonl, json, feather, excel, npz, images, texts, idx, or name "
                                          r"the file by its format \(\.csv, .*may be compressed: \.csv\.gz, \.bz2"):
