@@ -427,6 +427,10 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
         likely = [repr(c) for c in available if c.strip().lower() in LIKELY_LABELS]
         if known is None and (lacked := _lacked_by_test_file(cfg, available)):
             likely.append(f"{lacked[1]!r}, the one column {lacked[0]} lacks")
+        if not likely and available == [f"column{i + 1}" for i in range(len(available))]:  # named for no header
+            likely.append(f"{available[-1]!r}, the last: a file without a header row (UCI's) has the class there")
+        elif not likely and len(available) > 1 and (kinds := _few_values(columns[available[-1]])):
+            likely.append(f"{available[-1]!r}, the last column, of {kinds} values")  # iris.csv's species
         raise not_in_data(f"label column {cfg.label_column!r}", [cfg.label_column], available,
                           "name the column to predict in data.label_column"
                           + (f" ({', '.join(likely)}?)" if likely else ""))
@@ -455,6 +459,13 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
              else None if known else splits.of_rows(columns, cfg, rows))
     return Arrays(x, y, label_names, feature_cols, found or None, dated or None, forms or None, cfg.text_name,
                   cfg.text_bytes if beside else None, parts, split)
+
+
+def _few_values(values: np.ndarray, most: int = 50) -> int | None:
+    """How many values a column holds where they are few, as classes are (at most `most`, and each twice on
+    average); None for a column of ids, amounts or free text."""
+    kinds = len(set(values.tolist()))
+    return kinds if 1 < kinds <= min(most, len(values) // 2) else None
 
 
 def _lacked_by_test_file(cfg: FilesData, columns: list[str]) -> tuple[str, str] | None:

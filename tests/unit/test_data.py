@@ -374,6 +374,20 @@ def test_a_missing_label_is_named_by_the_test_file_beside_the_training_file(tmp_
         data.load_arrays(FilesData(name="files", path=str(tmp_path / "ECG_TRAIN.tsv")), 0)
 
 
+def test_a_missing_label_is_named_by_a_last_column_of_few_values(tmp_path):
+    """iris.csv keeps its class last, in a column named for what it is ('species'): that column is suggested
+    where it holds few values, as classes do, and not where it holds ids, amounts or text."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 2)).round(3)
+    kinds = ["setosa", "versicolor", "virginica"] * 10
+    (tmp_path / "iris.csv").write_text("a,b,species\n" + "".join(f"{a},{b},{k}\n" for (a, b), k in zip(x, kinds)))
+    with pytest.raises(DataError, match=r"data.label_column \('species', the last column, of 3 values\?\)$"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "iris.csv")), 0)
+    (tmp_path / "prices.csv").write_text("a,price\n" + "".join(f"{a},{b}\n" for a, b in x))
+    with pytest.raises(DataError, match=r"name the column to predict in data.label_column$"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "prices.csv")), 0)
+
+
 def test_a_column_the_data_lacks_is_named_with_the_one_meant():
     from orchestrator.datafiles import not_in_data
 
@@ -1189,6 +1203,9 @@ def test_a_csv_without_a_header_row_is_read_as_data(tmp_path, capsys):
     assert f"data: {tmp_path / 'iris.data'} has no header row: its first row ({x[0, 0]},{x[0, 1]},{x[0, 2]},setosa) " \
            "is data like the rows below it, and the columns are named column1 to column4 (name them in " \
            "data.column_names); if that row holds the names, set data.header: true" in said
+    with pytest.raises(DataError, match=r"name the column to predict in data.label_column \('column4', the last: a "
+                                         r"file without a header row \(UCI's\) has the class there\?\)"):
+        data.load_arrays(auto.model_copy(update={"label_column": "label"}), 0)
     named = FilesData(name="files", path=str(tmp_path / "iris.data"), format="csv", label_column="kind",
                       column_names=["a", "b", "c", "kind"])
     arrays = data.load_arrays(named, 0)
