@@ -780,8 +780,8 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
 def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> ExperimentConfig:
     """Read a YAML experiment file, apply `a.b=value` overrides, validate. Given data instead (a table file, a
     folder of images, ...: not a .yaml file), the starter config for it (`starter_config`), with the overrides."""
-    if (raw := starter_config(str(path))) is not None:
-        return config_from_dict(apply_overrides(raw, overrides), source=f"{path} (data: the starter config)")
+    if (raw := starter_config(str(path), overrides)) is not None:
+        return config_from_dict(raw, source=f"{path} (data: the starter config)")
     path = Path(path)
     raw, _ = read_yaml(path, "config", "a mapping of sections (data, model, optim, train, ...)")
     raw.setdefault("name", path.stem)
@@ -791,10 +791,11 @@ def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> Experimen
 STARTER_MODELS = {"images": "cnn", "idx": "cnn", "texts": "rnn"}  # the rest (tables, NPZ): mlp
 
 
-def starter_config(path: str) -> dict | None:
+def starter_config(path: str, overrides: list[str] = ()) -> dict | None:
     """The config that trains on data given in place of a YAML file (`orchestrator train train.csv
-    data.label_column=Survived`): the files at `path`, a model for their kind (STARTER_MODELS), every other field
-    its default; said. None where `path` is not data: a .yaml file, or a file whose name says no data format."""
+    data.label_column=Survived`), with the overrides: the files at `path`, a model for their kind (STARTER_MODELS;
+    for a table whose one input is free text, an rnn reading it), every other field its default; said. None where
+    `path` is not data: a .yaml file, or a file whose name says no data format."""
     from orchestrator.datafiles import data_files, names_data
 
     if path.lower().endswith((".yaml", ".yml")) or not (os.path.isdir(path) or "://" in path or names_data(path)):
@@ -804,10 +805,20 @@ def starter_config(path: str) -> dict | None:
     folder = re.sub(r"\.zip$", "", where.parent.name, flags=re.IGNORECASE)
     stem = folder if where.stem.lower() in ("train", "training", "data", "dataset") else where.stem
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("._-") or "data"
-    print(f"config: {path} is data, not a YAML experiment: trained with model {model} and every other field's "
-          "default; set any field with section.field=value (data.label_column=Survived, model.name=cnn, "
-          "train.epochs=30), or write a YAML (see jobs/)", flush=True)
-    return {"name": name, "data": {"name": "files", "path": path}, "model": {"name": model}}
+    raw = apply_overrides({"name": name, "data": {"name": "files", "path": path}, "model": {"name": model}}, overrides)
+    text = ""
+    if model == "mlp" and raw["model"]["name"] in ("mlp", "rnn", "transformer") and not raw["data"].get("text_column"):
+        from orchestrator.data import lone_text_column
+
+        if column := lone_text_column(parse(FilesData, raw["data"], f"{path} (data: the starter config)")):
+            raw = with_value(raw, "data.text_column", column)
+            if raw["model"]["name"] == "mlp" and not any(o.startswith("model.name=") for o in overrides):
+                raw = with_value(raw, "model.name", "rnn")
+            text = f" reading the text in column {column!r} (data.text_column)"
+    print(f"config: {path} is data, not a YAML experiment: trained with model {raw['model']['name']}{text} and every "
+          "other field's default; set any field with section.field=value (data.label_column=Survived, "
+          "model.name=cnn, train.epochs=30), or write a YAML (see jobs/)", flush=True)
+    return raw
 
 
 def config_from_dict(raw: dict, source: str | None = None) -> ExperimentConfig:

@@ -285,20 +285,43 @@ def _tables_by_split(fs, root: str, files: list[str], by_file: list[str], fmt: s
     groups = {split: [f for f, s in zip(files, by_file, strict=True) if s == split] for split in dict.fromkeys(by_file)}
     read = {split: read_table(fs, root, group, fmt, cfg) for split, group in groups.items()}
     names = {split: list(columns) for split, (columns, _) in read.items()}
+
+    def shown(split: str) -> str:
+        return ", ".join(storage.uri(fs, f) for f in groups[split][:2]) + (" ..." if len(groups[split]) > 2 else "")
+
+    for split, why in [(s, why) for s in groups if (why := _unlabelled(cfg.label_column, s, read))]:
+        if split.lower() in splits.SPLIT_NAMES[0]:
+            raise DataError(f"{shown(split)}, the train split, {why}: name the column to predict in "
+                            "data.label_column")
+        print(f"data: {shown(split)} not read: it {why}, so its rows are to predict (`orchestrator predict "
+              "CHECKPOINT --input FILE`), not to test on", flush=True)
+        del groups[split], read[split], names[split]
     first = next(iter(groups))
-    for split, group in groups.items():
-        shown = ", ".join(storage.uri(fs, f) for f in group[:2]) + (" ..." if len(group) > 2 else "")
-        if cfg.label_column not in names[split] and any(cfg.label_column in n for n in names.values()):
-            raise DataError(f"{shown} has no {cfg.label_column!r} column, the label, so it cannot be the {split} "
-                            "split: rows to predict go to `orchestrator predict CHECKPOINT --input FILE`; give "
-                            "data.path the labelled file alone, or move this one out of the directory")
+    for split in groups:
         if set(names[split]) != set(names[first]):
-            raise DataError(f"the {split} split's files ({shown}) have columns {names[split]}, the {first} split's "
-                            f"{names[first]}: every split needs the same columns")
+            raise DataError(f"the {split} split's files ({shown(split)}) have columns {names[split]}, the {first} "
+                            f"split's {names[first]}: every split needs the same columns")
     columns = {c: np.concatenate([read[split][0][c] for split in groups]) for c in names[first]}
     index = set().union(*(found for _, found in read.values()))
     named = np.concatenate([[split] * len(read[split][0][names[first][0]]) for split in groups])
     return columns, index, named
+
+
+def _unlabelled(label: str, split: str, read: dict) -> str | None:
+    """Why the files of `split` hold no labels, where another split's do: they lack the label column (Kaggle's
+    test.csv beside train.csv), or mark every row -1, as Hugging Face's datasets mark a row without a label (GLUE's
+    test splits), where the other splits never do. None: labelled."""
+    others = [columns[label] for s, (columns, _) in read.items() if s != split and label in columns]
+    if not others:
+        return None
+    columns = read[split][0]
+    if label not in columns:
+        return f"has no {label!r} column, the label"
+    values = columns[label]
+    if (values.dtype.kind in "iu" and len(values) and (values == -1).all()
+            and not any(o.dtype.kind in "iu" and (o == -1).any() for o in others)):
+        return f"marks every row's {label!r} -1, as Hugging Face's datasets mark a row without a label"
+    return None
 
 
 BYTE_NAMES = [chr(b) if 32 < b < 127 else f"0x{b:02x}" for b in range(256)]  # label names of the 256 tokens
@@ -504,10 +527,33 @@ def _image_column(values: np.ndarray, column: str, cfg: FilesData, rows: np.ndar
 
 def _counts_rows(values: np.ndarray) -> bool:
     """Whether a column is whole numbers that count the rows: each one more than the last (1, 2, 3 or 1001,
-    1002, ...), as ids and row numbers do."""
+    1002, ...), as ids and row numbers do, or back at the first at a file's start (Hugging Face's `idx` counts
+    each split's rows from 0)."""
     if values.dtype.kind not in "iu" or values.ndim != 1 or len(values) < 20:  # an array per row (an image): no id
         return False
-    return bool((np.diff(values.astype(np.int64)) == 1).all())
+    values = values.astype(np.int64)
+    step, restart = np.diff(values) == 1, values[1:] == values[0]
+    restarts = int((restart & ~step).sum())  # a file's each, not a cycle's (stars 1 to 5, again and again)
+    return bool((step | restart).all()) and restarts <= 8 and len(values) >= 20 * (restarts + 1)
+
+
+def lone_text_column(cfg: FilesData) -> str | None:
+    """The column of free text that is a table's one input but for ids (SST-2's `sentence`, beside its `idx` and
+    the label), found in its first file: the input of a model of text. None where there is no such column, or
+    another input beside it, or the data is no table."""
+    import contextlib
+    import io
+
+    fs, root, files, fmt = data_files(cfg.path, cfg.format, None, say=False)
+    if fmt in ARRAY_FORMATS or fmt in FOLDERS:
+        return None
+    with contextlib.redirect_stdout(io.StringIO()):  # quiet: the training that follows reads it and says so
+        columns, index = read_table(fs, root, files[:1], fmt, cfg)
+    inputs = [c for c in columns if c != cfg.label_column and c not in index and not _counts_rows(columns[c])]
+    free = [c for c in inputs if holds_text(columns[c]) and names_rows(categories_of(texts(columns[c])),
+                                                                       len(columns[c]))
+            and sentence_words(categories_of(texts(columns[c]))) is not None]
+    return free[0] if len(inputs) == 1 and free else None
 
 
 def _text_of(columns: dict[str, np.ndarray], name: str) -> np.ndarray:

@@ -152,11 +152,12 @@ def split_word(name: str) -> str | None:
 
 def of_files(root: str, files: list[str]) -> list[str] | None:
     """Each file's split where the files under data.path are named for their splits (train.csv and
-    test.csv, mnist_train.csv and mnist_test.csv, or train/ and test/ directories): the name's split word, as
-    written; else None."""
+    test.csv, mnist_train.csv and mnist_test.csv, or train/ and test/ directories; below a folder that says none,
+    as a Hugging Face dataset's repository keeps them: data/train-00000-of-00001.parquet): the split word of
+    the first name on its path that says one, as written; else None."""
     if len(files) < 2:
         return None
-    found = [split_word(posixpath.relpath(f, root).split("/")[0]) for f in files]
+    found = [next(filter(None, map(split_word, posixpath.relpath(f, root).split("/"))), None) for f in files]
     return found if all(found) and len({word.lower() for word in found}) > 1 else None
 
 

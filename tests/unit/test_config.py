@@ -221,6 +221,19 @@ def test_data_given_in_place_of_a_yaml_trains_with_the_starter_config(tmp_path, 
         z.write(tmp_path / "titanic" / "train.csv", "train.csv")
     for path in (tmp_path / "titanic.zip", tmp_path / "titanic.zip" / "train.csv"):
         assert (load_config(path).name, load_config(path).model.name) == ("titanic", "mlp"), path
+    # a table whose one input but for ids is free text (SST-2's sentence beside idx): an rnn reading it
+    sentences = [f"a {w} film seen {i} times over and over" for i, w in enumerate(["fine", "dull"] * 15)]
+    (tmp_path / "sst2.csv").write_text("idx,sentence,label\n" + "".join(
+        f"{i},{t},{i % 2}\n" for i, t in enumerate(sentences)))
+    (tmp_path / "reviews.csv").write_text("stars,sentence,label\n" + "".join(
+        f"{i % 5},{t},{i % 2}\n" for i, t in enumerate(sentences)))  # another input beside the text
+    for given, model, text in (([], "rnn", "sentence"), (["model.name=transformer"], "transformer", "sentence"),
+                               (["model.name=mlp"], "mlp", "sentence")):
+        cfg = load_config(tmp_path / "sst2.csv", given)
+        assert (cfg.model.name, cfg.data.text_column) == (model, text), given
+    assert "trained with model rnn reading the text in column 'sentence' (data.text_column)" in capsys.readouterr().out
+    assert (load_config(tmp_path / "reviews.csv").model.name, load_config(tmp_path / "reviews.csv").data.text_column) \
+        == ("mlp", None)
     (tmp_path / "notes").write_text("not: [yaml")
     with pytest.raises(ConfigError, match="is not valid YAML"):
         load_config(tmp_path / "notes")

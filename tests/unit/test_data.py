@@ -252,8 +252,9 @@ def test_a_zip_archive_is_read_as_the_folder_it_packs(tmp_path, capsys):
     with zipfile.ZipFile(tmp_path / "titanic.zip", "w") as z:  # Kaggle's: a test.csv without the label
         for name in ("train.csv", "test.csv"):
             z.write(folder / name, name)
-    with pytest.raises(DataError, match=r"^" + re.escape(str(tmp_path / "titanic.zip" / "test.csv")) + " has no "):
-        splits(str(tmp_path / "titanic.zip"))  # its files named below the archive, as unpacked files are
+    splits(str(tmp_path / "titanic.zip"))
+    assert f"data: {tmp_path / 'titanic.zip' / 'test.csv'} not read: it has no 'Survived' column" in \
+        capsys.readouterr().out  # its files named below the archive, as unpacked files are
     import io
     from PIL import Image
 
@@ -372,6 +373,26 @@ def test_a_missing_label_is_named_by_the_test_file_beside_the_training_file(tmp_
     (tmp_path / "ECG_TEST.tsv").write_text("a\tb\n1\t2\n")
     with pytest.raises(DataError, match=r"\('class_id', the one column ECG_TEST.tsv lacks\?\)"):
         data.load_arrays(FilesData(name="files", path=str(tmp_path / "ECG_TRAIN.tsv")), 0)
+
+
+def test_a_hugging_face_dataset_repository_keeps_its_splits_less_the_unlabelled_one(tmp_path, capsys):
+    """A dataset's repository on the Hugging Face Hub keeps each split's Parquet below data/ and marks the rows of a
+    split without labels (GLUE's test splits) -1: the files' names had been missed below a folder that says no
+    split (every split read as one table), and -1 read as a third class of SST-2's two."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "sst2" / "data").mkdir(parents=True)
+    for split, n in (("train", 120), ("validation", 40), ("test", 30)):
+        label = rng.integers(0, 2, n) if split != "test" else np.full(n, -1)
+        pd.DataFrame({"idx": np.arange(n), "x": rng.normal(size=n), "label": label}).to_parquet(
+            tmp_path / "sst2" / "data" / f"{split}-00000-of-00001.parquet")
+    read = data.load_splits(FilesData(name="files", path=str(tmp_path / "sst2")), 0)
+    assert read.num_rows["val"] == 40 and sum(read.num_rows.values()) == 160 and read.label_names == ["0", "1"]
+    said = capsys.readouterr().out
+    assert "test-00000-of-00001.parquet not read: it marks every row's 'label' -1, as Hugging Face's datasets mark " \
+           "a row without a label" in said
+    assert "columns ['idx'] hold a different whole number in every row" in said  # each split counts from 0
+    assert data._counts_rows(np.r_[np.arange(30), np.arange(30)]) and not data._counts_rows(np.r_[np.arange(30), 5])
+    assert not data._counts_rows(np.arange(60) % 5)  # a cycle (stars 0 to 4, again and again): no id
 
 
 def test_a_missing_label_is_named_by_a_last_column_of_few_values(tmp_path):
@@ -574,14 +595,21 @@ def test_a_directory_of_train_and_test_files_keeps_their_split(tmp_path, capsys)
         assert splits.num_rows == {"train": 144, "val": 26, "test": 30}, layout
         np.testing.assert_array_equal(splits.arrays["test"][0][:, 0], frames["test"].x.to_numpy(np.float32))
         assert "each row in the split named by its file (train.csv, test.csv, ...)" in capsys.readouterr().out
-    # a test file without labels is rows to predict, not a test split; a Kaggle competition's form for answers
-    # beside it (ids and the label) is not data: it had been read with them ("the data files differ")
+    # a test file without labels (Kaggle's test.csv) is rows to predict, not a test split: left out, and said (it
+    # had been refused); a Kaggle competition's form for answers beside it (ids and the label) is not data either
     frames["test"].drop(columns="label").to_csv(tmp_path / "files" / "test.csv", index=False)
     frames["test"][["label"]].to_csv(tmp_path / "files" / "sample_submission.csv", index_label="id")
-    with pytest.raises(DataError, match=r"test\.csv has no 'label' column, the label, so it cannot be the test split: "
-                                        r"rows to predict go to `orchestrator predict"):
-        data.load_splits(FilesData(name="files", path=str(tmp_path / "files")), 0)
-    assert "data: sample_submission.csv under " in capsys.readouterr().out
+    kaggle = data.load_splits(FilesData(name="files", path=str(tmp_path / "files")), 0)
+    assert sum(kaggle.num_rows.values()) == 170 and kaggle.num_rows["test"] > 0  # drawn from train.csv's rows
+    said = capsys.readouterr().out
+    assert "data: sample_submission.csv under " in said
+    assert f"data: {tmp_path / 'files' / 'test.csv'} not read: it has no 'label' column, the label, so its rows are " \
+           "to predict (`orchestrator predict CHECKPOINT --input FILE`), not to test on" in said
+    (tmp_path / "swapped").mkdir()
+    frames["train"].drop(columns="label").to_csv(tmp_path / "swapped" / "train.csv", index=False)
+    frames["test"].to_csv(tmp_path / "swapped" / "test.csv", index=False)
+    with pytest.raises(DataError, match=r"train\.csv, the train split, has no 'label' column, the label: name the "):
+        data.load_splits(FilesData(name="files", path=str(tmp_path / "swapped")), 0)
     (tmp_path / "files" / "sample_submission.csv").unlink()
     # files named otherwise are one table, split at random as before
     for i, name in enumerate(("train.csv", "test.csv")):
