@@ -789,6 +789,10 @@ def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> Experimen
 
 
 STARTER_MODELS = {"images": "cnn", "idx": "cnn", "texts": "rnn"}  # the rest (tables, NPZ): mlp
+# what `tune` and `run` search for a starter config: the fields that matter to every model, around their defaults
+STARTER_SEARCH = {"num_samples": 8, "space": {"optim.lr": {"loguniform": [1e-4, 1e-2]},
+                                              "model.dropout": {"uniform": [0.0, 0.5]},
+                                              "optim.weight_decay": {"loguniform": [1e-6, 1e-2]}}}
 
 
 def starter_config(path: str, overrides: list[str] = ()) -> dict | None:
@@ -805,7 +809,8 @@ def starter_config(path: str, overrides: list[str] = ()) -> dict | None:
     folder = re.sub(r"\.zip$", "", where.parent.name, flags=re.IGNORECASE)
     stem = folder if where.stem.lower() in ("train", "training", "data", "dataset") else where.stem
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("._-") or "data"
-    raw = apply_overrides({"name": name, "data": {"name": "files", "path": path}, "model": {"name": model}}, overrides)
+    raw = apply_overrides({"name": name, "data": {"name": "files", "path": path}, "model": {"name": model},
+                           "tune": json.loads(json.dumps(STARTER_SEARCH))}, overrides)
     text = ""
     if model == "mlp" and raw["model"]["name"] in ("mlp", "rnn", "transformer") and not raw["data"].get("text_column"):
         from orchestrator.data import lone_text_column
@@ -815,8 +820,11 @@ def starter_config(path: str, overrides: list[str] = ()) -> dict | None:
             if raw["model"]["name"] == "mlp" and not any(o.startswith("model.name=") for o in overrides):
                 raw = with_value(raw, "model.name", "rnn")
             text = f" reading the text in column {column!r} (data.text_column)"
+    tune = raw.get("tune") or {}
+    search = (f"; tune and run search {', '.join(tune['space'])} over {tune.get('num_samples', 12)} trials"
+              if isinstance(tune.get("space"), dict) else "")
     print(f"config: {path} is data, not a YAML experiment: trained with model {raw['model']['name']}{text} and every "
-          "other field's default; set any field with section.field=value (data.label_column=Survived, "
+          f"other field's default{search}; set any field with section.field=value (data.label_column=Survived, "
           "model.name=cnn, train.epochs=30), or write a YAML (see jobs/)", flush=True)
     return raw
 

@@ -210,7 +210,10 @@ def test_data_given_in_place_of_a_yaml_trains_with_the_starter_config(tmp_path, 
     cfg = load_config(tmp_path / "titanic" / "train.csv", ["data.label_column=Survived", "train.epochs=5"])
     assert (cfg.name, cfg.model.name, cfg.data.path, cfg.data.label_column, cfg.train.epochs) == (
         "titanic", "mlp", str(tmp_path / "titanic" / "train.csv"), "Survived", 5)
-    assert "is data, not a YAML experiment: trained with model mlp" in capsys.readouterr().out
+    assert "is data, not a YAML experiment: trained with model mlp and every other field's default; tune and run " \
+           "search optim.lr, model.dropout, optim.weight_decay over 8 trials" in capsys.readouterr().out
+    assert cfg.tune.requested_trials == 8 and cfg.tune.scheduler.name == "asha"  # a search to start `tune` with
+    assert load_config(tmp_path / "titanic" / "train.csv", ["tune.num_samples=3"]).tune.num_samples == 3
     for folder, files, model in (("photos", ("cat/1.png", "dog/2.png"), "cnn"), ("reviews", ("pos/1.txt",), "rnn"),
                                  ("MNIST", ("raw/train-images-idx3-ubyte.gz",), "cnn")):
         for name in files:
