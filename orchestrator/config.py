@@ -806,6 +806,8 @@ def starter_config(path: str, overrides: list[str] = ()) -> dict | None:
         return None
     model = STARTER_MODELS.get(data_files(path, None, None, say=False)[3], "mlp")
     where = Path(path.rstrip("/"))  # titanic/train.csv, titanic.zip/train.csv: titanic
+    if "://" not in path and where.name in ("", ".", ".."):  # `orchestrator train .`: the folder's own name
+        where = where.resolve()
     folder = re.sub(r"\.zip$", "", where.parent.name, flags=re.IGNORECASE)
     stem = folder if where.stem.lower() in ("train", "training", "data", "dataset") else where.stem
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("._-") or "data"

@@ -212,7 +212,10 @@ def walk(fs, root: str, shown: str, skip: tuple[str, ...] = ()):
 def _walk_dir(fs, directory: str, skip: tuple[str, ...]):
     from pyarrow.fs import FileSelector
 
-    for entry in sorted(fs.get_file_info(FileSelector(directory)), key=lambda e: e.base_name):
+    entries = sorted(fs.get_file_info(FileSelector(directory)), key=lambda e: e.base_name)
+    if any(entry.base_name == storage.STORAGE_MARK for entry in entries):  # runs/ in the data's folder: no data
+        return
+    for entry in entries:
         if entry.base_name.startswith((".", "_")) or entry.base_name in skip:
             continue
         if entry.is_file:

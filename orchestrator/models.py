@@ -115,11 +115,23 @@ def _image_shape(input_shape, family: str):
     if len(input_shape) == 2:
         return (1, *input_shape)
     if len(input_shape) != 3:
+        shape = _square_image(math.prod(input_shape)) if len(input_shape) == 1 else None
         raise ConfigError(
-            f"model {family!r} needs image-shaped features [C, H, W], got {list(input_shape)}: "
-            "set data.feature_shape, or use model.name: mlp"
+            f"model {family!r} needs image-shaped features [C, H, W], got {list(input_shape)}: set "
+            + (f"data.feature_shape: {shape} (a table of pixels, one image a row)" if shape else "data.feature_shape")
+            + ", or use model.name: mlp"
         )
     return input_shape
+
+
+def _square_image(width: int) -> list[int] | None:
+    """The square image, gray or RGB, whose pixels a table's row of `width` features may be (Kaggle's MNIST CSVs:
+    784, 28x28); None."""
+    for channels in (1, 3):
+        side = math.isqrt(width // channels)
+        if side >= 8 and channels * side * side == width:
+            return [channels, side, side]
+    return None
 
 
 class _AddChannel(nn.Module):

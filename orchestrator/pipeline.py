@@ -43,8 +43,8 @@ def check(cfg: ExperimentConfig, host: str, port: int | None = None) -> Checked:
     registry writable, serve settings and keys, the endpoint's `port` free (when Serve will run on
     this machine), tracking installed, the data readable and the model fitting it."""
     st = cfg.storage
-    storage.check_writable(st.path, st.endpoint_url, st.region)
-    storage.check_writable(registry_root(cfg), st.endpoint_url, st.region)
+    storage.check_writable(st.path, st.endpoint_url, st.region, mark=True)
+    storage.check_writable(registry_root(cfg), st.endpoint_url, st.region, mark=True)
     tracking.check_mlflow(cfg)
     model = cfg.registry.model_name or cfg.name
     args = parse(ServeArgs, {**cfg.serve, "checkpoint": f"models:/{model}@{registry.PRODUCTION}",

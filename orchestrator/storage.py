@@ -126,15 +126,22 @@ def join(uri: str, *parts: str) -> str:
     return str(Path(uri).expanduser().resolve().joinpath(*parts))
 
 
-def check_writable(uri: str, endpoint_url: str | None = None, region: str | None = None) -> None:
-    """Fail fast (StorageError) when the storage root cannot be written, before any work starts."""
+# In a storage root (storage.path, the registry's): its runs, checkpoints and models are never read as data, as
+# they were where the root is inside the data's folder (`orchestrator train .`: ./runs beside ./train.csv)
+STORAGE_MARK = ".orchestrator-storage"
+
+
+def check_writable(uri: str, endpoint_url: str | None = None, region: str | None = None, mark: bool = False) -> None:
+    """Fail fast (StorageError) when the storage root cannot be written, before any work starts. With `mark`,
+    the file written to find out stays: STORAGE_MARK, which reading data leaves out with all beside it."""
     fs, path = filesystem(uri, endpoint_url, region)
-    probe = posixpath.join(path, ".orchestrator-write-check")
+    probe = posixpath.join(path, STORAGE_MARK if mark else ".orchestrator-write-check")
     try:
         fs.create_dir(path, recursive=True)
         with fs.open_output_stream(probe) as f:
-            f.write(b"ok")
-        fs.delete_file(probe)
+            f.write(b"orchestrator's runs, checkpoints and models: never read as data\n" if mark else b"ok")
+        if not mark:
+            fs.delete_file(probe)
     except (OSError, ValueError) as e:
         raise StorageError(f"cannot write to storage {uri!r}: {_first_line(e)}") from None
 

@@ -65,7 +65,7 @@ def train(cfg: ExperimentConfig, address: str | None = None, splits: data.Splits
 
     started = time.time()
     st = cfg.storage
-    storage.check_writable(st.path, st.endpoint_url, st.region)
+    storage.check_writable(st.path, st.endpoint_url, st.region, mark=True)
     tracking.check_mlflow(cfg)
     name = run_name(cfg)
     run_uri = storage.join(st.path, name)

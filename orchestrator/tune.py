@@ -73,7 +73,7 @@ def tune(cfg: ExperimentConfig, address: str | None = None, resume: bool = False
         raise ConfigError("the config has no tune section: add tune.space (see jobs/digits-tune.yaml)")
     started = time.time()
     st = cfg.storage
-    storage.check_writable(st.path, st.endpoint_url, st.region)
+    storage.check_writable(st.path, st.endpoint_url, st.region, mark=True)
     name = _experiment_name(cfg, resume)
     experiment_uri = storage.join(st.path, name)
     # bad data, or a model that does not fit it, is refused before Ray starts (not by every trial)

@@ -395,6 +395,26 @@ def test_a_hugging_face_dataset_repository_keeps_its_splits_less_the_unlabelled_
     assert not data._counts_rows(np.arange(60) % 5)  # a cycle (stars 0 to 4, again and again): no id
 
 
+def test_the_storage_inside_the_datas_folder_is_not_read_as_data(tmp_path, monkeypatch):
+    """`orchestrator train .` in Kaggle's folder writes runs/ beside train.csv; the next training read runs/ too:
+    "checkpoint_manager_snapshot.json is not a table in JSON". A storage root is marked when written to, and
+    reading data leaves it out with all below it."""
+    from orchestrator import storage
+
+    (tmp_path / "train.csv").write_text("x,label\n" + "".join(f"{i},{i % 2}\n" for i in range(40)))
+    storage.check_writable(str(tmp_path / "runs"), mark=True)
+    for name in ("run-1/checkpoint_manager_snapshot.json", "run-1/a.json", "registry/m/versions/0001/record.json"):
+        (tmp_path / "runs" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "runs" / name).write_text("{}")
+    assert (tmp_path / "runs" / storage.STORAGE_MARK).is_file()
+    assert sum(data.load_splits(FilesData(name="files", path=str(tmp_path)), 0).num_rows.values()) == 40
+    storage.check_writable(str(tmp_path / "out"))  # a folder written to for another reason stays unmarked
+    assert list((tmp_path / "out").iterdir()) == []
+    monkeypatch.chdir(tmp_path)
+    from orchestrator.config import load_config
+    assert load_config(".").name == tmp_path.name  # named for the folder, not "data"
+
+
 def test_a_missing_label_is_named_by_a_last_column_of_few_values(tmp_path):
     """iris.csv keeps its class last, in a column named for what it is ('species'): that column is suggested
     where it holds few values, as classes do, and not where it holds ids, amounts or text."""

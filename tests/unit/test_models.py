@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -47,8 +49,11 @@ def test_normalization_is_part_of_the_model_state():
 
 
 def test_shape_mismatches_are_config_errors():
-    with pytest.raises(ConfigError, match="image-shaped"):
+    with pytest.raises(ConfigError, match=r"image-shaped features \[C, H, W\], got \[12\]: set data.feature_shape, or"):
         build_model(FAMILIES["cnn"], (12,), 3)
+    for width, shape in ((784, [1, 28, 28]), (3072, [3, 32, 32])):  # Kaggle's MNIST CSV, CIFAR-10 as a table
+        with pytest.raises(ConfigError, match=re.escape(f"set data.feature_shape: {shape} (a table of pixels")):
+            build_model(FAMILIES["cnn"], (width,), 3)
     with pytest.raises(ConfigError, match="patch_size 3 must divide"):
         build_model(TransformerConfig(name="transformer", patch_size=3, d_model=16, num_heads=2), (1, 8, 8), 3)
 
