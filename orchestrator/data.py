@@ -396,6 +396,10 @@ def _image_folder(fs, root: str, files: list[str], cfg: FilesData) -> Arrays:
     (`split=test/`), each image is in the split its directory names (Arrays.split)."""
     files = image_files(files, cfg.path)
     labels, split_names, source = _folder_classes(root, files, cfg)
+    if all(label is None for label in labels) and (named := _classes_in_names(files)):
+        labels = named
+        print(f"data: the images of {cfg.path} are in no class directory, and each one's name says its class: "
+              f"{posixpath.basename(files[0])}, {labels[0]} ({len(set(labels))} classes)", flush=True)
     if None in labels:
         raise DataError(f"{storage.uri(fs, files[labels.index(None)])} has no class: put each image in a directory "
                         f"named for its class ({cfg.path.rstrip('/')}/cat/1.png, {cfg.path.rstrip('/')}/dog/2.png)")
@@ -405,6 +409,18 @@ def _image_folder(fs, root: str, files: list[str], cfg: FilesData) -> Arrays:
     names, y = np.unique(np.array(labels), return_inverse=True)
     split = splits.named(np.array(split_names), source) if split_names else None
     return Arrays(images, y.astype(np.int64), [str(n) for n in names], split=split)
+
+
+def _classes_in_names(files: list[str]) -> list[str] | None:
+    """Each file's class where a folder names its files for their classes, and numbers them (Kaggle's dogs vs
+    cats: cat.0.jpg, dog.12499.jpg; Oxford's pets: Abyssinian_1.jpg, american_bulldog_10.jpg): the name less its
+    number, in letters (not IMG_20240101_1.jpg's date). None where a name says none, or the names say one class,
+    or nearly as many as there are files."""
+    named = re.compile(r"(?P<kind>[^\W\d_]+(?:[-_. ][^\W\d_]+)*)[-_. ]*\d+")
+    found = [m["kind"] if (m := named.fullmatch(posixpath.splitext(posixpath.basename(f))[0])) else None
+             for f in files]
+    kinds = len(set(found))
+    return found if None not in found and 2 <= kinds <= len(files) / 5 else None
 
 
 UNLABELLED = ("unsup", "unlabeled", "unlabelled")  # directories of texts without a class: IMDB's train/unsup/

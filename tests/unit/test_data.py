@@ -1739,6 +1739,27 @@ def test_an_image_folder_is_one_directory_per_class(tmp_path):
     assert data.load_arrays(FilesData(name="files", path=str(tmp_path / "hive")), seed=0).label_names == ["7", "9"]
 
 
+def test_images_in_no_class_directory_take_their_class_from_their_names(tmp_path, capsys):
+    """Kaggle's dogs vs cats ships train/cat.0.jpg ... dog.12499.jpg, Oxford's pets Abyssinian_1.jpg, in one
+    folder: "cat.0.jpg has no class" had asked to move 25,000 files. Names that are no class and a number (a
+    camera's IMG_20240101_1.jpg) still are refused."""
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        _png(tmp_path / "train" / f"{'cat' if i % 2 else 'dog'}.{i}.png", rng.integers(0, 256, (4, 4)))
+        _png(tmp_path / "pets" / f"{'Abyssinian' if i % 2 else 'american_bulldog'}_{i}.png", np.full((4, 4), i))
+        _png(tmp_path / "camera" / f"IMG_2024010{i % 2}_{i}.png", np.full((4, 4), i))
+    arrays = data.load_arrays(FilesData(name="files", path=str(tmp_path / "train")), seed=0)
+    assert arrays.label_names == ["cat", "dog"] and arrays.y.tolist() == [0] * 5 + [1] * 5  # files in name order
+    assert f"data: the images of {tmp_path / 'train'} are in no class directory, and each one's name says its " \
+           "class: cat.1.png, cat (2 classes)" in capsys.readouterr().out
+    pets = data.load_arrays(FilesData(name="files", path=str(tmp_path / "pets")), seed=0)
+    assert pets.label_names == ["Abyssinian", "american_bulldog"]
+    assert [pets.label_names[k] for k in pets.y[pets.x[:, 0, 0, 0].argsort()]] == [
+        "american_bulldog", "Abyssinian"] * 5  # image i's class, by its pixel value i
+    with pytest.raises(DataError, match=r"IMG_20240100_0\.png has no class: put each image in a directory"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "camera")), seed=0)
+
+
 def test_an_image_folder_of_split_directories_keeps_its_split(tmp_path, capsys):
     from orchestrator.images import decode_image
 
