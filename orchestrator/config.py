@@ -805,9 +805,8 @@ def starter_config(path: str, overrides: list[str] = ()) -> dict | None:
     if path.lower().endswith((".yaml", ".yml")) or not (os.path.isdir(path) or "://" in path or names_data(path)):
         return None
     model = STARTER_MODELS.get(data_files(path, None, None, say=False)[3], "mlp")
-    where = Path(path.rstrip("/"))  # titanic/train.csv, titanic.zip/train.csv: titanic
-    if "://" not in path and where.name in ("", ".", ".."):  # `orchestrator train .`: the folder's own name
-        where = where.resolve()
+    where = Path(path.rstrip("/"))  # titanic/train.csv, titanic.zip/train.csv: titanic; `.`: the folder's name
+    where = where if "://" in path else where.expanduser().resolve()
     folder = re.sub(r"\.zip$", "", where.parent.name, flags=re.IGNORECASE)
     stem = folder if where.stem.lower() in ("train", "training", "data", "dataset") else where.stem
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("._-") or "data"

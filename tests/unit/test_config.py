@@ -201,7 +201,7 @@ def test_hash_is_stable_and_sensitive():
     assert a.hash() != config_from_dict({**BASE, "seed": 1}).hash()
 
 
-def test_data_given_in_place_of_a_yaml_trains_with_the_starter_config(tmp_path, capsys):
+def test_data_given_in_place_of_a_yaml_trains_with_the_starter_config(tmp_path, capsys, monkeypatch):
     """`orchestrator train titanic/train.csv data.label_column=Survived`: a newcomer's first run needed a YAML
     written first ("titanic/train.csv is not valid YAML"). Data in its place trains with a model for its kind and
     every other default, and says so; a YAML, or a file whose name says no data format, is read as before."""
@@ -224,6 +224,9 @@ def test_data_given_in_place_of_a_yaml_trains_with_the_starter_config(tmp_path, 
         z.write(tmp_path / "titanic" / "train.csv", "train.csv")
     for path in (tmp_path / "titanic.zip", tmp_path / "titanic.zip" / "train.csv"):
         assert (load_config(path).name, load_config(path).model.name) == ("titanic", "mlp"), path
+    (tmp_path / "titanic" / "train.zip").write_bytes((tmp_path / "titanic.zip").read_bytes())
+    monkeypatch.chdir(tmp_path / "titanic")
+    assert load_config("train.zip").name == "titanic"  # a Kaggle train.zip, given from its folder
     # a table whose one input but for ids is free text (SST-2's sentence beside idx): an rnn reading it
     sentences = [f"a {w} film seen {i} times over and over" for i, w in enumerate(["fine", "dull"] * 15)]
     (tmp_path / "sst2.csv").write_text("idx,sentence,label\n" + "".join(
