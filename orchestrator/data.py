@@ -465,7 +465,10 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
     if cfg.label_column not in columns:
         likely = [repr(c) for c in available if c.strip().lower() in LIKELY_LABELS]
         if known is None and (lacked := _lacked_by_test_file(cfg, available)):
-            likely.append(f"{lacked[1]!r}, the one column {lacked[0]} lacks")
+            test, labels = lacked
+            likely.append(f"{labels[0]!r}, the one column {test} lacks" if len(labels) == 1 else
+                          f"one of {labels}, the columns {test} lacks: a model predicts one label, so train one "
+                          "model for each")
         if not likely and available == [f"column{i + 1}" for i in range(len(available))]:  # named for no header
             likely.append(f"{available[-1]!r}, the last: a file without a header row (UCI's) has the class there")
         elif not likely and len(available) > 1 and (kinds := _few_values(columns[available[-1]])):
@@ -507,10 +510,10 @@ def _few_values(values: np.ndarray, most: int = 50) -> int | None:
     return kinds if 1 < kinds <= min(most, len(values) // 2) else None
 
 
-def _lacked_by_test_file(cfg: FilesData, columns: list[str]) -> tuple[str, str] | None:
-    """(the test file's name, the one column of the training file it lacks): Kaggle's test.csv beside train.csv holds
-    every column but the label. None where data.path is no local file named for the train split, or has no such
-    test file beside it."""
+def _lacked_by_test_file(cfg: FilesData, columns: list[str]) -> tuple[str, list[str]] | None:
+    """(the test file's name, the columns of the training file it lacks): Kaggle's test.csv beside train.csv holds
+    every column but the label (or the labels: Jigsaw's toxic, severe_toxic, ...). None where data.path is no local
+    file named for the train split, or has no such test file beside it, or it lacks none or most."""
     word = splits.split_word(os.path.basename(cfg.path))
     if "://" in cfg.path or not os.path.isfile(cfg.path) or word is None or word.lower() not in ("train", "training"):
         return None
@@ -525,7 +528,7 @@ def _lacked_by_test_file(cfg: FilesData, columns: list[str]) -> tuple[str, str] 
     except DataError:
         return None
     lacked = [c for c in columns if c not in found]
-    return (name, lacked[0]) if len(lacked) == 1 else None
+    return (name, lacked) if 1 <= len(lacked) <= 20 else None
 
 
 def _image_column(values: np.ndarray, column: str, cfg: FilesData, rows: np.ndarray) -> np.ndarray:
@@ -566,10 +569,10 @@ def lone_text_column(cfg: FilesData) -> str | None:
     with contextlib.redirect_stdout(io.StringIO()):  # quiet: the training that follows reads it and says so
         columns, index = read_table(fs, root, files[:1], fmt, cfg)
     inputs = [c for c in columns if c != cfg.label_column and c not in index and not _counts_rows(columns[c])]
-    free = [c for c in inputs if holds_text(columns[c]) and names_rows(categories_of(texts(columns[c])),
-                                                                       len(columns[c]))
-            and sentence_words(categories_of(texts(columns[c]))) is not None]
-    return free[0] if len(inputs) == 1 and free else None
+    if len(inputs) != 1 or not holds_text(values := columns[inputs[0]]):
+        return None
+    found = categories_of(texts(values))
+    return inputs[0] if names_rows(found, len(values)) and sentence_words(found) is not None else None
 
 
 def _text_of(columns: dict[str, np.ndarray], name: str) -> np.ndarray:

@@ -373,6 +373,12 @@ def test_a_missing_label_is_named_by_the_test_file_beside_the_training_file(tmp_
     (tmp_path / "ECG_TEST.tsv").write_text("a\tb\n1\t2\n")
     with pytest.raises(DataError, match=r"\('class_id', the one column ECG_TEST.tsv lacks\?\)"):
         data.load_arrays(FilesData(name="files", path=str(tmp_path / "ECG_TRAIN.tsv")), 0)
+    (tmp_path / "jigsaw").mkdir()  # a label each: Kaggle's toxic comments
+    (tmp_path / "jigsaw" / "train.csv").write_text("id,comment_text,toxic,insult\n1,hi there,0,0\n2,you fool,1,1\n")
+    (tmp_path / "jigsaw" / "test.csv").write_text("id,comment_text\n3,hello\n")
+    with pytest.raises(DataError, match=r"\(one of \['toxic', 'insult'\], the columns test.csv lacks: a model predicts "
+                                         r"one label, so train one model for each\?\)"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "jigsaw" / "train.csv")), 0)
 
 
 def test_a_hugging_face_dataset_repository_keeps_its_splits_less_the_unlabelled_one(tmp_path, capsys):
