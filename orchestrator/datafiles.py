@@ -185,7 +185,7 @@ def names_data(path: str) -> bool:
     """Whether a file's name says it holds data: a format read here, or one refused by its name (an archive, a
     pickle, an old spreadsheet), which reading then refuses with what to give instead."""
     return (said_format(path) is not None or storage.zip_archive(path) is not None
-            or path.lower().rstrip("/").endswith(ARCHIVES + PICKLES + SPREADSHEETS))
+            or path.lower().rstrip("/").endswith(ARCHIVES + PICKLES + SPREADSHEETS + AUDIO))
 
 
 def walk(fs, root: str, shown: str, skip: tuple[str, ...] = ()):
@@ -247,6 +247,7 @@ IDX_NAME = re.compile(r".*idx\d-ubyte(\.gz)?", re.IGNORECASE)  # train-images-id
 COMPRESSED = ("gz", "bz2", "zst", "lz4")
 
 
+AUDIO = (".wav", ".mp3", ".flac", ".ogg", ".m4a", ".aac", ".opus")  # sound: refused with what to make of it
 SPREADSHEETS = (".xls", ".ods")  # tables too, in formats not read here (Excel 97's, OpenDocument's): refused
 
 
@@ -294,6 +295,10 @@ def infer_format(path: str) -> str:
     fmt = SUFFIXES.get(suffix.lstrip("."))
     if suffix in PICKLES:
         raise DataError(_pickled(repr(path)))
+    if suffix in AUDIO:
+        raise DataError(f"{path!r} is audio, which no model here reads: they take tables, images and texts. Make "
+                        "each clip an image (its spectrogram, saved with librosa or torchaudio) in a directory per "
+                        "class, or a row of features in a table, and give those")
     if suffix in SPREADSHEETS:
         raise DataError(f"{path!r} is a spreadsheet workbook in a format not read here: save it as an Excel "
                         "workbook (.xlsx) or its sheet as CSV (File > Save As) and give that file")

@@ -231,7 +231,8 @@ def _read_arrow(fs, f: str):
 
 def _read_json_table(fs, f: str):
     """A JSON file of a table (decompressed as its suffix says): a list of rows, [{"age": 41, ...}, ...], as
-    APIs and pandas' to_json(orient="records") write it, a row per line (as Spark writes .json files), or
+    APIs and pandas' to_json(orient="records") write it (or under one key of an object, as APIs answer:
+    {"count": 50, "results": [...]}), a row per line (as Spark writes .json files), or
     pandas' other layouts of a table: {"columns": [...], "data": [[...], ...]} (orient split) or {"age":
     {"0": 41, ...}, ...} (its default, by column)."""
     import pandas as pd
@@ -245,6 +246,13 @@ def _read_json_table(fs, f: str):
             content = [json.loads(line) for line in text.splitlines() if line.strip()]
         except json.JSONDecodeError:
             raise DataError(f"cannot read {storage.uri(fs, f)} as JSON: {e}") from None
+    def rows(value) -> bool:
+        return isinstance(value, list) and bool(value) and all(isinstance(row, dict) for row in value)
+
+    if isinstance(content, dict) and len(wrapped := [k for k, v in content.items() if rows(v)]) == 1 and not (
+            "columns" in content):  # as APIs answer: {"count": 50, "results": [{...}, ...]}
+        print(f"data: {storage.uri(fs, f)} holds its rows under {wrapped[0]!r}: read those", flush=True)
+        content = content[wrapped[0]]
     if isinstance(content, list) and all(isinstance(row, dict) for row in content):
         frame = pd.DataFrame.from_records(content)
     elif isinstance(content, dict) and isinstance(content.get("columns"), list) and "data" in content:

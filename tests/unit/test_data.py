@@ -1,4 +1,5 @@
 import functools
+import json
 import re
 from pathlib import Path
 
@@ -1192,6 +1193,10 @@ def test_tab_separated_and_compressed_tables_are_read_by_their_suffix(tmp_path):
         arrays = data.load_arrays(FilesData(name="files", path=str(path), format=fmt), seed=0)
         assert np.array_equal(arrays.x, plain.x) and np.array_equal(arrays.y, plain.y), path
         assert arrays.feature_columns == ["f1", "f2"] and arrays.label_names == ["a", "b"]
+    (tmp_path / "clips" / "dog").mkdir(parents=True)  # audio: refused with what to make of it
+    (tmp_path / "clips" / "dog" / "1.wav").write_bytes(b"RIFF")
+    with pytest.raises(DataError, match=r"1\.wav' is audio, which no model here reads: .*its spectrogram"):
+        data.load_arrays(FilesData(name="files", path=str(tmp_path / "clips")), 0)
     (tmp_path / "cats.tar.gz").write_bytes(b"\x1f\x8b")  # they had been told to set data.format
     with pytest.raises(DataError, match=r"cats\.tar\.gz' is an archive of files, which is not read as it is: unpack "
                                          r"it \(tar -xf\) .*a zip archive is read as the folder it packs"):
@@ -1389,9 +1394,11 @@ def test_json_lines_and_feather_tables_read_as_the_same_csv(tmp_path):
     df.to_json(tmp_path / "split.json.gz", orient="split", index=False)
     df.to_json(tmp_path / "columns.json")
     df.to_json(tmp_path / "spark.json", orient="records", lines=True)
+    (tmp_path / "api.json").write_text(json.dumps({"count": 40, "next": None, "results": df.to_dict("records")}))
+    df.to_json(tmp_path / "table.json", orient="table", index=False)  # {"schema": ..., "data": [rows]}
     plain = data.load_arrays(FilesData(name="files", path=str(tmp_path / "t.csv")), seed=0)
     for name in ["t.jsonl", "t.ndjson.bz2", "t.feather", "t.arrow", "records.json", "split.json.gz", "columns.json",
-                 "spark.json"]:
+                 "spark.json", "api.json", "table.json"]:
         arrays = data.load_arrays(FilesData(name="files", path=str(tmp_path / name)), seed=0)
         assert np.array_equal(arrays.x, plain.x) and np.array_equal(arrays.y, plain.y), name
         assert arrays.feature_columns == ["f1", "f2"] and arrays.label_names == ["a", "b"]
