@@ -297,7 +297,12 @@ def _tables_by_split(fs, root: str, files: list[str], by_file: list[str], fmt: s
               "CHECKPOINT --input FILE`), not to test on", flush=True)
         del groups[split], read[split], names[split]
     first = next(iter(groups))
+    train = next((s for s in groups if s.lower() in splits.SPLIT_NAMES[0]), first)
     for split in groups:
+        lacked = [c for c in names[train] if c not in names[split]]
+        if lacked and not any(cfg.label_column in n for n in names.values()):  # Kaggle's folder, no label named
+            raise not_in_data(f"label column {cfg.label_column!r}", [cfg.label_column], names[train],
+                              f"name the column to predict in data.label_column ({_lacking(shown(split), lacked)}?)")
         if set(names[split]) != set(names[first]):
             raise DataError(f"the {split} split's files ({shown(split)}) have columns {names[split]}, the {first} "
                             f"split's {names[first]}: every split needs the same columns")
@@ -465,10 +470,7 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
     if cfg.label_column not in columns:
         likely = [repr(c) for c in available if c.strip().lower() in LIKELY_LABELS]
         if known is None and (lacked := _lacked_by_test_file(cfg, available)):
-            test, labels = lacked
-            likely.append(f"{labels[0]!r}, the one column {test} lacks" if len(labels) == 1 else
-                          f"one of {labels}, the columns {test} lacks: a model predicts one label, so train one "
-                          "model for each")
+            likely.append(_lacking(*lacked))
         if not likely and available == [f"column{i + 1}" for i in range(len(available))]:  # named for no header
             likely.append(f"{available[-1]!r}, the last: a file without a header row (UCI's) has the class there")
         elif not likely and len(available) > 1 and (kinds := _few_values(columns[available[-1]])):
@@ -501,6 +503,12 @@ def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: se
              else None if known else splits.of_rows(columns, cfg, rows))
     return Arrays(x, y, label_names, feature_cols, found or None, dated or None, forms or None, cfg.text_name,
                   cfg.text_bytes if beside else None, parts, split)
+
+
+def _lacking(test: str, labels: list[str]) -> str:
+    """The label(s) that a test file lacking `labels` suggests: Kaggle's test.csv lacks the label, or the labels."""
+    return (f"{labels[0]!r}, the one column {test} lacks" if len(labels) == 1 else
+            f"one of {labels}, the columns {test} lacks: a model predicts one label, so train one model for each")
 
 
 def _few_values(values: np.ndarray, most: int = 50) -> int | None:

@@ -374,6 +374,13 @@ def test_a_missing_label_is_named_by_the_test_file_beside_the_training_file(tmp_
     (tmp_path / "ECG_TEST.tsv").write_text("a\tb\n1\t2\n")
     with pytest.raises(DataError, match=r"\('class_id', the one column ECG_TEST.tsv lacks\?\)"):
         data.load_arrays(FilesData(name="files", path=str(tmp_path / "ECG_TRAIN.tsv")), 0)
+    (tmp_path / "kaggle").mkdir()  # the competition's folder given, its label not named: that column suggested
+    for name in ("train.csv", "test.csv"):
+        (tmp_path / "kaggle" / name).write_text((tmp_path / name).read_text())
+    with pytest.raises(DataError, match=r"label column 'label' not in the data; columns: \['PassengerId', 'Survived', "
+                                         r"'Age'\]; name the column to predict in data.label_column \('Survived', the "
+                                         r"one column .*kaggle/test.csv lacks\?\)"):
+        data.load_splits(FilesData(name="files", path=str(tmp_path / "kaggle")), 0)
     (tmp_path / "jigsaw").mkdir()  # a label each: Kaggle's toxic comments
     (tmp_path / "jigsaw" / "train.csv").write_text("id,comment_text,toxic,insult\n1,hi there,0,0\n2,you fool,1,1\n")
     (tmp_path / "jigsaw" / "test.csv").write_text("id,comment_text\n3,hello\n")
