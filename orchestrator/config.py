@@ -804,7 +804,8 @@ def starter_config(path: str, overrides: list[str] = ()) -> dict | None:
 
     if path.lower().endswith((".yaml", ".yml")) or not (os.path.isdir(path) or "://" in path or names_data(path)):
         return None
-    model = STARTER_MODELS.get(data_files(path, None, None, say=False)[3], "mlp")
+    found = data_files(path, None, None, say=False)
+    model = STARTER_MODELS.get(found[3], "mlp")
     where = Path(path.rstrip("/"))  # titanic/train.csv, titanic.zip/train.csv: titanic; `.`: the folder's name
     where = where if "://" in path else where.expanduser().resolve()
     folder = re.sub(r"\.zip$", "", where.parent.name, flags=re.IGNORECASE)
@@ -816,7 +817,7 @@ def starter_config(path: str, overrides: list[str] = ()) -> dict | None:
     if model == "mlp" and raw["model"]["name"] in ("mlp", "rnn", "transformer") and not raw["data"].get("text_column"):
         from orchestrator.data import lone_text_column
 
-        if column := lone_text_column(parse(FilesData, raw["data"], f"{path} (data: the starter config)")):
+        if column := lone_text_column(parse(FilesData, raw["data"], f"{path} (data: the starter config)"), found):
             raw = with_value(raw, "data.text_column", column)
             if raw["model"]["name"] == "mlp" and not any(o.startswith("model.name=") for o in overrides):
                 raw = with_value(raw, "model.name", "rnn")

@@ -564,14 +564,14 @@ def _counts_rows(values: np.ndarray) -> bool:
     return bool((step | restart).all()) and restarts <= 8 and len(values) >= 20 * (restarts + 1)
 
 
-def lone_text_column(cfg: FilesData) -> str | None:
+def lone_text_column(cfg: FilesData, found: tuple) -> str | None:
     """The column of free text that is a table's one input but for ids (SST-2's `sentence`, beside its `idx` and
     the label), found in its first file: the input of a model of text. None where there is no such column, or
-    another input beside it, or the data is no table."""
+    another input beside it, or the data is no table. `found`: data_files' answer for cfg.path."""
     import contextlib
     import io
 
-    fs, root, files, fmt = data_files(cfg.path, cfg.format, None, say=False)
+    fs, root, files, fmt = found
     if fmt in ARRAY_FORMATS or fmt in FOLDERS:
         return None
     with contextlib.redirect_stdout(io.StringIO()):  # quiet: the training that follows reads it and says so

@@ -363,16 +363,18 @@ def image_dir_named(path: str, cells: np.ndarray, most_files: int = 200_000) -> 
     if "://" in path or not wanted or any(len(name.split()) > 1 for name in wanted):  # names, free text: no files
         return None
     base = os.path.dirname(os.path.abspath(os.path.expanduser(path)))
-    hits: dict[str, set[str]] = {}  # folder: the wanted names found in it
+    hits: set[str] = set()  # the folders holding wanted names
+    found: set[str] = set()
     seen = 0
     for directory, folders, names in os.walk(base):
         folders[:] = sorted(f for f in folders if not f.startswith("."))
         for name in names:
             if is_image_file(name) and (key := name if name in wanted else os.path.splitext(name)[0]) in wanted:
-                hits.setdefault(os.path.relpath(directory, base), set()).add(key)
-        if len(set().union(*hits.values())) == len(wanted) or (seen := seen + len(names)) > most_files:
+                hits.add(os.path.relpath(directory, base))
+                found.add(key)
+        if len(found) == len(wanted) or (seen := seen + len(names)) > most_files:
             break  # every name found, or enough looked through
-    if len(set().union(*hits.values())) * 2 < len(wanted):
+    if len(found) * 2 < len(wanted):
         return None
     return os.path.commonpath(list(hits)) or "."  # train/cat and train/dog: train
 
