@@ -780,55 +780,14 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
 def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> ExperimentConfig:
     """Read a YAML experiment file, apply `a.b=value` overrides, validate. Given data instead (a table file, a
     folder of images, ...: not a .yaml file), the starter config for it (`starter_config`), with the overrides."""
+    from orchestrator.starter import starter_config  # it reads the data, whose modules read the config
+
     if (raw := starter_config(str(path), overrides)) is not None:
         return config_from_dict(raw, source=f"{path} (data: the starter config)")
     path = Path(path)
     raw, _ = read_yaml(path, "config", "a mapping of sections (data, model, optim, train, ...)")
     raw.setdefault("name", path.stem)
     return config_from_dict(apply_overrides(raw, overrides), source=str(path))
-
-
-STARTER_MODELS = {"images": "cnn", "idx": "cnn", "texts": "rnn"}  # the rest (tables, NPZ): mlp
-# what `tune` and `run` search for a starter config: the fields that matter to every model, around their defaults
-STARTER_SEARCH = {"num_samples": 8, "space": {"optim.lr": {"loguniform": [1e-4, 1e-2]},
-                                              "model.dropout": {"uniform": [0.0, 0.5]},
-                                              "optim.weight_decay": {"loguniform": [1e-6, 1e-2]}}}
-
-
-def starter_config(path: str, overrides: list[str] = ()) -> dict | None:
-    """The config that trains on data given in place of a YAML file (`orchestrator train train.csv
-    data.label_column=Survived`), with the overrides: the files at `path`, a model for their kind (STARTER_MODELS;
-    for a table whose one input is free text, an rnn reading it), every other field its default; said. None where
-    `path` is not data: a .yaml file, or a file whose name says no data format."""
-    from orchestrator.datafiles import data_files, names_data
-
-    if path.lower().endswith((".yaml", ".yml")) or not (os.path.isdir(path) or "://" in path or names_data(path)):
-        return None
-    found = data_files(path, None, None, say=False)
-    model = STARTER_MODELS.get(found[3], "mlp")
-    where = Path(path.rstrip("/"))  # titanic/train.csv, titanic.zip/train.csv: titanic; `.`: the folder's name
-    where = where if "://" in path else where.expanduser().resolve()
-    folder = re.sub(r"\.zip$", "", where.parent.name, flags=re.IGNORECASE)
-    stem = folder if where.stem.lower() in ("train", "training", "data", "dataset") else where.stem
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("._-") or "data"
-    raw = apply_overrides({"name": name, "data": {"name": "files", "path": path}, "model": {"name": model},
-                           "tune": json.loads(json.dumps(STARTER_SEARCH))}, overrides)
-    text = ""
-    if model == "mlp" and raw["model"]["name"] in ("mlp", "rnn", "transformer") and not raw["data"].get("text_column"):
-        from orchestrator.data import lone_text_column
-
-        if column := lone_text_column(parse(FilesData, raw["data"], f"{path} (data: the starter config)"), found):
-            raw = with_value(raw, "data.text_column", column)
-            if raw["model"]["name"] == "mlp" and not any(o.startswith("model.name=") for o in overrides):
-                raw = with_value(raw, "model.name", "rnn")
-            text = f" reading the text in column {column!r} (data.text_column)"
-    tune = raw.get("tune") or {}
-    search = (f"; tune and run search {', '.join(tune['space'])} over {tune.get('num_samples', 12)} trials"
-              if isinstance(tune.get("space"), dict) else "")
-    print(f"config: {path} is data, not a YAML experiment: trained with model {raw['model']['name']}{text} and every "
-          f"other field's default{search}; set any field with section.field=value (data.label_column=Survived, "
-          "model.name=cnn, train.epochs=30), or write a YAML (see jobs/)", flush=True)
-    return raw
 
 
 def config_from_dict(raw: dict, source: str | None = None) -> ExperimentConfig:

@@ -11,17 +11,15 @@ become Ray Datasets, which Ray Train streams to its workers.
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import hashlib
 import os
-import posixpath
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator import blanks, byte_text, dates, splits, storage
+from orchestrator import blanks, byte_text, dates, folders, splits, storage
 from orchestrator.amounts import as_numbers
 from orchestrator.amounts import example as amount_example
 from orchestrator.amounts import read_text as read_amounts
@@ -29,11 +27,11 @@ from orchestrator.categories import (MAX_CATEGORIES, categories_of, check_not_nu
                                      one_hot, sentence_words, texts)
 from orchestrator.arrayfiles import columns_of, read_arrays
 from orchestrator.config import DataConfig, DigitsData, FilesData, SyntheticData, TextData
-from orchestrator.datafiles import (ARRAY_FORMATS, FOLDERS, LIKELY_LABELS, data_files, decode_text, image_dir_named,
-                                    image_files, in_folder_of, not_in_data, read_file, refer_images, walk)
+from orchestrator.datafiles import (ARRAY_FORMATS, FOLDERS, LIKELY_LABELS, data_files, image_dir_named,
+                                    in_folder_of, not_in_data, refer_images, walk)
 from orchestrator.errors import DataError
 from orchestrator.images import channels_last, decode_images, image_bytes, is_image_column
-from orchestrator.tablefiles import blank_cells, holds_text, partition_values, read_table
+from orchestrator.tablefiles import blank_cells, holds_text, read_table
 
 
 @dataclass
@@ -261,9 +259,13 @@ def _files(cfg: FilesData, endpoint_url: str | None, known: dict | None) -> Arra
     if fmt in FOLDERS and cfg.order_column:
         raise DataError(f"data.order_column names a column of a table, and folders of {fmt} have none: leave it out")
     if fmt == "images":
-        return _image_folder(fs, root, files, cfg)
+        images, labels, split = folders.read_images(fs, root, files, cfg)
+        names, y = np.unique(np.array(labels), return_inverse=True)
+        return Arrays(images, y.astype(np.int64), [str(n) for n in names], split=split)
     if fmt == "texts":
-        return _text_folder(fs, root, files, cfg, known)
+        columns, cfg, split_names, source = folders.read_texts(fs, root, files, cfg)
+        return _columns_to_arrays(columns, cfg, known=known, split_names=split_names if known is None else None,
+                                  split_source=source)
     by_file = None if known or cfg.split_column or cfg.order_column else splits.of_files(root, files)
     if by_file is None:
         columns, index = read_table(fs, root, files, fmt, cfg)
@@ -367,99 +369,6 @@ def read_corpus(cfg: TextData, endpoint_url: str | None = None) -> bytes:
     return bytes(out)
 
 
-def _folder_classes(root: str, files: list[str], cfg: FilesData) -> tuple[list[str | None], list[str], str | None]:
-    """Each file's class and split in a folder of a directory per class (cat/1.png), or of split directories each
-    with its class directories (train/cat/1.png; 20 Newsgroups' 20news-bydate-train/sci.space/60804: a name that
-    says a split, splits.split_word), or of label=cat/ directories, with split=test/ ones where data.split_column
-    names that key. The class is None for a file in no class directory. Last, what names the splits, for
-    messages (splits.named), or None where nothing does."""
-    where = [[] if w == ["."] else w for w in (posixpath.relpath(posixpath.dirname(f), root).split("/") for f in files)]
-    by_directory = (cfg.split_column is None and any(len(w) >= 2 for w in where)
-                    and all(splits.split_word(w[0]) for w in where if w))
-    classes, split_names = [], []
-    for f, below in zip(files, where, strict=True):
-        keys = partition_values(f, root)
-        if by_directory:
-            split_names.append(splits.split_word(below[0]) if below else "")
-            below = below[1:]
-        elif cfg.split_column:
-            split_names.append(keys.get(cfg.split_column) or "")
-        named = [d for d in below if "=" not in d]  # a class directory, not a key=value one
-        classes.append(keys.get(cfg.label_column, named[0] if named else None))
-    source = ("its directory (train/, val/, test/)" if by_directory else
-              f"data.split_column {cfg.split_column!r}" if cfg.split_column else None)
-    return classes, split_names, source
-
-
-def _image_folder(fs, root: str, files: list[str], cfg: FilesData) -> Arrays:
-    """Images in one directory per class, as torchvision's ImageFolder takes them (`cat/1.png`), or in
-    `label=cat/` directories: [N, C, H, W] float32 pixels (0-255). data.feature_shape [C, H, W] converts
-    every image (C 1: grayscale, 3: RGB) and resizes it; without it every image must have the first's
-    size, and C follows the first image's colours. Files of other kinds in the folder are left out.
-    Where the folder's directories are splits, each with its class directories (`train/cat/1.png`,
-    `test/dog/2.png`), as datasets are often shipped, or where data.split_column names a directory key
-    (`split=test/`), each image is in the split its directory names (Arrays.split)."""
-    files = image_files(files, cfg.path)
-    labels, split_names, source = _folder_classes(root, files, cfg)
-    if all(label is None for label in labels) and (named := _classes_in_names(files)):
-        labels = named
-        print(f"data: the images of {cfg.path} are in no class directory, and each one's name says its class: "
-              f"{posixpath.basename(files[0])}, {labels[0]} ({len(set(labels))} classes)", flush=True)
-    if None in labels:
-        raise DataError(f"{storage.uri(fs, files[labels.index(None)])} has no class: put each image in a directory "
-                        f"named for its class ({cfg.path.rstrip('/')}/cat/1.png, {cfg.path.rstrip('/')}/dog/2.png)")
-    images, kept = decode_images([(functools.partial(read_file, fs, f), storage.uri(fs, f)) for f in files],
-                                 cfg.feature_shape, skip_unreadable=True)
-    labels, split_names = [labels[i] for i in kept], [split_names[i] for i in kept] if split_names else []
-    names, y = np.unique(np.array(labels), return_inverse=True)
-    split = splits.named(np.array(split_names), source) if split_names else None
-    return Arrays(images, y.astype(np.int64), [str(n) for n in names], split=split)
-
-
-def _classes_in_names(files: list[str]) -> list[str] | None:
-    """Each file's class where a folder names its files for their classes, and numbers them (Kaggle's dogs vs
-    cats: cat.0.jpg, dog.12499.jpg; Oxford's pets: Abyssinian_1.jpg, american_bulldog_10.jpg): the name less its
-    number, in letters (not IMG_20240101_1.jpg's date). None where a name says none, or the names say one class,
-    or nearly as many as there are files."""
-    named = re.compile(r"(?P<kind>[^\W\d_]+(?:[-_. ][^\W\d_]+)*)[-_. ]*\d+")
-    found = [m["kind"] if (m := named.fullmatch(posixpath.splitext(posixpath.basename(f))[0])) else None
-             for f in files]
-    kinds = len(set(found))
-    return found if None not in found and 2 <= kinds <= len(files) / 5 else None
-
-
-UNLABELLED = ("unsup", "unlabeled", "unlabelled")  # directories of texts without a class: IMDB's train/unsup/
-
-
-def _text_folder(fs, root: str, files: list[str], cfg: FilesData, known: dict | None) -> Arrays:
-    """Texts in one directory per class, a file each, as scikit-learn's load_files takes them (bbc/sport/001.txt;
-    IMDB's aclImdb/train/pos/0_9.txt, split directories as an image folder's): the column `text` (data.text_column's
-    name, where it names one), the input, and the label. Files in no class directory (IMDB's urls_pos.txt) and in
-    directories of unlabelled texts (its train/unsup/) are left out, and said."""
-    if files == [root]:  # one file: UCI's tables come as .txt too (data_banknote_authentication.txt)
-        raise DataError(f"{cfg.path!r} is one text file, where format texts reads a folder of them, a directory per "
-                        "class: if it holds a table, set data.format: csv (or tsv)")
-    classes, split_names, source = _folder_classes(root, files, cfg)
-    kept = [i for i, c in enumerate(classes) if c is not None and c.lower() not in UNLABELLED]
-    if not kept:
-        raise DataError(f"{cfg.path!r} holds no text files in class directories: put each text in a directory named "
-                        f"for its class ({cfg.path.rstrip('/')}/pos/1.txt, {cfg.path.rstrip('/')}/neg/2.txt)")
-    read = set(kept)
-    if left := [f for i, f in enumerate(files) if i not in read]:
-        shown = ", ".join(posixpath.relpath(f, root) for f in left[:3]) + (", ..." if len(left) > 3 else "")
-        print(f"data: {len(left):,} file(s) not read, in no class directory or in one of texts without a class "
-              f"({'/, '.join(UNLABELLED)}/): {shown}", flush=True)
-    with concurrent.futures.ThreadPoolExecutor(16) as pool:  # 50,000 small files; on S3, a request each
-        raw = list(pool.map(functools.partial(read_file, fs), [files[i] for i in kept]))
-    name = cfg.text_column if isinstance(cfg.text_column, str) else "text"
-    columns = {name: np.array([decode_text(r, storage.uri(fs, files[i]), cfg.encoding) for r, i in zip(raw, kept)],
-                              dtype=object),
-               cfg.label_column: np.array([classes[i] for i in kept], dtype=object)}
-    named = np.array([split_names[i] for i in kept]) if source and known is None else None
-    return _columns_to_arrays(columns, cfg.model_copy(update={"text_column": name}), known=known, split_names=named,
-                              split_source=source or "")
-
-
 def _columns_to_arrays(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str] = frozenset(),
                        known: dict | None = None, split_names: np.ndarray | None = None,
                        split_source: str = "its file (train.csv, test.csv, ...)") -> Arrays:
@@ -552,7 +461,7 @@ def _image_column(values: np.ndarray, column: str, cfg: FilesData, rows: np.ndar
                           for row, cell in zip(rows, values, strict=True)], cfg.feature_shape)[0]
 
 
-def _counts_rows(values: np.ndarray) -> bool:
+def counts_rows(values: np.ndarray) -> bool:
     """Whether a column is whole numbers that count the rows: each one more than the last (1, 2, 3 or 1001,
     1002, ...), as ids and row numbers do, or back at the first at a file's start (Hugging Face's `idx` counts
     each split's rows from 0)."""
@@ -562,25 +471,6 @@ def _counts_rows(values: np.ndarray) -> bool:
     step, restart = np.diff(values) == 1, values[1:] == values[0]
     restarts = int((restart & ~step).sum())  # a file's each, not a cycle's (stars 1 to 5, again and again)
     return bool((step | restart).all()) and restarts <= 8 and len(values) >= 20 * (restarts + 1)
-
-
-def lone_text_column(cfg: FilesData, found: tuple) -> str | None:
-    """The column of free text that is a table's one input but for ids (SST-2's `sentence`, beside its `idx` and
-    the label), found in its first file: the input of a model of text. None where there is no such column, or
-    another input beside it, or the data is no table. `found`: data_files' answer for cfg.path."""
-    import contextlib
-    import io
-
-    fs, root, files, fmt = found
-    if fmt in ARRAY_FORMATS or fmt in FOLDERS:
-        return None
-    with contextlib.redirect_stdout(io.StringIO()):  # quiet: the training that follows reads it and says so
-        columns, index = read_table(fs, root, files[:1], fmt, cfg)
-    inputs = [c for c in columns if c != cfg.label_column and c not in index and not _counts_rows(columns[c])]
-    if len(inputs) != 1 or not holds_text(values := columns[inputs[0]]):
-        return None
-    found = categories_of(texts(values))
-    return inputs[0] if names_rows(found, len(values)) and sentence_words(found) is not None else None
 
 
 def _text_of(columns: dict[str, np.ndarray], name: str) -> np.ndarray:
@@ -668,7 +558,7 @@ def _features(columns: dict[str, np.ndarray], cfg: FilesData, index: set[str], k
         forms |= {c: form for c, (_, form) in numbers.items()}
         text = {c: values for c, values in text.items() if c not in dates_of and c not in numbers}
         found = {c: categories_of(values) for c, values in text.items()}
-        if cfg.feature_columns is None and (ids := [c for c in feature_cols if _counts_rows(columns[c])]):
+        if cfg.feature_columns is None and (ids := [c for c in feature_cols if counts_rows(columns[c])]):
             print(f"data: columns {ids} hold a different whole number in every row, counting up as rows do: ids, "
                   "most likely, which a model would learn the rows' order from. Read as numbers; to leave them "
                   "out, list the other columns in data.feature_columns", flush=True)

@@ -238,7 +238,7 @@ TEXT_FORMATS = ("csv", "tsv", "jsonl", "json")
 ARRAY_FORMATS = ("npz", "idx")  # files of whole arrays (arrayfiles.py)
 
 
-FOLDERS = ("images", "texts")  # a file per sample, in a directory per class (data._image_folder, data._text_folder)
+FOLDERS = ("images", "texts")  # a file per sample, in a directory per class (folders.py)
 
 
 IDX_NAME = re.compile(r".*idx\d-ubyte(\.gz)?", re.IGNORECASE)  # train-images-idx3-ubyte, t10k-labels.idx1-ubyte.gz

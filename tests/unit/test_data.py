@@ -405,8 +405,8 @@ def test_a_hugging_face_dataset_repository_keeps_its_splits_less_the_unlabelled_
     assert "test-00000-of-00001.parquet not read: it marks every row's 'label' -1, as Hugging Face's datasets mark " \
            "a row without a label" in said
     assert "columns ['idx'] hold a different whole number in every row" in said  # each split counts from 0
-    assert data._counts_rows(np.r_[np.arange(30), np.arange(30)]) and not data._counts_rows(np.r_[np.arange(30), 5])
-    assert not data._counts_rows(np.arange(60) % 5)  # a cycle (stars 0 to 4, again and again): no id
+    assert data.counts_rows(np.r_[np.arange(30), np.arange(30)]) and not data.counts_rows(np.r_[np.arange(30), 5])
+    assert not data.counts_rows(np.arange(60) % 5)  # a cycle (stars 0 to 4, again and again): no id
 
 
 def test_the_storage_inside_the_datas_folder_is_not_read_as_data(tmp_path, monkeypatch):
