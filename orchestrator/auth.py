@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.config import ServeArgs
 from orchestrator.errors import ConfigError
-from orchestrator.predictor import RequestError
+from orchestrator.errors import RequestError
 
 if TYPE_CHECKING:
     from starlette.requests import Request

@@ -451,7 +451,8 @@ def _predict(args) -> dict:
 
         result = predict_all(args.target, instances, api_key=os.environ.get(args.api_key_env))
     else:
-        from orchestrator.predictor import Predictor, RequestError
+        from orchestrator.errors import RequestError
+        from orchestrator.predictor import Predictor
 
         predictor = _local_model(args.target, Predictor)
         try:
@@ -589,7 +590,8 @@ def _generate(args) -> dict:
     payload = {"prompt": args.prompt, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
                "top_k": args.top_k or None, "seed": args.seed}
     if not args.target.startswith(("http://", "https://")):
-        from orchestrator.predictor import RequestError, TextGenerator
+        from orchestrator.errors import RequestError
+        from orchestrator.predictor import TextGenerator
 
         generator = _local_model(args.target, TextGenerator)
         try:

@@ -27,7 +27,8 @@ from starlette.middleware.cors import CORSMiddleware
 from orchestrator import predictor as predictors
 from orchestrator.auth import ApiKeys
 from orchestrator.config import SERVE_DEPLOYMENT, ServeArgs
-from orchestrator.predictor import Predictor, RequestError, TextGenerator
+from orchestrator.errors import RequestError
+from orchestrator.predictor import Predictor, TextGenerator
 
 logger = logging.getLogger("ray.serve")
 
@@ -95,7 +96,9 @@ GENERATE_DOCS = {
             "top_k": {"type": ["integer", "null"], "description": "sample among the k most likely bytes; default 50"},
             "seed": {"type": ["integer", "null"], "description": "the same seed and prompt give the same text"},
         },
-    }}}},
+    }},
+        "text/plain": {"schema": {"type": "string", "description": "the prompt, continued with the default "
+                                  "sampling"}}}},
 }
 
 PREDICT_DOCS = {  # the body is parsed by hand (for its error messages), so describe it for /docs here
@@ -120,7 +123,13 @@ PREDICT_DOCS = {  # the body is parsed by hand (for its error messages), so desc
                        "dataframe_split": {"type": "object", "description": 'a table as pandas\' '
                                            'DataFrame.to_dict(orient="split") gives it: {"columns": [...], "data": '
                                            '[[...], ...]} (MLflow)'}},
-    }}}},
+    }},
+        "text/csv": {"schema": {"type": "string", "description": "a table's rows: a header row naming the model's "
+                                "columns (input.columns), then a row per input; for a model without columns, a row "
+                                "of numbers per input, flat"}},
+        "image/*": {"schema": {"type": "string", "format": "binary",
+                               "description": "one image file (PNG, JPEG, ...), for a model of images"}},
+        "text/plain": {"schema": {"type": "string", "description": "one text, for a model of text"}}}},
 }
 
 
@@ -174,7 +183,9 @@ class Endpoint:
             model = self._serving(kind)
             body = await self._body(request)
             small = len(body) <= DECODE_ON_LOOP_BYTES
-            item = model.decode(body) if small else await asyncio.to_thread(model.decode, body)
+            content_type = request.headers.get("content-type", "")  # the model's decode reads it (media.py)
+            item = (model.decode(body, content_type) if small else
+                    await asyncio.to_thread(model.decode, body, content_type))
         except RequestError as e:
             return _error(e)
         try:
@@ -235,10 +246,6 @@ class Endpoint:
 
     async def _body(self, request: Request) -> bytes:
         limit = self.args.max_body_bytes
-        content_type = request.headers.get("content-type", "")
-        if content_type.split(";")[0].strip().lower() != "application/json":
-            raise RequestError(415, "unsupported_media_type",
-                               f"send Content-Type: application/json (got {content_type or 'none'!r})")
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise RequestError(413, "body_too_large", f"the body is {declared} bytes; at most {limit}")

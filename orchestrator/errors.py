@@ -1,4 +1,5 @@
-"""User-facing errors: the CLI prints their message and exits 2 (bad input, nothing started)."""
+"""User-facing errors: the CLI prints their message and exits 2 (bad input, nothing started); the endpoint
+answers a RequestError with its HTTP 4xx."""
 
 
 class UserError(Exception):
@@ -19,3 +20,14 @@ class CheckpointError(UserError):
 
 class StorageError(UserError):
     pass
+
+
+class RequestError(Exception):
+    """A request the client must change: an HTTP 4xx with a JSON body that says what was wrong."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+    def body(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message}}

@@ -7,6 +7,7 @@ same code, so the endpoint answers exactly as offline prediction does.
     x = predictor.decode(b'{"instances": [[[0, 1, ...], ...]]}')   # RequestError if bad
     x = predictor.decode(b'{"instances": [{"age": 41, "income": 5.2}]}')  # a table's columns, by name
     x = predictor.decode(b'{"instances": ["a fine film"]}')    # a model of text (data.text_column)
+    x = predictor.decode(b"age,income\n41,5.2\n", "text/csv")    # other bodies, by Content-Type (media.py)
     predictor.encode(predictor.predict(x))
 
     generator = load("runs/text-lm-.../epoch-0004")                # a language model: TextGenerator
@@ -22,22 +23,12 @@ import sys
 import numpy as np
 import torch
 
-from orchestrator import amounts, byte_text, dates, lm
+from orchestrator import amounts, byte_text, dates, lm, media
 from orchestrator.blanks import table_features
 from orchestrator.categories import one_hot
 from orchestrator.checkpoint import Checkpoint, read_checkpoint
-from orchestrator.images import channels_last
-
-
-class RequestError(Exception):
-    """A request the client must change: an HTTP 4xx with a JSON body that says what was wrong."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-    def body(self) -> dict:
-        return {"error": {"code": self.code, "message": self.message}}
+from orchestrator.errors import RequestError
+from orchestrator.images import channels_last, takes_images
 
 
 def load(uri: str, endpoint_url: str | None = None, max_instances: int = 256, max_new_tokens: int = 512):
@@ -138,6 +129,7 @@ class Predictor:
         # rows read from the training table may still hold their label: that one key is ignored
         self.label_column = getattr(ckpt.config.data, "label_column", None)
         self.max_instances = max_instances
+        self.accepts = self._accepts()
         self.version = ckpt.weights_digest()[:12]  # names the weights, wherever they are stored
         self.info = _describe(ckpt, self.version, route=self.route,
                               input={"shape": list(self.input_shape), "dtype": str(self.input_dtype),
@@ -148,7 +140,7 @@ class Predictor:
                                      # null for these columns is filled: each feature with its value
                                      "blank_columns": blanks["columns"] or None,
                                      "blank_fill": dict(zip(blanks["features"], blanks["fill"], strict=True)) or None,
-                                     "max_instances": max_instances},
+                                     "max_instances": max_instances, "content_types": self.accepts},
                               labels=self.labels)
 
     @classmethod
@@ -158,10 +150,37 @@ class Predictor:
 
     # ---- decode / validate -------------------------------------------------------------
 
-    def decode(self, body: bytes) -> np.ndarray:
-        """A JSON request body to an array of shape (n, *input_shape): float32, or int64 for a model of text."""
-        payload = _json_object(body, BODIES, '{"instances": [input, ...]}')
-        return self.validate(_inputs(payload))
+    def _accepts(self) -> dict[str, str]:
+        """The request bodies the model takes, by Content-Type: what each holds (GET /v1/model says it)."""
+        text = self.text_column and not self.text_bytes
+        named = self._names()
+        accepts = {media.JSON: '{"instances": [input, ...]}, or the bodies MLflow\'s clients send',
+                   media.CSV: ("a header row naming the model's columns, then a row per input" if named else
+                               "a row per input, its numbers in order (flat)")}
+        if text:
+            accepts[media.TEXT] = "the text to classify"
+        if takes_images(self.input_shape):
+            accepts[media.IMAGE] = "an image file (PNG, JPEG, ...), decoded as training decoded the images"
+        return accepts
+
+    def _names(self) -> list[str]:
+        """The columns a row of the model's input is named by: a table's, its text's."""
+        return [*(self.columns or []), *(self.text_parts or []), *([self.text_column] if self.text_column else [])]
+
+    def decode(self, body: bytes, content_type: str = media.JSON) -> np.ndarray:
+        """A request body to an array of shape (n, *input_shape): float32, or int64 for a model of text. JSON
+        (BODIES), or by its Content-Type a CSV table's rows, a text, an image file (self.accepts)."""
+        kind, charset = media.media_type(content_type)
+        media.check(kind, self.accepts)
+        if kind == media.JSON:
+            return self.validate(_inputs(_json_object(body, BODIES, '{"instances": [input, ...]}')))
+        if kind == media.CSV:
+            text = {*self.categories, *self.dates, *(self.text_parts or []), self.text_column}  # the rest: numbers
+            return self.validate(media.csv_rows(media.text_of(body, charset), self._names(),
+                                                lambda column: column not in text))
+        if kind == media.TEXT:
+            return self.validate([media.text_of(body, charset)])
+        return self.validate([self._image(body, "the body")])
 
     def validate(self, instances) -> np.ndarray:
         """Inputs as nested lists of the input shape, as flat lists of its size (filled row-major, as
@@ -230,16 +249,10 @@ class Predictor:
 
     def _images(self, instances: list) -> list:
         """Image files, base64-encoded ({"b64": "..."}, TF Serving's convention), decoded as training decoded
-        the model's images: to its input shape, in grayscale or RGB."""
+        the model's images (_image)."""
         import base64
         import binascii
 
-        from orchestrator.errors import DataError
-        from orchestrator.images import decode_image, takes_images
-
-        shape = list(self.input_shape)
-        if not takes_images(shape):
-            raise RequestError(422, "wrong_type", f"this model takes inputs of shape {shape}, not images")
         pixels = []
         for i, instance in enumerate(instances):
             if not isinstance(instance, dict) or set(instance) != {"b64"} or not isinstance(instance["b64"], str):
@@ -247,12 +260,24 @@ class Predictor:
                                    'an image file>"}, or every one as a nested list')
             try:
                 raw = base64.b64decode(instance["b64"], validate=True)
-                pixels.append(decode_image(raw, shape, f"instance {i}", max_pixels=MAX_IMAGE_PIXELS))
             except binascii.Error:
                 raise RequestError(422, "invalid_image", f"instance {i}: b64 is not base64") from None
-            except DataError as e:
-                raise RequestError(422, "invalid_image", str(e)) from None
+            pixels.append(self._image(raw, f"instance {i}"))
         return pixels
+
+    def _image(self, raw: bytes, name: str) -> np.ndarray:
+        """An image file's pixels as training decoded the model's images: to its input shape, in grayscale
+        or RGB."""
+        from orchestrator.errors import DataError
+        from orchestrator.images import decode_image
+
+        shape = list(self.input_shape)
+        if not takes_images(shape):
+            raise RequestError(422, "wrong_type", f"this model takes inputs of shape {shape}, not images")
+        try:
+            return decode_image(raw, shape, name, max_pixels=MAX_IMAGE_PIXELS)
+        except DataError as e:
+            raise RequestError(422, "invalid_image", str(e)) from None
 
     def _texts(self, instances: list) -> np.ndarray:
         """Texts, as strings or objects keyed by the text column, as training read them: their bytes. Other
@@ -374,6 +399,8 @@ class TextGenerator:
 
     route = "/v1/generate"
     FIELDS = {"prompt", "max_new_tokens", "temperature", "top_k", "seed"}
+    accepts = {media.JSON: '{"prompt": "text to continue", "max_new_tokens": 200, ...}',
+               media.TEXT: "the prompt, continued with the default sampling"}
 
     def __init__(self, ckpt: Checkpoint, max_new_tokens: int = 512):
         # on a GPU when the replica has one (Ray hides the GPUs of a replica with num_gpus 0)
@@ -386,9 +413,13 @@ class TextGenerator:
         self.info = _describe(ckpt, self.version, route=self.route,
                               input={"prompt": "text (UTF-8); the model reads its last "
                                                f"{self.model.shape.block_size} bytes",
-                                     "max_new_tokens": max_new_tokens})
+                                     "max_new_tokens": max_new_tokens, "content_types": self.accepts})
 
-    def decode(self, body: bytes) -> tuple[bytes, lm.Sampling]:
+    def decode(self, body: bytes, content_type: str = media.JSON) -> tuple[bytes, lm.Sampling]:
+        kind, charset = media.media_type(content_type)
+        media.check(kind, self.accepts)
+        if kind == media.TEXT:
+            return self.validate({"prompt": media.text_of(body, charset)})
         return self.validate(_json_object(body, "prompt", '{"prompt": "text to continue", "max_new_tokens": 200}'))
 
     def validate(self, payload: dict) -> tuple[bytes, lm.Sampling]:

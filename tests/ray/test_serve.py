@@ -171,8 +171,20 @@ def test_predictions_equal_offline_prediction_and_evaluate(checkpoints, serve_ht
     assert accuracy == pytest.approx(evaluate_checkpoint(served)["metrics"]["test_accuracy"], abs=1e-12)
     assert accuracy == pytest.approx(trained.metrics["test_accuracy"], abs=1e-12)
 
+    # the bodies other clients send: an image file (TorchServe's), a CSV row of pixels (MLflow's text/csv)
+    from tests.conftest import png_bytes
+
+    image = png_bytes((x[0, 0] * 255 / 16).astype(np.uint8))  # digits' pixels are 0..16
+    for body, content_type in [(image, "image/png"), (",".join(map(str, x[0].ravel())).encode(), "text/csv")]:
+        status, _, answer = http("POST", f"{url}/v1/predict", body, {"Content-Type": content_type})
+        assert status == 200, answer
+        np.testing.assert_allclose(answer["predictions"][0]["probabilities"],
+                                   offline.predict(offline.decode(body, content_type))[0], atol=1e-6)
+    assert answer["predictions"][0]["label"] == str(labels[0])  # the CSV row is the first test input
+
     status, _, info = http("GET", f"{url}/v1/model")
     assert status == 200 and info["checkpoint"] == served and info["version"] == offline.version
+    assert info["input"]["content_types"].keys() == {"application/json", "text/csv", "image/*"}
     assert info["input"]["shape"] == list(offline.input_shape) and info["metrics"]["epoch"] == int(served[-4:])
     assert http("GET", f"{url}/healthz")[0] == 200 and http("GET", f"{url}/readyz")[2]["ready"] is True
     assert http("GET", f"{url}/docs")[0] == 200 and "/v1/predict" in http("GET", f"{url}/openapi.json")[2]["paths"]
@@ -214,6 +226,9 @@ def test_a_table_with_text_columns_trains_and_serves_rows_as_training_read_them(
     url = deploy("table", result.checkpoint, serve_http)["url"]
     status, _, body = predict(url, rows[1000:1100])  # the label column is ignored
     assert status == 200, body
+    status, _, as_csv = http("POST", f"{url}/v1/predict", (tmp_path / "holdout.csv").read_bytes(),
+                             {"Content-Type": "text/csv"})  # the file as it is: MLflow's text/csv
+    assert status == 200 and as_csv["predictions"] == body["predictions"], as_csv
     offline = Predictor.load(result.checkpoint)
     local = offline.predict(offline.validate([{k: r[k] for k in ("city", "reading", "size", "when", "price")}
                                               for r in rows[1000:1100]]))
@@ -367,6 +382,8 @@ def test_every_bad_request_gets_its_4xx_and_the_replica_survives(checkpoints, se
         "wrong content type": (json.dumps({"instances": good}).encode(), {"Content-Type": "text/plain"}, 415,
                                "unsupported_media_type"),
         "no content type": (json.dumps({"instances": good}).encode(), {}, 415, "unsupported_media_type"),
+        "an image that is not": (b"GIF89a...", {"Content-Type": "image/png"}, 422, "invalid_image"),
+        "a CSV of text": (b"a,b\nc,d\n", {"Content-Type": "text/csv"}, 422, "wrong_type"),
         "no instances key": (b'{"rows": []}', JSON, 400, "missing_instances"),
         "instances not a list": (b'{"instances": 3}', JSON, 422, "invalid_instances"),
         "wrong shape": (json.dumps({"instances": [[1.0] * 63]}).encode(), JSON, 422, "wrong_shape"),
@@ -645,7 +662,8 @@ def fuzz_cases():
                                                               ("PUT", "/v1/predict"), ("DELETE", "/v1/model"),
                                                               ("POST", "/healthz"), ("GET", "/no/such/path")])
     content_type = st.sampled_from(["application/json"] * 6 + ["application/json; charset=utf-8", "text/plain",
-                                                                "application/x-www-form-urlencoded", ""])
+                                                                "application/x-www-form-urlencoded", "", "text/csv",
+                                                                "image/png", "text/csv; charset=x"])
     return st.tuples(route, body, content_type)
 
 

@@ -13,7 +13,8 @@ from orchestrator.checkpoint import write_checkpoint
 from orchestrator.config import ServeArgs, config_from_dict, parse
 from orchestrator.errors import ConfigError, DataError
 from orchestrator.models import build_model
-from orchestrator.predictor import Predictor, RequestError
+from orchestrator.errors import RequestError
+from orchestrator.predictor import Predictor
 from orchestrator.auth import ApiKeys
 from orchestrator.endpoint import Endpoint
 
@@ -1015,3 +1016,87 @@ def test_the_generate_command_and_its_wrong_model_errors(tmp_path, capsys):
     assert "--temperature" in capsys.readouterr().err
     assert main(["generate", lm_ckpt, "--prompt", "x", "--max-new-tokens", "0"]) == 2
     assert "--max-new-tokens: max_new_tokens must be an integer of 1 or more" in capsys.readouterr().err  # offline: no cap
+
+
+def png(size=(4, 4), color=(200, 10, 10), fmt="PNG") -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, fmt)
+    return out.getvalue()
+
+
+def test_bodies_other_than_json_are_read_by_their_content_type_as_the_json_of_the_same_inputs(tmp_path):
+    """What clients of other serving tools send as it is: a CSV table (MLflow's text/csv), an image file
+    (TorchServe's), a text; each decodes to what the same inputs as JSON decode to. A type the model cannot
+    take is a 415 naming those it takes."""
+    import base64
+
+    table = Predictor.load(write_table_model(tmp_path / "table", ["width", "area", "mass"], [3]), max_instances=3)
+    rows = [{"width": 1.5, "area": 2, "mass": 3}, {"width": 4, "area": None, "mass": 6}]
+    as_json = table.decode(json.dumps({"instances": [{**r, "area": r["area"] or 0} for r in rows]}).encode())
+    for body, content_type in [
+        (b"mass,area,width,id\n3,2,1.5,a\n6,0,4,b\n", "text/csv"),  # any column order, other columns left
+        (b"\xef\xbb\xbfwidth , area, mass\r\n1.5,2,3\r\n\r\n4,0,6\r\n", "text/csv; charset=utf-8"),  # Excel's
+        (b"width;area;mass\n1,5;2;3\n4;0;6\n", "text/csv"),  # Excel in much of Europe: decimal commas
+        (b"1.5,2,3\n4,0,6\n", "text/csv"),  # no header: rows of numbers in the columns' order
+    ]:
+        assert np.array_equal(table.decode(body, content_type), as_json), body
+    assert table.info["input"]["content_types"].keys() == {"application/json", "text/csv"}
+    for body, content_type, status, code, words in [
+        (b"width,area,mass\n1,2\n", "text/csv", 422, "invalid_csv", "row 2 of the CSV body holds 2 cells, its "
+                                                                    "header 3"),
+        (b"1,x,3\n", "text/csv", 422, "missing_header", "start it with a header row (width,area,mass)"),
+        (b"width,area,mass\n1,,3\n", "text/csv", 422, "wrong_type", "'area' takes a number, got null"),
+        (b"width,area,mass\n1,abc,3\n", "text/csv", 422, "wrong_type", "'area' takes a number, got \"abc\""),
+        (b"width,area,mass\n" + b"1,2,3\n" * 4, "text/csv", 422, "too_many_instances", "4 instances"),
+        (b"\n\n", "text/csv", 422, "no_instances", "holds no rows"),
+        (b"width,area,mass\n1,2,\xff\n", "text/csv", 400, "invalid_text", "not utf-8 text"),
+        (b"width,area,mass\n1,2,3\n", "text/csv; charset=klingon", 415, "unsupported_charset", "'klingon'"),
+        (b"a fine film", "text/plain", 415, "unsupported_media_type", "text/csv (a header row naming the model's "
+                                                                      "columns, then a row per input); got "
+                                                                      "'text/plain'"),
+        (png(), "image/png", 415, "unsupported_media_type", "got 'image/png'"),
+        (b'{"instances": [[1, 2, 3]]}', "", 415, "unsupported_media_type", "got 'none'"),
+    ]:
+        with pytest.raises(RequestError) as e:
+            table.decode(body, content_type)
+        assert (e.value.status, e.value.code) == (status, code) and words in e.value.message, e.value.message
+
+    # a model of images: the image file as the body, decoded as its base64 in JSON is
+    cfg = config_from_dict({"name": "pets", "data": {"name": "digits"}, "model": {"name": "cnn", "channels": [4]}})
+    write_checkpoint(str(tmp_path / "img"), model=build_model(cfg.model, [1, 4, 4], 2), config=cfg, metrics={},
+                     model_info={**INFO, "input_shape": [1, 4, 4], "label_names": ["cat", "dog"]})
+    images = Predictor.load(str(tmp_path / "img"))
+    for raw, content_type in [(png(), "image/png"), (png((9, 7), fmt="JPEG"), "image/jpeg")]:
+        b64 = json.dumps({"instances": [{"b64": base64.b64encode(raw).decode()}]}).encode()
+        assert np.array_equal(images.decode(raw, content_type), images.decode(b64))
+    assert np.array_equal(images.decode(b"0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15\n", "text/csv"),
+                          images.decode(b'{"instances": [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]]}'))
+    with pytest.raises(RequestError, match="not an image file") as e:
+        images.decode(b"GIF89a...", "image/gif")
+    assert (e.value.status, e.value.code) == (422, "invalid_image")
+
+    # a model of text: the text as the body (in its charset), or a CSV of its column; a text of digits stays text
+    cfg = config_from_dict({"name": "t", "model": {"name": "rnn", "hidden_size": 8},
+                            "data": {"name": "files", "path": "t.csv", "label_column": "kind", "text_column": "note",
+                                     "text_bytes": 8}})
+    info = {**INFO, "input_shape": [8], "input_dtype": "int64", "feature_columns": ["note"], "text_column": "note"}
+    write_checkpoint(str(tmp_path / "text"), model=build_model(cfg.model, [8], 3, input_dtype="int64"), config=cfg,
+                     model_info=info, metrics={})
+    texts = Predictor.load(str(tmp_path / "text"))
+    assert np.array_equal(texts.decode("déjà vu".encode("latin-1"), "text/plain; charset=latin-1"),
+                          texts.validate(["déjà vu"]))
+    assert np.array_equal(texts.decode(b"kind,note\nb,a fine film\na,1234\n", "text/csv"),
+                          texts.validate(["a fine film", "1234"]))
+    assert texts.info["input"]["content_types"].keys() == {"application/json", "text/csv", "text/plain"}
+
+    # a language model: the prompt as the body
+    from orchestrator import predictor
+
+    generator = predictor.load(write_lm(tmp_path / "lm"))
+    assert generator.decode(b"def ", "text/plain") == generator.decode(b'{"prompt": "def "}')
+    with pytest.raises(RequestError, match="got 'text/csv'"):
+        generator.decode(b"prompt\ndef \n", "text/csv")
