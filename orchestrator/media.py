@@ -8,12 +8,15 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import mimetypes
 
 from orchestrator.errors import RequestError
 from orchestrator.tablefiles import SNIFF_BYTES, csv_dialect
 
 JSON, CSV, TEXT = "application/json", "text/csv", "text/plain"
 IMAGE = "image/*"  # image/png, image/jpeg, ...: any format Pillow reads
+FORM = "multipart/form-data"  # files and fields, each one of the above
+BYTES = "application/octet-stream"  # says nothing of what a file holds
 
 
 def media_type(header: str) -> tuple[str, str]:
@@ -40,6 +43,38 @@ def check(kind: str, accepted: dict[str, str]) -> None:
         listed = "; ".join(f"{a} ({what})" for a, what in accepted.items())
         raise RequestError(415, "unsupported_media_type", f"this model takes Content-Type {listed}; got "
                            f"{kind or 'none'!r}")
+
+
+def each_part(body: bytes, content_type: str, decode) -> list:
+    """decode(part, its Content-Type) of each part of a multipart/form-data body (`curl -F file=@cat.jpg`,
+    TorchServe's clients; a browser's form; requests' `files=`), in order. A part's type is the one it
+    declares, else its file name's (curl and requests send a CSV file as application/octet-stream, or with
+    none); a field without a file is text. A part's error names it."""
+    import email.parser
+    import email.policy
+
+    head = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", errors="replace")
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    parts = list(message.iter_parts()) if message.is_multipart() else []
+    if not parts:
+        raise RequestError(400, "invalid_form", "the body is not multipart/form-data with a boundary its "
+                           "Content-Type names: send files as a client's form does (curl -F file=@cat.jpg)")
+    decoded = []
+    for i, part in enumerate(parts):
+        name = part.get_filename() or part.get_param("name", header="content-disposition") or f"part {i + 1}"
+        declared = part.get_content_type() if part.get("content-type") else None
+        kind = declared if declared not in (None, BYTES) else (
+            mimetypes.guess_type(part.get_filename())[0] if part.get_filename() else TEXT)
+        if kind in (None, BYTES) or kind.startswith("multipart/"):
+            raise RequestError(415, "unsupported_media_type", f"form part {name!r}: cannot tell what it holds: "
+                               "name its file for its kind (.csv, .png, .jpg, .txt) or give it a Content-Type")
+        charset = part.get_content_charset()
+        try:
+            decoded.append(decode(part.get_payload(decode=True) or b"",
+                                  kind + (f"; charset={charset}" if charset else "")))
+        except RequestError as e:
+            raise RequestError(e.status, e.code, f"form part {name!r}: {e.message}") from None
+    return decoded
 
 
 def text_of(body: bytes, charset: str) -> str:

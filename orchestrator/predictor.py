@@ -161,6 +161,7 @@ class Predictor:
             accepts[media.TEXT] = "the text to classify"
         if takes_images(self.input_shape):
             accepts[media.IMAGE] = "an image file (PNG, JPEG, ...), decoded as training decoded the images"
+        accepts[media.FORM] = "files and fields, each of a type above, by its own or its file name's: curl -F file=@..."
         return accepts
 
     def _names(self) -> list[str]:
@@ -180,6 +181,12 @@ class Predictor:
                                                 lambda column: column not in text))
         if kind == media.TEXT:
             return self.validate([media.text_of(body, charset)])
+        if kind == media.FORM:
+            x = np.concatenate(media.each_part(body, content_type, self.decode))
+            if len(x) > self.max_instances:
+                raise RequestError(422, "too_many_instances", f"{len(x)} instances in the form's parts; at most "
+                                   f"{self.max_instances}: split the request")
+            return x
         return self.validate([self._image(body, "the body")])
 
     def validate(self, instances) -> np.ndarray:

@@ -134,3 +134,13 @@ def png_bytes(pixels) -> bytes:
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, "PNG")
     return out.getvalue()
+
+
+def form(*parts) -> tuple[bytes, str]:
+    """A multipart/form-data body of (field, file name or None, Content-Type or None, bytes), as curl -F sends."""
+    boundary, body = "----orchestrator-test-7f3a", b""
+    for field, filename, content_type, data in parts:
+        body += (f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"'
+                 + (f'; filename="{filename}"' if filename else "") + "\r\n"
+                 + (f"Content-Type: {content_type}\r\n" if content_type else "") + "\r\n").encode() + data + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"

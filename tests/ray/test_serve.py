@@ -21,7 +21,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.evaluate import evaluate_checkpoint
 from orchestrator.predictor import Predictor
 from orchestrator.train import train
-from tests.conftest import ROOT, free_port, http
+from tests.conftest import ROOT, form, free_port, http, png_bytes
 
 pytestmark = pytest.mark.ray
 JSON = {"Content-Type": "application/json"}
@@ -172,8 +172,6 @@ def test_predictions_equal_offline_prediction_and_evaluate(checkpoints, serve_ht
     assert accuracy == pytest.approx(trained.metrics["test_accuracy"], abs=1e-12)
 
     # the bodies other clients send: an image file (TorchServe's), a CSV row of pixels (MLflow's text/csv)
-    from tests.conftest import png_bytes
-
     image = png_bytes((x[0, 0] * 255 / 16).astype(np.uint8))  # digits' pixels are 0..16
     for body, content_type in [(image, "image/png"), (",".join(map(str, x[0].ravel())).encode(), "text/csv")]:
         status, _, answer = http("POST", f"{url}/v1/predict", body, {"Content-Type": content_type})
@@ -181,10 +179,16 @@ def test_predictions_equal_offline_prediction_and_evaluate(checkpoints, serve_ht
         np.testing.assert_allclose(answer["predictions"][0]["probabilities"],
                                    offline.predict(offline.decode(body, content_type))[0], atol=1e-6)
     assert answer["predictions"][0]["label"] == str(labels[0])  # the CSV row is the first test input
+    parts, content_type = form(("file", "digit.png", None, image), ("file", "digits.csv", None, body))  # curl -F
+    status, _, both = http("POST", f"{url}/v1/predict", parts, {"Content-Type": content_type})
+    assert status == 200, both
+    alone = http("POST", f"{url}/v1/predict", image, {"Content-Type": "image/png"})[2]["predictions"][0]
+    np.testing.assert_allclose([p["probabilities"] for p in both["predictions"]],
+                               [alone["probabilities"], answer["predictions"][0]["probabilities"]], atol=1e-6)
 
     status, _, info = http("GET", f"{url}/v1/model")
     assert status == 200 and info["checkpoint"] == served and info["version"] == offline.version
-    assert info["input"]["content_types"].keys() == {"application/json", "text/csv", "image/*"}
+    assert info["input"]["content_types"].keys() == {"application/json", "text/csv", "image/*", "multipart/form-data"}
     assert info["input"]["shape"] == list(offline.input_shape) and info["metrics"]["epoch"] == int(served[-4:])
     assert http("GET", f"{url}/healthz")[0] == 200 and http("GET", f"{url}/readyz")[2]["ready"] is True
     assert http("GET", f"{url}/docs")[0] == 200 and "/v1/predict" in http("GET", f"{url}/openapi.json")[2]["paths"]
@@ -663,7 +667,8 @@ def fuzz_cases():
                                                               ("POST", "/healthz"), ("GET", "/no/such/path")])
     content_type = st.sampled_from(["application/json"] * 6 + ["application/json; charset=utf-8", "text/plain",
                                                                 "application/x-www-form-urlencoded", "", "text/csv",
-                                                                "image/png", "text/csv; charset=x"])
+                                                                "image/png", "text/csv; charset=x",
+                                                                "multipart/form-data; boundary=b"])
     return st.tuples(route, body, content_type)
 
 

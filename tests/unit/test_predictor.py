@@ -17,6 +17,7 @@ from orchestrator.errors import RequestError
 from orchestrator.predictor import Predictor
 from orchestrator.auth import ApiKeys
 from orchestrator.endpoint import Endpoint
+from tests.conftest import form
 
 CFG = config_from_dict({"name": "t", "data": {"name": "digits"}, "model": {"name": "mlp", "hidden_sizes": [16]}})
 INFO = {"input_shape": [2, 3], "label_names": ["a", "b", "c"], "normalization": {}, "data_fingerprint": "x"}
@@ -1044,7 +1045,7 @@ def test_bodies_other_than_json_are_read_by_their_content_type_as_the_json_of_th
         (b"1.5,2,3\n4,0,6\n", "text/csv"),  # no header: rows of numbers in the columns' order
     ]:
         assert np.array_equal(table.decode(body, content_type), as_json), body
-    assert table.info["input"]["content_types"].keys() == {"application/json", "text/csv"}
+    assert table.info["input"]["content_types"].keys() == {"application/json", "text/csv", "multipart/form-data"}
     for body, content_type, status, code, words in [
         (b"width,area,mass\n1,2\n", "text/csv", 422, "invalid_csv", "row 2 of the CSV body holds 2 cells, its "
                                                                     "header 3"),
@@ -1056,8 +1057,7 @@ def test_bodies_other_than_json_are_read_by_their_content_type_as_the_json_of_th
         (b"width,area,mass\n1,2,\xff\n", "text/csv", 400, "invalid_text", "not utf-8 text"),
         (b"width,area,mass\n1,2,3\n", "text/csv; charset=klingon", 415, "unsupported_charset", "'klingon'"),
         (b"a fine film", "text/plain", 415, "unsupported_media_type", "text/csv (a header row naming the model's "
-                                                                      "columns, then a row per input); got "
-                                                                      "'text/plain'"),
+                                                                      "columns, then a row per input); "),
         (png(), "image/png", 415, "unsupported_media_type", "got 'image/png'"),
         (b'{"instances": [[1, 2, 3]]}', "", 415, "unsupported_media_type", "got 'none'"),
     ]:
@@ -1091,7 +1091,8 @@ def test_bodies_other_than_json_are_read_by_their_content_type_as_the_json_of_th
                           texts.validate(["déjà vu"]))
     assert np.array_equal(texts.decode(b"kind,note\nb,a fine film\na,1234\n", "text/csv"),
                           texts.validate(["a fine film", "1234"]))
-    assert texts.info["input"]["content_types"].keys() == {"application/json", "text/csv", "text/plain"}
+    assert texts.info["input"]["content_types"].keys() == {"application/json", "text/csv", "text/plain",
+                                                           "multipart/form-data"}
 
     # a language model: the prompt as the body
     from orchestrator import predictor
@@ -1100,3 +1101,47 @@ def test_bodies_other_than_json_are_read_by_their_content_type_as_the_json_of_th
     assert generator.decode(b"def ", "text/plain") == generator.decode(b'{"prompt": "def "}')
     with pytest.raises(RequestError, match="got 'text/csv'"):
         generator.decode(b"prompt\ndef \n", "text/csv")
+
+
+def test_a_form_of_files_is_read_part_by_part_as_each_files_own_body(tmp_path):
+    """`curl -F file=@cat.jpg -F file=@dog.png` (TorchServe's clients), requests' files=: each part decoded
+    by its declared type, else its file name's; the parts' inputs in order; a part's error names it."""
+    cfg = config_from_dict({"name": "pets", "data": {"name": "digits"}, "model": {"name": "cnn", "channels": [4]}})
+    write_checkpoint(str(tmp_path / "img"), model=build_model(cfg.model, [1, 4, 4], 2), config=cfg, metrics={},
+                     model_info={**INFO, "input_shape": [1, 4, 4], "label_names": ["cat", "dog"]})
+    images = Predictor.load(str(tmp_path / "img"), max_instances=3)
+    cat, dog, pixels = png(color=(200, 10, 10)), png((9, 7), (10, 10, 200), "JPEG"), ",".join(["7"] * 16).encode()
+    body, content_type = form(("file", "cat.png", "image/png", cat), ("file", "dog.jpg", None, dog),
+                              ("rows", "rows.csv", "application/octet-stream", pixels))
+    x = images.decode(body, content_type)
+    assert np.array_equal(x, np.concatenate([images.decode(cat, "image/png"), images.decode(dog, "image/jpeg"),
+                                             images.decode(pixels, "text/csv")]))
+    assert x.shape == (3, 1, 4, 4) and not np.array_equal(x[0], x[1])
+    for parts, status, code, words in [
+        ([("file", "cat.png", None, cat), ("file", "bad.png", None, b"GIF89a...")], 422, "invalid_image",
+         "form part 'bad.png': "),
+        ([("file", "weights.bin", None, b"\x00\x01")], 415, "unsupported_media_type",
+         "form part 'weights.bin': cannot tell what it holds"),
+        ([("file", "a.png", None, cat)] * 4, 422, "too_many_instances", "4 instances in the form's parts"),
+        ([("note", None, None, b"a fine film")], 415, "unsupported_media_type", "form part 'note': this model takes"),
+    ]:
+        with pytest.raises(RequestError) as e:
+            images.decode(*form(*parts))
+        assert (e.value.status, e.value.code) == (status, code) and words in e.value.message, e.value.message
+    with pytest.raises(RequestError) as e:
+        images.decode(cat, "multipart/form-data")  # no boundary
+    assert (e.value.status, e.value.code) == (400, "invalid_form")
+
+    # a table model: the CSV file as a form's file; a model of text: a field of text
+    table = Predictor.load(write_table_model(tmp_path / "table", ["width", "area", "mass"], [3]))
+    csv_file = b"width,area,mass\n1,2,3\n4,5,6\n"
+    assert np.array_equal(table.decode(*form(("file", "new.csv", "application/octet-stream", csv_file))),
+                          table.decode(csv_file, "text/csv"))
+    text_cfg = config_from_dict({"name": "t", "model": {"name": "rnn", "hidden_size": 8},
+                                 "data": {"name": "files", "path": "t.csv", "label_column": "kind",
+                                          "text_column": "note", "text_bytes": 8}})
+    info = {**INFO, "input_shape": [8], "input_dtype": "int64", "feature_columns": ["note"], "text_column": "note"}
+    write_checkpoint(str(tmp_path / "text"), model=build_model(text_cfg.model, [8], 3, input_dtype="int64"),
+                     config=text_cfg, model_info=info, metrics={})
+    texts = Predictor.load(str(tmp_path / "text"))
+    assert np.array_equal(texts.decode(*form(("note", None, None, "déjà vu".encode()))), texts.validate(["déjà vu"]))
