@@ -30,6 +30,16 @@ class Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _named_by_a_word(cls, data):
+        """A section chosen by its name may be given as the name: `model: cnn` is `model: {name: cnn}`, as
+        `optim: adam` and `tune.scheduler: fifo` are."""
+        if not isinstance(data, dict):
+            return data
+        return {key: {"name": value} if isinstance(value, str) and _named_section(cls.model_fields.get(key)) else value
+                for key, value in data.items()}
+
 
 # ---- data -------------------------------------------------------------------------------
 
@@ -810,6 +820,8 @@ def with_value(raw: dict, key: str, value) -> dict:
     *parents, leaf = key.split(".")
     for part in parents:
         child = node.setdefault(part, {})
+        if isinstance(child, str):  # `model: cnn`, a section given by its name (Section._named_by_a_word)
+            child = node[part] = {"name": child}
         if not isinstance(child, dict):
             raise ConfigError(f"{key!r}: {part!r} is a value, not a section")
         node = child
@@ -861,7 +873,8 @@ def _explain(err: dict, root: type[BaseModel]) -> str:
             return (f"unknown key {where!r}: {section} {kind!r} has no {loc[-1]!r} ({' and '.join(owners)} {have} it); "
                     f"the keys of {section} {kind!r}: {', '.join(valid)}. On the command line, set the whole "
                     f"section: '{section}={{name: {kind}}}'")
-        hint = _paths_to(loc[-1], root) or difflib.get_close_matches(loc[-1], valid, n=1)  # train.lr: optim.lr
+        hint = (_other_name(loc[-1], where, valid) or _paths_to(loc[-1], root)  # train.lr: optim.lr
+                or difflib.get_close_matches(loc[-1], valid, n=1))
         suggestion = f"; did you mean {hint[0]!r}?" if hint else f"; valid keys: {', '.join(valid)}"
         return f"unknown key {where!r}{suggestion}"
     kinds = list(_tagged_union_members(_walk(loc, root)[0]) or {})  # a section chosen by its name (model, data)
@@ -872,7 +885,9 @@ def _explain(err: dict, root: type[BaseModel]) -> str:
         return f"{where} is a section, not a value: set {where}.name, one of {kinds}"
     if err["type"] == "union_tag_not_found":
         glued = [k for k in got if ":" in str(k)] if isinstance(got, dict) else []  # {name:cnn} is one key in YAML
-        hint = f" (YAML reads {glued[0]!r} as one key: put a space after the colon)" if glued else ""
+        typed = [k for k in got if OTHER_NAMES.get(str(k).lower()) == "name"] if isinstance(got, dict) else []
+        hint = (f" (YAML reads {glued[0]!r} as one key: put a space after the colon)" if glued else
+                f" (it has {typed[0]!r}: the kind goes in name, {where}: {{name: {got[typed[0]]}}})" if typed else "")
         return f"{where}.name is missing: one of {kinds}{hint}"
     if err["type"] == "missing":
         return f"{where}: required field is missing"
@@ -882,8 +897,52 @@ def _explain(err: dict, root: type[BaseModel]) -> str:
     if err["type"] in ("float_type", "int_type") and _numeric_text(got):  # '0.01', or 1e-3 read by YAML 1.1
         shown = (f" (got {got!r}: text to a YAML 1.1 reader, as Ray's `serve deploy` is; write {float(got)!r})"
                  if "e" in got.lower() and "." not in got else f" (got {got!r}: text; write it without quotes)")
+    if err["type"] == "list_type" and isinstance(got, (int, float, str)):  # hidden_sizes: 64
+        shown = f" (got {got!r}: write [{got}])"
     msg = err["msg"].removeprefix("Value error, ")
     return f"{where}: {msg}{shown}" if where else f"{msg}{shown}"
+
+
+# Keys that other tools (PyTorch Lightning, Keras, Hugging Face's Trainer, scikit-learn, Ludwig) give what a key
+# here does: the key here, a section's own (bare) or a dotted path
+OTHER_NAMES = {
+    "learning_rate": "optim.lr", "optimizer": "optim", "lr_scheduler": "optim.schedule", "scheduler": "optim.schedule",
+    "beta1": "optim.betas", "beta2": "optim.betas", "l2": "optim.weight_decay",
+    "l2_regularization": "optim.weight_decay", "l1_regularization": "optim.l1", "max_grad_norm": "optim.grad_clip_norm",
+    "gradient_clip_val": "optim.grad_clip_norm",
+    "clip_grad_norm": "optim.grad_clip_norm", "accumulate_grad_batches": "optim.grad_accum_steps",
+    "gradient_accumulation_steps": "optim.grad_accum_steps", "warmup_steps": "optim.warmup_epochs",
+    "batch_size": "train.batch_size_per_worker", "per_device_train_batch_size": "train.batch_size_per_worker",
+    "num_epochs": "train.epochs", "max_epochs": "train.epochs", "num_train_epochs": "train.epochs",
+    "device": "train.use_gpu", "gpus": "train.use_gpu", "accelerator": "train.use_gpu", "devices": "train.num_workers",
+    "patience": "train.early_stopping_patience", "mixed_precision": "train.precision", "fp16": "train.precision",
+    "bf16": "train.precision", "amp": "train.precision", "output_dir": "storage.path", "checkpoint_dir": "storage.path",
+    "label": "data.label_column", "target": "data.label_column", "target_column": "data.label_column",
+    "features": "data.feature_columns", "validation_split": "data.val_fraction", "val_split": "data.val_fraction",
+    "val_size": "data.val_fraction", "test_size": "data.test_fraction", "test_split": "data.test_fraction",
+    "dataset": "data", "type": "name", "architecture": "model.name", "arch": "model.name",
+}
+
+
+def _other_name(key: str, where: str, valid: list[str]) -> list[str]:
+    """The key here for a key another tool names so (OTHER_NAMES), where there is one: a section's own key
+    by its dotted path."""
+    mine = OTHER_NAMES.get(key.lower())
+    if mine is None:
+        return []
+    if "." not in mine and mine in valid:  # this section's own (type: name)
+        section = where.rpartition(".")[0]
+        return [f"{section}.{mine}" if section else mine]
+    return [mine]
+
+
+def _named_section(field) -> bool:
+    """Whether a field is a section chosen by its name: a kind of several (model, data) or one with a name."""
+    if field is None:
+        return False
+    section = _required(field.annotation)
+    return _tagged_union_members(section) is not None or (
+        isinstance(section, type) and issubclass(section, BaseModel) and "name" in section.model_fields)
 
 
 def _numeric_text(value) -> bool:

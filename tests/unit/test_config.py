@@ -52,6 +52,43 @@ def test_a_key_in_the_wrong_place_names_where_it_goes(raw, words):
     assert words in _error({**BASE, **raw})
 
 
+@pytest.mark.parametrize("raw, words", [  # what other tools call them, and the key here
+    ({"optim": {"learning_rate": 0.1}}, "unknown key 'optim.learning_rate'; did you mean 'optim.lr'?"),
+    ({"train": {"batch_size": 64}}, "unknown key 'train.batch_size'; did you mean 'train.batch_size_per_worker'?"),
+    ({"train": {"max_epochs": 3}}, "did you mean 'train.epochs'?"),  # Lightning's
+    ({"train": {"lr_scheduler": "cosine"}}, "did you mean 'optim.schedule'?"),
+    ({"optim": {"scheduler": "cosine"}}, "did you mean 'optim.schedule'?"),  # not tune.scheduler, a search's
+    ({"train": {"device": "cuda"}}, "did you mean 'train.use_gpu'?"),
+    ({"train": {"output_dir": "out"}}, "did you mean 'storage.path'?"),  # Hugging Face's Trainer
+    ({"data": {"name": "files", "path": "t.csv", "target": "y"}}, "did you mean 'data.label_column'?"),
+    ({"data": {"name": "digits", "validation_split": 0.2}}, "did you mean 'data.val_fraction'?"),  # Keras'
+    ({"optimizer": {"name": "adam"}}, "unknown key 'optimizer'; did you mean 'optim'?"),
+    ({"model": {"name": "mlp", "hidden_sizes": 64}}, "model.hidden_sizes: Input should be a valid list (got 64: write "
+                                                     "[64])"),
+])
+def test_keys_as_other_tools_name_them_suggest_the_key_here(raw, words):
+    assert words in _error({**BASE, **raw})
+
+
+def test_every_key_suggested_for_another_tools_name_is_one_here():
+    for other, mine in C.OTHER_NAMES.items():
+        assert mine in C._paths_to(mine.rpartition(".")[2], C.ExperimentConfig), (other, mine)
+
+
+def test_a_section_chosen_by_its_name_may_be_given_as_the_name():
+    cfg = config_from_dict({"name": "t", "data": "digits", "model": "cnn", "optim": "adam",
+                            "tune": {**TUNE, "scheduler": "fifo", "search": "optuna"}})
+    assert (cfg.data.name, cfg.model.name, cfg.optim.name, cfg.tune.scheduler.name, cfg.tune.search.name) == (
+        "digits", "cnn", "adam", "fifo", "optuna")
+    assert cfg.model == config_from_dict({**BASE, "model": {"name": "cnn"}}).model  # every other field its default
+    # on the command line too, and a field set below it
+    raw = apply_overrides({"name": "t", "data": "digits", "model": "mlp"}, ["model=cnn", "model.channels=[8]",
+                                                                           "optim=sgd"])
+    cfg = config_from_dict(raw)
+    assert (cfg.model.name, cfg.model.channels, cfg.optim.name) == ("cnn", [8], "sgd")
+    assert "model.name: 'resnet' is not one of" in _error({**BASE, "model": "resnet"})
+
+
 def test_typo_inside_a_model_family_names_the_user_path():
     msg = _error({**BASE, "model": {"name": "cnn", "chanels": [8]}})
     assert "'model.chanels'" in msg and "did you mean 'channels'" in msg
@@ -73,7 +110,9 @@ def test_unknown_model_and_dataset_list_the_choices():
     ({**BASE, "model": {"hidden_sizes": [8]}}, "model.name is missing: one of ['mlp', 'cnn', "),
     ({**BASE, "data": {"path": "x.csv"}}, "data.name is missing: one of ['digits', 'synthetic', 'files', 'text']"),
     ({**BASE, "model": yaml.safe_load("{name:cnn}")}, "(YAML reads 'name:cnn' as one key: put a space after the colon)"),
-    ({**BASE, "model": "cnn"}, "model is a section, not a value: set model.name, one of ['mlp', "),  # model=cnn
+    ({**BASE, "model": 3}, "model is a section, not a value: set model.name, one of ['mlp', "),
+    ({**BASE, "model": {"type": "cnn"}}, "model.name is missing: one of ['mlp', 'cnn', 'rnn', 'transformer', 'gpt'] "
+                                         "(it has 'type': the kind goes in name, model: {name: cnn})"),  # Ludwig's
 ])
 def test_a_missing_section_or_name_lists_the_choices(raw, words):
     assert words in _error(raw)
