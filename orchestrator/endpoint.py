@@ -24,6 +24,7 @@ from ray import serve
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
+from orchestrator import __version__, oip
 from orchestrator import predictor as predictors
 from orchestrator.auth import ApiKeys
 from orchestrator.config import SERVE_DEPLOYMENT, ServeArgs
@@ -67,9 +68,14 @@ api.add_middleware(Cors)
 # ---- the deployment -----------------------------------------------------------------------
 
 
-def _error(e: RequestError) -> JSONResponse:
+def _error(e: RequestError, body: dict | None = None) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
-    return JSONResponse(e.body(), status_code=e.status, headers=headers)
+    return JSONResponse(body or e.body(), status_code=e.status, headers=headers)
+
+
+def _v2_error(e: RequestError) -> JSONResponse:
+    """An error of the Open Inference Protocol's routes, in its shape: {"error": "message"}."""
+    return _error(e, {"error": e.message})
 
 
 @api.exception_handler(HTTPException)
@@ -175,19 +181,38 @@ class Endpoint:
         return await self._answer(request, TextGenerator, self._generate_batch, lambda g, item: g.generate([item])[0],
                                   lambda g, item, completion: g.encode(item, completion))
 
-    async def _answer(self, request: Request, kind: type, batched, run, encode):
-        """A request to a model of `kind`: checked (a 4xx that says why), run in a batch with others or
-        alone, encoded. A run that fails goes to _not_answered, which tells the model's fault from the input's."""
+    @api.post("/v2/models/{name}/infer")
+    @api.post("/v2/models/{name}/versions/{version}/infer")
+    async def infer(self, request: Request, name: str, version: str | None = None):
+        """The Open Inference Protocol's infer (oip.py): the same model, batches and checks as /v1/predict."""
+        asked = {}
+
+        def decode(predictor: Predictor, body: bytes) -> np.ndarray:
+            self._named(name, version)
+            x, meta = oip.decode(predictor, body, request.headers)
+            asked.update(meta)
+            return x
+
+        return await self._answer(request, Predictor, self._predict_batch, lambda p, x: p.predict(x),
+                                  lambda p, x, probs: oip.encode(p, _finite(probs), asked), decode, _v2_error)
+
+    async def _answer(self, request: Request, kind: type, batched, run, encode, decode=None, error=None):
+        """A request to a model of `kind`: checked (a 4xx that says why), decoded (default: the model's own, by
+        the body's Content-Type), run in a batch with others or alone, encoded. A run that fails goes to
+        _not_answered, which tells the model's fault from the input's."""
+        if decode is None:
+            content_type = request.headers.get("content-type", "")  # the model's decode reads it (media.py)
+
+            def decode(model, body: bytes):
+                return model.decode(body, content_type)
         try:
             self.keys.check(request)
             model = self._serving(kind)
             body = await self._body(request)
             small = len(body) <= DECODE_ON_LOOP_BYTES
-            content_type = request.headers.get("content-type", "")  # the model's decode reads it (media.py)
-            item = (model.decode(body, content_type) if small else
-                    await asyncio.to_thread(model.decode, body, content_type))
+            item = decode(model, body) if small else await asyncio.to_thread(decode, model, body)
         except RequestError as e:
-            return _error(e)
+            return (error or _error)(e)
         try:
             if self.args.max_batch_size > 1:
                 model, result = await batched(item)
@@ -271,6 +296,42 @@ class Endpoint:
                                                "max_queued_requests"})
         return {**self.predictor.info, "registry": self.args.registered,
                 "previous_checkpoints": self.args.previous_checkpoints, "limits": limits}
+
+    def _named(self, name: str, version: str | None = None) -> None:
+        """404 unless the /v2 path names the model served (and its version, where it names one)."""
+        model = self.predictor.info["name"]
+        if name != model or version not in (None, self.predictor.version):
+            what = f"version {version!r} of {name!r}" if name == model else f"a model {name!r}"
+            raise RequestError(404, "model_not_found", f"there is no {what} here: this endpoint serves {model!r}, "
+                               f"version {self.predictor.version!r}")
+
+    @api.get("/v2/models/{name}")
+    @api.get("/v2/models/{name}/versions/{version}")
+    async def v2_model(self, request: Request, name: str, version: str | None = None):
+        try:
+            self.keys.check(request)
+            self._serving(Predictor)
+            self._named(name, version)
+        except RequestError as e:
+            return _v2_error(e)
+        return oip.metadata(self.predictor)
+
+    @api.get("/v2")
+    async def v2_server(self):
+        return {"name": "orchestrator", "version": __version__, "extensions": []}
+
+    @api.get("/v2/health/live")
+    async def v2_live(self):
+        return {"live": True}
+
+    @api.get("/v2/health/ready")
+    @api.get("/v2/models/{name}/ready")
+    async def v2_ready(self, name: str | None = None):
+        ready = self.predictor is not None and await asyncio.to_thread(_passes_canary, self.predictor)
+        if name is not None and self.predictor is not None and name != self.predictor.info["name"]:
+            return _v2_error(RequestError(404, "model_not_found", f"there is no model {name!r} here"))
+        return JSONResponse({"ready": ready} if name is None else {"name": name, "ready": ready},
+                            status_code=200 if ready else 503)
 
     @api.api_route("/healthz", methods=["GET", "HEAD"])  # some load balancers probe with HEAD
     async def healthz(self):

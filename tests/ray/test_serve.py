@@ -186,6 +186,24 @@ def test_predictions_equal_offline_prediction_and_evaluate(checkpoints, serve_ht
     np.testing.assert_allclose([p["probabilities"] for p in both["predictions"]],
                                [alone["probabilities"], answer["predictions"][0]["probabilities"]], atol=1e-6)
 
+    # the Open Inference Protocol (KServe v2: Triton's and MLServer's clients): the same answers
+    name = offline.info["name"]
+    v2 = {"id": "7", "inputs": [{"name": "input", "shape": [100, 64], "datatype": "FP32",
+                                 "data": x[:100].reshape(100, -1).tolist()}]}
+    status, _, answer = http("POST", f"{url}/v2/models/{name}/infer", json.dumps(v2).encode(), JSON)
+    assert status == 200 and answer["id"] == "7" and answer["model_version"] == offline.version, answer
+    out = {o["name"]: o for o in answer["outputs"]}
+    assert out["class_index"]["data"] == labels[:100] and out["probabilities"]["shape"] == [100, 10]
+    np.testing.assert_allclose(np.reshape(out["probabilities"]["data"], (100, 10)), probs[:100], atol=1e-6)
+    version = f"{url}/v2/models/{name}/versions/{offline.version}"
+    assert http("POST", f"{version}/infer", json.dumps(v2).encode(), JSON)[0] == 200
+    assert http("GET", version)[2]["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]
+    assert http("GET", f"{url}/v2/health/ready")[2] == {"ready": True}
+    assert http("GET", f"{url}/v2/health/live")[0] == 200
+    assert http("GET", f"{url}/v2/models/{name}/ready")[2] == {"name": name, "ready": True}
+    status, _, answer = http("POST", f"{url}/v2/models/other/infer", json.dumps(v2).encode(), JSON)
+    assert status == 404 and f"this endpoint serves {name!r}" in answer["error"], answer  # the protocol's error shape
+
     status, _, info = http("GET", f"{url}/v1/model")
     assert status == 200 and info["checkpoint"] == served and info["version"] == offline.version
     assert info["input"]["content_types"].keys() == {"application/json", "text/csv", "image/*", "multipart/form-data"}
@@ -233,6 +251,14 @@ def test_a_table_with_text_columns_trains_and_serves_rows_as_training_read_them(
     status, _, as_csv = http("POST", f"{url}/v1/predict", (tmp_path / "holdout.csv").read_bytes(),
                              {"Content-Type": "text/csv"})  # the file as it is: MLflow's text/csv
     assert status == 200 and as_csv["predictions"] == body["predictions"], as_csv
+    columns = {"size": "FP64", "reading": "FP64", "city": "BYTES", "when": "BYTES", "price": "BYTES"}
+    v2 = {"inputs": [{"name": c, "shape": [100], "datatype": kind, "data": [r[c] for r in rows[1000:1100]]}
+                     for c, kind in columns.items()]}  # a tensor per column, as MLServer's pandas codec sends a frame
+    status, _, answer = http("POST", f"{url}/v2/models/table/infer", json.dumps(v2).encode(), JSON)
+    assert status == 200, answer
+    probabilities = next(o for o in answer["outputs"] if o["name"] == "probabilities")["data"]
+    np.testing.assert_allclose(np.reshape(probabilities, (100, -1)), [p["probabilities"] for p in body["predictions"]],
+                               atol=1e-6)
     offline = Predictor.load(result.checkpoint)
     local = offline.predict(offline.validate([{k: r[k] for k in ("city", "reading", "size", "when", "price")}
                                               for r in rows[1000:1100]]))
@@ -645,9 +671,10 @@ def test_an_endpoint_serving_an_alias_follows_promote_and_rollback_without_faili
 ALLOWED = {200, 400, 401, 403, 404, 405, 408, 413, 415, 422, 429, 503}  # never another 5xx
 
 
-def fuzz_cases():
+def fuzz_cases(model: str):
     """Requests a hostile or careless client might send: right-shaped inputs with NaN, Infinity,
-    huge integers, strings, nulls; arbitrary JSON and bytes; other content types, methods and paths."""
+    huge integers, strings, nulls; arbitrary JSON and bytes; Open Inference Protocol tensors of any shape,
+    datatype and data (to `model`); other content types, methods and paths."""
     from hypothesis import strategies as st
 
     scalar = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2**80, 2**80), st.booleans(),
@@ -657,14 +684,19 @@ def fuzz_cases():
     anything = st.recursive(scalar, lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8),
                                                                                                   inner, max_size=4),
                             max_leaves=30)
+    tensor = st.fixed_dictionaries({"name": st.sampled_from(["input", "x"]), "shape": st.lists(
+        st.integers(-1, 70), max_size=4), "datatype": st.sampled_from(["FP32", "INT64", "BYTES", "BOOL", "FP8"]),
+        "data": st.one_of(anything, st.lists(scalar, min_size=64, max_size=64))})
     body = st.one_of(
         st.one_of(shaped, anything).map(lambda i: json.dumps({"instances": i}).encode()),
+        st.lists(tensor, max_size=3).map(lambda t: json.dumps({"inputs": t}).encode()),
         anything.map(lambda v: json.dumps(v).encode()),
         st.binary(max_size=300),
     )
     route = st.sampled_from([("POST", "/v1/predict")] * 8 + [("GET", "/v1/model"), ("GET", "/v1/predict"),
                                                               ("PUT", "/v1/predict"), ("DELETE", "/v1/model"),
-                                                              ("POST", "/healthz"), ("GET", "/no/such/path")])
+                                                              ("POST", "/healthz"), ("GET", "/no/such/path")]
+                            + [("POST", f"/v2/models/{model}/infer")] * 4 + [("GET", f"/v2/models/{model}")])
     content_type = st.sampled_from(["application/json"] * 6 + ["application/json; charset=utf-8", "text/plain",
                                                                 "application/x-www-form-urlencoded", "", "text/csv",
                                                                 "image/png", "text/csv; charset=x",
@@ -682,7 +714,7 @@ def test_fuzzing_the_http_api_gets_only_4xx_or_2xx_and_restarts_nothing(checkpoi
 
     @settings(max_examples=500, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
-    @given(fuzz_cases())
+    @given(fuzz_cases(Predictor.load(checkpoints[0][-1]).info["name"]))
     def one(case):
         (method, path), body, content_type = case
         status, _, answer = http(method, f"{url}{path}", body if method in ("POST", "PUT") else None,

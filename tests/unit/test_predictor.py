@@ -102,6 +102,29 @@ def write_table_model(path, columns: list[str], input_shape: list[int]) -> str:
     return str(path)
 
 
+TEXT_CFG = config_from_dict({"name": "t", "model": {"name": "rnn", "hidden_size": 8},
+                             "data": {"name": "files", "path": "t.csv", "label_column": "kind",
+                                      "text_column": "note", "text_bytes": 8}})
+
+
+def write_text_model(path) -> str:
+    """An untrained model of the text in column 'note' (its first 8 bytes), of 3 classes."""
+    torch.manual_seed(0)
+    info = {**INFO, "input_shape": [8], "input_dtype": "int64", "feature_columns": ["note"], "text_column": "note"}
+    write_checkpoint(str(path), model=build_model(TEXT_CFG.model, [8], 3, input_dtype="int64"), config=TEXT_CFG,
+                     model_info=info, metrics={})
+    return str(path)
+
+
+def write_image_model(path) -> str:
+    """An untrained CNN of 4x4 grayscale images, cat or dog."""
+    cfg = config_from_dict({"name": "pets", "data": {"name": "digits"}, "model": {"name": "cnn", "channels": [4]}})
+    torch.manual_seed(0)
+    write_checkpoint(str(path), model=build_model(cfg.model, [1, 4, 4], 2), config=cfg, metrics={},
+                     model_info={**INFO, "input_shape": [1, 4, 4], "label_names": ["cat", "dog"]})
+    return str(path)
+
+
 def test_a_table_model_takes_rows_by_column_name_in_any_key_order(tmp_path):
     predictor = Predictor.load(write_table_model(tmp_path / "ckpt", ["width", "area", "mass"], [3]))
     assert predictor.info["input"]["columns"] == ["width", "area", "mass"]
@@ -710,10 +733,7 @@ def test_images_in_a_request_are_base64_files_decoded_as_in_training(tmp_path):
 
     from PIL import Image
 
-    cfg = config_from_dict({"name": "pets", "data": {"name": "digits"}, "model": {"name": "cnn", "channels": [4]}})
-    write_checkpoint(str(tmp_path / "ckpt"), model=build_model(cfg.model, [1, 4, 4], 2), config=cfg, metrics={},
-                     model_info={**INFO, "input_shape": [1, 4, 4], "label_names": ["cat", "dog"]})
-    model = Predictor.load(str(tmp_path / "ckpt"))
+    model = Predictor.load(write_image_model(tmp_path / "ckpt"))
 
     def b64(size, fmt="PNG", color=(200, 10, 10)):
         out = io.BytesIO()
@@ -1066,10 +1086,7 @@ def test_bodies_other_than_json_are_read_by_their_content_type_as_the_json_of_th
         assert (e.value.status, e.value.code) == (status, code) and words in e.value.message, e.value.message
 
     # a model of images: the image file as the body, decoded as its base64 in JSON is
-    cfg = config_from_dict({"name": "pets", "data": {"name": "digits"}, "model": {"name": "cnn", "channels": [4]}})
-    write_checkpoint(str(tmp_path / "img"), model=build_model(cfg.model, [1, 4, 4], 2), config=cfg, metrics={},
-                     model_info={**INFO, "input_shape": [1, 4, 4], "label_names": ["cat", "dog"]})
-    images = Predictor.load(str(tmp_path / "img"))
+    images = Predictor.load(write_image_model(tmp_path / "img"))
     for raw, content_type in [(png(), "image/png"), (png((9, 7), fmt="JPEG"), "image/jpeg")]:
         b64 = json.dumps({"instances": [{"b64": base64.b64encode(raw).decode()}]}).encode()
         assert np.array_equal(images.decode(raw, content_type), images.decode(b64))
@@ -1080,13 +1097,7 @@ def test_bodies_other_than_json_are_read_by_their_content_type_as_the_json_of_th
     assert (e.value.status, e.value.code) == (422, "invalid_image")
 
     # a model of text: the text as the body (in its charset), or a CSV of its column; a text of digits stays text
-    cfg = config_from_dict({"name": "t", "model": {"name": "rnn", "hidden_size": 8},
-                            "data": {"name": "files", "path": "t.csv", "label_column": "kind", "text_column": "note",
-                                     "text_bytes": 8}})
-    info = {**INFO, "input_shape": [8], "input_dtype": "int64", "feature_columns": ["note"], "text_column": "note"}
-    write_checkpoint(str(tmp_path / "text"), model=build_model(cfg.model, [8], 3, input_dtype="int64"), config=cfg,
-                     model_info=info, metrics={})
-    texts = Predictor.load(str(tmp_path / "text"))
+    texts = Predictor.load(write_text_model(tmp_path / "text"))
     assert np.array_equal(texts.decode("déjà vu".encode("latin-1"), "text/plain; charset=latin-1"),
                           texts.validate(["déjà vu"]))
     assert np.array_equal(texts.decode(b"kind,note\nb,a fine film\na,1234\n", "text/csv"),
@@ -1106,10 +1117,7 @@ def test_bodies_other_than_json_are_read_by_their_content_type_as_the_json_of_th
 def test_a_form_of_files_is_read_part_by_part_as_each_files_own_body(tmp_path):
     """`curl -F file=@cat.jpg -F file=@dog.png` (TorchServe's clients), requests' files=: each part decoded
     by its declared type, else its file name's; the parts' inputs in order; a part's error names it."""
-    cfg = config_from_dict({"name": "pets", "data": {"name": "digits"}, "model": {"name": "cnn", "channels": [4]}})
-    write_checkpoint(str(tmp_path / "img"), model=build_model(cfg.model, [1, 4, 4], 2), config=cfg, metrics={},
-                     model_info={**INFO, "input_shape": [1, 4, 4], "label_names": ["cat", "dog"]})
-    images = Predictor.load(str(tmp_path / "img"), max_instances=3)
+    images = Predictor.load(write_image_model(tmp_path / "img"), max_instances=3)
     cat, dog, pixels = png(color=(200, 10, 10)), png((9, 7), (10, 10, 200), "JPEG"), ",".join(["7"] * 16).encode()
     body, content_type = form(("file", "cat.png", "image/png", cat), ("file", "dog.jpg", None, dog),
                               ("rows", "rows.csv", "application/octet-stream", pixels))
@@ -1137,11 +1145,5 @@ def test_a_form_of_files_is_read_part_by_part_as_each_files_own_body(tmp_path):
     csv_file = b"width,area,mass\n1,2,3\n4,5,6\n"
     assert np.array_equal(table.decode(*form(("file", "new.csv", "application/octet-stream", csv_file))),
                           table.decode(csv_file, "text/csv"))
-    text_cfg = config_from_dict({"name": "t", "model": {"name": "rnn", "hidden_size": 8},
-                                 "data": {"name": "files", "path": "t.csv", "label_column": "kind",
-                                          "text_column": "note", "text_bytes": 8}})
-    info = {**INFO, "input_shape": [8], "input_dtype": "int64", "feature_columns": ["note"], "text_column": "note"}
-    write_checkpoint(str(tmp_path / "text"), model=build_model(text_cfg.model, [8], 3, input_dtype="int64"),
-                     config=text_cfg, model_info=info, metrics={})
-    texts = Predictor.load(str(tmp_path / "text"))
+    texts = Predictor.load(write_text_model(tmp_path / "text"))
     assert np.array_equal(texts.decode(*form(("note", None, None, "déjà vu".encode()))), texts.validate(["déjà vu"]))
