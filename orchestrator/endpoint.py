@@ -301,7 +301,7 @@ class Endpoint:
         """404 unless the /v2 path names the model served (and its version, where it names one)."""
         model = self.predictor.info["name"]
         if name != model or version not in (None, self.predictor.version):
-            what = f"version {version!r} of {name!r}" if name == model else f"a model {name!r}"
+            what = f"version {version!r} of {name!r}" if name == model else f"model {name!r}"
             raise RequestError(404, "model_not_found", f"there is no {what} here: this endpoint serves {model!r}, "
                                f"version {self.predictor.version!r}")
 
