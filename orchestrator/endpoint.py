@@ -169,7 +169,7 @@ class Endpoint:
         if self.predictor is None or not _passes_canary(self.predictor):
             raise RuntimeError("the model fails its canary")
 
-    @api.post("/v1/predict", openapi_extra=PREDICT_DOCS)
+    @api.api_route("/v1/predict", methods=["POST", "PUT"], openapi_extra=PREDICT_DOCS)  # PUT: curl -T, TorchServe's
     async def predict(self, request: Request):
         """Body: {"instances": [input, ...]}, each input of the model's input shape (GET /v1/model)."""
         return await self._answer(request, Predictor, self._predict_batch, lambda p, x: p.predict(x),

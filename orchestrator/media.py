@@ -17,6 +17,10 @@ JSON, CSV, TEXT = "application/json", "text/csv", "text/plain"
 IMAGE = "image/*"  # image/png, image/jpeg, ...: any format Pillow reads
 FORM = "multipart/form-data"  # files and fields, each one of the above
 BYTES = "application/octet-stream"  # says nothing of what a file holds
+# What a body is sent as where the client says nothing of it: no Content-Type (requests' data=, curl -T),
+# application/octet-stream, or curl -d's form type. Such a body is read by its first bytes (`sniffed`).
+UNSAID = ("", BYTES, "application/x-www-form-urlencoded")
+IMAGE_STARTS = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")  # PNG JPEG GIF BMP TIFF
 
 
 def media_type(header: str) -> tuple[str, str]:
@@ -33,6 +37,19 @@ def media_type(header: str) -> tuple[str, str]:
     return kind.lower(), charset
 
 
+def sniffed(kind: str, body: bytes) -> str:
+    """The type of a body sent without saying it (UNSAID), by its first bytes, as TorchServe and TF Serving
+    take such bodies: a JSON object, or an image file (`curl -T cat.jpg`); else `kind`, for `check` to refuse
+    with the types it takes."""
+    if kind not in UNSAID:
+        return kind
+    if body.lstrip()[:1] == b"{":
+        return JSON
+    if body.startswith(IMAGE_STARTS) or (body[:4] == b"RIFF" and body[8:12] == b"WEBP"):
+        return "image/*"
+    return kind
+
+
 def matches(kind: str, accepted: str) -> bool:
     return kind == accepted or (accepted.endswith("/*") and kind.startswith(accepted[:-1]))
 
@@ -41,8 +58,10 @@ def check(kind: str, accepted: dict[str, str]) -> None:
     """415 naming the types the model takes (`accepted`: what a body of each holds), where `kind` is none."""
     if not any(matches(kind, a) for a in accepted):
         listed = "; ".join(f"{a} ({what})" for a, what in accepted.items())
+        unsaid = (" and a body that is neither a JSON object nor an image file: name its type in the Content-Type "
+                  "header") if kind in UNSAID else ""
         raise RequestError(415, "unsupported_media_type", f"this model takes Content-Type {listed}; got "
-                           f"{kind or 'none'!r}")
+                           f"{kind or 'none'!r}{unsaid}")
 
 
 def each_part(body: bytes, content_type: str, decode) -> list:
@@ -65,13 +84,14 @@ def each_part(body: bytes, content_type: str, decode) -> list:
         declared = part.get_content_type() if part.get("content-type") else None
         kind = declared if declared not in (None, BYTES) else (
             mimetypes.guess_type(part.get_filename())[0] if part.get_filename() else TEXT)
-        if kind in (None, BYTES) or kind.startswith("multipart/"):
+        payload = part.get_payload(decode=True) or b""
+        kind = sniffed(BYTES, payload) if kind in (None, BYTES) else kind  # a photo without a suffix: its bytes
+        if kind == BYTES or kind.startswith("multipart/"):
             raise RequestError(415, "unsupported_media_type", f"form part {name!r}: cannot tell what it holds: "
                                "name its file for its kind (.csv, .png, .jpg, .txt) or give it a Content-Type")
         charset = part.get_content_charset()
         try:
-            decoded.append(decode(part.get_payload(decode=True) or b"",
-                                  kind + (f"; charset={charset}" if charset else "")))
+            decoded.append(decode(payload, kind + (f"; charset={charset}" if charset else "")))
         except RequestError as e:
             raise RequestError(e.status, e.code, f"form part {name!r}: {e.message}") from None
     return decoded

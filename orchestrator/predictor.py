@@ -172,6 +172,7 @@ class Predictor:
         """A request body to an array of shape (n, *input_shape): float32, or int64 for a model of text. JSON
         (BODIES), or by its Content-Type a CSV table's rows, a text, an image file (self.accepts)."""
         kind, charset = media.media_type(content_type)
+        kind = media.sniffed(kind, body)
         media.check(kind, self.accepts)
         if kind == media.JSON:
             return self.validate(_inputs(_json_object(body, BODIES, '{"instances": [input, ...]}')))
@@ -424,6 +425,7 @@ class TextGenerator:
 
     def decode(self, body: bytes, content_type: str = media.JSON) -> tuple[bytes, lm.Sampling]:
         kind, charset = media.media_type(content_type)
+        kind = media.sniffed(kind, body)
         media.check(kind, self.accepts)
         if kind == media.TEXT:
             return self.validate({"prompt": media.text_of(body, charset)})

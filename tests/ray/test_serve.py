@@ -173,8 +173,10 @@ def test_predictions_equal_offline_prediction_and_evaluate(checkpoints, serve_ht
 
     # the bodies other clients send: an image file (TorchServe's), a CSV row of pixels (MLflow's text/csv)
     image = png_bytes((x[0, 0] * 255 / 16).astype(np.uint8))  # digits' pixels are 0..16
-    for body, content_type in [(image, "image/png"), (",".join(map(str, x[0].ravel())).encode(), "text/csv")]:
-        status, _, answer = http("POST", f"{url}/v1/predict", body, {"Content-Type": content_type})
+    for method, body, content_type in [("POST", image, "image/png"), ("PUT", image, ""),  # curl -T, TorchServe's
+                                       ("POST", ",".join(map(str, x[0].ravel())).encode(), "text/csv")]:
+        status, _, answer = http(method, f"{url}/v1/predict", body, {"Content-Type": content_type} if content_type
+                                 else {})
         assert status == 200, answer
         np.testing.assert_allclose(answer["predictions"][0]["probabilities"],
                                    offline.predict(offline.decode(body, content_type))[0], atol=1e-6)
@@ -411,7 +413,7 @@ def test_every_bad_request_gets_its_4xx_and_the_replica_survives(checkpoints, se
         "nested too deeply": (b"[" * 2000 + b"]" * 2000, JSON, 400, "invalid_json"),  # the parser's RecursionError
         "wrong content type": (json.dumps({"instances": good}).encode(), {"Content-Type": "text/plain"}, 415,
                                "unsupported_media_type"),
-        "no content type": (json.dumps({"instances": good}).encode(), {}, 415, "unsupported_media_type"),
+        "no content type, no JSON": (b"a,b\n", {}, 415, "unsupported_media_type"),
         "an image that is not": (b"GIF89a...", {"Content-Type": "image/png"}, 422, "invalid_image"),
         "a CSV of text": (b"a,b\nc,d\n", {"Content-Type": "text/csv"}, 422, "wrong_type"),
         "no instances key": (b'{"rows": []}', JSON, 400, "missing_instances"),
@@ -439,7 +441,7 @@ def test_every_bad_request_gets_its_4xx_and_the_replica_survives(checkpoints, se
         assert answer["error"]["message"], case
     # FastAPI's own answers take the same error shape; probes also answer HEAD
     status, headers, answer = http("GET", f"{url}/v1/predict")
-    assert (status, answer["error"]["code"], headers["allow"]) == (405, "method_not_allowed", "POST")
+    assert (status, answer["error"]["code"], headers["allow"]) == (405, "method_not_allowed", "POST, PUT")
     assert "use POST" in answer["error"]["message"]
     assert http("GET", f"{url}/v2/predict")[2]["error"]["code"] == "not_found"
     assert http("HEAD", f"{url}/healthz")[0] == 200 and http("HEAD", f"{url}/readyz")[0] == 200

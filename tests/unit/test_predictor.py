@@ -1066,6 +1066,9 @@ def test_bodies_other_than_json_are_read_by_their_content_type_as_the_json_of_th
     ]:
         assert np.array_equal(table.decode(body, content_type), as_json), body
     assert table.info["input"]["content_types"].keys() == {"application/json", "text/csv", "multipart/form-data"}
+    # a body sent without its type (requests' data=, curl -d's form type, curl -T): read by its first bytes
+    for unsaid in ("", "application/x-www-form-urlencoded", "application/octet-stream"):
+        assert np.array_equal(table.decode(b' {"instances": [[1.5, 2, 3], [4, 0, 6]]}', unsaid), as_json)
     for body, content_type, status, code, words in [
         (b"width,area,mass\n1,2\n", "text/csv", 422, "invalid_csv", "row 2 of the CSV body holds 2 cells, its "
                                                                     "header 3"),
@@ -1079,7 +1082,8 @@ def test_bodies_other_than_json_are_read_by_their_content_type_as_the_json_of_th
         (b"a fine film", "text/plain", 415, "unsupported_media_type", "text/csv (a header row naming the model's "
                                                                       "columns, then a row per input); "),
         (png(), "image/png", 415, "unsupported_media_type", "got 'image/png'"),
-        (b'{"instances": [[1, 2, 3]]}', "", 415, "unsupported_media_type", "got 'none'"),
+        (b"1,2,3\n", "", 415, "unsupported_media_type", "got 'none' and a body that is neither a JSON object nor an "
+                                                        "image file: name its type in the Content-Type header"),
     ]:
         with pytest.raises(RequestError) as e:
             table.decode(body, content_type)
@@ -1087,7 +1091,8 @@ def test_bodies_other_than_json_are_read_by_their_content_type_as_the_json_of_th
 
     # a model of images: the image file as the body, decoded as its base64 in JSON is
     images = Predictor.load(write_image_model(tmp_path / "img"))
-    for raw, content_type in [(png(), "image/png"), (png((9, 7), fmt="JPEG"), "image/jpeg")]:
+    for raw, content_type in [(png(), "image/png"), (png((9, 7), fmt="JPEG"), "image/jpeg"), (png(), ""),
+                              (png((9, 7), fmt="JPEG"), "application/octet-stream"), (png(fmt="WEBP"), "")]:
         b64 = json.dumps({"instances": [{"b64": base64.b64encode(raw).decode()}]}).encode()
         assert np.array_equal(images.decode(raw, content_type), images.decode(b64))
     assert np.array_equal(images.decode(b"0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15\n", "text/csv"),
@@ -1130,6 +1135,8 @@ def test_a_form_of_files_is_read_part_by_part_as_each_files_own_body(tmp_path):
          "form part 'bad.png': "),
         ([("file", "weights.bin", None, b"\x00\x01")], 415, "unsupported_media_type",
          "form part 'weights.bin': cannot tell what it holds"),
+        ([("file", "photo", None, cat), ("file", "notes", None, b"\x00\x01")], 415, "unsupported_media_type",
+         "form part 'notes': cannot tell"),  # the photo without a suffix is read by its bytes, as an image
         ([("file", "a.png", None, cat)] * 4, 422, "too_many_instances", "4 instances in the form's parts"),
         ([("note", None, None, b"a fine film")], 415, "unsupported_media_type", "form part 'note': this model takes"),
     ]:
