@@ -24,7 +24,7 @@ from ray import serve
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
-from orchestrator import __version__, oip
+from orchestrator import __version__, completions, oip
 from orchestrator import predictor as predictors
 from orchestrator.auth import ApiKeys
 from orchestrator.config import SERVE_DEPLOYMENT, ServeArgs
@@ -71,6 +71,10 @@ api.add_middleware(Cors)
 def _error(e: RequestError, body: dict | None = None) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
     return JSONResponse(body or e.body(), status_code=e.status, headers=headers)
+
+
+def _openai_error(e: RequestError) -> JSONResponse:
+    return _error(e, completions.error_body(e))
 
 
 def _v2_error(e: RequestError) -> JSONResponse:
@@ -180,6 +184,29 @@ class Endpoint:
         """Body: {"prompt": "...", "max_new_tokens": 200, "temperature": 0.8, "top_k": 50, "seed": null}."""
         return await self._answer(request, TextGenerator, self._generate_batch, lambda g, item: g.generate([item])[0],
                                   lambda g, item, completion: g.encode(item, completion))
+
+    @api.post("/v1/completions")
+    async def openai_completions(self, request: Request):
+        """OpenAI's completions (completions.py), for its clients: the same model and batches as /v1/generate."""
+        asked = {}
+
+        def decode(generator: TextGenerator, body: bytes) -> tuple:
+            item, meta = completions.decode(generator, body)
+            asked.update(meta)
+            return item
+
+        return await self._answer(request, TextGenerator, self._generate_batch, lambda g, item: g.generate([item])[0],
+                                  lambda g, item, text: completions.encode(g, item, text, asked), decode,
+                                  _openai_error)
+
+    @api.get("/v1/models")
+    async def openai_models(self, request: Request):
+        """OpenAI's list of models: the one served."""
+        try:
+            self.keys.check(request)
+        except RequestError as e:
+            return _openai_error(e)
+        return completions.models(self.predictor)
 
     @api.post("/v2/models/{name}/infer")
     @api.post("/v2/models/{name}/versions/{version}/infer")

@@ -130,6 +130,24 @@ def test_the_endpoint_generates_what_offline_generation_does_batched_or_not(runs
     assert seeded[0] == seeded[1]  # the same seed gives the same text
     status, _, body = http("GET", f"{endpoint}/v1/model")
     assert status == 200 and body["family"] == "gpt" and body["route"] == "/v1/generate"
+    # OpenAI's completions, as its clients send them: the same text, in its shape; a stop sequence cuts it
+    name = offline.info["name"]
+    body = {"model": name, "prompt": "def ", "max_tokens": 24, "temperature": 0}
+    status, _, answer = http("POST", f"{endpoint}/v1/completions", json.dumps(body).encode(),
+                             {"Content-Type": "application/json"})
+    assert status == 200 and answer["choices"][0]["text"] == expected[0].decode(errors="replace"), answer
+    assert answer["usage"] == {"prompt_tokens": 4, "completion_tokens": 24, "total_tokens": 28}
+    stop = expected[0][5:7].decode(errors="replace")
+    cut = http("POST", f"{endpoint}/v1/completions", json.dumps({**body, "stop": stop}).encode(),
+               {"Content-Type": "application/json"})[2]["choices"][0]
+    first = expected[0].find(stop.encode())
+    assert first >= 0 and cut == {"index": 0, "text": expected[0][:first].decode(errors="replace"), "logprobs": None,
+                                  "finish_reason": "stop"}
+    assert http("GET", f"{endpoint}/v1/models")[2]["data"][0]["id"] == name
+    status, _, answer = http("POST", f"{endpoint}/v1/completions", json.dumps({**body, "stream": True}).encode(),
+                             {"Content-Type": "application/json"})
+    assert status == 400 and answer["error"]["type"] == "invalid_request_error" and "stream" in answer["error"][
+        "message"]
 
 
 @pytest.mark.parametrize("body, status, code", [
