@@ -25,15 +25,18 @@ IMAGE_STARTS = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x0
 
 def media_type(header: str) -> tuple[str, str]:
     """(the media type, lower case, its parameters left out; the charset, default UTF-8) of a Content-Type
-    header: `text/csv; charset=latin-1` gives ("text/csv", "latin-1"). 415 for a charset Python does not know."""
+    header: `text/csv; charset=latin-1` gives ("text/csv", "latin-1"). 415 for a charset that is no text encoding
+    Python knows."""
     kind, *params = [part.strip() for part in header.split(";")]
     charset = next((v.strip('"') for k, _, v in (p.partition("=") for p in params) if k.strip().lower() == "charset"),
                    "utf-8")
     try:
-        codecs.lookup(charset)
+        text = codecs.lookup(charset)._is_text_encoding  # base64 and the like turn bytes into bytes
     except LookupError:
-        raise RequestError(415, "unsupported_charset", f"charset {charset!r} is not one this endpoint knows: "
-                           "send the body in UTF-8") from None
+        text = False
+    if not text:
+        raise RequestError(415, "unsupported_charset", f"charset {charset!r} is not a text encoding this endpoint "
+                           "knows: send the body in UTF-8")
     return kind.lower(), charset
 
 
@@ -46,7 +49,7 @@ def sniffed(kind: str, body: bytes) -> str:
     if body.lstrip()[:1] == b"{":
         return JSON
     if body.startswith(IMAGE_STARTS) or (body[:4] == b"RIFF" and body[8:12] == b"WEBP"):
-        return "image/*"
+        return IMAGE
     return kind
 
 

@@ -1079,6 +1079,7 @@ def test_bodies_other_than_json_are_read_by_their_content_type_as_the_json_of_th
         (b"\n\n", "text/csv", 422, "no_instances", "holds no rows"),
         (b"width,area,mass\n1,2,\xff\n", "text/csv", 400, "invalid_text", "not utf-8 text"),
         (b"width,area,mass\n1,2,3\n", "text/csv; charset=klingon", 415, "unsupported_charset", "'klingon'"),
+        (b"d2lkdGgsYXJlYSxtYXNz", "text/csv; charset=base64", 415, "unsupported_charset", "not a text encoding"),
         (b"a fine film", "text/plain", 415, "unsupported_media_type", "text/csv (a header row naming the model's "
                                                                       "columns, then a row per input); "),
         (png(), "image/png", 415, "unsupported_media_type", "got 'image/png'"),
