@@ -701,7 +701,7 @@ def fuzz_cases(model: str):
                             + [("POST", f"/v2/models/{model}/infer")] * 4 + [("GET", f"/v2/models/{model}")])
     content_type = st.sampled_from(["application/json"] * 6 + ["application/json; charset=utf-8", "text/plain",
                                                                 "application/x-www-form-urlencoded", "", "text/csv",
-                                                                "image/png", "text/csv; charset=x",
+                                                                "image/png", "text/csv; charset=base64",
                                                                 "multipart/form-data; boundary=b"])
     return st.tuples(route, body, content_type)
 
