@@ -177,27 +177,19 @@ class Endpoint:
     async def predict(self, request: Request):
         """Body: {"instances": [input, ...]}, each input of the model's input shape (GET /v1/model)."""
         return await self._answer(request, Predictor, self._predict_batch, lambda p, x: p.predict(x),
-                                  lambda p, x, probs: p.encode(_finite(probs)))
+                                  lambda p, x, probs, _: p.encode(_finite(probs)))
 
     @api.post("/v1/generate", openapi_extra=GENERATE_DOCS)
     async def generate(self, request: Request):
         """Body: {"prompt": "...", "max_new_tokens": 200, "temperature": 0.8, "top_k": 50, "seed": null}."""
         return await self._answer(request, TextGenerator, self._generate_batch, lambda g, item: g.generate([item])[0],
-                                  lambda g, item, completion: g.encode(item, completion))
+                                  lambda g, item, completion, _: g.encode(item, completion))
 
     @api.post("/v1/completions")
     async def openai_completions(self, request: Request):
         """OpenAI's completions (completions.py), for its clients: the same model and batches as /v1/generate."""
-        asked = {}
-
-        def decode(generator: TextGenerator, body: bytes) -> tuple:
-            item, meta = completions.decode(generator, body)
-            asked.update(meta)
-            return item
-
         return await self._answer(request, TextGenerator, self._generate_batch, lambda g, item: g.generate([item])[0],
-                                  lambda g, item, text: completions.encode(g, item, text, asked), decode,
-                                  _openai_error)
+                                  completions.encode, completions.decode, _openai_error)
 
     @api.get("/v1/models")
     async def openai_models(self, request: Request):
@@ -212,40 +204,37 @@ class Endpoint:
     @api.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(self, request: Request, name: str, version: str | None = None):
         """The Open Inference Protocol's infer (oip.py): the same model, batches and checks as /v1/predict."""
-        asked = {}
-
-        def decode(predictor: Predictor, body: bytes) -> np.ndarray:
+        def decode(predictor: Predictor, body: bytes) -> tuple[np.ndarray, dict]:
             self._named(name, version)
-            x, meta = oip.decode(predictor, body, request.headers)
-            asked.update(meta)
-            return x
+            return oip.decode(predictor, body, request.headers)
 
         return await self._answer(request, Predictor, self._predict_batch, lambda p, x: p.predict(x),
-                                  lambda p, x, probs: oip.encode(p, _finite(probs), asked), decode, _v2_error)
+                                  lambda p, x, probs, asked: oip.encode(p, _finite(probs), asked), decode, _v2_error)
 
-    async def _answer(self, request: Request, kind: type, batched, run, encode, decode=None, error=None):
-        """A request to a model of `kind`: checked (a 4xx that says why), decoded (default: the model's own, by
-        the body's Content-Type), run in a batch with others or alone, encoded. A run that fails goes to
-        _not_answered, which tells the model's fault from the input's."""
+    async def _answer(self, request: Request, kind: type, batched, run, encode, decode=None, error=_error):
+        """A request to a model of `kind`: checked (a 4xx that says why), decoded into the model's item and what
+        its answer needs (`decode`; default: the model's own, by the body's Content-Type, needing nothing more),
+        run in a batch with others or alone, encoded. A run that fails goes to _not_answered, which tells the
+        model's fault from the input's."""
         if decode is None:
             content_type = request.headers.get("content-type", "")  # the model's decode reads it (media.py)
 
             def decode(model, body: bytes):
-                return model.decode(body, content_type)
+                return model.decode(body, content_type), None
         try:
             self.keys.check(request)
             model = self._serving(kind)
             body = await self._body(request)
             small = len(body) <= DECODE_ON_LOOP_BYTES
-            item = decode(model, body) if small else await asyncio.to_thread(decode, model, body)
+            item, asked = decode(model, body) if small else await asyncio.to_thread(decode, model, body)
         except RequestError as e:
-            return (error or _error)(e)
+            return error(e)
         try:
             if self.args.max_batch_size > 1:
                 model, result = await batched(item)
             else:
                 result = await self._run(run, model, item, inputs=len(item) if kind is Predictor else None)
-            return JSONResponse(encode(model, item, result))  # JSON types already: skip FastAPI's encoder walk
+            return JSONResponse(encode(model, item, result, asked))  # JSON types: skip FastAPI's encoder walk
         except Exception as e:  # noqa: BLE001 (a broken model's NaN, or inputs that overflow it)
             return await self._not_answered(model, e)
 
@@ -355,8 +344,11 @@ class Endpoint:
     @api.get("/v2/models/{name}/ready")
     async def v2_ready(self, name: str | None = None):
         ready = self.predictor is not None and await asyncio.to_thread(_passes_canary, self.predictor)
-        if name is not None and self.predictor is not None and name != self.predictor.info["name"]:
-            return _v2_error(RequestError(404, "model_not_found", f"there is no model {name!r} here"))
+        if ready and name is not None:
+            try:
+                self._named(name)
+            except RequestError as e:
+                return _v2_error(e)
         return JSONResponse({"ready": ready} if name is None else {"name": name, "ready": ready},
                             status_code=200 if ready else 503)
 

@@ -109,12 +109,12 @@ def text_of(body: bytes, charset: str) -> str:
                            "it in UTF-8, or name its charset in the Content-Type header") from None
 
 
-def csv_rows(text: str, names: list[str], as_numbers=lambda column: True) -> list:
+def csv_rows(text: str, names: list[str], texts: set = frozenset()) -> list:
     """A CSV body's rows: objects keyed by column name where its first row names any of `names` (the model's
     columns), as JSON's `instances` carry a table's rows; else, with no header, lists (of numbers: a row of
     the model's input, flat). The delimiter and decimal point are found as training's reader finds them
     (tablefiles.csv_dialect: a semicolon file with decimal commas, as Excel writes in much of Europe). Cells are
-    numbers in the columns where `as_numbers(column)` (not one of categories, dates or text): `_cell`."""
+    numbers but in the columns of `texts` (categories, dates, free text): `_cell`."""
     delimiter, decimal = csv_dialect(text[:SNIFF_BYTES], "csv")
     try:
         rows = [row for row in csv.reader(io.StringIO(text), delimiter=delimiter) if row]  # blank lines: none
@@ -127,7 +127,7 @@ def csv_rows(text: str, names: list[str], as_numbers=lambda column: True) -> lis
         if odd := next((i for i, row in enumerate(rows[1:], 2) if len(row) != len(header)), None):
             raise RequestError(422, "invalid_csv", f"row {odd} of the CSV body holds {len(rows[odd - 1])} cells, its "
                                f"header {len(header)}")
-        return [{name: _cell(cell, decimal, as_numbers(name)) for name, cell in zip(header, row, strict=True)}
+        return [{name: _cell(cell, decimal, name not in texts) for name, cell in zip(header, row, strict=True)}
                 for row in rows[1:]]
     cells = [[_cell(cell, decimal, True) for cell in row] for row in rows]
     if names and any(isinstance(v, str) for row in cells for v in row):

@@ -35,7 +35,7 @@ def outputs(predictor) -> dict[str, dict]:
 def metadata(predictor) -> dict:
     """GET /v2/models/{name}: the model's inputs as a request sends them, and its outputs."""
     if predictor.columns:  # a tensor per column; the one tensor of whole rows is taken too
-        texts = {*predictor.categories, *predictor.dates, *(predictor.text_parts or []), predictor.text_column}
+        texts = predictor.text_columns()
         joined = predictor.text_column if predictor.text_parts else None  # sent as its parts
         names = [c for c in predictor.columns if c != joined] + list(predictor.text_parts or [])
         inputs = [{"name": c, "datatype": "BYTES" if c in texts else "FP32", "shape": [-1]} for c in names]

@@ -164,6 +164,11 @@ class Predictor:
         accepts[media.FORM] = "files and fields, each of a type above, by its own or its file name's: curl -F file=@..."
         return accepts
 
+    def text_columns(self) -> set[str]:
+        """The columns whose values are text (categories, dates, free text); a table's others take numbers."""
+        return {*self.categories, *self.dates, *(self.text_parts or []), *([self.text_column] if self.text_column
+                                                                           else [])}
+
     def _names(self) -> list[str]:
         """The columns a row of the model's input is named by: a table's, its text's."""
         return [*(self.columns or []), *(self.text_parts or []), *([self.text_column] if self.text_column else [])]
@@ -177,9 +182,7 @@ class Predictor:
         if kind == media.JSON:
             return self.validate(_inputs(_json_object(body, BODIES, '{"instances": [input, ...]}')))
         if kind == media.CSV:
-            text = {*self.categories, *self.dates, *(self.text_parts or []), self.text_column}  # the rest: numbers
-            return self.validate(media.csv_rows(media.text_of(body, charset), self._names(),
-                                                lambda column: column not in text))
+            return self.validate(media.csv_rows(media.text_of(body, charset), self._names(), self.text_columns()))
         if kind == media.TEXT:
             return self.validate([media.text_of(body, charset)])
         if kind == media.FORM:
