@@ -8,14 +8,11 @@ Unknown keys and wrong types raise ConfigError naming the field (and the nearest
 from __future__ import annotations
 
 import collections.abc
-import difflib
 import hashlib
 import json
 import math
 import os
 import re
-import types
-import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -23,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from orchestrator.errors import ConfigError
+from orchestrator.explain import explain, named_section, tagged_union_members
 
 
 class Section(BaseModel):
@@ -37,7 +35,7 @@ class Section(BaseModel):
         `optim: adam` and `tune.scheduler: fifo` are."""
         if not isinstance(data, dict):
             return data
-        return {key: {"name": value} if isinstance(value, str) and _named_section(cls.model_fields.get(key)) else value
+        return {key: {"name": value} if isinstance(value, str) and named_section(cls.model_fields.get(key)) else value
                 for key, value in data.items()}
 
 
@@ -809,7 +807,7 @@ def parse(cls: type[Section], raw: dict, source: str | None = None):
     try:
         return cls.model_validate(raw)
     except ValidationError as e:
-        reasons = "; ".join(_explain(err, cls) for err in e.errors())
+        reasons = "; ".join(explain(err, cls) for err in e.errors())
         raise ConfigError(f"{source}: {reasons}" if source else reasons) from None
 
 
@@ -838,7 +836,7 @@ def with_searched_values(raw: dict, values: dict) -> dict:
         raw = with_value(raw, key, value)
         section, _, leaf = key.rpartition(".")
         field = ExperimentConfig.model_fields.get(section) if leaf == "name" else None
-        kinds = (_tagged_union_members(field.annotation) if field else None) or {}
+        kinds = (tagged_union_members(field.annotation) if field else None) or {}
         if isinstance(value, str) and value in kinds:
             raw[section] = {k: v for k, v in raw[section].items() if k in kinds[value].model_fields}
     return raw
@@ -858,145 +856,6 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             parsed = value
         raw = with_value(raw, key, parsed)
     return raw
-
-
-def _explain(err: dict, root: type[BaseModel]) -> str:
-    loc = [str(p) for p in err["loc"]]
-    where = ".".join(_walk(loc, root)[1])
-    if err["type"] == "extra_forbidden":
-        cls = _walk(loc[:-1], root)[0]
-        valid = list(cls.model_fields) if isinstance(cls, type) and issubclass(cls, BaseModel) else []
-        kinds = _tagged_union_members(_walk(loc[:-2], root)[0]) or {}
-        if owners := [tag for tag, member in kinds.items() if loc[-1] in member.model_fields]:
-            section, kind = ".".join(_walk(loc[:-2], root)[1]), loc[-2]  # e.g. mlp's hidden_sizes with name: cnn
-            have = "has" if len(owners) == 1 else "have"
-            return (f"unknown key {where!r}: {section} {kind!r} has no {loc[-1]!r} ({' and '.join(owners)} {have} it); "
-                    f"the keys of {section} {kind!r}: {', '.join(valid)}. On the command line, set the whole "
-                    f"section: '{section}={{name: {kind}}}'")
-        hint = (_other_name(loc[-1], where, valid) or _paths_to(loc[-1], root)  # train.lr: optim.lr
-                or difflib.get_close_matches(loc[-1], valid, n=1))
-        suggestion = f"; did you mean {hint[0]!r}?" if hint else f"; valid keys: {', '.join(valid)}"
-        return f"unknown key {where!r}{suggestion}"
-    kinds = list(_tagged_union_members(_walk(loc, root)[0]) or {})  # a section chosen by its name (model, data)
-    got = err.get("input")
-    if kinds and err["type"] == "missing":
-        return f"{where} is missing: add a {where} section with a name, one of {kinds}"
-    if kinds and err["type"] == "model_attributes_type":  # model=cnn
-        return f"{where} is a section, not a value: set {where}.name, one of {kinds}"
-    if err["type"] == "union_tag_not_found":
-        glued = [k for k in got if ":" in str(k)] if isinstance(got, dict) else []  # {name:cnn} is one key in YAML
-        typed = [k for k in got if OTHER_NAMES.get(str(k).lower()) == "name"] if isinstance(got, dict) else []
-        hint = (f" (YAML reads {glued[0]!r} as one key: put a space after the colon)" if glued else
-                f" (it has {typed[0]!r}: the kind goes in name, {where}: {{name: {got[typed[0]]}}})" if typed else "")
-        return f"{where}.name is missing: one of {kinds}{hint}"
-    if err["type"] == "missing":
-        return f"{where}: required field is missing"
-    if err["type"] == "union_tag_invalid":
-        return f"{where}.name: {err['ctx']['tag']!r} is not one of {err['ctx']['expected_tags']}"
-    shown = "" if isinstance(got, dict) else f" (got {got!r})"
-    if err["type"] in ("float_type", "int_type") and _numeric_text(got):  # '0.01', or 1e-3 read by YAML 1.1
-        shown = (f" (got {got!r}: text to a YAML 1.1 reader, as Ray's `serve deploy` is; write {float(got)!r})"
-                 if "e" in got.lower() and "." not in got else f" (got {got!r}: text; write it without quotes)")
-    if err["type"] == "list_type" and isinstance(got, (int, float, str)):  # hidden_sizes: 64
-        shown = f" (got {got!r}: write [{got}])"
-    msg = err["msg"].removeprefix("Value error, ")
-    return f"{where}: {msg}{shown}" if where else f"{msg}{shown}"
-
-
-# Keys that other tools (PyTorch Lightning, Keras, Hugging Face's Trainer, scikit-learn, Ludwig) give what a key
-# here does: the key here, a section's own (bare) or a dotted path
-OTHER_NAMES = {
-    "learning_rate": "optim.lr", "optimizer": "optim", "lr_scheduler": "optim.schedule", "scheduler": "optim.schedule",
-    "beta1": "optim.betas", "beta2": "optim.betas", "l2": "optim.weight_decay",
-    "l2_regularization": "optim.weight_decay", "l1_regularization": "optim.l1", "max_grad_norm": "optim.grad_clip_norm",
-    "gradient_clip_val": "optim.grad_clip_norm",
-    "clip_grad_norm": "optim.grad_clip_norm", "accumulate_grad_batches": "optim.grad_accum_steps",
-    "gradient_accumulation_steps": "optim.grad_accum_steps", "warmup_steps": "optim.warmup_epochs",
-    "batch_size": "train.batch_size_per_worker", "per_device_train_batch_size": "train.batch_size_per_worker",
-    "num_epochs": "train.epochs", "max_epochs": "train.epochs", "num_train_epochs": "train.epochs",
-    "device": "train.use_gpu", "gpus": "train.use_gpu", "accelerator": "train.use_gpu", "devices": "train.num_workers",
-    "patience": "train.early_stopping_patience", "mixed_precision": "train.precision", "fp16": "train.precision",
-    "bf16": "train.precision", "amp": "train.precision", "output_dir": "storage.path", "checkpoint_dir": "storage.path",
-    "label": "data.label_column", "target": "data.label_column", "target_column": "data.label_column",
-    "features": "data.feature_columns", "validation_split": "data.val_fraction", "val_split": "data.val_fraction",
-    "val_size": "data.val_fraction", "test_size": "data.test_fraction", "test_split": "data.test_fraction",
-    "dataset": "data", "type": "name", "architecture": "model.name", "arch": "model.name",
-}
-
-
-def _other_name(key: str, where: str, valid: list[str]) -> list[str]:
-    """The key here for a key another tool names so (OTHER_NAMES), where there is one: a section's own key
-    by its dotted path."""
-    mine = OTHER_NAMES.get(key.lower())
-    if mine is None:
-        return []
-    if "." not in mine and mine in valid:  # this section's own (type: name)
-        section = where.rpartition(".")[0]
-        return [f"{section}.{mine}" if section else mine]
-    return [mine]
-
-
-def _named_section(field) -> bool:
-    """Whether a field is a section chosen by its name: a kind of several (model, data) or one with a name."""
-    if field is None:
-        return False
-    section = _required(field.annotation)
-    return _tagged_union_members(section) is not None or (
-        isinstance(section, type) and issubclass(section, BaseModel) and "name" in section.model_fields)
-
-
-def _numeric_text(value) -> bool:
-    try:
-        return isinstance(value, str) and math.isfinite(float(value))
-    except ValueError:
-        return False
-
-
-def _tagged_union_members(annotation) -> dict[str, type[BaseModel]] | None:
-    """For a discriminated union annotation, {tag: section class}."""
-    if typing.get_origin(annotation) is Annotated:
-        annotation = typing.get_args(annotation)[0]
-    if typing.get_origin(annotation) is Union:
-        members = typing.get_args(annotation)
-        if all(isinstance(m, type) and issubclass(m, BaseModel) for m in members):
-            return {typing.get_args(m.model_fields["name"].annotation)[0]: m for m in members}
-    return None
-
-
-def _walk(loc: list[str], root: type[BaseModel]) -> tuple[Any, list[str]]:
-    """Follow a pydantic error location: (the section class it ends in, its parts minus union tags)."""
-    cls: Any = root
-    shown = []
-    for part in loc:
-        is_section = isinstance(cls, type) and issubclass(cls, BaseModel)
-        tags = None if is_section else _tagged_union_members(cls)
-        if tags is not None:  # a union tag (e.g. 'cnn' in model.cnn.channels) is not a key the user wrote
-            cls = tags.get(part)
-            continue
-        shown.append(part)
-        fields = cls.model_fields if is_section else {}
-        cls = _required(fields[part].annotation) if part in fields else None
-    return cls, shown
-
-
-def _paths_to(key: str, section: Any, prefix: str = "") -> list[str]:
-    """The dotted paths where `key` is a field, in this section or the sections inside it."""
-    sections = [section] if isinstance(section, type) and issubclass(section, BaseModel) else list(
-        (_tagged_union_members(section) or {}).values())
-    found = []
-    for cls in sections:
-        for name, field in cls.model_fields.items():
-            found += [f"{prefix}{name}"] if name == key else []
-            found += _paths_to(key, _required(field.annotation), f"{prefix}{name}.")
-    return list(dict.fromkeys(found))  # union members share fields: each path once
-
-
-def _required(annotation):
-    """An optional section's annotation (`TuneConfig | None`) without the None."""
-    if typing.get_origin(annotation) in (Union, types.UnionType) and type(None) in typing.get_args(annotation):
-        present = [m for m in typing.get_args(annotation) if m is not type(None)]
-        return present[0] if len(present) == 1 else Union[tuple(present)]
-    return annotation
 
 
 def save_config(cfg: ExperimentConfig) -> str:

@@ -1,3 +1,4 @@
+import typing
 import zipfile
 from pathlib import Path
 
@@ -6,6 +7,7 @@ import yaml
 from pydantic import BaseModel
 
 from orchestrator import config as C
+from orchestrator import explain
 from orchestrator.config import ConfigError, apply_overrides, config_from_dict, load_config
 
 JOBS = sorted(Path(__file__).parents[2].joinpath("jobs").glob("*.yaml"))
@@ -71,8 +73,8 @@ def test_keys_as_other_tools_name_them_suggest_the_key_here(raw, words):
 
 
 def test_every_key_suggested_for_another_tools_name_is_one_here():
-    for other, mine in C.OTHER_NAMES.items():
-        assert mine in C._paths_to(mine.rpartition(".")[2], C.ExperimentConfig), (other, mine)
+    for other, mine in explain.OTHER_NAMES.items():
+        assert mine in explain.paths_to(mine.rpartition(".")[2], C.ExperimentConfig), (other, mine)
 
 
 def test_a_section_chosen_by_its_name_may_be_given_as_the_name():
@@ -221,8 +223,8 @@ def _sections():
             continue
         seen.add(cls)
         for field in cls.model_fields.values():
-            for t in C.typing.get_args(field.annotation) + (field.annotation,):
-                members = C._tagged_union_members(t) or {}
+            for t in typing.get_args(field.annotation) + (field.annotation,):
+                members = explain.tagged_union_members(t) or {}
                 todo += [m for m in members.values()]
                 if isinstance(t, type) and issubclass(t, BaseModel):
                     todo.append(t)
