@@ -85,15 +85,19 @@ def _v2_error(e: RequestError) -> JSONResponse:
 @api.exception_handler(HTTPException)
 async def _routing_error(request: Request, e: HTTPException) -> JSONResponse:
     """FastAPI's own answers (an unknown path, a method a route does not take) in the endpoint's error shape."""
+    headers = dict(e.headers or {})
     if e.status_code == 405:
-        allowed = {k.lower(): v for k, v in (e.headers or {}).items()}.get("allow", "another method")
+        # Starlette lists a route's methods in a set's order, which changes from one process to the next
+        allow = next((headers.pop(k) for k in list(headers) if k.lower() == "allow"), "")
+        allowed = ", ".join(sorted(m.strip() for m in allow.split(",") if m.strip())) or "another method"
+        headers["Allow"] = allowed
         error = RequestError(405, "method_not_allowed", f"{request.method} {request.url.path} is not served; "
                              f"use {allowed} (see /docs)")
     elif e.status_code == 404:
         error = RequestError(404, "not_found", f"no route {request.url.path}: see /docs for the routes")
     else:
         error = RequestError(e.status_code, "http_error", str(e.detail))
-    return JSONResponse(error.body(), status_code=e.status_code, headers=e.headers)
+    return JSONResponse(error.body(), status_code=e.status_code, headers=headers)
 
 
 GENERATE_DOCS = {

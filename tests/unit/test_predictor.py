@@ -1155,3 +1155,18 @@ def test_a_form_of_files_is_read_part_by_part_as_each_files_own_body(tmp_path):
                           table.decode(csv_file, "text/csv"))
     texts = Predictor.load(write_text_model(tmp_path / "text"))
     assert np.array_equal(texts.decode(*form(("note", None, None, "déjà vu".encode()))), texts.validate(["déjà vu"]))
+
+
+def test_a_method_not_served_names_the_allowed_ones_in_one_order():
+    """Starlette lists a route's methods from a set, so two processes may say 'POST, PUT' and 'PUT, POST'."""
+    import asyncio
+
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+
+    from orchestrator import endpoint
+    request = Request({"type": "http", "method": "GET", "path": "/v1/predict", "headers": [], "query_string": b""})
+    for allow in ("PUT, POST", "POST, PUT"):
+        answer = asyncio.run(endpoint._routing_error(request, HTTPException(405, headers={"allow": allow})))
+        assert answer.status_code == 405 and answer.headers["allow"] == "POST, PUT"
+        assert json.loads(answer.body)["error"]["message"] == "GET /v1/predict is not served; use POST, PUT (see /docs)"
