@@ -61,6 +61,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _versions() -> str:
+    """This package's version and those of what it runs on, as a bug report wants them (read from the installed
+    packages' metadata: importing Ray and torch would take seconds)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from orchestrator import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return f"{name} {version(name)}"
+        except PackageNotFoundError:
+            return f"{name} not installed"
+
+    return (f"orchestrator {__version__} ({', '.join(installed(n) for n in ('ray', 'torch'))}, "
+            f"python {sys.version.split()[0]})")
+
+
 def _parser() -> argparse.ArgumentParser:
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
@@ -68,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--address", help="Ray cluster to join (e.g. auto, 10.0.0.5:6379); default: embedded local Ray")
 
     parser = argparse.ArgumentParser(prog="orchestrator", description="Train, tune and serve PyTorch models on Ray.")
+    parser.add_argument("--version", action="version", version=_versions())
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", parents=[common], help="train a model with Ray Train")

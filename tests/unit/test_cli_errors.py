@@ -164,3 +164,14 @@ def test_a_port_that_another_program_holds_exits_2_before_ray_starts(command, tm
     assert f"cannot serve on 127.0.0.1:{port}: Address already in use; choose another port (--port)" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not any(ray_tmp.iterdir()), "a Ray was started before the port was refused"
+
+
+def test_version_names_this_package_and_what_it_runs_on():
+    from importlib.metadata import version
+
+    import orchestrator
+    done = run_cli("--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"orchestrator {orchestrator.__version__} (ray {version('ray')}, "
+                                  f"torch {version('torch')}, python {sys.version.split()[0]})")
+    assert version("orchestrator") == orchestrator.__version__  # the one version, read by the package's metadata
