@@ -180,20 +180,17 @@ class Endpoint:
     @api.api_route("/v1/predict", methods=["POST", "PUT"], openapi_extra=PREDICT_DOCS)  # PUT: curl -T, TorchServe's
     async def predict(self, request: Request):
         """Body: {"instances": [input, ...]}, each input of the model's input shape (GET /v1/model)."""
-        return await self._answer(request, Predictor, self._predict_batch, lambda p, x: p.predict(x),
-                                  lambda p, x, probs, _: p.encode(_finite(probs)))
+        return await self._answer(request, Predictor, lambda p, x, probs, _: p.encode(_finite(probs)))
 
     @api.post("/v1/generate", openapi_extra=GENERATE_DOCS)
     async def generate(self, request: Request):
         """Body: {"prompt": "...", "max_new_tokens": 200, "temperature": 0.8, "top_k": 50, "seed": null}."""
-        return await self._answer(request, TextGenerator, self._generate_batch, lambda g, item: g.generate([item])[0],
-                                  lambda g, item, completion, _: g.encode(item, completion))
+        return await self._answer(request, TextGenerator, lambda g, item, completion, _: g.encode(item, completion))
 
     @api.post("/v1/completions")
     async def openai_completions(self, request: Request):
         """OpenAI's completions (completions.py), for its clients: the same model and batches as /v1/generate."""
-        return await self._answer(request, TextGenerator, self._generate_batch, lambda g, item: g.generate([item])[0],
-                                  completions.encode, completions.decode, _openai_error)
+        return await self._answer(request, TextGenerator, completions.encode, completions.decode, _openai_error)
 
     @api.get("/v1/models")
     async def openai_models(self, request: Request):
@@ -212,10 +209,10 @@ class Endpoint:
             self._named(name, version)
             return oip.decode(predictor, body, request.headers)
 
-        return await self._answer(request, Predictor, self._predict_batch, lambda p, x: p.predict(x),
-                                  lambda p, x, probs, asked: oip.encode(p, _finite(probs), asked), decode, _v2_error)
+        return await self._answer(request, Predictor, lambda p, x, probs, asked: oip.encode(p, _finite(probs), asked),
+                                  decode, _v2_error)
 
-    async def _answer(self, request: Request, kind: type, batched, run, encode, decode=None, error=_error):
+    async def _answer(self, request: Request, kind: type, encode, decode=None, error=_error):
         """A request to a model of `kind`: checked (a 4xx that says why), decoded into the model's item and what
         its answer needs (`decode`; default: the model's own, by the body's Content-Type, needing nothing more),
         run in a batch with others or alone, encoded. A run that fails goes to _not_answered, which tells the
@@ -234,13 +231,38 @@ class Endpoint:
         except RequestError as e:
             return error(e)
         try:
-            if self.args.max_batch_size > 1:
-                model, result = await batched(item)
-            else:
-                result = await self._run(run, model, item, inputs=len(item) if kind is Predictor else None)
+            model, result = await self._result(model, item)
             return JSONResponse(encode(model, item, result, asked))  # JSON types: skip FastAPI's encoder walk
         except Exception as e:  # noqa: BLE001 (a broken model's NaN, or inputs that overflow it)
             return await self._not_answered(model, e)
+
+    async def _result(self, model, item):
+        """The model's result for one request's item, with the model that gave it (a reconfigure may replace
+        self.predictor meanwhile): in a batch with other requests' items, or alone."""
+        classifies = isinstance(model, Predictor)
+        if self.args.max_batch_size > 1:
+            return await (self._predict_batch if classifies else self._generate_batch)(item)
+        if classifies:
+            return model, await self._run(model.predict, item, inputs=len(item))
+        return model, await self._run(lambda: model.generate([item])[0], inputs=None)
+
+    # For Python already in the cluster, through a DeploymentHandle (Serve's model composition: a deployment
+    # that calls this one), without HTTP: serve.get_app_handle(app).predict_inputs.remote(x).result(). The
+    # same model, checks and batches as the routes; bad input raises the RequestError the route answers with.
+    # No API key: a handle's caller is code the cluster runs, behind Ray's own token auth.
+
+    async def predict_inputs(self, inputs) -> dict:
+        """What POST /v1/predict answers for these inputs (Predictor.from_python: a list, an array, a DataFrame)."""
+        model = self._serving(Predictor)
+        model, probs = await self._result(model, model.from_python(inputs))
+        return model.encode(_finite(probs))
+
+    async def generate_text(self, request) -> dict:
+        """What POST /v1/generate answers: request is the prompt, or a dict as the body's."""
+        generator = self._serving(TextGenerator)
+        item = generator.from_python(request)
+        generator, completion = await self._result(generator, item)
+        return generator.encode(item, completion)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _generate_batch(self, items: list) -> list:

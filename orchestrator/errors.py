@@ -29,5 +29,8 @@ class RequestError(Exception):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
 
+    def __reduce__(self):  # pickled whole: a DeploymentHandle's caller gets it from the replica as it was raised
+        return type(self), (self.status, self.code, self.message)
+
     def body(self) -> dict:
         return {"error": {"code": self.code, "message": self.message}}

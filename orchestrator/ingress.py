@@ -56,6 +56,10 @@ def embedded_env(workdir: str) -> dict[str, str]:
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        # Ray's default, which the throughput mode turns off: a DeploymentHandle called from code without an
+        # event loop of its own (a script's serve.get_app_handle(...).remote(x).result()) fails without it. Only
+        # handle calls take this path; HTTP goes from HAProxy to the replicas.
+        "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1",
         "RAY_SERVE_HAPROXY_BINARY_PATH": str(wrapper),
         "RAY_SERVE_HAPROXY_STATS_PORT": str(stats),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics),

@@ -62,9 +62,14 @@ def _json_object(body: bytes, required: str | tuple[str, ...], example: str) -> 
         raise RequestError(400, "invalid_json", f"the body is not valid JSON ({e})") from None
     except RecursionError:  # arrays in arrays beyond the parser's depth: no model input is nested so deep
         raise RequestError(400, "invalid_json", "the body nests arrays or objects too deeply") from None
+    return _holding(payload, required, f"a JSON object {example}")
+
+
+def _holding(payload, required: str | tuple[str, ...], example: str) -> dict:
+    """The payload, if it is an object holding `required` (or one of them); 400 with `example` if it is not."""
     keys = (required,) if isinstance(required, str) else required
     if not isinstance(payload, dict) or not any(key in payload for key in keys):
-        raise RequestError(400, f"missing_{keys[0]}", f"send a JSON object {example}")
+        raise RequestError(400, f"missing_{keys[0]}", f"send {example}")
     return payload
 
 
@@ -192,6 +197,17 @@ class Predictor:
                                    f"{self.max_instances}: split the request")
             return x
         return self.validate([self._image(body, "the body")])
+
+    def from_python(self, inputs) -> np.ndarray:
+        """Inputs handed over in Python, not in a body (a DeploymentHandle's call): a list of them as a body's
+        "instances" holds them, a NumPy array of them, a pandas DataFrame of rows, or a dict of one of the BODIES."""
+        if isinstance(inputs, dict):
+            inputs = _inputs(_holding(inputs, BODIES, f"a list of inputs or a dict of one of {list(BODIES)}"))
+        elif isinstance(inputs, np.ndarray):
+            inputs = list(inputs)
+        elif (pandas := sys.modules.get("pandas")) and isinstance(inputs, pandas.DataFrame):  # rows by column
+            inputs = inputs.to_dict(orient="records")
+        return self.validate(inputs)
 
     def validate(self, instances) -> np.ndarray:
         """Inputs as nested lists of the input shape, as flat lists of its size (filled row-major, as
@@ -433,6 +449,14 @@ class TextGenerator:
         if kind == media.TEXT:
             return self.validate({"prompt": media.text_of(body, charset)})
         return self.validate(_json_object(body, "prompt", '{"prompt": "text to continue", "max_new_tokens": 200}'))
+
+    def from_python(self, payload) -> tuple[bytes, lm.Sampling]:
+        """A request handed over in Python, not in a body (a DeploymentHandle's call): the prompt, or a dict as
+        the body's."""
+        if isinstance(payload, str):
+            payload = {"prompt": payload}
+        return self.validate(_holding(payload, "prompt", 'a prompt, or a dict {"prompt": "...", '
+                                                          '"max_new_tokens": 200}'))
 
     def validate(self, payload: dict) -> tuple[bytes, lm.Sampling]:
         unknown = sorted(set(payload) - self.FIELDS)

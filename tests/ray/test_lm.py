@@ -126,6 +126,11 @@ def test_the_endpoint_generates_what_offline_generation_does_batched_or_not(runs
     for (status, _, body), want in zip(answers, expected):
         assert status == 200, body
         assert body["completion"] == want.decode(errors="replace") and body["num_new_tokens"] == 24
+    from ray import serve  # Python in the cluster, through a DeploymentHandle: the same texts, batched alike
+
+    handle = serve.get_app_handle("lm")
+    calls = [handle.generate_text.remote({"prompt": p, "max_new_tokens": 24, "temperature": 0}) for p in prompts]
+    assert [call.result(timeout_s=120)["completion"] for call in calls] == [a[2]["completion"] for a in answers]
     seeded = [generate(endpoint, prompt="def ", max_new_tokens=30, seed=7)[2]["completion"] for _ in range(2)]
     assert seeded[0] == seeded[1]  # the same seed gives the same text
     status, _, body = http("GET", f"{endpoint}/v1/model")

@@ -17,7 +17,7 @@ import pytest
 
 from orchestrator import data, datafiles
 from orchestrator.config import ServeArgs, load_config
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, RequestError
 from orchestrator.evaluate import evaluate_checkpoint
 from orchestrator.predictor import Predictor
 from orchestrator.train import train
@@ -205,6 +205,17 @@ def test_predictions_equal_offline_prediction_and_evaluate(checkpoints, serve_ht
     assert http("GET", f"{url}/v2/models/{name}/ready")[2] == {"name": name, "ready": True}
     status, _, answer = http("POST", f"{url}/v2/models/other/infer", json.dumps(v2).encode(), JSON)
     assert status == 404 and f"this endpoint serves {name!r}" in answer["error"], answer  # the protocol's error shape
+
+    # Python in the cluster, through a DeploymentHandle (Serve's model composition): the same answers, no HTTP
+    from ray import serve
+
+    handle = serve.get_app_handle("main")
+    calls = [handle.predict_inputs.remote(chunk) for chunk in np.array_split(x[:100], 4)]  # at once: batched
+    answers = [p for call in calls for p in call.result(timeout_s=60)["predictions"]]
+    np.testing.assert_allclose([p["probabilities"] for p in answers], probs[:100], atol=1e-6)
+    with pytest.raises(RequestError) as refused:
+        handle.predict_inputs.remote([[1.0, 2.0]]).result(timeout_s=60)
+    assert (refused.value.status, refused.value.code) == (422, "wrong_shape") and "[1, 8, 8]" in refused.value.message
 
     status, _, info = http("GET", f"{url}/v1/model")
     assert status == 200 and info["checkpoint"] == served and info["version"] == offline.version

@@ -1170,3 +1170,66 @@ def test_a_method_not_served_names_the_allowed_ones_in_one_order():
         answer = asyncio.run(endpoint._routing_error(request, HTTPException(405, headers={"allow": allow})))
         assert answer.status_code == 405 and answer.headers["allow"] == "POST, PUT"
         assert json.loads(answer.body)["error"]["message"] == "GET /v1/predict is not served; use POST, PUT (see /docs)"
+
+
+def serving(checkpoint: str, **args) -> Endpoint:
+    """The replica's class, without Serve, configured as Serve configures it; call its methods in one event loop."""
+    server = Endpoint()
+    asyncio.run(server.reconfigure({"args": ServeArgs(checkpoint=checkpoint, **args).model_dump(mode="json")}))
+    return server
+
+
+def test_a_handles_caller_gets_the_routes_answer_for_inputs_in_python(tmp_path):
+    """Serve's model composition: a deployment calls this one's predict_inputs with a list, an array, a DataFrame
+    or a body's dict, and gets what POST /v1/predict answers; bad inputs raise the route's RequestError. (Unbatched:
+    serve.batch needs a replica; test_serve.py calls a batching one through a real handle.)"""
+    columns, rows = ["width", "area", "mass"], [[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]]
+    server = serving(write_table_model(tmp_path / "t", columns, [3]), max_batch_size=1)
+    model = server.predictor
+    expected = model.encode(model.predict(model.decode(json.dumps({"instances": rows}).encode())))
+    given = [rows, np.array(rows), pd.DataFrame(rows, columns=columns),
+             pd.DataFrame(np.array(rows)[:, ::-1], columns=columns[::-1]),  # by column name, in any order
+             {"dataframe_split": {"columns": columns, "data": rows}}, {"instances": rows}]
+    bad = [([[1.0, 2.0]], "wrong_shape"), ({"rows": rows}, "missing_instances"), ("1 2 3", "invalid_instances"),
+           (np.zeros((0, 3)), "no_instances"), ([[1.0, 2.0, np.inf]], "not_finite")]
+
+    async def calls():
+        answers = [await server.predict_inputs(inputs) for inputs in given]
+        refused = []
+        for inputs, _ in bad:
+            with pytest.raises(RequestError) as e:
+                await server.predict_inputs(inputs)
+            refused.append(e.value.code)
+        with pytest.raises(RequestError) as e:
+            await server.generate_text("hello")
+        return answers, refused, e.value
+
+    answers, refused, wrong_route = asyncio.run(calls())
+    assert answers == [expected] * len(given)
+    assert refused == [code for _, code in bad]
+    assert (wrong_route.status, wrong_route.code) == (404, "wrong_route") and "/v1/predict" in wrong_route.message
+
+
+def test_a_handles_caller_gets_generate_s_answer_for_a_prompt_or_a_body(tmp_path):
+    server = serving(write_lm(tmp_path / "lm"), max_new_tokens=32, max_batch_size=1)
+    body = {"prompt": "ab", "max_new_tokens": 6, "temperature": 0}
+    item = server.predictor.validate(body)
+    expected = server.predictor.encode(item, server.predictor.generate([item])[0])
+
+    async def calls():
+        answers = [await server.generate_text(body), (await server.generate_text("ab"))["prompt"]]
+        with pytest.raises(RequestError) as e:
+            await server.generate_text({"text": "ab"})
+        return answers, e.value
+
+    answers, error = asyncio.run(calls())
+    assert answers == [expected, "ab"] and error.code == "missing_prompt"
+
+
+def test_a_request_error_crosses_processes_whole():
+    """Ray pickles an exception a replica raises to hand it to the handle's caller."""
+    import pickle
+
+    error = pickle.loads(pickle.dumps(RequestError(422, "wrong_shape", "each instance must have shape [3]")))
+    assert (type(error), error.status, error.code, error.message) == (
+        RequestError, 422, "wrong_shape", "each instance must have shape [3]")
