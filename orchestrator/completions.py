@@ -6,24 +6,30 @@ LangChain, curl from their docs): POST /v1/completions and GET /v1/models, as vL
         "choices": [{"index": 0, "text": "...", "logprobs": null, "finish_reason": "length"}],
         "usage": {"prompt_tokens": 4, "completion_tokens": 16, "total_tokens": 20}}
 
+With `"stream": true` the answer comes as server-sent events, a chunk of text as the model makes it, then
+`data: [DONE]` (`stream_options: {"include_usage": true}` adds a last chunk of usage), as OpenAI streams it.
+
 A token is a byte (the model is byte-level). OpenAI's defaults hold: 16 tokens, temperature 1, the whole
-distribution (vLLM's `top_k` is taken too). What the model cannot do (streaming, several choices, log
+distribution (vLLM's `top_k` is taken too). A completion ends before the first stop sequence it completes,
+where generation halts (vLLM's rule), streamed or not. What the model cannot do (several choices, log
 probabilities, penalties, top_p below 1, a suffix) is a 400 that names the field, never silently ignored.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 from orchestrator.errors import RequestError
 
 # fields a client may send with these values only: the model does one thing, so anything else is refused
-ONLY = {"stream": (False, None), "n": (1, None), "best_of": (1, None), "logprobs": (None, 0), "echo": (False, None),
+ONLY = {"n": (1, None), "best_of": (1, None), "logprobs": (None, 0), "echo": (False, None),
         "presence_penalty": (0, None), "frequency_penalty": (0, None), "suffix": (None, ""), "logit_bias": (None, {}),
-        "top_p": (1, None), "stream_options": (None,)}
-TAKEN = {"model", "prompt", "max_tokens", "temperature", "top_k", "seed", "stop", "user"}
+        "top_p": (1, None)}
+TAKEN = {"model", "prompt", "max_tokens", "temperature", "top_k", "seed", "stop", "user", "stream", "stream_options"}
 
 
 def decode(generator, body: bytes) -> tuple[tuple, dict]:
@@ -60,22 +66,76 @@ def decode(generator, body: bytes) -> tuple[tuple, dict]:
     if not isinstance(tokens, int) or isinstance(tokens, bool) or not 1 <= tokens <= generator.max_new_tokens:
         raise RequestError(400, "invalid_max_tokens", f"max_tokens must be an integer from 1 to "
                            f"{generator.max_new_tokens} (a token is a byte)")
+    stream, options = payload.get("stream") or False, payload.get("stream_options")
+    if not isinstance(stream, bool):
+        raise RequestError(400, "invalid_stream", "stream must be true or false")
+    if options is not None and (not stream or not isinstance(options, dict) or set(options) - {"include_usage"}
+                                or not isinstance(options.get("include_usage", False), bool)):
+        raise RequestError(400, "invalid_stream_options", 'stream_options goes with "stream": true, as '
+                           '{"include_usage": true}')
     item = generator.validate({"prompt": prompt, "max_new_tokens": tokens, "temperature": payload.get("temperature", 1),
                                "top_k": payload.get("top_k"), "seed": payload.get("seed")})
-    return item, {"stop": stop}
+    return item, {"stop": stop, "stream": stream, "usage": bool(options and options.get("include_usage"))}
 
 
 def encode(generator, item: tuple, completion: bytes, meta: dict) -> dict:
-    """The answer: the completion cut before the first stop sequence (finish_reason "stop"), else all of it
-    ("length")."""
-    cuts = [i for i in (completion.find(s) for s in meta["stop"]) if i >= 0]
-    kept = completion[:min(cuts)] if cuts else completion
-    text = kept.decode(errors="replace")  # bytes cut mid-character show as U+FFFD
-    used, prompt = len(kept), len(item[0])
+    """The answer: the completion up to the first stop sequence it completes (finish_reason "stop"), else all
+    of it ("length")."""
+    kept = next((completion[:start] for end in range(1, len(completion) + 1)
+                 if (start := _stop_at(completion, meta["stop"], end)) is not None), None)
+    text = (completion if kept is None else kept).decode(errors="replace")  # bytes cut mid-character: U+FFFD
+    return {**_head(generator),
+            "choices": [_choice(text, "length" if kept is None else "stop")],
+            "usage": _usage(item, len(completion if kept is None else kept))}
+
+
+async def events(generator, item: tuple, meta: dict, made: AsyncIterator[int]) -> AsyncIterator[str]:
+    """The answer as server-sent events, from the bytes the model makes as it makes them: a chunk of text as
+    bytes complete characters, the last chunk with the finish_reason, usage where stream_options asked for it,
+    then [DONE]. The text is encode's: bytes that may begin a stop sequence are held until they prove not to."""
+    head, stops = _head(generator), meta["stop"]
+    held = max(map(len, stops), default=1) - 1
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    extra = {"usage": None} if meta["usage"] else {}
+    text, sent, finish = bytearray(), 0, "length"
+
+    def event(body: dict) -> str:
+        return f"data: {json.dumps({**head, **body})}\n\n"
+
+    async for byte in made:
+        text.append(byte)
+        if (start := _stop_at(text, stops, len(text))) is not None:
+            del text[start:]
+            finish = "stop"
+            break
+        if len(text) - held > sent and (chunk := decoder.decode(bytes(text[sent:len(text) - held]))):
+            yield event({"choices": [_choice(chunk, None)], **extra})
+        sent = max(sent, len(text) - held)
+    yield event({"choices": [_choice(decoder.decode(bytes(text[sent:]), final=True), finish)], **extra})
+    if meta["usage"]:
+        yield event({"choices": [], "usage": _usage(item, len(text))})
+    yield "data: [DONE]\n\n"
+
+
+def _stop_at(text: bytes | bytearray, stops: list[bytes], end: int) -> int | None:
+    """Where a stop sequence that text[:end] ends with begins (the longest, where several end there)."""
+    starts = [end - len(s) for s in stops if text.endswith(s, 0, end)]
+    return min(starts) if starts else None
+
+
+def _head(generator) -> dict:
     return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-            "model": generator.info["name"],
-            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop" if cuts else "length"}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": used, "total_tokens": prompt + used}}
+            "model": generator.info["name"]}
+
+
+def _choice(text: str, finish_reason: str | None) -> dict:
+    return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+
+
+def _usage(item: tuple, completion_tokens: int) -> dict:
+    prompt = len(item[0])
+    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
+            "total_tokens": prompt + completion_tokens}
 
 
 def models(predictor) -> dict:

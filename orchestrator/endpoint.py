@@ -16,10 +16,11 @@ import logging
 import statistics
 import time
 import zlib
+from collections.abc import AsyncIterator
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
@@ -190,7 +191,8 @@ class Endpoint:
     @api.post("/v1/completions")
     async def openai_completions(self, request: Request):
         """OpenAI's completions (completions.py), for its clients: the same model and batches as /v1/generate."""
-        return await self._answer(request, TextGenerator, completions.encode, completions.decode, _openai_error)
+        return await self._answer(request, TextGenerator, completions.encode, completions.decode, _openai_error,
+                                  completions.events)
 
     @api.get("/v1/models")
     async def openai_models(self, request: Request):
@@ -212,11 +214,12 @@ class Endpoint:
         return await self._answer(request, Predictor, lambda p, x, probs, asked: oip.encode(p, _finite(probs), asked),
                                   decode, _v2_error)
 
-    async def _answer(self, request: Request, kind: type, encode, decode=None, error=_error):
+    async def _answer(self, request: Request, kind: type, encode, decode=None, error=_error, stream=None):
         """A request to a model of `kind`: checked (a 4xx that says why), decoded into the model's item and what
         its answer needs (`decode`; default: the model's own, by the body's Content-Type, needing nothing more),
         run in a batch with others or alone, encoded. A run that fails goes to _not_answered, which tells the
-        model's fault from the input's."""
+        model's fault from the input's. Where the request asks for a stream (and the route has `stream`, which
+        makes server-sent events of the bytes generated), its generation runs alone, streamed as it goes."""
         if decode is None:
             content_type = request.headers.get("content-type", "")  # the model's decode reads it (media.py)
 
@@ -230,6 +233,9 @@ class Endpoint:
             item, asked = decode(model, body) if small else await asyncio.to_thread(decode, model, body)
         except RequestError as e:
             return error(e)
+        if stream is not None and asked.get("stream"):
+            return StreamingResponse(stream(model, item, asked, self._made(model, item)),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         try:
             model, result = await self._result(model, item)
             return JSONResponse(encode(model, item, result, asked))  # JSON types: skip FastAPI's encoder walk
@@ -245,6 +251,15 @@ class Endpoint:
         if classifies:
             return model, await self._run(model.predict, item, inputs=len(item))
         return model, await self._run(lambda: model.generate([item])[0], inputs=None)
+
+    @staticmethod
+    async def _made(generator: TextGenerator, item) -> AsyncIterator[int]:
+        """A generation's bytes as the model makes them: alone, not in a batch (its client reads each as it
+        comes), each step in a thread; no step runs once the stream stops asking (a stop sequence, a client
+        gone)."""
+        steps = generator.steps(item)
+        while (byte := await asyncio.to_thread(next, steps, None)) is not None:
+            yield byte
 
     # For Python already in the cluster, through a DeploymentHandle (Serve's model composition: a deployment
     # that calls this one), without HTTP: serve.get_app_handle(app).predict_inputs.remote(x).result(). The

@@ -11,6 +11,7 @@ tied to the token embedding. Tokens are bytes (vocab 256), so any text file is a
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -123,10 +124,20 @@ class Sampling:
     seed: int | None = None  # the same seed, prompt and model give the same text
 
 
-@torch.no_grad()
 def generate(model: GPT, prompts: list[bytes], sampling: list[Sampling]) -> list[bytes]:
-    """Continue each prompt by its own sampling settings, all rows in one forward pass per byte
-    (prompts left-padded to one length; the context is the last block_size bytes)."""
+    """Continue each prompt by its own sampling settings, all rows in one forward pass per byte (`steps`)."""
+    rows = [bytearray() for _ in prompts]
+    for step in steps(model, prompts, sampling):
+        for row, byte in zip(rows, step):
+            row.append(byte)
+    return [bytes(row[: s.max_new_tokens]) for row, s in zip(rows, sampling)]
+
+
+@torch.no_grad()  # on a generator function: around each step, in whichever thread runs it
+def steps(model: GPT, prompts: list[bytes], sampling: list[Sampling]) -> Iterator[list[int]]:
+    """The next byte of every prompt, step by step (a stream shows each as it comes), for the most
+    max_new_tokens asked: prompts left-padded to one length, one forward pass per step for all, the context
+    the last block_size bytes."""
     if any(not p for p in prompts):
         raise ValueError("every prompt needs at least one byte")
     model.eval()
@@ -139,14 +150,12 @@ def generate(model: GPT, prompts: list[bytes], sampling: list[Sampling]) -> list
         seq[i, width - len(p):] = torch.tensor(list(p), device=device)
     pad = torch.tensor([width - len(p) for p in prompts], device=device)
     generators = [torch.Generator().manual_seed(s.seed if s.seed is not None else torch.seed()) for s in sampling]
-    steps = max(s.max_new_tokens for s in sampling)
-    for _ in range(steps):
+    for _ in range(max(s.max_new_tokens for s in sampling)):
         ctx, ctx_pad = seq[:, -block:], (pad - max(seq.shape[1] - block, 0)).clamp(min=0)
         logits = model(ctx, ctx_pad if bool(ctx_pad.any()) else None)[:, -1, :].float().cpu()
         nxt = [_sample(row, s, g) for row, s, g in zip(logits, sampling, generators)]
         seq = torch.cat([seq, torch.tensor(nxt, device=device)[:, None]], dim=1)
-    new = seq[:, width:].tolist()
-    return [bytes(row[: s.max_new_tokens]) for row, s in zip(new, sampling)]
+        yield nxt
 
 
 def _sample(logits: torch.Tensor, s: Sampling, generator: torch.Generator) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -488,6 +489,11 @@ class TextGenerator:
     def generate(self, requests: list[tuple[bytes, lm.Sampling]]) -> list[bytes]:
         """Continuations of every request, generated together."""
         return lm.generate(self.model, [p for p, _ in requests], [s for _, s in requests])
+
+    def steps(self, request: tuple[bytes, lm.Sampling]) -> Iterator[int]:
+        """One request's continuation, a byte at a time as the model makes it (a streamed answer)."""
+        prompt, sampling = request
+        return (step[0] for step in lm.steps(self.model, [prompt], [sampling]))
 
     def encode(self, request: tuple[bytes, lm.Sampling], completion: bytes) -> dict:
         return {

@@ -4,6 +4,7 @@ uninterrupted DDP does; the checkpoint generates text offline and over HTTP (POS
 
 import json
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -149,10 +150,37 @@ def test_the_endpoint_generates_what_offline_generation_does_batched_or_not(runs
     assert first >= 0 and cut == {"index": 0, "text": expected[0][:first].decode(errors="replace"), "logprobs": None,
                                   "finish_reason": "stop"}
     assert http("GET", f"{endpoint}/v1/models")[2]["data"][0]["id"] == name
-    status, _, answer = http("POST", f"{endpoint}/v1/completions", json.dumps({**body, "stream": True}).encode(),
+    status, _, answer = http("POST", f"{endpoint}/v1/completions", json.dumps({**body, "n": 2}).encode(),
                              {"Content-Type": "application/json"})
-    assert status == 400 and answer["error"]["type"] == "invalid_request_error" and "stream" in answer["error"][
-        "message"]
+    assert status == 400 and answer["error"]["type"] == "invalid_request_error" and "n 2" in answer["error"]["message"]
+    # streamed, as OpenAI's clients ask with stream=True: the same text, in events that come as it is made
+    sent, events = stream_completion(endpoint, {**body, "max_tokens": 64, "stream": True})
+    chunks = [json.loads(e[6:]) for _, e in events[:-1]]
+    assert events[-1][1] == "data: [DONE]" and chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert "".join(c["choices"][0]["text"] for c in chunks) == offline.generate(
+        [(b"def ", lm.Sampling(max_new_tokens=64, temperature=0, seed=None))])[0].decode(errors="replace")
+    first, done = events[0][0], events[-1][0]
+    assert done - first > 0.3 * (done - sent), (sent, first, done)  # not held back until the end (HAProxy)
+    _, events = stream_completion(endpoint, {**body, "stop": stop, "stream": True})
+    assert "".join(json.loads(e[6:])["choices"][0]["text"] for _, e in events[:-1]) == cut["text"]
+
+
+def stream_completion(url: str, body: dict) -> tuple[float, list[tuple[float, str]]]:
+    """POST /v1/completions read as a stream: when it was sent, and each server-sent event with when it came."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        sent = time.monotonic()
+        conn.request("POST", f"{parts.path}/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        assert response.status == 200 and response.getheader("content-type").startswith("text/event-stream")
+        events = [(time.monotonic(), line.decode().strip()) for line in response if line.strip()]
+    finally:
+        conn.close()
+    return sent, events
 
 
 @pytest.mark.parametrize("body, status, code", [
