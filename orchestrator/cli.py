@@ -20,6 +20,7 @@ Exit codes: 0 done, 1 the work failed, 2 bad input (the message says what to cha
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import os
 import posixpath
@@ -616,14 +617,37 @@ def _generate(args) -> dict:
             request = generator.validate(payload)
         except RequestError as e:
             raise ConfigError(f"--{e.code.removeprefix('invalid_').replace('_', '-')}: {e.message}") from None
-        result = generator.encode(request, generator.generate([request])[0])
-    else:
-        from orchestrator.client import call
+        made, decoder = bytearray(), codecs.getincrementaldecoder("utf-8")(errors="replace")
 
-        result = call(args.target, "/v1/generate", payload, api_key=os.environ.get(args.api_key_env))
-    if not args.json:
-        print(result["prompt"] + result["completion"], flush=True)
-    return result
+        def texts():
+            for byte in generator.steps(request):
+                made.append(byte)
+                yield decoder.decode(bytes([byte]))
+            yield decoder.decode(b"", final=True)
+
+        _show(args.prompt, texts(), args.json)
+        return generator.encode(request, bytes(made))
+    from orchestrator import client
+
+    key = os.environ.get(args.api_key_env)
+    if args.json:
+        return client.call(args.target, "/v1/generate", payload, api_key=key)
+    completion = {"prompt": args.prompt, "max_tokens": args.max_new_tokens, "temperature": args.temperature,
+                  "top_k": args.top_k or None, "seed": args.seed}  # OpenAI's names: streamed as its clients are
+    return {"prompt": args.prompt, "completion": _show(args.prompt, client.stream_completion(args.target, completion,
+                                                                                              api_key=key))}
+
+
+def _show(prompt: str, texts, quiet: bool = False) -> str:
+    """The text as it comes, after its prompt (shown with the first of it: an error before prints nothing)."""
+    shown = []
+    for text in texts:
+        if not quiet:
+            print(("" if shown else prompt) + text, end="", flush=True)
+        shown.append(text)
+    if not quiet:
+        print(flush=True)
+    return "".join(shown)
 
 
 def _training_data(uri: str) -> dict:

@@ -20,6 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 from orchestrator.errors import ConfigError
 
@@ -42,7 +43,9 @@ def get_json(url: str, *, api_key: str | None = None, retries: int = 4, timeout_
 
 
 def _send(url: str, body: bytes | None, api_key: str | None, retries: int, backoff_s: float, max_backoff_s: float,
-          timeout_s: float, stats: dict | None) -> tuple[int, dict]:
+          timeout_s: float, stats: dict | None, read=None) -> tuple[int, dict]:
+    """(status, answer): by `read` of the open response where it succeeds (default: its JSON), else the
+    error's JSON. `read` may hand the response on, open (a stream), and an error while it reads is retried."""
     headers = {"Content-Type": "application/json"} if body is not None else {}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
@@ -50,8 +53,8 @@ def _send(url: str, body: bytes | None, api_key: str | None, retries: int, backo
         request = urllib.request.Request(url, data=body, headers=headers)
         retry_after = 0.0
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as r:
-                return r.status, json.loads(r.read())
+            response = urllib.request.urlopen(request, timeout=timeout_s)
+            return response.status, (read or _json)(response)
         except urllib.error.HTTPError as e:
             status, answer = e.code, _parse(e.read())
             if status not in RETRYABLE or attempt == retries:
@@ -66,6 +69,30 @@ def _send(url: str, body: bytes | None, api_key: str | None, retries: int, backo
             stats["retries"] = stats.get("retries", 0) + 1
         time.sleep(max(retry_after, random.uniform(0, min(max_backoff_s, backoff_s * 2**attempt))))
     raise AssertionError("unreachable")  # the loop always returns or raises
+
+
+def _json(response) -> dict:
+    with response:
+        return json.loads(response.read())
+
+
+def stream_completion(target: str, payload: dict, api_key: str | None = None) -> Iterator[str]:
+    """POST /v1/completions with "stream": true (OpenAI's completions): the text in chunks as the endpoint sends
+    them. Retried as any request until the stream begins, never after (text already shown cannot be taken back);
+    a 4xx raises ConfigError."""
+    url = f"{target.rstrip('/')}/v1/completions"
+    try:
+        status, answer = _send(url, json.dumps({**payload, "stream": True}).encode(), api_key, 4, 0.2, 5.0, 60, None,
+                               read=lambda response: response)
+    except Unreachable as e:
+        raise ConfigError(str(e)) from None
+    if status >= 300:
+        _checked(url, status, answer)
+    with answer as events:
+        for line in events:  # server-sent events: "data: {...}" lines, the last "data: [DONE]"
+            if line.startswith(b"data: {"):
+                for choice in json.loads(line[len(b"data: "):])["choices"]:
+                    yield choice["text"]
 
 
 def _parse(raw: bytes) -> dict:

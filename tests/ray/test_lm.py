@@ -12,6 +12,7 @@ import pytest
 
 from orchestrator import lm
 from orchestrator.checkpoint import export, read_checkpoint
+from orchestrator.cli import main
 from orchestrator.config import ServeArgs, load_config
 from orchestrator.data import read_corpus
 from orchestrator.errors import StorageError
@@ -117,7 +118,7 @@ def generate(url, **body):
     return http("POST", f"{url}/v1/generate", json.dumps(body).encode(), {"Content-Type": "application/json"})
 
 
-def test_the_endpoint_generates_what_offline_generation_does_batched_or_not(runs, endpoint):
+def test_the_endpoint_generates_what_offline_generation_does_batched_or_not(runs, endpoint, capsys):
     offline = TextGenerator(read_checkpoint(runs["ddp"].checkpoint))
     prompts = ["def ", "import os\n", "class A:\n    def __init__(self", "x"]  # different lengths: left padding
     expected = [offline.generate([(p.encode(), lm.Sampling(max_new_tokens=24, temperature=0, seed=None))])[0]
@@ -163,6 +164,15 @@ def test_the_endpoint_generates_what_offline_generation_does_batched_or_not(runs
     assert done - first > 0.3 * (done - sent), (sent, first, done)  # not held back until the end (HAProxy)
     _, events = stream_completion(endpoint, {**body, "stop": stop, "stream": True})
     assert "".join(json.loads(e[6:])["choices"][0]["text"] for _, e in events[:-1]) == cut["text"]
+    # `orchestrator generate URL` shows the text as it comes (streamed); --json answers as /v1/generate
+    assert main(["generate", endpoint, "--prompt", "def ", "--max-new-tokens", "24", "--temperature", "0"]) == 0
+    assert capsys.readouterr().out == "def " + expected[0].decode(errors="replace") + "\n"
+    assert main(["generate", endpoint, "--prompt", "def ", "--max-new-tokens", "24", "--temperature", "0",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["completion"] == expected[0].decode(errors="replace")
+    assert main(["generate", endpoint, "--prompt", "def ", "--max-new-tokens", "65"]) == 2  # over the endpoint's 64
+    printed = capsys.readouterr()
+    assert printed.out == "" and "answered 400" in printed.err and "from 1 to 64" in printed.err
 
 
 def stream_completion(url: str, body: dict) -> tuple[float, list[tuple[float, str]]]:

@@ -1028,6 +1028,8 @@ def test_the_generate_command_and_its_wrong_model_errors(tmp_path, capsys):
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert main(["generate", lm_ckpt, "--prompt", "def ", "--max-new-tokens", "12", "--seed", "0", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == first and first["num_new_tokens"] == 12
+    assert main(["generate", lm_ckpt, "--prompt", "def ", "--max-new-tokens", "12", "--seed", "0"]) == 0
+    assert capsys.readouterr().out == first["prompt"] + first["completion"] + "\n"  # shown as it is made
     assert main(["generate", classifier, "--prompt", "x"]) == 2
     assert "use orchestrator predict" in capsys.readouterr().err
     (tmp_path / "in.json").write_text("[[1]]")
