@@ -300,10 +300,14 @@ def _serve_until_interrupted(args, result: dict) -> dict:
     """Keep the embedded Ray's endpoint up until Ctrl-C; the result is printed now, not at exit."""
     import ray
 
-    result = {**result, "ray_address": ray.get_runtime_context().gcs_address}  # for serve status, rollback, ...
+    node = next(n for n in ray.nodes() if n["Alive"])  # the one node: this machine, its ports on loopback
+    result = {**result, "ray_address": ray.get_runtime_context().gcs_address,  # for serve status, rollback, ...
+              "metrics_url": f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"}
     if args.json:
         print(json.dumps(result, sort_keys=True), flush=True)
         args.json = False
+    print(f"metrics for Prometheus (Ray Serve's: requests, latency, batches, replicas): {result['metrics_url']}",
+          flush=True)
     print(f"serving; Ctrl-C stops the endpoint. From another shell: orchestrator serve status --address "
           f"{result['ray_address']}", flush=True)
     try:

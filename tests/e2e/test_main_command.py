@@ -226,10 +226,27 @@ def test_serve_cli_answers_as_offline_predict_and_stops_on_ctrl_c(pipeline, tmp_
         (tmp_path / "bad.json").write_text('{"instances": [[1, 2, 3]]}')
         code, out = finish(cli("predict", url, "--input", str(tmp_path / "bad.json"), marker=marker), marker + "-x")
         assert code == 2 and "422" in out[-1] and "shape [1, 8, 8]" in out[-1] and "Traceback" not in "".join(out)
+        # Ray Serve's metrics, where the printed URL says, counting the answers above (Ray exports every 10 s)
+        metrics = next(line for line in proc.seen if line.startswith("metrics ")).split()[-1]
+        assert metrics.startswith("http://127.0.0.1:")
+        deadline, answered = time.time() + 60, {}
+        while time.time() < deadline and not {"200", "422"} <= answered.keys():
+            time.sleep(2)
+            answered = {c["status_code"]: c for c in served_requests(http("GET", metrics)[2])}
+        assert {"200", "422"} <= answered.keys(), answered
         proc.send_signal(signal.SIGINT)
         assert wait_exit(proc, 60) == 0
     finally:
         kill_marked(marker)
+
+
+def served_requests(metrics: str) -> list[dict]:
+    """The labels of each POST that Prometheus' text says the endpoint answered."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [sample.labels for family in text_string_to_metric_families(metrics)
+            if family.name == "ray_serve_num_http_requests" for sample in family.samples
+            if sample.labels.get("method") == "POST" and sample.labels.get("application") == "orchestrator"]
 
 
 def test_rays_own_serve_run_brings_up_deploy_serve_yaml(pipeline, tmp_path):
