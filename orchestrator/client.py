@@ -89,10 +89,17 @@ def stream_completion(target: str, payload: dict, api_key: str | None = None) ->
     if status >= 300:
         _checked(url, status, answer)
     with answer as events:
-        for line in events:  # server-sent events: "data: {...}" lines, the last "data: [DONE]"
-            if line.startswith(b"data: {"):
-                for choice in json.loads(line[len(b"data: "):])["choices"]:
-                    yield choice["text"]
+        try:
+            for line in events:  # server-sent events: "data: {...}" lines, the last "data: [DONE]"
+                if line.strip() == b"data: [DONE]":
+                    return
+                if line.startswith(b"data: {"):
+                    for choice in json.loads(line[len(b"data: "):])["choices"]:
+                        yield choice["text"]
+            error = "it ended before data: [DONE]"  # http.client ends a chunked body cut between chunks quietly
+        except (http.client.HTTPException, OSError) as e:
+            error = f"{type(e).__name__}: {e}"
+    raise RuntimeError(f"{url}: the stream broke off ({error})")  # the replica died, the network went: exit 1
 
 
 def _parse(raw: bytes) -> dict:

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from orchestrator.client import Unreachable, post_json
+from orchestrator.client import Unreachable, post_json, stream_completion
 
 
 def scripted_server(answers: list[bytes]):
@@ -78,3 +78,26 @@ def test_predict_reads_a_file_for_an_endpoint_as_the_endpoints_model_was_trained
     (tmp_path / "new.data").write_text("1.5,?\n2.5,3\n")
     assert main(["predict", url.removesuffix("/v1/predict"), "--input", str(tmp_path / "new.data"), "--json"]) == 0
     assert json.loads(taken[1])["instances"] == [{"width": 1.5, "area": None}, {"width": 2.5, "area": 3}]
+
+
+def events(*texts: str, ended: bool = True) -> bytes:
+    """A streamed completion's answer: an event per text in one chunk, then [DONE] and the last chunk; or, not
+    ended, the server closes after the texts."""
+    body = b"".join(f"data: {json.dumps({'choices': [{'text': t}]})}\n\n".encode() for t in texts)
+    body += b"data: [DONE]\n\n" if ended else b""
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + f"{len(body):x}\r\n".encode() + body + b"\r\n" + (b"0\r\n\r\n" if ended else b""))
+
+
+def test_a_stream_is_sent_again_until_it_begins_and_never_after():
+    url, taken = scripted_server([reply("503 Service Unavailable", {"error": {"message": "busy"}}),
+                                  events("ab", "c")])
+    endpoint = url.removesuffix("/v1/predict")
+    assert list(stream_completion(endpoint, {"prompt": "x"})) == ["ab", "c"]
+    assert len(taken) == 2 and json.loads(taken[1]) == {"prompt": "x", "stream": True}
+    url, taken = scripted_server([events("ab", ended=False), events("ab", "c")])
+    shown = []
+    with pytest.raises(RuntimeError, match="the stream broke off"):
+        for text in stream_completion(url.removesuffix("/v1/predict"), {"prompt": "x"}):
+            shown.append(text)
+    assert shown == ["ab"] and len(taken) == 1  # "ab" was shown: sending again would show it twice
