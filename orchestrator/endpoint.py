@@ -78,8 +78,9 @@ def _openai_error(e: RequestError) -> JSONResponse:
     return _error(e, completions.error_body(e))
 
 
-def _v2_error(e: RequestError) -> JSONResponse:
-    """An error of the Open Inference Protocol's routes, in its shape: {"error": "message"}."""
+def _kserve_error(e: RequestError) -> JSONResponse:
+    """An error of KServe's protocols (the Open Inference Protocol, v1) and TF Serving's, in their shape:
+    {"error": "message"}."""
     return _error(e, {"error": e.message})
 
 
@@ -212,7 +213,33 @@ class Endpoint:
             return oip.decode(predictor, body, request.headers)
 
         return await self._answer(request, Predictor, lambda p, x, probs, asked: oip.encode(p, _finite(probs), asked),
-                                  decode, _v2_error)
+                                  decode, _kserve_error)
+
+    @api.post("/v1/models/{name}:predict")
+    @api.post("/v1/models/{name}/versions/{version}:predict")
+    async def kserve_predict(self, request: Request, name: str, version: str | None = None):
+        """KServe's v1 protocol and TF Serving's REST API, at their clients' paths: /v1/predict's bodies and answer
+        ({"instances": [...]} -> {"predictions": [...], ...}), the model named in the path."""
+        def decode(predictor: Predictor, body: bytes) -> tuple[np.ndarray, None]:
+            self._named(name, version)
+            return predictor.decode(body, request.headers.get("content-type", "")), None
+
+        return await self._answer(request, Predictor, lambda p, x, probs, _: p.encode(_finite(probs)), decode,
+                                  _kserve_error)
+
+    @api.get("/v1/models/{name}")
+    async def kserve_model(self, request: Request, name: str):
+        """KServe v1's model probe, {"name", "ready"}; for a language model, OpenAI's model object, as its clients
+        retrieve it (GET /v1/models/{model})."""
+        try:
+            self.keys.check(request)
+            self._named(name)
+        except RequestError as e:
+            return _openai_error(e) if isinstance(self.predictor, TextGenerator) else _kserve_error(e)
+        if isinstance(self.predictor, TextGenerator):
+            return completions.models(self.predictor)["data"][0]
+        ready = await asyncio.to_thread(_passes_canary, self.predictor)
+        return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
 
     async def _answer(self, request: Request, kind: type, encode, decode=None, error=_error, stream=None):
         """A request to a model of `kind`: checked (a 4xx that says why), decoded into the model's item and what
@@ -355,7 +382,7 @@ class Endpoint:
                 "previous_checkpoints": self.args.previous_checkpoints, "limits": limits}
 
     def _named(self, name: str, version: str | None = None) -> None:
-        """404 unless the /v2 path names the model served (and its version, where it names one)."""
+        """404 unless the path names the model served (and its version, where it names one)."""
         model = self.predictor.info["name"]
         if name != model or version not in (None, self.predictor.version):
             what = f"version {version!r} of {name!r}" if name == model else f"model {name!r}"
@@ -370,7 +397,7 @@ class Endpoint:
             self._serving(Predictor)
             self._named(name, version)
         except RequestError as e:
-            return _v2_error(e)
+            return _kserve_error(e)
         return oip.metadata(self.predictor)
 
     @api.get("/v2")
@@ -389,7 +416,7 @@ class Endpoint:
             try:
                 self._named(name)
             except RequestError as e:
-                return _v2_error(e)
+                return _kserve_error(e)
         return JSONResponse({"ready": ready} if name is None else {"name": name, "ready": ready},
                             status_code=200 if ready else 503)
 

@@ -206,6 +206,13 @@ def test_predictions_equal_offline_prediction_and_evaluate(checkpoints, serve_ht
     status, _, answer = http("POST", f"{url}/v2/models/other/infer", json.dumps(v2).encode(), JSON)
     assert status == 404 and f"this endpoint serves {name!r}" in answer["error"], answer  # the protocol's error shape
 
+    # KServe's v1 protocol and TF Serving's REST API, at their clients' paths: /v1/predict's answer
+    status, _, answer = http("POST", f"{url}/v1/models/{name}:predict",
+                             json.dumps({"instances": x[:8].tolist()}).encode(), JSON)
+    assert status == 200, answer
+    np.testing.assert_allclose([p["probabilities"] for p in answer["predictions"]], probs[:8], atol=1e-6)
+    assert http("GET", f"{url}/v1/models/{name}")[2] == {"name": name, "ready": True}
+
     # Python in the cluster, through a DeploymentHandle (Serve's model composition): the same answers, no HTTP
     from ray import serve
 

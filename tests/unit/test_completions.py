@@ -127,22 +127,21 @@ def test_the_endpoint_streams_a_completion_the_model_makes_byte_by_byte(generato
     """The replica's route, without Serve: the stream's text is the unstreamed answer's, made step by step."""
     from orchestrator.config import ServeArgs
     from orchestrator.endpoint import Endpoint
-    from tests.unit.test_predictor import write_lm
+    from tests.unit.test_predictor import call, write_lm
 
     server = Endpoint()
     args = ServeArgs(checkpoint=write_lm(tmp_path / "served"), max_new_tokens=32, max_batch_size=1)
     body = {"prompt": "def ", "max_tokens": 20, "temperature": 0}
 
     def post(payload: dict) -> Request:
-        async def receive():
-            return {"type": "http.request", "body": json.dumps(payload).encode(), "more_body": False}
-        return Request({"type": "http", "method": "POST", "path": "/v1/completions", "client": ("127.0.0.1", 1),
-                        "headers": [(b"content-type", b"application/json")]}, receive)
+        return call("/v1/completions", json.dumps(payload).encode())
 
     async def calls():
         await server.reconfigure({"args": args.model_dump(mode="json")})
         whole = json.loads((await server.openai_completions(post(body))).body)
         response = await server.openai_completions(post({**body, "stream": True}))
+        retrieved = await server.kserve_model(call("/v1/models/lm"), "lm")  # OpenAI's retrieve, FastAPI's JSON
+        assert retrieved == completions.models(server.predictor)["data"][0]
         return whole, response.media_type, [e async for e in response.body_iterator]
 
     whole, media_type, events = asyncio.run(calls())

@@ -1235,3 +1235,35 @@ def test_a_request_error_crosses_processes_whole():
     error = pickle.loads(pickle.dumps(RequestError(422, "wrong_shape", "each instance must have shape [3]")))
     assert (type(error), error.status, error.code, error.message) == (
         RequestError, 422, "wrong_shape", "each instance must have shape [3]")
+
+
+def call(path: str, body: bytes | None = None, content_type: str = "application/json") -> Request:
+    """A request from loopback as the replica's routes get it (a GET without a body)."""
+    async def receive():
+        return {"type": "http.request", "body": body or b"", "more_body": False}
+    return Request({"type": "http", "method": "GET" if body is None else "POST", "path": path,
+                    "client": ("127.0.0.1", 1), "headers": [(b"content-type", content_type.encode())]}, receive)
+
+
+def test_kserve_v1_and_tf_serving_clients_get_v1_predicts_answer_at_their_paths(tmp_path):
+    server = serving(write(tmp_path / "ckpt"), max_batch_size=1)
+    name, version = server.predictor.info["name"], server.predictor.version
+    body = json.dumps({"instances": np.ones((2, 2, 3)).tolist()}).encode()
+
+    async def calls():
+        answers = [await server.predict(call("/v1/predict", body)),
+                   await server.kserve_predict(call(f"/v1/models/{name}:predict", body), name),
+                   await server.kserve_predict(call(f"/v1/models/{name}/versions/{version}:predict", body), name,
+                                               version),
+                   await server.kserve_predict(call("/v1/models/other:predict", body), "other"),
+                   await server.kserve_predict(call(f"/v1/models/{name}:predict", b"[1]"), name),
+                   await server.kserve_model(call(f"/v1/models/{name}"), name),
+                   await server.kserve_model(call("/v1/models/other"), "other")]
+        return [(a.status_code, json.loads(a.body)) for a in answers]
+
+    (_, v1), *kserve, (other, missing), (bad, refused), probe, (absent, gone) = asyncio.run(calls())
+    assert kserve == [(200, v1)] * 2 and v1["predictions"][0]["label"] in ("a", "b", "c")
+    assert other == 404 and missing == {"error": f"there is no model 'other' here: this endpoint serves {name!r}, "
+                                                 f"version {version!r}"}  # KServe's and TF Serving's error shape
+    assert bad == 400 and "instances" in refused["error"]
+    assert probe == (200, {"name": name, "ready": True}) and absent == 404 and "other" in gone["error"]
