@@ -694,7 +694,7 @@ ALLOWED = {200, 400, 401, 403, 404, 405, 408, 413, 415, 422, 429, 503}  # never 
 def fuzz_cases(model: str):
     """Requests a hostile or careless client might send: right-shaped inputs with NaN, Infinity,
     huge integers, strings, nulls; arbitrary JSON and bytes; Open Inference Protocol tensors of any shape,
-    datatype and data (to `model`); other content types, methods and paths."""
+    datatype and data (to `model`); KServe v1's paths; other content types, methods and paths."""
     from hypothesis import strategies as st
 
     scalar = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2**80, 2**80), st.booleans(),
@@ -716,7 +716,9 @@ def fuzz_cases(model: str):
     route = st.sampled_from([("POST", "/v1/predict")] * 8 + [("GET", "/v1/model"), ("GET", "/v1/predict"),
                                                               ("PUT", "/v1/predict"), ("DELETE", "/v1/model"),
                                                               ("POST", "/healthz"), ("GET", "/no/such/path")]
-                            + [("POST", f"/v2/models/{model}/infer")] * 4 + [("GET", f"/v2/models/{model}")])
+                            + [("POST", f"/v2/models/{model}/infer")] * 4 + [("GET", f"/v2/models/{model}")]
+                            + [("POST", f"/v1/models/{model}:predict")] * 2 + [("GET", f"/v1/models/{model}"),
+                                                                                ("POST", "/v1/models/x:predict")])
     content_type = st.sampled_from(["application/json"] * 6 + ["application/json; charset=utf-8", "text/plain",
                                                                 "application/x-www-form-urlencoded", "", "text/csv",
                                                                 "image/png", "text/csv; charset=base64",
